@@ -1,0 +1,35 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "Darter",
+    products: [
+        .executable(name: "darter", targets: ["darter"]),
+    ],
+    targets: [
+        // System libraries from Debian (see tools/bootstrap).
+        .systemLibrary(name: "CURing", pkgConfig: "liburing", providers: [.apt(["liburing-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        // What Swift cannot import: GNU-only calls and constants, CRC32C.
+        .target(name: "CDarterShim", cSettings: [.unsafeFlags(["-O3"])]),
+
+        // The one I/O layer: io_uring ring owner, buffers, backends. All unsafe pointer code lives here.
+        .target(name: "DarterIO", dependencies: ["CURing", "CDarterShim", "CCrypto"], swiftSettings: strict),
+        // Content-addressed piece cache: ids, layout, journal, recovery, eviction, waits.
+        .target(name: "PieceStore", dependencies: ["DarterIO"], swiftSettings: strict),
+        // Pure HTTP/1.1: parse, serialize, ranges, conditionals. No I/O.
+        .target(name: "HTTPCore", swiftSettings: strict),
+
+        .executableTarget(name: "darter", dependencies: ["PieceStore", "DarterIO"], swiftSettings: strict),
+        // Benchmarks live apart from the product; tools/bench runs them.
+        .executableTarget(name: "darter-bench", dependencies: ["PieceStore", "DarterIO"],
+                          path: "Benchmarks/DarterBench", swiftSettings: strict),
+
+        .testTarget(name: "DarterIOTests", dependencies: ["DarterIO"], swiftSettings: strict),
+        .testTarget(name: "PieceStoreTests", dependencies: ["PieceStore", "DarterIO"], swiftSettings: strict),
+        .testTarget(name: "HTTPCoreTests", dependencies: ["HTTPCore"], swiftSettings: strict),
+    ]
+)

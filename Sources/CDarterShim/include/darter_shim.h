@@ -1,0 +1,33 @@
+#ifndef DARTER_SHIM_H
+#define DARTER_SHIM_H
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/// O_DIRECT is GNU-only; Glibc's Swift module does not export it.
+int darter_o_direct(void);
+
+/// fallocate(2) (GNU-only in glibc headers). Returns 0 or -errno.
+int darter_fallocate(int fd, int mode, int64_t offset, int64_t length);
+
+/// splice(2); returns bytes moved or -errno.
+int64_t darter_splice(int fd_in, int64_t *off_in, int fd_out, int64_t *off_out, size_t len, unsigned flags);
+unsigned darter_splice_f_move(void);
+unsigned darter_splice_f_more(void);
+unsigned darter_splice_f_nonblock(void);
+
+/// sendfile(2); returns bytes sent or -errno.
+int64_t darter_sendfile(int out_fd, int in_fd, int64_t *offset, size_t count);
+
+/// CRC32C (Castagnoli). Uses SSE4.2 when the CPU has it, else a table.
+uint32_t darter_crc32c(uint32_t crc, const void *data, size_t length);
+/// The portable table implementation (tests compare both).
+uint32_t darter_crc32c_sw(uint32_t crc, const void *data, size_t length);
+/// 1 when the hardware path is in use.
+int darter_crc32c_hw_available(void);
+
+/// SHA-256 of a buffer through libcrypto's EVP interface is done from Swift;
+/// this helper only names the digest length.
+enum { DARTER_SHA256_LENGTH = 32 };
+
+#endif

@@ -1,0 +1,1 @@
+public enum HTTPCoreVersion { public static let version = "0" }
