@@ -14,3 +14,12 @@
 static inline unsigned darter_iosqe_io_link(void) { return IOSQE_IO_LINK; }
 static inline unsigned darter_iosqe_fixed_file(void) { return IOSQE_FIXED_FILE; }
 static inline unsigned darter_iosqe_buffer_select(void) { return IOSQE_BUFFER_SELECT; }
+
+// struct statx is only forward-declared by liburing.h; these helpers keep its layout in C.
+#include <linux/stat.h>
+static inline unsigned long darter_statx_buffer_size(void) { return sizeof(struct statx); }
+static inline void darter_prep_statx(struct io_uring_sqe *sqe, const char *path, void *out) {
+    io_uring_prep_statx(sqe, AT_FDCWD, path, 0, STATX_SIZE | 0x2000u /* STATX_DIOALIGN */, (struct statx *)out);
+}
+static inline unsigned long long darter_statx_size(const void *out) { return ((const struct statx *)out)->stx_size; }
+static inline unsigned darter_statx_dio_offset_align(const void *out) { return ((const struct statx *)out)->stx_dio_offset_align; }

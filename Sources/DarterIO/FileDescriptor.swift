@@ -1,0 +1,137 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CDarterShim
+
+/// An open file descriptor. Ownership (who closes it) is the holder's business.
+public struct FileDescriptor: Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: Int32
+    public init(rawValue: Int32) { self.rawValue = rawValue }
+    public var description: String { "fd \(rawValue)" }
+}
+
+/// Flags for opening files (a subset of open(2)'s).
+public struct OpenOptions: OptionSet, Sendable {
+    public let rawValue: Int32
+    public init(rawValue: Int32) { self.rawValue = rawValue }
+    public static let readOnly = OpenOptions([])
+    public static let readWrite = OpenOptions(rawValue: O_RDWR)
+    public static let writeOnly = OpenOptions(rawValue: O_WRONLY)
+    public static let create = OpenOptions(rawValue: O_CREAT)
+    public static let exclusive = OpenOptions(rawValue: O_EXCL)
+    public static let truncate = OpenOptions(rawValue: O_TRUNC)
+    public static let append = OpenOptions(rawValue: O_APPEND)
+    /// O_DIRECT: bypass the page cache. Buffers, offsets and lengths must be aligned.
+    public static let direct = OpenOptions(rawValue: darter_o_direct())
+    public static let directory = OpenOptions(rawValue: O_DIRECTORY)
+
+    var kernelFlags: Int32 { rawValue | O_CLOEXEC }
+}
+
+/// Space on the filesystem that holds a path (statvfs(3)).
+public struct FileSystemSpace: Sendable, Equatable {
+    public var totalBytes: Int64
+    public var availableBytes: Int64
+    public init(totalBytes: Int64, availableBytes: Int64) {
+        self.totalBytes = totalBytes
+        self.availableBytes = availableBytes
+    }
+    public var usedFraction: Double {
+        totalBytes > 0 ? Double(totalBytes - availableBytes) / Double(totalBytes) : 0
+    }
+}
+
+/// Synchronous syscalls used at startup and for rare metadata work. Each retries EINTR and
+/// throws a typed ``Errno``. Hot-path I/O goes through an ``IOBackend`` instead.
+public enum SystemCalls {
+    /// open(2).
+    public static func open(_ path: String, _ options: OpenOptions, mode: UInt32 = 0o644) throws(Errno) -> FileDescriptor {
+        let fd = try retryingOnInterrupt { Glibc.open(path, options.kernelFlags, mode) }
+        return FileDescriptor(rawValue: fd)
+    }
+
+    /// close(2). EINTR is not retried: Linux always releases the descriptor.
+    public static func close(_ fd: FileDescriptor) throws(Errno) {
+        if Glibc.close(fd.rawValue) < 0 && errno != EINTR { throw Errno.current }
+    }
+
+    /// fstat(2)'s st_size.
+    public static func fileSize(_ fd: FileDescriptor) throws(Errno) -> Int64 {
+        var st = stat()
+        _ = try retryingOnInterrupt { fstat(fd.rawValue, &st) }
+        return Int64(st.st_size)
+    }
+
+    /// Whether a path exists (stat(2) succeeds).
+    public static func exists(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0
+    }
+
+    /// mkdir(2) for every missing component (like `mkdir -p`).
+    public static func makeDirectories(_ path: String, mode: UInt32 = 0o755) throws(Errno) {
+        var prefix = path.hasPrefix("/") ? "/" : ""
+        for part in path.split(separator: "/") {
+            prefix += part
+            if mkdir(prefix, mode) < 0 && errno != EEXIST { throw Errno.current }
+            prefix += "/"
+        }
+    }
+
+    /// The names in a directory, without "." and "..".
+    public static func listDirectory(_ path: String) throws(Errno) -> [String] {
+        guard let dir = opendir(path) else { throw Errno.current }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// statvfs(3) for the filesystem holding `path`.
+    public static func fileSystemSpace(_ path: String) throws(Errno) -> FileSystemSpace {
+        var s = statvfs()
+        _ = try retryingOnInterrupt { statvfs(path, &s) }
+        let unit = Int64(s.f_frsize)
+        return FileSystemSpace(totalBytes: Int64(s.f_blocks) * unit, availableBytes: Int64(s.f_bavail) * unit)
+    }
+
+    /// rename(2).
+    public static func rename(_ from: String, _ to: String) throws(Errno) {
+        _ = try retryingOnInterrupt { Glibc.rename(from, to) }
+    }
+
+    /// unlink(2).
+    public static func unlink(_ path: String) throws(Errno) {
+        _ = try retryingOnInterrupt { Glibc.unlink(path) }
+    }
+
+    /// rmdir(2).
+    public static func removeDirectory(_ path: String) throws(Errno) {
+        _ = try retryingOnInterrupt { Glibc.rmdir(path) }
+    }
+
+    /// fsync(2) on a directory, so a rename or create inside it is durable.
+    public static func syncDirectory(_ path: String) throws(Errno) {
+        let fd = try open(path, [.readOnly, .directory])
+        defer { try? close(fd) }
+        _ = try retryingOnInterrupt { fsync(fd.rawValue) }
+    }
+
+    /// Resident set size of this process in bytes (from /proc/self/statm).
+    public static func residentBytes() -> Int {
+        guard let f = fopen("/proc/self/statm", "r") else { return 0 }
+        defer { fclose(f) }
+        var size = 0, resident = 0
+        guard withUnsafeMutablePointer(to: &size, { s in
+            withUnsafeMutablePointer(to: &resident) { r in
+                withVaList([s, r]) { vfscanf(f, "%ld %ld", $0) }
+            }
+        }) == 2 else { return 0 }
+        return resident * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+}

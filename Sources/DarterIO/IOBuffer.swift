@@ -1,0 +1,180 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+import CDarterShim
+
+/// Alignment for direct I/O: buffer address, file offset and length must be multiples of it.
+public let directIOAlignment = 4096
+
+/// Rounds `n` up to a multiple of ``directIOAlignment``.
+@inlinable public func alignUp(_ n: Int) -> Int { (n + directIOAlignment - 1) & ~(directIOAlignment - 1) }
+/// Rounds `n` down to a multiple of ``directIOAlignment``.
+@inlinable public func alignDown(_ n: Int) -> Int { n & ~(directIOAlignment - 1) }
+
+/// A page-aligned byte buffer that I/O reads into and writes from. It is the only way bytes
+/// reach the disk, so it owns its memory: when the buffer came from a backend's registered
+/// pool, dropping it hands the slot back; otherwise it frees the allocation.
+public struct IOBuffer: ~Copyable, @unchecked Sendable {
+    // The memory is owned uniquely by this value; sending it moves ownership.
+    let base: UnsafeMutableRawPointer
+    public let capacity: Int
+    /// Index among the ring's registered buffers, or -1.
+    let fixedIndex: Int32
+    let pool: FixedBufferPool?
+
+    init(base: UnsafeMutableRawPointer, capacity: Int, fixedIndex: Int32, pool: FixedBufferPool?) {
+        self.base = base
+        self.capacity = capacity
+        self.fixedIndex = fixedIndex
+        self.pool = pool
+    }
+
+    /// A fresh aligned allocation (posix_memalign), zero-filled.
+    public init(capacity: Int) {
+        let size = max(alignUp(capacity), directIOAlignment)
+        var p: UnsafeMutableRawPointer?
+        let r = posix_memalign(&p, directIOAlignment, size)
+        precondition(r == 0 && p != nil, "posix_memalign(\(size)) failed: \(r)")
+        memset(p!, 0, size)
+        self.init(base: p!, capacity: size, fixedIndex: -1, pool: nil)
+    }
+
+    deinit {
+        if let pool { pool.release(slot: fixedIndex) } else { free(base) }
+    }
+
+    /// Whether this buffer is registered with an io_uring (READ_FIXED / WRITE_FIXED apply).
+    public var isRegistered: Bool { fixedIndex >= 0 }
+
+    @inline(__always) private func check(_ range: Range<Int>) {
+        precondition(range.lowerBound >= 0 && range.upperBound <= capacity, "range \(range) outside buffer of \(capacity)")
+    }
+
+    public subscript(index: Int) -> UInt8 {
+        get { precondition(index >= 0 && index < capacity); return base.load(fromByteOffset: index, as: UInt8.self) }
+        nonmutating set { precondition(index >= 0 && index < capacity); base.storeBytes(of: newValue, toByteOffset: index, as: UInt8.self) }
+    }
+
+    /// Copies `bytes` into the buffer at `offset`.
+    public func copyBytes<C: Collection<UInt8>>(from bytes: C, at offset: Int = 0) {
+        check(offset..<(offset + bytes.count))
+        let done: Void? = bytes.withContiguousStorageIfAvailable { src in
+            if let b = src.baseAddress { memcpy(base + offset, b, src.count) }
+        }
+        if done == nil {
+            var i = offset
+            for b in bytes { base.storeBytes(of: b, toByteOffset: i, as: UInt8.self); i += 1 }
+        }
+    }
+
+    /// Copies a range of another buffer into this one.
+    public func copyBytes(from other: borrowing IOBuffer, range: Range<Int>, at offset: Int = 0) {
+        other.check(range)
+        check(offset..<(offset + range.count))
+        memmove(base + offset, other.base + range.lowerBound, range.count)
+    }
+
+    /// The bytes in `range` as an array (a copy).
+    public func bytes(_ range: Range<Int>) -> [UInt8] {
+        check(range)
+        return [UInt8](UnsafeRawBufferPointer(start: base + range.lowerBound, count: range.count))
+    }
+
+    /// Sets every byte in `range` to `value`.
+    public func fill(_ value: UInt8, range: Range<Int>) {
+        check(range)
+        memset(base + range.lowerBound, Int32(value), range.count)
+    }
+
+    /// Fills `range` with a reproducible pseudo-random stream that depends on `seed` and the
+    /// absolute position `streamOffset + i`, so any slice of a logical stream can be regenerated.
+    /// Used by tests and benchmarks to make and check content without keeping it.
+    public func fillPattern(seed: UInt64, streamOffset: Int64, range: Range<Int>) {
+        check(range)
+        precondition(streamOffset % 8 == 0 && range.count % 8 == 0 && range.lowerBound % 8 == 0)
+        let words = (base + range.lowerBound).bindMemory(to: UInt64.self, capacity: range.count / 8)
+        var index = UInt64(streamOffset / 8)
+        for i in 0..<(range.count / 8) {
+            words[i] = patternWord(seed: seed, index: index)
+            index &+= 1
+        }
+    }
+
+    /// Whether `range` holds the pattern ``fillPattern(seed:streamOffset:range:)`` writes.
+    public func matchesPattern(seed: UInt64, streamOffset: Int64, range: Range<Int>) -> Bool {
+        check(range)
+        precondition(streamOffset % 8 == 0 && range.count % 8 == 0 && range.lowerBound % 8 == 0)
+        let words = (base + range.lowerBound).bindMemory(to: UInt64.self, capacity: range.count / 8)
+        var index = UInt64(streamOffset / 8)
+        for i in 0..<(range.count / 8) {
+            if words[i] != patternWord(seed: seed, index: index) { return false }
+            index &+= 1
+        }
+        return true
+    }
+
+    /// CRC32C of the bytes in `range`, continuing from `seed`.
+    public func crc32c(_ range: Range<Int>, seed: UInt32 = 0) -> UInt32 {
+        check(range)
+        return darter_crc32c(seed, base + range.lowerBound, range.count)
+    }
+
+    /// Whether two ranges hold the same bytes.
+    public func equals(_ range: Range<Int>, _ other: borrowing IOBuffer, _ otherRange: Range<Int>) -> Bool {
+        check(range); other.check(otherRange)
+        return range.count == otherRange.count && memcmp(base + range.lowerBound, other.base + otherRange.lowerBound, range.count) == 0
+    }
+
+    /// Raw access for code that talks to C (the server's socket calls, libcurl callbacks).
+    public func withUnsafeMutableBytes<R, E: Error>(_ body: (UnsafeMutableRawBufferPointer) throws(E) -> R) throws(E) -> R {
+        try body(UnsafeMutableRawBufferPointer(start: base, count: capacity))
+    }
+}
+
+/// SplitMix64: a cheap, well-mixed function of (seed, index).
+@inline(__always)
+func patternWord(seed: UInt64, index: UInt64) -> UInt64 {
+    var z = seed &+ index &* 0x9E37_79B9_7F4A_7C15
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    return z ^ (z >> 31)
+}
+
+/// A fixed set of equally sized aligned buffers carved from one allocation, registered with
+/// an io_uring so READ_FIXED / WRITE_FIXED skip per-I/O page pinning.
+final class FixedBufferPool: Sendable {
+    let slotSize: Int
+    let slotCount: Int
+    // Owned for the pool's lifetime; slots are handed out exclusively under `free`.
+    nonisolated(unsafe) let region: UnsafeMutableRawPointer
+    private let free: Mutex<[Int32]>
+
+    init(slotSize: Int, slotCount: Int) {
+        self.slotSize = alignUp(slotSize)
+        self.slotCount = slotCount
+        var p: UnsafeMutableRawPointer?
+        precondition(posix_memalign(&p, directIOAlignment, self.slotSize * slotCount) == 0)
+        region = p!
+        free = Mutex((0..<Int32(slotCount)).reversed())
+    }
+
+    deinit { Glibc.free(region) }
+
+    /// The iovecs to register: one per slot.
+    func iovecs() -> [iovec] {
+        (0..<slotCount).map { iovec(iov_base: region + $0 * slotSize, iov_len: slotSize) }
+    }
+
+    /// A registered slot if one is free and large enough, else nil.
+    func take(capacity: Int) -> IOBuffer? {
+        guard capacity <= slotSize, let slot = free.withLock({ $0.popLast() }) else { return nil }
+        return IOBuffer(base: region + Int(slot) * slotSize, capacity: slotSize, fixedIndex: slot, pool: self)
+    }
+
+    func release(slot: Int32) {
+        free.withLock { $0.append(slot) }
+    }
+
+    var freeCount: Int { free.withLock { $0.count } }
+}

@@ -1,0 +1,373 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CURing
+import Synchronization
+
+/// Owns one io_uring instance (io_uring_queue_init / io_uring_queue_exit).
+struct IORing: ~Copyable {
+    let raw: UnsafeMutablePointer<io_uring>
+
+    init(entries: UInt32) throws(Errno) {
+        raw = .allocate(capacity: 1)
+        raw.initialize(to: io_uring())
+        var params = io_uring_params()
+        // SUBMIT_ALL: keep submitting a batch past a failed SQE. COOP_TASKRUN: no IPI per completion.
+        params.flags = UInt32(IORING_SETUP_SUBMIT_ALL) | UInt32(IORING_SETUP_COOP_TASKRUN)
+        params.cq_entries = entries * 4
+        params.flags |= UInt32(IORING_SETUP_CQSIZE)
+        var r = io_uring_queue_init_params(entries, raw, &params)
+        if r == -EINVAL {  // older kernel: plain setup
+            params = io_uring_params()
+            r = io_uring_queue_init_params(entries, raw, &params)
+        }
+        if r < 0 {
+            raw.deallocate()
+            throw Errno(rawValue: -r)
+        }
+    }
+
+    deinit {
+        io_uring_queue_exit(raw)
+        raw.deallocate()
+    }
+}
+
+/// One submitted operation: where its completion goes.
+final class PendingOperation: @unchecked Sendable {
+    // Touched by the submitter before submission and by the reaper after; the kernel
+    // orders the two (completion happens after submission).
+    var continuation: UnsafeContinuation<Int32, Never>?
+    /// Completions still expected (a batch shares one token; SEND_ZC gets a notification).
+    var remaining: Int
+    var firstError: Int32 = 0
+    var result: Int32 = 0
+    /// Memory the kernel reads until completion (a path, a timespec); freed afterwards.
+    var keepAlive: UnsafeMutableRawPointer?
+    let isZeroCopySend: Bool
+
+    init(expected: Int = 1, isZeroCopySend: Bool = false) {
+        remaining = expected
+        self.isZeroCopySend = isZeroCopySend
+    }
+    deinit { if let keepAlive { free(keepAlive) } }
+}
+
+private let stopMarker: UInt64 = 1
+
+/// The ring plus its completion thread. Submissions come from any thread under `submitLock`;
+/// one thread reaps completions and resumes the waiting tasks.
+final class RingCore: @unchecked Sendable {
+    let ring: IORing
+    let submitLock = Mutex<Void>(())
+    let fixedBuffers: FixedBufferPool?
+
+    init(entries: UInt32, fixedBuffers: Int, fixedBufferSize: Int) throws(Errno) {
+        let ring = try IORing(entries: entries)
+        let raw = ring.raw
+        self.ring = ring
+        if fixedBuffers > 0 {
+            let pool = FixedBufferPool(slotSize: fixedBufferSize, slotCount: fixedBuffers)
+            let iovs = pool.iovecs()
+            let r = iovs.withUnsafeBufferPointer { io_uring_register_buffers(raw, $0.baseAddress, UInt32($0.count)) }
+            self.fixedBuffers = r == 0 ? pool : nil
+        } else {
+            self.fixedBuffers = nil
+        }
+    }
+
+    /// Preps `count` SQEs with `prep(sqe, i)`, tags them with `op` and submits them in one
+    /// io_uring_enter. Returns false (and submits nothing) when the ring is full.
+    func submit(_ op: PendingOperation, count: Int = 1, prep: (UnsafeMutablePointer<io_uring_sqe>, Int) -> Void) -> Bool {
+        submitLock.withLock { _ in
+            let ring = self.ring.raw
+            if io_uring_sq_space_left(ring) < UInt32(count) {
+                io_uring_submit(ring)
+                if io_uring_sq_space_left(ring) < UInt32(count) { return false }
+            }
+            let userData = UInt64(UInt(bitPattern: Unmanaged.passRetained(op).toOpaque()))
+            for i in 0..<count {
+                let sqe = io_uring_get_sqe(ring)!
+                prep(sqe, i)
+                sqe.pointee.user_data = userData
+                if i > 0 { _ = Unmanaged.passRetained(op) }  // one reference per completion
+            }
+            io_uring_submit(ring)
+            return true
+        }
+    }
+
+    /// Submits and waits for the combined result: the first negative result, else the last.
+    func perform(expected: Int = 1, zeroCopySend: Bool = false, keepAlive: UnsafeMutableRawPointer? = nil,
+                 _ prep: @escaping (UnsafeMutablePointer<io_uring_sqe>, Int) -> Void) async -> Int32 {
+        let op = PendingOperation(expected: zeroCopySend ? 2 : expected, isZeroCopySend: zeroCopySend)
+        op.keepAlive = keepAlive
+        return await withUnsafeContinuation { (c: UnsafeContinuation<Int32, Never>) in
+            op.continuation = c
+            var tries = 0
+            while !submit(op, count: expected, prep: prep) {
+                tries += 1
+                if tries > 1000 { op.continuation = nil; c.resume(returning: -EBUSY); return }
+                sched_yield()  // the reaper frees SQ space as completions drain
+            }
+        }
+    }
+
+    /// Asks the kernel to cancel `op` (IORING_OP_ASYNC_CANCEL). Harmless if it already finished.
+    func cancel(_ op: PendingOperation) {
+        let target = UInt64(UInt(bitPattern: Unmanaged.passUnretained(op).toOpaque()))
+        submitLock.withLock { _ in
+            guard let sqe = io_uring_get_sqe(ring.raw) else { return }
+            io_uring_prep_cancel64(sqe, target, 0)
+            sqe.pointee.user_data = 0  // its own completion is ignored
+            io_uring_submit(ring.raw)
+        }
+    }
+
+    func requestStop() {
+        submitLock.withLock { _ in
+            if let sqe = io_uring_get_sqe(ring.raw) {
+                io_uring_prep_nop(sqe)
+                sqe.pointee.user_data = stopMarker
+                io_uring_submit(ring.raw)
+            }
+        }
+    }
+
+    /// The completion thread's loop.
+    func reapLoop() {
+        let batch = UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>.allocate(capacity: 256)
+        defer { batch.deallocate() }
+        var ready: [(UnsafeContinuation<Int32, Never>, Int32)] = []
+        ready.reserveCapacity(256)
+        var running = true
+        while running {
+            var first: UnsafeMutablePointer<io_uring_cqe>?
+            let w = io_uring_wait_cqe(ring.raw, &first)
+            if w < 0 { if w == -EINTR || w == -EAGAIN { continue }; fatalError("io_uring_wait_cqe: \(Errno(rawValue: -w))") }
+            let n = Int(io_uring_peek_batch_cqe(ring.raw, batch, 256))
+            for i in 0..<n {
+                let cqe = batch[i]!.pointee
+                if cqe.user_data == stopMarker { running = false; continue }
+                if cqe.user_data == 0 { continue }
+                let op = Unmanaged<PendingOperation>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(cqe.user_data))!)
+                let o = op.takeRetainedValue()
+                if o.isZeroCopySend && (cqe.flags & UInt32(IORING_CQE_F_MORE)) != 0 {
+                    // The result arrives first; the buffer is free only after the notification.
+                    _ = op.retain()
+                    o.result = cqe.res
+                    o.remaining -= 1
+                    continue
+                }
+                if o.isZeroCopySend && (cqe.flags & UInt32(IORING_CQE_F_NOTIF)) != 0 {
+                    o.remaining = 0
+                } else {
+                    if cqe.res < 0 && o.firstError == 0 { o.firstError = cqe.res }
+                    o.result = cqe.res
+                    o.remaining -= 1
+                    if o.isZeroCopySend { o.remaining = 0 }  // failed before any notification
+                }
+                if o.remaining == 0, let c = o.continuation {
+                    o.continuation = nil
+                    ready.append((c, o.firstError != 0 ? o.firstError : o.result))
+                }
+            }
+            io_uring_cq_advance(ring.raw, UInt32(n))
+            // Resume after advancing the CQ so the kernel has room while tasks run.
+            for (c, r) in ready { c.resume(returning: r) }
+            ready.removeAll(keepingCapacity: true)
+        }
+    }
+}
+
+/// The io_uring backend: one ring shared by every caller, one completion thread.
+public final class UringBackend: IOBackend, @unchecked Sendable {
+    public let name = "io_uring"
+    let core: RingCore
+    private var reaper = pthread_t()
+
+    /// - Parameters:
+    ///   - entries: submission queue size.
+    ///   - fixedBuffers: how many buffers to register (IORING_REGISTER_BUFFERS); 0 for none.
+    ///   - fixedBufferSize: bytes in each registered buffer.
+    public init(entries: UInt32 = 256, fixedBuffers: Int = 16, fixedBufferSize: Int = 4 << 20) throws(Errno) {
+        core = try RingCore(entries: entries, fixedBuffers: fixedBuffers, fixedBufferSize: fixedBufferSize)
+        let context = Unmanaged.passRetained(core).toOpaque()
+        let r = pthread_create(&reaper, nil, { arg in
+            let core = Unmanaged<RingCore>.fromOpaque(arg!).takeRetainedValue()
+            core.reapLoop()
+            return nil
+        }, context)
+        if r != 0 {
+            Unmanaged<RingCore>.fromOpaque(context).release()
+            throw Errno(rawValue: r)
+        }
+    }
+
+    deinit {
+        core.requestStop()
+        pthread_join(reaper, nil)
+    }
+
+    /// "16 x 4 MiB registered buffers" or "no registered buffers".
+    public var fixedBufferSummary: String {
+        guard let pool = core.fixedBuffers else { return "no registered buffers" }
+        return "\(pool.slotCount) x \(pool.slotSize >> 20) MiB registered buffers"
+    }
+
+    public func makeBuffer(capacity: Int) -> IOBuffer {
+        core.fixedBuffers?.take(capacity: capacity) ?? IOBuffer(capacity: capacity)
+    }
+
+    private func run(_ keepAlive: UnsafeMutableRawPointer? = nil, _ prep: @escaping (UnsafeMutablePointer<io_uring_sqe>) -> Void) async throws(Errno) -> Int32 {
+        try checkKernelResult(await core.perform(keepAlive: keepAlive) { sqe, _ in prep(sqe) })
+    }
+
+    public func open(_ path: String, _ options: OpenOptions, mode: UInt32) async throws(Errno) -> FileDescriptor {
+        let cPath = strdup(path)!
+        let flags = options.kernelFlags
+        let fd = try await run(UnsafeMutableRawPointer(cPath)) { io_uring_prep_openat($0, AT_FDCWD, cPath, flags, mode) }
+        return FileDescriptor(rawValue: fd)
+    }
+
+    public func close(_ fd: FileDescriptor) async throws(Errno) {
+        _ = try await run { io_uring_prep_close($0, fd.rawValue) }
+    }
+
+    public func read(_ fd: FileDescriptor, into buffer: borrowing IOBuffer, range: Range<Int>, at offset: Int64) async throws(Errno) -> Int {
+        precondition(range.lowerBound >= 0 && range.upperBound <= buffer.capacity)
+        let address = buffer.base + range.lowerBound, index = buffer.fixedIndex, count = UInt32(range.count)
+        return Int(try await run { sqe in
+            if index >= 0 {
+                io_uring_prep_read_fixed(sqe, fd.rawValue, address, count, UInt64(offset), Int32(index))
+            } else {
+                io_uring_prep_read(sqe, fd.rawValue, address, count, UInt64(offset))
+            }
+        })
+    }
+
+    public func write(_ fd: FileDescriptor, from buffer: borrowing IOBuffer, range: Range<Int>, at offset: Int64) async throws(Errno) -> Int {
+        precondition(range.lowerBound >= 0 && range.upperBound <= buffer.capacity)
+        let address = buffer.base + range.lowerBound, index = buffer.fixedIndex, count = UInt32(range.count)
+        return Int(try await run { sqe in
+            if index >= 0 {
+                io_uring_prep_write_fixed(sqe, fd.rawValue, address, count, UInt64(offset), Int32(index))
+            } else {
+                io_uring_prep_write(sqe, fd.rawValue, address, count, UInt64(offset))
+            }
+        })
+    }
+
+    public func dataSync(_ fds: [FileDescriptor]) async throws(Errno) {
+        guard !fds.isEmpty else { return }
+        _ = try checkKernelResult(await core.perform(expected: fds.count) { sqe, i in
+            io_uring_prep_fsync(sqe, fds[i].rawValue, UInt32(IORING_FSYNC_DATASYNC))
+        })
+    }
+
+    public func sync(_ fd: FileDescriptor) async throws(Errno) {
+        _ = try await run { io_uring_prep_fsync($0, fd.rawValue, 0) }
+    }
+
+    public func allocate(_ fd: FileDescriptor, offset: Int64, length: Int64) async throws(Errno) {
+        _ = try await run { io_uring_prep_fallocate($0, fd.rawValue, 0, Int(offset), Int(length)) }
+    }
+
+    public func truncate(_ fd: FileDescriptor, length: Int64) async throws(Errno) {
+        // liburing 2.3 has no IORING_OP_FTRUNCATE; ftruncate on an open file is quick.
+        _ = try retryingOnInterrupt { ftruncate(fd.rawValue, off_t(length)) }
+    }
+
+    public func rename(_ from: String, to: String) async throws(Errno) {
+        let a = strdup(from)!, b = strdup(to)!
+        defer { free(b) }
+        _ = try await run(UnsafeMutableRawPointer(a)) { io_uring_prep_renameat($0, AT_FDCWD, a, AT_FDCWD, b, 0) }
+    }
+
+    public func unlink(_ path: String) async throws(Errno) {
+        let p = strdup(path)!
+        _ = try await run(UnsafeMutableRawPointer(p)) { io_uring_prep_unlinkat($0, AT_FDCWD, p, 0) }
+    }
+
+    // MARK: Operations the server uses (io_uring only)
+
+    /// statx(2) through IORING_OP_STATX: size and the direct-I/O alignment the file needs.
+    public func statx(_ path: String) async throws(Errno) -> (size: Int64, directIOOffsetAlignment: UInt32) {
+        let p = strdup(path)!
+        let out = malloc(Int(darter_statx_buffer_size()))!
+        defer { free(out) }
+        _ = try await run(UnsafeMutableRawPointer(p)) { darter_prep_statx($0, p, out) }
+        return (Int64(darter_statx_size(out)), darter_statx_dio_offset_align(out))
+    }
+
+    /// Runs an operation that may wait indefinitely (sockets, timers) so that cancelling the
+    /// Swift task cancels it in the kernel (IORING_OP_ASYNC_CANCEL).
+    private func cancellable(_ keepAlive: UnsafeMutableRawPointer? = nil, zeroCopy: Bool = false,
+                             _ prep: @escaping (UnsafeMutablePointer<io_uring_sqe>) -> Void) async throws(Errno) -> Int32 {
+        let op = PendingOperation(expected: zeroCopy ? 2 : 1, isZeroCopySend: zeroCopy)
+        op.keepAlive = keepAlive
+        let core = self.core
+        let r: Int32 = await withTaskCancellationHandler {
+            await withUnsafeContinuation { (c: UnsafeContinuation<Int32, Never>) in
+                op.continuation = c
+                if Task.isCancelled || !core.submit(op, prep: { sqe, _ in prep(sqe) }) {
+                    op.continuation = nil
+                    c.resume(returning: Task.isCancelled ? -ECANCELED : -EBUSY)
+                }
+            }
+        } onCancel: {
+            core.cancel(op)
+        }
+        return try checkKernelResult(r)
+    }
+
+    /// accept4(2) via IORING_OP_ACCEPT; the new socket is close-on-exec.
+    public func accept(_ listener: FileDescriptor) async throws(Errno) -> FileDescriptor {
+        FileDescriptor(rawValue: try await cancellable { io_uring_prep_accept($0, listener.rawValue, nil, nil, Int32(SOCK_CLOEXEC.rawValue)) })
+    }
+
+    /// recv(2) into `buffer[range]`; 0 means the peer closed.
+    public func receive(_ socket: FileDescriptor, into buffer: borrowing IOBuffer, range: Range<Int>) async throws(Errno) -> Int {
+        precondition(range.upperBound <= buffer.capacity)
+        let address = buffer.base + range.lowerBound, count = range.count
+        return Int(try await cancellable { io_uring_prep_recv($0, socket.rawValue, address, count, 0) })
+    }
+
+    /// send(2) from `buffer[range]`; may send less.
+    public func send(_ socket: FileDescriptor, from buffer: borrowing IOBuffer, range: Range<Int>) async throws(Errno) -> Int {
+        precondition(range.upperBound <= buffer.capacity)
+        let address = buffer.base + range.lowerBound, count = range.count
+        return Int(try await cancellable { io_uring_prep_send($0, socket.rawValue, address, count, Int32(MSG_NOSIGNAL)) })
+    }
+
+    /// IORING_OP_SEND_ZC: returns after the kernel's notification says the buffer is free again.
+    public func sendZeroCopy(_ socket: FileDescriptor, from buffer: borrowing IOBuffer, range: Range<Int>) async throws(Errno) -> Int {
+        precondition(range.upperBound <= buffer.capacity)
+        let address = buffer.base + range.lowerBound, count = range.count, index = buffer.fixedIndex
+        return Int(try await cancellable(zeroCopy: true) { sqe in
+            io_uring_prep_send_zc(sqe, socket.rawValue, address, count, Int32(MSG_NOSIGNAL), 0)
+            if index >= 0 {
+                sqe.pointee.ioprio |= UInt16(IORING_RECVSEND_FIXED_BUF)
+                sqe.pointee.buf_index = UInt16(index)
+            }
+        })
+    }
+
+    /// splice(2) via IORING_OP_SPLICE; `offsetIn`/`offsetOut` of nil mean "current position" (pipes).
+    public func splice(from input: FileDescriptor, offsetIn: Int64?, to output: FileDescriptor, offsetOut: Int64?, count: Int) async throws(Errno) -> Int {
+        Int(try await cancellable { sqe in
+            io_uring_prep_splice(sqe, input.rawValue, offsetIn ?? -1, output.rawValue, offsetOut ?? -1, UInt32(count), 0)
+        })
+    }
+
+    /// IORING_OP_TIMEOUT: sleeps for `nanoseconds`; cancelling the task ends it early.
+    public func sleep(nanoseconds: Int64) async throws(Errno) {
+        let ts = malloc(MemoryLayout<__kernel_timespec>.size)!.bindMemory(to: __kernel_timespec.self, capacity: 1)
+        ts.initialize(to: __kernel_timespec(tv_sec: nanoseconds / 1_000_000_000, tv_nsec: nanoseconds % 1_000_000_000))
+        do {
+            _ = try await cancellable(UnsafeMutableRawPointer(ts)) { io_uring_prep_timeout($0, ts, 0, 0) }
+        } catch where error == .timedOut {
+            return  // a timeout completes with -ETIME: that is success here
+        }
+    }
+}
