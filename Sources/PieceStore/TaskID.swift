@@ -1,0 +1,106 @@
+import DarterIO
+
+/// The key of a cached object: SHA-256 of its normalized URL and options, or, when the
+/// content digest is known (`sha256:<hex>`, as for OCI blobs), that digest itself.
+public struct TaskID: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public enum Kind: UInt8, Sendable { case url = 0, digest = 1 }
+
+    public let kind: Kind
+    /// The 32 bytes of the hash.
+    public let hash: SHA256Digest
+
+    public init(kind: Kind, hash: SHA256Digest) {
+        self.kind = kind
+        self.hash = hash
+    }
+
+    /// `<64 hex>` for URL tasks, `sha256:<64 hex>` for digest tasks.
+    public var description: String { kind == .url ? hash.hex : "sha256:" + hash.hex }
+
+    /// The data file's name: safe for a path by construction (a prefix and hex digits only).
+    public var fileName: String { (kind == .url ? "u-" : "d-") + hash.hex }
+
+    /// Parses and validates an id from outside (a URL path, a CLI argument): exactly 64
+    /// lowercase hex digits, optionally prefixed by `sha256:`. Anything else is nil.
+    public init?(_ text: some StringProtocol) {
+        if text.hasPrefix("sha256:") {
+            guard let h = SHA256Digest(hex: text.dropFirst(7)) else { return nil }
+            self.init(kind: .digest, hash: h)
+        } else {
+            guard let h = SHA256Digest(hex: text) else { return nil }
+            self.init(kind: .url, hash: h)
+        }
+    }
+
+    /// The id of a URL's content: SHA-256 over length-prefixed fields (so no two field lists
+    /// encode alike) of the normalized URL, tag, application and piece length (0 = default).
+    public static func forURL(_ url: String, tag: String = "", application: String = "", pieceLength: Int = 0) throws(URLNormalizationError) -> TaskID {
+        let normalized = try URLNormalizer.normalize(url)
+        var encoded: [UInt8] = []
+        for field in ["darter-task-v1", normalized, tag, application, String(pieceLength)] {
+            let bytes = Array(field.utf8)
+            let n = UInt32(bytes.count)
+            encoded += [UInt8(n >> 24), UInt8(n >> 16 & 0xff), UInt8(n >> 8 & 0xff), UInt8(n & 0xff)]
+            encoded += bytes
+        }
+        return TaskID(kind: .url, hash: SHA256Digest(bytes: SHA256Hasher.hash(encoded))!)
+    }
+
+    /// The id of content known by digest (`sha256:<64 hex>`). Nil if malformed.
+    public static func forDigest(_ digest: String) -> TaskID? {
+        guard digest.hasPrefix("sha256:") else { return nil }
+        return TaskID(digest)
+    }
+
+    public static func < (a: TaskID, b: TaskID) -> Bool {
+        a.kind.rawValue != b.kind.rawValue ? a.kind.rawValue < b.kind.rawValue : a.hash < b.hash
+    }
+}
+
+/// A SHA-256 digest value.
+public struct SHA256Digest: Hashable, Sendable, Comparable {
+    // Four words: cheap to hash and compare.
+    public let w0: UInt64, w1: UInt64, w2: UInt64, w3: UInt64
+
+    public init?(bytes: [UInt8]) {
+        guard bytes.count == 32 else { return nil }
+        func word(_ i: Int) -> UInt64 { (0..<8).reduce(0) { $0 << 8 | UInt64(bytes[i * 8 + $1]) } }
+        w0 = word(0); w1 = word(1); w2 = word(2); w3 = word(3)
+    }
+
+    /// Exactly 64 lowercase hex digits.
+    public init?(hex: some StringProtocol) {
+        let utf8 = Array(hex.utf8)
+        guard utf8.count == 64 else { return nil }
+        var bytes = [UInt8](repeating: 0, count: 32)
+        for i in 0..<32 {
+            guard let hi = hexValue(utf8[2 * i]), let lo = hexValue(utf8[2 * i + 1]) else { return nil }
+            bytes[i] = hi << 4 | lo
+        }
+        self.init(bytes: bytes)
+    }
+
+    public var bytes: [UInt8] {
+        [w0, w1, w2, w3].flatMap { w in (0..<8).map { UInt8(truncatingIfNeeded: w >> (56 - 8 * $0)) } }
+    }
+
+    public var hex: String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(64)
+        for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 15)]) }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    public static func < (a: SHA256Digest, b: SHA256Digest) -> Bool {
+        (a.w0, a.w1, a.w2, a.w3) < (b.w0, b.w1, b.w2, b.w3)
+    }
+}
+
+private func hexValue(_ c: UInt8) -> UInt8? {
+    switch c {
+    case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+    case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+    default: return nil
+    }
+}
