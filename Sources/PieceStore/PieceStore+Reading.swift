@@ -1,0 +1,176 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import DarterIO
+
+extension PieceStore {
+    // MARK: Reading
+
+    /// Marks a read in progress (protects from eviction) and returns what the read needs.
+    private func beginRead(_ id: TaskID, range: Range<Int64>) throws(StoreError) -> (pieceLength: Int, pieces: Range<Int>) {
+        try state.withLock { s throws(StoreError) in
+            guard var t = s.index.tasks[id], !t.deleting else { throw .unknownTask(id) }
+            let end = t.contentLength ?? PieceMath.offset(ofPiece: t.pieces.count, pieceLength: t.pieceLength)
+            guard range.lowerBound >= 0, range.upperBound <= end else { throw .rangeOutOfBounds(id) }
+            let pieces = PieceMath.pieces(covering: range, pieceLength: t.pieceLength)
+            for i in pieces where i >= t.pieces.count || t.pieces[i].state != .committed {
+                throw .pieceNotCommitted(id, index: i)
+            }
+            t.readers += 1
+            t.lastAccess = Self.now()
+            s.index.tasks[id] = t
+            return (t.pieceLength, pieces)
+        }
+    }
+
+    private func endRead(_ id: TaskID) {
+        state.withLock { $0.index.tasks[id]?.readers -= 1 }
+    }
+
+    /// Reads bytes `range` of a task into `buffer` with direct I/O and returns where in the
+    /// buffer they are (the read starts at the aligned offset below `range.lowerBound`).
+    /// Every piece touched must be committed; pieces not checked since a restart are verified
+    /// against their CRC32C first, and a corrupt one is dropped and reported.
+    /// `buffer` must hold `alignUp(range.count) + 4096` bytes.
+    public func read(_ id: TaskID, range: Range<Int64>, into buffer: borrowing IOBuffer) async throws -> Range<Int> {
+        let (_, pieces) = try beginRead(id, range: range)
+        defer { endRead(id) }
+        for i in pieces { try await verifyIfNeeded(id, index: i) }
+        let fd = try await directDescriptor(id)
+        let start = Int64(alignDown(Int(range.lowerBound)))
+        let end = Int64(alignUp(Int(range.upperBound)))
+        precondition(Int(end - start) <= buffer.capacity, "buffer too small for the aligned range")
+        let n: Int
+        do { n = try await io.readFully(fd, into: buffer, range: 0..<Int(end - start), at: start) }
+        catch { throw StoreError.io("reading \(id)", error) }
+        let lead = Int(range.lowerBound - start)
+        guard n >= lead + range.count else { throw StoreError.io("short read of \(id)", .ioError) }
+        return lead..<(lead + range.count)
+    }
+
+    /// Reads one whole piece into `buffer[0..<length]` and returns its length.
+    public func readPiece(_ id: TaskID, index: Int, into buffer: borrowing IOBuffer) async throws -> Int {
+        let (offset, length) = try pieceExtent(id, index: index)
+        let r = try await read(id, range: offset..<(offset + Int64(length)), into: buffer)
+        precondition(r.lowerBound == 0)  // pieces start aligned
+        return length
+    }
+
+    /// A copy of bytes `range` (for small reads and tests).
+    public func readBytes(_ id: TaskID, range: Range<Int64>) async throws -> [UInt8] {
+        let buffer = io.makeBuffer(capacity: alignUp(range.count) + directIOAlignment)
+        let r = try await read(id, range: range, into: buffer)
+        return buffer.bytes(r)
+    }
+
+    func pieceExtent(_ id: TaskID, index: Int) throws(StoreError) -> (offset: Int64, length: Int) {
+        try state.withLock { s throws(StoreError) in
+            guard let t = s.index.tasks[id], !t.deleting else { throw .unknownTask(id) }
+            guard index >= 0, index < t.pieces.count, t.pieces[index].state == .committed else { throw .pieceNotCommitted(id, index: index) }
+            return (PieceMath.offset(ofPiece: index, pieceLength: t.pieceLength), Int(t.pieces[index].length))
+        }
+    }
+
+    /// The CRC32C recorded for a committed piece.
+    public func pieceChecksum(_ id: TaskID, index: Int) -> UInt32? {
+        state.withLock { s in
+            guard let t = s.index.tasks[id], index >= 0, index < t.pieces.count, t.pieces[index].state == .committed else { return nil }
+            return t.pieces[index].crc32c
+        }
+    }
+
+    /// Checks a piece against its CRC32C once per process lifetime (pieces written by this
+    /// process are trusted). A mismatch drops the piece durably and throws ``StoreError/corruptPiece(_:index:)``.
+    func verifyIfNeeded(_ id: TaskID, index: Int) async throws {
+        guard configuration.verifyAfterRestart else { return }
+        let todo = state.withLock { s -> (Int64, Int, UInt32)? in
+            guard let t = s.index.tasks[id], index < t.pieces.count else { return nil }
+            let p = t.pieces[index]
+            guard p.state == .committed, !p.verified else { return nil }
+            return (PieceMath.offset(ofPiece: index, pieceLength: t.pieceLength), Int(p.length), p.crc32c)
+        }
+        guard let (offset, length, crc) = todo else { return }
+        let fd = try await directDescriptor(id)
+        let buffer = io.makeBuffer(capacity: alignUp(length))
+        let n: Int
+        do { n = try await io.readFully(fd, into: buffer, range: 0..<alignUp(length), at: offset) }
+        catch { throw StoreError.io("reading piece \(index) of \(id)", error) }
+        if n >= length && buffer.crc32c(0..<length) == crc {
+            state.withLock { s in
+                if s.index.tasks[id]?.pieces[index].crc32c == crc { s.index.tasks[id]!.pieces[index].verified = true }
+            }
+            return
+        }
+        state.withLock { $0.corruptDropped += 1 }
+        try await appendDurably([.pieceDropped(id, index: index)])
+        throw StoreError.corruptPiece(id, index: index)
+    }
+
+    /// The committed, verified bytes from `range.lowerBound` (up to `range.upperBound`) as an
+    /// extent of the data file for sendfile/splice. Nil when the first byte is not committed
+    /// yet (wait with ``waitForOffset(_:offset:timeout:)``). The lease keeps the task alive.
+    public func servableExtent(_ id: TaskID, range: Range<Int64>) async throws -> ServableExtent? {
+        let run = try state.withLock { s throws(StoreError) -> (Int64, Range<Int>)? in
+            guard var t = s.index.tasks[id], !t.deleting else { throw .unknownTask(id) }
+            let length = min(t.committedRun(from: range.lowerBound), range.upperBound - range.lowerBound)
+            guard length > 0 else { return nil }
+            t.readers += 1
+            t.lastAccess = Self.now()
+            s.index.tasks[id] = t
+            return (length, PieceMath.pieces(covering: range.lowerBound..<(range.lowerBound + length), pieceLength: t.pieceLength))
+        }
+        guard let (length, pieces) = run else { return nil }
+        let lease = ReadLease { [self] in endRead(id) }
+        for i in pieces { try await verifyIfNeeded(id, index: i) }
+        let fd = try await bufferedDescriptor(id)
+        return ServableExtent(fd: fd, offset: range.lowerBound, length: Int(length), lease: lease)
+    }
+
+    // MARK: Read-while-write
+
+    /// Waits until piece `index` is committed, or the task turns out to end before it.
+    /// Throws ``StoreError/timedOut`` after `timeout`, `CancellationError` when the calling task
+    /// is cancelled, and ``StoreError/taskFailed(_:_:)`` when the writer gives up.
+    public func waitForPiece(_ id: TaskID, index: Int, timeout: Duration? = nil) async throws -> PieceAvailability {
+        let waiterID = state.withLock { s in s.nextWaiterID += 1; return s.nextWaiterID }
+        let timer = timeout.map { t in
+            Task { [self] in
+                try await Task.sleep(for: t)
+                resumeWaiter(id, waiterID, with: .failure(StoreError.timedOut))
+            }
+        }
+        defer { timer?.cancel() }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<PieceAvailability, any Error>) in
+                let immediate = state.withLock { s -> Result<PieceAvailability, any Error>? in
+                    guard let t = s.index.tasks[id], !t.deleting else { return .failure(StoreError.unknownTask(id)) }
+                    if let f = t.failure { return .failure(StoreError.taskFailed(id, f)) }
+                    if index < t.pieces.count, t.pieces[index].state == .committed { return .success(.committed) }
+                    if let count = t.pieceCount, index >= count { return .success(.beyondEnd) }
+                    if Task.isCancelled { return .failure(CancellationError()) }
+                    s.waiters[id, default: []].append(Waiter(id: waiterID, index: index, continuation: c))
+                    return nil
+                }
+                if let immediate { c.resume(with: immediate) }
+            }
+        } onCancel: {
+            resumeWaiter(id, waiterID, with: .failure(CancellationError()))
+        }
+    }
+
+    /// Waits until the byte at `offset` is committed (see ``waitForPiece(_:index:timeout:)``).
+    public func waitForOffset(_ id: TaskID, offset: Int64, timeout: Duration? = nil) async throws -> PieceAvailability {
+        guard let pieceLength = info(id)?.pieceLength else { throw StoreError.unknownTask(id) }
+        return try await waitForPiece(id, index: Int(offset / Int64(pieceLength)), timeout: timeout)
+    }
+
+    private func resumeWaiter(_ id: TaskID, _ waiterID: Int, with result: Result<PieceAvailability, any Error>) {
+        let c = state.withLock { s -> CheckedContinuation<PieceAvailability, any Error>? in
+            guard var list = s.waiters[id], let i = list.firstIndex(where: { $0.id == waiterID }) else { return nil }
+            let w = list.remove(at: i)
+            s.waiters[id] = list.isEmpty ? nil : list
+            return w.continuation
+        }
+        c?.resume(with: result)
+    }
+}

@@ -1,0 +1,288 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import DarterIO
+
+extension PieceStore {
+    // MARK: Creating and writing
+
+    /// Creates a task (or returns the existing one's info). The data file is created and, when
+    /// the length is known, preallocated; room is made by eviction first if needed.
+    @discardableResult
+    public func createTask(_ id: TaskID, pieceLength: Int? = nil, contentLength: Int64?, expectedDigest: SHA256Digest? = nil,
+                           origin: OriginMetadata = OriginMetadata(), pinned: Bool = false) async throws -> TaskInfo {
+        if let existing = info(id) { return existing }
+        let pieceLength = pieceLength ?? PieceMath.defaultPieceLength(contentLength: contentLength)
+        guard PieceMath.isValidPieceLength(pieceLength) else { throw StoreError.invalidPieceLength(pieceLength) }
+        let reserve = Int64(alignUp(Int(contentLength ?? 0)))
+        try await makeRoom(for: reserve, excluding: id)
+
+        let path = dataPath(id)
+        let fd: FileDescriptor
+        do {
+            try SystemCalls.makeDirectories(String(path[..<path.lastIndex(of: "/")!]))
+            fd = try await io.open(path, [.readWrite, .create, .direct], mode: 0o644)
+        } catch { throw StoreError.io("creating \(path)", error) }
+        do {
+            if reserve > 0 { try await allocateWithEviction(fd, offset: 0, length: reserve, task: id) }
+            try SystemCalls.syncDirectory(String(path[..<path.lastIndex(of: "/")!]))
+        } catch {
+            try? await io.close(fd)
+            try? await io.unlink(path)
+            throw error
+        }
+        let descriptor = TaskDescriptor(id: id, pieceLength: pieceLength, contentLength: contentLength, createdAt: Self.now(),
+                                        pinned: pinned, expectedDigest: expectedDigest, origin: origin)
+        try await appendDurably([.taskCreated(descriptor)])
+        let duplicate = state.withLock { s -> Bool in
+            guard s.index.tasks[id] != nil else { return true }
+            if s.index.tasks[id]!.directFD == nil { s.index.tasks[id]!.directFD = fd; return false }
+            return true
+        }
+        if duplicate { try? await io.close(fd) }
+        guard let created = info(id) else { throw StoreError.taskFailed(id, "removed while being created") }
+        return created
+    }
+
+    /// Writes piece `index` from `buffer[0..<length]` and returns once it is committed
+    /// (data and metadata durable). The buffer must hold `alignUp(length)` bytes; the padding
+    /// is zeroed. One writer per piece; a committed piece is left as it is.
+    public func writePiece(_ id: TaskID, index: Int, from buffer: borrowing IOBuffer, length: Int) async throws {
+        let padded = alignUp(length)
+        precondition(buffer.capacity >= padded, "buffer of \(buffer.capacity) bytes cannot hold piece of \(length)")
+        enum Start { case write(FileDescriptor?, Int64, Bool), alreadyCommitted }
+        let start = try state.withLock { s throws(StoreError) -> Start in
+            guard var t = s.index.tasks[id], !t.deleting else { throw .unknownTask(id) }
+            if let failure = t.failure { throw .taskFailed(id, failure) }
+            if let count = t.pieceCount, index >= count { throw .pieceOutOfRange(id, index: index) }
+            if let expected = t.expectedLength(ofPiece: index), expected != length {
+                throw .wrongPieceLength(id, index: index, expected: expected, got: length)
+            }
+            if t.contentLength == nil, length > t.pieceLength || length <= 0 {
+                throw .wrongPieceLength(id, index: index, expected: t.pieceLength, got: length)
+            }
+            if index >= t.pieces.count { t.pieces += Array(repeating: PieceSlot(), count: index + 1 - t.pieces.count) }
+            switch t.pieces[index].state {
+            case .committed: return .alreadyCommitted
+            case .writing: throw .pieceBeingWritten(id, index: index)
+            case .missing: break
+            }
+            t.pieces[index].state = .writing
+            t.writers += 1
+            t.lastAccess = Self.now()
+            let growing = t.contentLength == nil
+            s.index.tasks[id] = t
+            return .write(t.directFD, PieceMath.offset(ofPiece: index, pieceLength: t.pieceLength), growing)
+        }
+        guard case .write(let knownFD, let offset, let growing) = start else { return }
+        do {
+            let fd = try await writeBytes(id, index: index, knownFD: knownFD, offset: offset, growing: growing, buffer: buffer, length: length)
+            let crc = buffer.crc32c(0..<length)
+            try await appendDurably([.pieceCommitted(id, index: index, length: length, crc32c: crc)], syncing: [fd])
+        } catch {
+            state.withLock { s in
+                if s.index.tasks[id]?.pieces[index].state == .writing { s.index.tasks[id]!.pieces[index].state = .missing }
+                s.index.tasks[id]?.writers -= 1
+            }
+            throw error
+        }
+        state.withLock { s in
+            s.index.tasks[id]?.writers -= 1
+            s.index.tasks[id]?.pieces[index].verified = true
+        }
+    }
+
+    /// The data write of ``writePiece(_:index:from:length:)``, with one eviction-and-retry on ENOSPC.
+    private func writeBytes(_ id: TaskID, index: Int, knownFD: FileDescriptor?, offset: Int64, growing: Bool,
+                            buffer: borrowing IOBuffer, length: Int) async throws -> FileDescriptor {
+        let padded = alignUp(length)
+        let fd: FileDescriptor
+        if let knownFD { fd = knownFD } else { fd = try await directDescriptor(id) }
+        if padded > length { buffer.fill(0, range: length..<padded) }
+        if growing { try await allocateWithEviction(fd, offset: offset, length: Int64(padded), task: id) }
+        do {
+            try await io.writeAll(fd, from: buffer, range: 0..<padded, at: offset)
+            return fd
+        } catch where error == .noSpace {
+        } catch {
+            throw StoreError.io("writing piece \(index) of \(id)", error)
+        }
+        try await evictForSpace(bytes: Int64(padded), excluding: id)
+        do {
+            try await io.writeAll(fd, from: buffer, range: 0..<padded, at: offset)
+            return fd
+        } catch {
+            await failTask(id, reason: "no space left on device")
+            throw error == .noSpace ? StoreError.noSpace(id, "no space left on device after eviction") : StoreError.io("writing piece \(index) of \(id)", error)
+        }
+    }
+
+    /// fallocate with one eviction-and-retry on ENOSPC; a second ENOSPC fails the task.
+    func allocateWithEviction(_ fd: FileDescriptor, offset: Int64, length: Int64, task id: TaskID) async throws {
+        do {
+            try await io.allocate(fd, offset: offset, length: length)
+            return
+        } catch where error == .noSpace {
+        } catch {
+            throw StoreError.io("fallocate for \(id)", error)
+        }
+        try await evictForSpace(bytes: length, excluding: id)
+        do {
+            try await io.allocate(fd, offset: offset, length: length)
+        } catch {
+            await failTask(id, reason: "no space left on device")
+            throw error == .noSpace ? StoreError.noSpace(id, "no space left on device after eviction") : StoreError.io("fallocate for \(id)", error)
+        }
+    }
+
+    /// Marks the task complete. `contentLength` fixes the length of an unknown-length task.
+    /// `sha256` is the digest if the caller hashed the stream; otherwise the store reads the
+    /// content back to compute it. A digest that differs from the expected one fails the task.
+    public func completeTask(_ id: TaskID, contentLength: Int64? = nil, sha256 given: SHA256Digest? = nil) async throws {
+        let (length, missing, expected) = try state.withLock { s throws(StoreError) -> (Int64, Int, SHA256Digest?) in
+            guard let t = s.index.tasks[id], !t.deleting else { throw .unknownTask(id) }
+            if let failure = t.failure { throw .taskFailed(id, failure) }
+            let length: Int64
+            if let n = t.contentLength { length = n }
+            else if let n = contentLength { length = n }
+            else {
+                length = t.pieces.enumerated().reduce(Int64(0)) { acc, p in
+                    p.element.state == .committed ? max(acc, PieceMath.offset(ofPiece: p.offset, pieceLength: t.pieceLength) + Int64(p.element.length)) : acc
+                }
+            }
+            let count = PieceMath.pieceCount(contentLength: length, pieceLength: t.pieceLength)
+            var missing = 0
+            for i in 0..<count {
+                let want = PieceMath.length(ofPiece: i, contentLength: length, pieceLength: t.pieceLength)
+                if i >= t.pieces.count || t.pieces[i].state != .committed || Int(t.pieces[i].length) != want { missing += 1 }
+            }
+            if t.pieces.count > count, t.pieces[count...].contains(where: { $0.state == .committed }) {
+                throw .taskFailed(id, "pieces past the declared length \(length)")
+            }
+            return (length, missing, t.descriptor.expectedDigest)
+        }
+        guard missing == 0 else { throw StoreError.incomplete(id, missingPieces: missing) }
+        let digest: SHA256Digest
+        if let given { digest = given } else { digest = try await computeDigest(id, length: length) }
+        if let expected, expected != digest {
+            await failTask(id, reason: "digest mismatch")
+            throw StoreError.digestMismatch(id, expected: expected.hex, actual: digest.hex)
+        }
+        if id.kind == .digest, id.hash != digest {
+            await failTask(id, reason: "digest mismatch")
+            throw StoreError.digestMismatch(id, expected: id.hash.hex, actual: digest.hex)
+        }
+        try await appendDurably([.taskCompleted(id, contentLength: length, sha256: digest)])
+    }
+
+    /// SHA-256 of a task's content, read back piece by piece.
+    func computeDigest(_ id: TaskID, length: Int64) async throws -> SHA256Digest {
+        let chunk = 4 << 20
+        let buffer = io.makeBuffer(capacity: chunk)
+        var hasher = SHA256Hasher()
+        var offset: Int64 = 0
+        while offset < length {
+            let n = Int(min(Int64(chunk), length - offset))
+            let range = try await read(id, range: offset..<(offset + Int64(n)), into: buffer)
+            hasher.update(buffer, range: range)
+            offset += Int64(n)
+        }
+        return SHA256Digest(bytes: hasher.finalize())!
+    }
+
+    /// Fails a task: waiting readers get the reason, its data is deleted.
+    public func failTask(_ id: TaskID, reason: String) async {
+        let waiters = state.withLock { s -> [Waiter] in
+            s.index.tasks[id]?.failure = reason
+            return s.waiters.removeValue(forKey: id) ?? []
+        }
+        for w in waiters { w.continuation.resume(throwing: StoreError.taskFailed(id, reason)) }
+        _ = try? await deleteTask(id, force: true)
+    }
+
+    /// Deletes a task and its data. Refuses (returns false) while it is in use, unless forced.
+    @discardableResult
+    public func deleteTask(_ id: TaskID, force: Bool = false) async throws -> Bool {
+        let files = state.withLock { s -> [FileDescriptor]? in
+            guard let t = s.index.tasks[id], !t.deleting, force || !t.inUse else { return nil }
+            s.index.tasks[id]!.deleting = true
+            return [t.directFD, t.bufferedFD].compactMap { $0 }
+        }
+        guard let files else { return false }
+        try await appendDurably([.taskDeleted(id)])
+        for fd in files { try? await io.close(fd) }
+        try? await io.unlink(dataPath(id))
+        return true
+    }
+
+    /// Pins or unpins a task (pinned tasks are never evicted).
+    public func setPinned(_ id: TaskID, _ pinned: Bool) async throws {
+        guard info(id) != nil else { throw StoreError.unknownTask(id) }
+        try await appendDurably([.taskPinned(id, pinned)])
+    }
+
+    // MARK: Looking up
+
+    public func info(_ id: TaskID) -> TaskInfo? {
+        state.withLock { s in
+            guard let t = s.index.tasks[id], !t.deleting else { return nil }
+            return TaskInfo(id: id, pieceLength: t.pieceLength, contentLength: t.contentLength, complete: t.complete,
+                            committed: t.pieces.map { $0.state == .committed }, committedPieceCount: t.committedCount,
+                            sha256: t.sha256, expectedDigest: t.descriptor.expectedDigest, origin: t.descriptor.origin,
+                            pinned: t.descriptor.pinned, createdAt: t.descriptor.createdAt, lastAccess: t.lastAccess,
+                            bytesOnDisk: t.allocatedBytes, failure: t.failure)
+        }
+    }
+
+    /// The task holding content with this digest: the digest task itself, or a completed URL
+    /// task whose bytes hash to it.
+    public func lookup(digest: SHA256Digest) -> TaskID? {
+        state.withLock { s in
+            let direct = TaskID(kind: .digest, hash: digest)
+            if let t = s.index.tasks[direct], !t.deleting { return direct }
+            return s.index.aliases[digest]
+        }
+    }
+
+    public var taskIDs: [TaskID] { state.withLock { s in s.index.tasks.filter { !$0.value.deleting }.map(\.key).sorted() } }
+
+    public var usage: StoreUsage {
+        state.withLock { s in
+            StoreUsage(bytesUsed: s.index.bytesUsed, quotaBytes: configuration.eviction.quotaBytes, taskCount: s.index.tasks.count,
+                       committedPieces: s.index.tasks.values.reduce(0) { $0 + $1.committedCount }, evictions: s.evictions,
+                       corruptPiecesDropped: s.corruptDropped, journalBytes: s.journalLength)
+        }
+    }
+
+    /// The task's O_DIRECT descriptor, opened on first use after a restart.
+    func directDescriptor(_ id: TaskID) async throws -> FileDescriptor {
+        if let fd = state.withLock({ $0.index.tasks[id]?.directFD }) { return fd }
+        let fd: FileDescriptor
+        do { fd = try await io.open(dataPath(id), [.readWrite, .direct]) } catch { throw StoreError.io("opening data of \(id)", error) }
+        let winner = state.withLock { s -> FileDescriptor? in
+            guard s.index.tasks[id] != nil else { return nil }
+            if let existing = s.index.tasks[id]!.directFD { return existing }
+            s.index.tasks[id]!.directFD = fd
+            return fd
+        }
+        if winner != fd { try? await io.close(fd) }
+        guard let winner else { throw StoreError.unknownTask(id) }
+        return winner
+    }
+
+    /// A page-cache descriptor for zero-copy sends, opened on first use.
+    func bufferedDescriptor(_ id: TaskID) async throws -> FileDescriptor {
+        if let fd = state.withLock({ $0.index.tasks[id]?.bufferedFD }) { return fd }
+        let fd: FileDescriptor
+        do { fd = try await io.open(dataPath(id), [.readOnly]) } catch { throw StoreError.io("opening data of \(id)", error) }
+        let winner = state.withLock { s -> FileDescriptor? in
+            guard s.index.tasks[id] != nil else { return nil }
+            if let existing = s.index.tasks[id]!.bufferedFD { return existing }
+            s.index.tasks[id]!.bufferedFD = fd
+            return fd
+        }
+        if winner != fd { try? await io.close(fd) }
+        guard let winner else { throw StoreError.unknownTask(id) }
+        return winner
+    }
+}

@@ -1,0 +1,325 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import DarterIO
+import Synchronization
+
+/// The content-addressed piece cache.
+///
+/// Layout: `<dir>/journal` (append-only, checksummed metadata records) and one preallocated
+/// data file per task, `<dir>/tasks/<2 hex>/<u|d>-<64 hex>`, piece N at N × piece length,
+/// written with O_DIRECT from aligned buffers. A piece is committed once its data and its
+/// journal record are durable (group commit: one data fdatasync batch, one journal append,
+/// one journal fdatasync for every piece that arrived meanwhile). Readers may wait for a
+/// piece and stream while a writer fills the task.
+public final class PieceStore: Sendable {
+    public let configuration: StoreConfiguration
+    public let io: any IOBackend
+    let state: Mutex<StoreState>
+    let journalPath: String
+    let tasksPath: String
+
+    struct PendingAppend {
+        var records: [JournalRecord]
+        var dataFDs: [FileDescriptor]
+        var continuation: CheckedContinuation<Void, any Error>?
+    }
+
+    struct Waiter {
+        var id: Int
+        var index: Int
+        var continuation: CheckedContinuation<PieceAvailability, any Error>
+    }
+
+    struct StoreState {
+        var index = StoreIndex()
+        var pending: [PendingAppend] = []
+        var committerWakeup: CheckedContinuation<Void, Never>?
+        var closing = false
+        var committerDone: CheckedContinuation<Void, Never>?
+        var committerFinished = false
+        var waiters: [TaskID: [Waiter]] = [:]
+        var nextWaiterID = 0
+        var journalFD: FileDescriptor
+        var journalLength: Int64
+        var nextCompactionCheck: Int64
+        var evictions = 0
+        var corruptDropped = 0
+    }
+
+    private init(configuration: StoreConfiguration, io: any IOBackend, index: StoreIndex, journalFD: FileDescriptor, journalLength: Int64) {
+        self.configuration = configuration
+        self.io = io
+        journalPath = configuration.directory + "/journal"
+        tasksPath = configuration.directory + "/tasks"
+        state = Mutex(StoreState(index: index, journalFD: journalFD, journalLength: journalLength,
+                                 nextCompactionCheck: max(configuration.compactionThresholdBytes, journalLength * 2)))
+    }
+
+    // MARK: Opening and recovery
+
+    /// Opens (or creates) the store in `configuration.directory`, replaying the journal.
+    /// A torn journal tail from a crash is cut off; data files no record names are removed.
+    public static func open(_ configuration: StoreConfiguration, io: any IOBackend) async throws -> PieceStore {
+        let dir = configuration.directory
+        let journalPath = dir + "/journal"
+        do {
+            try SystemCalls.makeDirectories(dir + "/tasks")
+        } catch { throw StoreError.io("creating \(dir)/tasks", error) }
+        if SystemCalls.exists(journalPath + ".new") { try? SystemCalls.unlink(journalPath + ".new") }  // interrupted compaction
+
+        let fresh = !SystemCalls.exists(journalPath)
+        let fd: FileDescriptor
+        do { fd = try await io.open(journalPath, [.readWrite, .create], mode: 0o644) }
+        catch { throw StoreError.io("opening \(journalPath)", error) }
+        var size: Int64 = 0
+        do { size = try SystemCalls.fileSize(fd) } catch { throw StoreError.io("fstat journal", error) }
+
+        var index = StoreIndex()
+        var length = Int64(JournalCodec.magic.count)
+        if fresh || size == 0 {
+            let buf = IOBuffer(capacity: JournalCodec.magic.count)
+            buf.copyBytes(from: JournalCodec.magic)
+            do {
+                try await io.writeAll(fd, from: buf, range: 0..<JournalCodec.magic.count, at: 0)
+                try await io.dataSync([fd])
+                try SystemCalls.syncDirectory(dir)
+            } catch { throw StoreError.io("initializing journal", error) }
+        } else {
+            let buf = IOBuffer(capacity: Int(size))
+            let n: Int
+            do { n = try await io.readFully(fd, into: buf, range: 0..<Int(size), at: 0) }
+            catch { throw StoreError.io("reading journal", error) }
+            let bytes = buf.bytes(0..<n)
+            guard bytes.count >= JournalCodec.magic.count, Array(bytes[0..<JournalCodec.magic.count]) == JournalCodec.magic else {
+                throw StoreError.journalUnreadable("\(journalPath) does not start with the Darter journal magic; refusing to touch it")
+            }
+            let (records, valid) = JournalCodec.decode(bytes)
+            for r in records { index.apply(r) }
+            length = Int64(valid)
+            if valid < n {  // torn tail: cut it so new records follow the last good one
+                do {
+                    try await io.truncate(fd, length: length)
+                    try await io.dataSync([fd])
+                } catch { throw StoreError.io("truncating torn journal tail", error) }
+            }
+        }
+        let store = PieceStore(configuration: configuration, io: io, index: index, journalFD: fd, journalLength: length)
+        try await store.removeOrphansAndLostTasks()
+        store.startCommitter()
+        return store
+    }
+
+    /// Deletes data files without a task and tasks without a data file.
+    private func removeOrphansAndLostTasks() async throws {
+        let live = state.withLock { s in Dictionary(uniqueKeysWithValues: s.index.tasks.keys.map { ($0.fileName, $0) }) }
+        var found = Set<String>()
+        let shards = (try? SystemCalls.listDirectory(tasksPath)) ?? []
+        for shard in shards {
+            let shardPath = tasksPath + "/" + shard
+            for name in (try? SystemCalls.listDirectory(shardPath)) ?? [] {
+                if live[name] != nil { found.insert(name) } else { try? await io.unlink(shardPath + "/" + name) }
+            }
+        }
+        let lost = live.filter { !found.contains($0.key) }.map(\.value)
+        if !lost.isEmpty { try await appendDurably(lost.map { .taskDeleted($0) }) }
+    }
+
+    func dataPath(_ id: TaskID) -> String {
+        let name = id.fileName
+        return tasksPath + "/" + name.dropFirst(2).prefix(2) + "/" + name
+    }
+
+    // MARK: Group commit
+
+    /// Appends `records` to the journal after `dataFDs` are synced, and returns once both are
+    /// durable and applied to the index. Concurrent callers share one commit.
+    func appendDurably(_ records: [JournalRecord], syncing dataFDs: [FileDescriptor] = []) async throws {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            let wake = state.withLock { s -> CheckedContinuation<Void, Never>? in
+                if s.closing && s.committerFinished {
+                    c.resume(throwing: StoreError.closed)
+                    return nil
+                }
+                s.pending.append(PendingAppend(records: records, dataFDs: dataFDs, continuation: c))
+                defer { s.committerWakeup = nil }
+                return s.committerWakeup
+            }
+            wake?.resume()
+        }
+    }
+
+    /// Queues records that need no waiting (access times).
+    func appendLater(_ records: [JournalRecord]) {
+        let wake = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            guard !s.committerFinished else { return nil }
+            s.pending.append(PendingAppend(records: records, dataFDs: [], continuation: nil))
+            defer { s.committerWakeup = nil }
+            return s.committerWakeup
+        }
+        wake?.resume()
+    }
+
+    private func startCommitter() {
+        Task.detached(priority: .high) { [self] in await self.runCommitter() }
+    }
+
+    /// Waits until something is pending (or the store is closing) and takes it all.
+    private func nextBatch() async -> [PendingAppend] {
+        while true {
+            let ready = state.withLock { s -> [PendingAppend]? in
+                guard !s.pending.isEmpty || s.closing else { return nil }
+                defer { s.pending.removeAll(keepingCapacity: true) }
+                return s.pending
+            }
+            if let ready { return ready }
+            await withCheckedContinuation { (w: CheckedContinuation<Void, Never>) in
+                let resumeNow = state.withLock { s -> Bool in
+                    if !s.pending.isEmpty || s.closing { return true }
+                    s.committerWakeup = w
+                    return false
+                }
+                if resumeNow { w.resume() }
+            }
+        }
+    }
+
+    private func runCommitter() async {
+        while true {
+            let batch = await nextBatch()
+            if batch.isEmpty {
+                if state.withLock({ $0.closing }) { break }
+                continue
+            }
+            await commit(batch)
+        }
+        let done = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            s.committerFinished = true
+            for p in s.pending { p.continuation?.resume(throwing: StoreError.closed) }
+            s.pending.removeAll()
+            defer { s.committerDone = nil }
+            return s.committerDone
+        }
+        done?.resume()
+    }
+
+    private func commit(_ batch: [PendingAppend]) async {
+        var fds = Set<FileDescriptor>()
+        var encoded = [UInt8]()
+        for p in batch {
+            fds.formUnion(p.dataFDs)
+            for r in p.records { JournalCodec.encode(r, into: &encoded) }
+        }
+        let (journalFD, offset) = state.withLock { ($0.journalFD, $0.journalLength) }
+        do {
+            if !fds.isEmpty { try await io.dataSync(Array(fds)) }
+            let buf = IOBuffer(capacity: encoded.count)
+            buf.copyBytes(from: encoded)
+            try await io.writeAll(journalFD, from: buf, range: 0..<encoded.count, at: offset)
+            try await io.dataSync([journalFD])
+        } catch {
+            // Nothing in this batch is believed; the journal tail (if any) is cut on restart
+            // because later appends overwrite from the same offset.
+            for p in batch { p.continuation?.resume(throwing: StoreError.io("committing metadata", error)) }
+            return
+        }
+        var wakeups: [(CheckedContinuation<PieceAvailability, any Error>, Result<PieceAvailability, any Error>)] = []
+        let needsCompaction = state.withLock { s -> Bool in
+            s.journalLength += Int64(encoded.count)
+            for p in batch { for r in p.records { s.index.apply(r); collectWakeups(for: r, in: &s, into: &wakeups) } }
+            return s.journalLength >= s.nextCompactionCheck
+        }
+        for p in batch { p.continuation?.resume() }
+        for (c, r) in wakeups { c.resume(with: r) }
+        if needsCompaction { await compactJournal() }
+    }
+
+    private func collectWakeups(for record: JournalRecord, in s: inout StoreState,
+                                into out: inout [(CheckedContinuation<PieceAvailability, any Error>, Result<PieceAvailability, any Error>)]) {
+        let id = record.taskID
+        guard var list = s.waiters[id], !list.isEmpty else { return }
+        let task = s.index.tasks[id]
+        list.removeAll { w in
+            let result: Result<PieceAvailability, any Error>?
+            if let task {
+                if w.index < task.pieces.count, task.pieces[w.index].state == .committed { result = .success(.committed) }
+                else if let count = task.pieceCount, w.index >= count, task.complete || task.contentLength != nil { result = .success(.beyondEnd) }
+                else { result = nil }
+            } else {
+                result = .failure(StoreError.taskFailed(id, "task was removed"))
+            }
+            if let result { out.append((w.continuation, result)); return true }
+            return false
+        }
+        s.waiters[id] = list.isEmpty ? nil : list
+    }
+
+    /// Rewrites the journal from the index (to `journal.new`, synced, renamed over `journal`).
+    /// Runs on the committer, so no append races it.
+    private func compactJournal() async {
+        let (records, oldFD, oldLength) = state.withLock { ($0.index.snapshot(), $0.journalFD, $0.journalLength) }
+        var bytes = JournalCodec.magic
+        for r in records { JournalCodec.encode(r, into: &bytes) }
+        guard Int64(bytes.count) * 2 < oldLength else {
+            state.withLock { $0.nextCompactionCheck = max(configuration.compactionThresholdBytes, $0.journalLength * 2) }
+            return
+        }
+        let tmp = journalPath + ".new"
+        do {
+            let fd = try await io.open(tmp, [.readWrite, .create, .truncate], mode: 0o644)
+            let buf = IOBuffer(capacity: bytes.count)
+            buf.copyBytes(from: bytes)
+            try await io.writeAll(fd, from: buf, range: 0..<bytes.count, at: 0)
+            try await io.dataSync([fd])
+            try await io.rename(tmp, to: journalPath)
+            try SystemCalls.syncDirectory(configuration.directory)
+            state.withLock { s in
+                s.journalFD = fd
+                s.journalLength = Int64(bytes.count)
+                s.nextCompactionCheck = max(configuration.compactionThresholdBytes, Int64(bytes.count) * 2)
+            }
+            try? await io.close(oldFD)
+        } catch {
+            try? SystemCalls.unlink(tmp)
+            state.withLock { $0.nextCompactionCheck = $0.journalLength * 2 }
+        }
+    }
+
+    /// Forces a compaction check now (tests, maintenance).
+    public func compact() async {
+        _ = try? await appendDurably([])
+        state.withLock { $0.nextCompactionCheck = 0 }
+        await compactJournal()
+    }
+
+    /// Stops the committer after pending commits, persists access times and closes files.
+    public func close() async {
+        appendAccessTimes(force: true)
+        _ = try? await appendDurably([])
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let wake = state.withLock { s -> (CheckedContinuation<Void, Never>?, Bool) in
+                s.closing = true
+                if s.committerFinished { return (nil, true) }
+                s.committerDone = c
+                defer { s.committerWakeup = nil }
+                return (s.committerWakeup, false)
+            }
+            wake.0?.resume()
+            if wake.1 { c.resume() }
+        }
+        let fds = state.withLock { s -> [FileDescriptor] in
+            var out = [s.journalFD]
+            for (_, t) in s.index.tasks { out += [t.directFD, t.bufferedFD].compactMap { $0 } }
+            for (_, list) in s.waiters { for w in list { w.continuation.resume(throwing: StoreError.closed) } }
+            s.waiters.removeAll()
+            return out
+        }
+        for fd in fds { try? await io.close(fd) }
+    }
+
+    static func now() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec)
+    }
+}

@@ -1,0 +1,85 @@
+/// A small `--flag value` parser: every flag is declared with a default and a help line, so
+/// `--help` can list them and a bad value names its flag.
+struct Arguments {
+    struct Flag {
+        let name: String
+        let defaultValue: String
+        let help: String
+    }
+
+    let command: String
+    let flags: [Flag]
+    private(set) var values: [String: String] = [:]
+    private(set) var positional: [String] = []
+    private(set) var wantsHelp = false
+
+    init(command: String, flags: [Flag], arguments: [String]) throws(UsageError) {
+        self.command = command
+        self.flags = flags
+        var i = 0
+        while i < arguments.count {
+            let a = arguments[i]
+            if a == "--help" || a == "-h" { wantsHelp = true; i += 1; continue }
+            if a.hasPrefix("--") {
+                var name = String(a.dropFirst(2))
+                var value: String?
+                if let eq = name.firstIndex(of: "=") {
+                    value = String(name[name.index(after: eq)...])
+                    name = String(name[..<eq])
+                }
+                guard flags.contains(where: { $0.name == name }) else { throw UsageError("\(command): unknown flag --\(name) (see darter \(command) --help)") }
+                if value == nil {
+                    guard i + 1 < arguments.count else { throw UsageError("\(command): flag --\(name) needs a value") }
+                    value = arguments[i + 1]
+                    i += 1
+                }
+                values[name] = value
+            } else {
+                positional.append(a)
+            }
+            i += 1
+        }
+    }
+
+    func string(_ name: String) -> String {
+        values[name] ?? flags.first { $0.name == name }!.defaultValue
+    }
+
+    func int(_ name: String) throws(UsageError) -> Int {
+        let s = string(name)
+        guard let v = parseSize(s) else { throw UsageError("\(command): --\(name) must be a whole number (k/m/g suffixes allowed), got '\(s)'") }
+        return v
+    }
+
+    func optionalInt(_ name: String) throws(UsageError) -> Int? {
+        string(name).isEmpty ? nil : try int(name)
+    }
+
+    var usage: String {
+        var out = "usage: darter \(command) [flags]\n\nflags:\n"
+        for f in flags {
+            let d = f.defaultValue.isEmpty ? "" : " (default: \(f.defaultValue))"
+            out += "  --\(f.name)".padding(28) + f.help + d + "\n"
+        }
+        return out
+    }
+}
+
+struct UsageError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+/// "4096", "4k", "64m", "2g" → bytes.
+func parseSize(_ s: String) -> Int? {
+    let lower = s.lowercased()
+    let units: [Character: Int] = ["k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40]
+    if let last = lower.last, let unit = units[last] {
+        return Int(lower.dropLast()).flatMap { $0 >= 0 ? $0 * unit : nil }
+    }
+    return Int(lower).flatMap { $0 >= 0 ? $0 : nil }
+}
+
+extension String {
+    func padding(_ width: Int) -> String { count >= width ? self + " " : self + String(repeating: " ", count: width - count) }
+}

@@ -1,0 +1,51 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct Darter {
+    static let commands: [(name: String, summary: String, run: @Sendable ([String]) async throws -> Void)] = [
+        ("import", "store local files in the piece cache and print their task ids", ImportCommand.run),
+        ("info", "list the tasks in a data directory", InfoCommand.run),
+        ("debug-ingest", "write deterministic test content, printing each committed piece (crash tests)", DebugIngestCommand.run),
+    ]
+
+    static func main() async {
+        var args = Array(CommandLine.arguments.dropFirst())
+        guard let name = args.first, name != "--help", name != "-h", name != "help" else {
+            printUsage()
+            return
+        }
+        args.removeFirst()
+        guard let command = commands.first(where: { $0.name == name }) else {
+            writeError("darter: unknown command '\(name)'\n")
+            printUsage()
+            exit(2)
+        }
+        do {
+            try await command.run(args)
+        } catch let e as UsageError {
+            writeError("darter: \(e)\n")
+            exit(2)
+        } catch {
+            writeError("darter \(name): \(error)\n")
+            exit(1)
+        }
+    }
+
+    static func printUsage() {
+        print("usage: darter <command> [flags]\n\ncommands:")
+        for c in commands { print("  " + c.name.padding(16) + c.summary) }
+        print("\nRun 'darter <command> --help' for a command's flags.")
+    }
+}
+
+/// One line to standard error (logs, diagnostics).
+func log(_ line: String) {
+    writeError(line + "\n")
+}
+
+func writeError(_ text: String) {
+    var bytes = Array(text.utf8)
+    _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
+}

@@ -1,0 +1,164 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import DarterIO
+import PieceStore
+
+let storeFlags: [Arguments.Flag] = [
+    .init(name: "data-dir", defaultValue: "./darter-data", help: "cache directory (ext4/xfs: O_DIRECT required)"),
+    .init(name: "io-backend", defaultValue: "auto", help: "auto | uring | threads (env DARTER_IO_BACKEND)"),
+    .init(name: "quota", defaultValue: "", help: "byte quota for the cache, e.g. 100g (empty: none)"),
+]
+
+func openStore(_ args: Arguments, configure: (inout StoreConfiguration) -> Void = { _ in }) async throws -> PieceStore {
+    let choice = args.string("io-backend")
+    guard let backendChoice = IOBackendChoice(rawValue: choice) else {
+        throw UsageError("\(args.command): --io-backend must be auto, uring or threads, got '\(choice)'")
+    }
+    let io = try makeIOBackend(backendChoice, log: log)
+    var config = StoreConfiguration(directory: args.string("data-dir"))
+    if let quota = try args.optionalInt("quota") { config.eviction.quotaBytes = Int64(quota) }
+    configure(&config)
+    return try await PieceStore.open(config, io: io)
+}
+
+enum ImportCommand {
+    static func run(_ argv: [String]) async throws {
+        let args = try Arguments(command: "import", flags: storeFlags + [
+            .init(name: "piece-length", defaultValue: "", help: "piece length (default: from the file size, 4-64 MiB)"),
+        ], arguments: argv)
+        if args.wantsHelp { print(args.usage + "\nPrints one line per file: <task-id> <path>"); return }
+        guard !args.positional.isEmpty else { throw UsageError("import: name at least one FILE") }
+        let store = try await openStore(args)
+        defer { Task { await store.close() } }
+        var failed = false
+        for path in args.positional {
+            do {
+                let id = try await importFile(path, store: store, pieceLength: try args.optionalInt("piece-length"))
+                print("\(id) \(path)")
+            } catch {
+                writeError("darter import: \(path): \(error)\n")
+                failed = true
+            }
+        }
+        await store.close()
+        if failed { exit(1) }
+    }
+
+    /// Stores a file under its SHA-256 (a digest task), reading it with direct-I/O-sized chunks.
+    static func importFile(_ path: String, store: PieceStore, pieceLength: Int?) async throws -> TaskID {
+        let io = store.io
+        let fd = try await io.open(path, [.readOnly])
+        defer { try? SystemCalls.close(fd) }
+        let size = try SystemCalls.fileSize(fd)
+        let pieceLength = pieceLength ?? PieceMath.defaultPieceLength(contentLength: size)
+        guard PieceMath.isValidPieceLength(pieceLength) else { throw StoreError.invalidPieceLength(pieceLength) }
+        // First pass: the digest names the task, so an already stored file is not written again.
+        let buffer = io.makeBuffer(capacity: pieceLength)
+        var hasher = SHA256Hasher()
+        var offset: Int64 = 0
+        while offset < size {
+            let n = try await io.readFully(fd, into: buffer, range: 0..<Int(min(Int64(pieceLength), size - offset)), at: offset)
+            guard n > 0 else { throw StoreError.io("\(path) shrank while reading", .ioError) }
+            hasher.update(buffer, range: 0..<n)
+            offset += Int64(n)
+        }
+        let digest = SHA256Digest(bytes: hasher.finalize())!
+        let id = TaskID(kind: .digest, hash: digest)
+        if let info = store.info(id), info.complete { return id }
+        try await store.createTask(id, pieceLength: pieceLength, contentLength: size)
+        let count = PieceMath.pieceCount(contentLength: size, pieceLength: pieceLength)
+        for index in 0..<count {
+            let length = PieceMath.length(ofPiece: index, contentLength: size, pieceLength: pieceLength)
+            let n = try await io.readFully(fd, into: buffer, range: 0..<length, at: PieceMath.offset(ofPiece: index, pieceLength: pieceLength))
+            guard n == length else { throw StoreError.io("\(path) changed while importing", .ioError) }
+            try await store.writePiece(id, index: index, from: buffer, length: length)
+        }
+        try await store.completeTask(id, sha256: digest)
+        return id
+    }
+}
+
+enum InfoCommand {
+    static func run(_ argv: [String]) async throws {
+        let args = try Arguments(command: "info", flags: storeFlags, arguments: argv)
+        if args.wantsHelp { print(args.usage); return }
+        let store = try await openStore(args)
+        for id in store.taskIDs {
+            guard let t = store.info(id) else { continue }
+            let length = t.contentLength.map(String.init) ?? "?"
+            print("\(id) length=\(length) pieces=\(t.committedPieceCount)/\(t.committed.count) complete=\(t.complete) pinned=\(t.pinned)")
+        }
+        let u = store.usage
+        print("tasks=\(u.taskCount) bytes=\(u.bytesUsed) journal=\(u.journalBytes)")
+        await store.close()
+    }
+}
+
+/// Writes deterministic content and prints `committed <task> <piece>` after each commit, so a
+/// test can SIGKILL it at any moment and check that everything printed survived.
+enum DebugIngestCommand {
+    static func run(_ argv: [String]) async throws {
+        let args = try Arguments(command: "debug-ingest", flags: storeFlags + [
+            .init(name: "seed", defaultValue: "1", help: "random seed (task names, order)"),
+            .init(name: "tasks", defaultValue: "3", help: "number of tasks"),
+            .init(name: "pieces", defaultValue: "64", help: "pieces per task"),
+            .init(name: "piece-length", defaultValue: "64k", help: "piece length"),
+            .init(name: "concurrency", defaultValue: "4", help: "pieces in flight"),
+            .init(name: "compaction-threshold", defaultValue: "64k", help: "journal size that triggers compaction checks"),
+        ], arguments: argv)
+        if args.wantsHelp { print(args.usage); return }
+        let seed = try args.int("seed"), tasks = try args.int("tasks"), pieces = try args.int("pieces")
+        let pieceLength = try args.int("piece-length"), concurrency = max(1, try args.int("concurrency"))
+        let threshold = try args.int("compaction-threshold")
+        let store = try await openStore(args) { $0.compactionThresholdBytes = Int64(threshold) }
+        var rng = SplitMix(seed: UInt64(seed))
+        var work: [(TaskID, Int, Int)] = []
+        for t in 0..<tasks {
+            let id = try TaskID.forURL("http://crash.test/\(seed)/\(t)")
+            let length = Int64(pieces * pieceLength - 1000)  // a short, unaligned last piece
+            if store.info(id) == nil { try await store.createTask(id, pieceLength: pieceLength, contentLength: length) }
+            for i in 0..<pieces { work.append((id, i, PieceMath.length(ofPiece: i, contentLength: length, pieceLength: pieceLength))) }
+        }
+        for i in stride(from: work.count - 1, to: 0, by: -1) { work.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+        print("ready"); fflush(nil)
+        let queue = WorkQueue(work)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<concurrency {
+                group.addTask {
+                    let buffer = store.io.makeBuffer(capacity: pieceLength)
+                    while let (id, index, length) = queue.next() {
+                        if store.info(id)?.committed[index] == true { continue }
+                        buffer.fillPattern(seed: id.hash.w0, streamOffset: PieceMath.offset(ofPiece: index, pieceLength: pieceLength),
+                                           range: 0..<alignUp(length))
+                        try await store.writePiece(id, index: index, from: buffer, length: length)
+                        print("committed \(id) \(index)")
+                        fflush(nil)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        print("done"); fflush(nil)
+        await store.close()
+    }
+}
+
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+import Synchronization
+final class WorkQueue<T: Sendable>: Sendable {
+    private let items: Mutex<[T]>
+    init(_ items: [T]) { self.items = Mutex(items.reversed()) }
+    func next() -> T? { items.withLock { $0.popLast() } }
+}
