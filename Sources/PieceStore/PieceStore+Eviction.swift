@@ -25,7 +25,8 @@ extension PieceStore {
         let (list, used) = candidates(excluding: id)
         let fs = try? SystemCalls.fileSystemSpace(configuration.directory)
         let decision = configuration.eviction.decide(candidates: list, storeBytes: used, incomingBytes: bytes, fileSystem: fs, now: Self.now())
-        await evict(decision.evict.map(\.id))
+        // A request that cannot fit anyway must not empty the cache: then only expired tasks go.
+        await evict(decision.evict.filter { decision.fits || $0.reason == .ttl }.map(\.id))
         if !decision.fits {
             throw StoreError.noSpace(id, "\(bytes) bytes do not fit the quota or the filesystem even after evicting every unpinned idle task")
         }

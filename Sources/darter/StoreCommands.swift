@@ -137,6 +137,20 @@ enum DebugIngestCommand {
                     }
                 }
             }
+            // Churn: short-lived tasks leave dead records behind, so compaction runs (and gets
+            // interrupted) during crash tests too.
+            group.addTask {
+                let buffer = store.io.makeBuffer(capacity: 4096)
+                var n = 0
+                while queue.remaining > 0 {
+                    let scratch = try TaskID.forURL("http://crash.test/\(seed)/scratch/\(n)")
+                    try await store.createTask(scratch, pieceLength: 4096, contentLength: 4096)
+                    buffer.fillPattern(seed: scratch.hash.w0, streamOffset: 0, range: 0..<4096)
+                    try await store.writePiece(scratch, index: 0, from: buffer, length: 4096)
+                    try await store.deleteTask(scratch)
+                    n += 1
+                }
+            }
             try await group.waitForAll()
         }
         print("done"); fflush(nil)
@@ -161,4 +175,5 @@ final class WorkQueue<T: Sendable>: Sendable {
     private let items: Mutex<[T]>
     init(_ items: [T]) { self.items = Mutex(items.reversed()) }
     func next() -> T? { items.withLock { $0.popLast() } }
+    var remaining: Int { items.withLock { $0.count } }
 }
