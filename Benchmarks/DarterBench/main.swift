@@ -1,1 +1,157 @@
-print("bench")
+// darter-bench: Darter's side of `tools/bench`. Each mode prints `RESULT <metric> <value> <unit>`
+// lines; tools/bench runs the anchor (fio) interleaved with it and computes medians and ratios.
+#if canImport(Glibc)
+import Glibc
+#endif
+import DarterIO
+import PieceStore
+import Synchronization
+
+func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+func note(_ text: String) {
+    var bytes = Array(text.utf8)
+    _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
+}
+
+func flag(_ name: String, _ defaultValue: String) -> String {
+    let args = CommandLine.arguments
+    if let i = args.firstIndex(of: "--" + name), i + 1 < args.count { return args[i + 1] }
+    return defaultValue
+}
+
+func size(_ s: String) -> Int {
+    let units: [Character: Int] = ["k": 1 << 10, "m": 1 << 20, "g": 1 << 30]
+    if let u = s.last.flatMap({ units[$0] }) { return Int(s.dropLast())! * u }
+    return Int(s)!
+}
+
+final class Counter: Sendable {
+    let value = Mutex<Int>(0)
+    func next() -> Int { value.withLock { v in defer { v += 1 }; return v } }
+}
+
+/// ingest + read_piece + read_64k on one fresh store, in this order.
+func storageRound() async throws {
+    let dir = flag("dir", "./.build/bench/darter")
+    let total = Int64(size(flag("size", "2g")))
+    let pieceLength = 4 << 20
+    let seconds = Double(flag("seconds", "5"))!
+    _ = system("rm -rf '\(dir)'")
+    let io = try makeIOBackend(IOBackendChoice(rawValue: flag("io-backend", "auto"))!, fixedBuffers: 48, fixedBufferSize: pieceLength) {
+        note($0 + "\n")
+    }
+    let store = try await PieceStore.open(StoreConfiguration(directory: dir), io: io)
+    let id = try TaskID.forURL("http://bench.local/ingest")
+    let count = PieceMath.pieceCount(contentLength: total, pieceLength: pieceLength)
+
+    // ingest: 8 writers, pieces in order, each returning only once its piece is durable.
+    let t0 = monotonicSeconds()
+    try await store.createTask(id, pieceLength: pieceLength, contentLength: total)
+    let next = Counter()
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for w in 0..<8 {
+            group.addTask {
+                let buffer = io.makeBuffer(capacity: pieceLength)
+                buffer.fillPattern(seed: UInt64(w), streamOffset: 0, range: 0..<pieceLength)
+                while case let i = next.next(), i < count {
+                    buffer[0] = UInt8(truncatingIfNeeded: i)  // distinct pieces
+                    try await store.writePiece(id, index: i, from: buffer, length: PieceMath.length(ofPiece: i, contentLength: total, pieceLength: pieceLength))
+                }
+            }
+        }
+        try await group.waitForAll()
+    }
+    let ingestSeconds = monotonicSeconds() - t0
+    print("RESULT ingest \(Double(total) / ingestSeconds / 1e9) GB/s")
+
+    // read_piece: random whole pieces, 8 in flight, time-based.
+    func timedReads(inFlight: Int, length: Int, align: Int64, body: @escaping @Sendable (Int64, borrowing IOBuffer) async throws -> Void) async throws -> (ops: Int, bytes: Int64, seconds: Double) {
+        let ops = Counter()
+        let start = monotonicSeconds()
+        let deadline = start + seconds
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<inFlight {
+                group.addTask {
+                    let buffer = io.makeBuffer(capacity: length == pieceLength ? length : length + 4096)
+                    var rng = SystemRandomNumberGenerator()
+                    while monotonicSeconds() < deadline {
+                        let slots = total / align
+                        let offset = Int64.random(in: 0..<slots, using: &rng) * align
+                        try await body(offset, buffer)
+                        _ = ops.next()
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let n = ops.next()
+        return (n, Int64(n) * Int64(length), monotonicSeconds() - start)
+    }
+    let pieces = try await timedReads(inFlight: 8, length: pieceLength, align: Int64(pieceLength)) { offset, buffer in
+        _ = try await store.readPiece(id, index: Int(offset / Int64(pieceLength)), into: buffer)
+    }
+    print("RESULT read_piece \(Double(pieces.bytes) / pieces.seconds / 1e9) GB/s")
+    let small = try await timedReads(inFlight: 32, length: 65536, align: 65536) { offset, buffer in
+        _ = try await store.read(id, range: offset..<(offset + 65536), into: buffer)
+    }
+    print("RESULT read_64k \(Double(small.ops) / small.seconds) IOPS")
+    await store.close()
+}
+
+/// Builds (once) a store holding `pieces` committed pieces, then times opening it.
+func recovery() async throws {
+    let dir = flag("dir", "./.build/bench/recovery")
+    let pieces = Int(flag("pieces", "100000"))!
+    let rounds = Int(flag("rounds", "3"))!
+    let io = try makeIOBackend(.auto) { note($0 + "\n") }
+    let perTask = 1000, pieceLength = 4096
+    let marker = dir + "/.complete-\(pieces)"
+    if !SystemCalls.exists(marker) {
+        _ = system("rm -rf '\(dir)'")
+        let store = try await PieceStore.open(StoreConfiguration(directory: dir), io: io)
+        let tasks = (pieces + perTask - 1) / perTask
+        let next = Counter()
+        let t0 = monotonicSeconds()
+        for t in 0..<tasks {
+            try await store.createTask(try TaskID.forURL("http://bench.local/recovery/\(t)"), pieceLength: pieceLength,
+                                       contentLength: Int64(min(perTask, pieces - t * perTask) * pieceLength))
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<64 {
+                group.addTask {
+                    let buffer = io.makeBuffer(capacity: pieceLength)
+                    while case let n = next.next(), n < pieces {
+                        buffer.fillPattern(seed: UInt64(n), streamOffset: 0, range: 0..<pieceLength)
+                        try await store.writePiece(try TaskID.forURL("http://bench.local/recovery/\(n / perTask)"), index: n % perTask, from: buffer, length: pieceLength)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        await store.close()
+        note("recovery fixture: \(pieces) pieces written in \(monotonicSeconds() - t0) s\n")
+        _ = system("touch '\(marker)'")
+    }
+    for _ in 0..<rounds {
+        let t0 = monotonicSeconds()
+        let store = try await PieceStore.open(StoreConfiguration(directory: dir), io: io)
+        let elapsed = monotonicSeconds() - t0
+        let committed = store.usage.committedPieces
+        await store.close()
+        guard committed == pieces else { note("recovery: expected \(pieces) pieces, found \(committed)\n"); exit(1) }
+        print("RESULT recovery_100k \(elapsed) s")
+    }
+}
+
+switch CommandLine.arguments.dropFirst().first {
+case "storage-round": try await storageRound()
+case "recovery": try await recovery()
+default:
+    note("usage: darter-bench storage-round|recovery [--dir D] [--size 2g] [--seconds 5] [--pieces N]\n")
+    exit(2)
+}
