@@ -123,3 +123,11 @@ extension Duration {
 /// `#expect` decomposes a top-level call on its receiver, which needs a copyable receiver;
 /// wrapping the call keeps the IOBuffer borrowed.
 @inline(__always) func holds(_ value: Bool) -> Bool { value }
+
+/// A descriptor number this process never has open (tests run in parallel, so a descriptor
+/// one test just closed may be reused by another at once).
+let unusedDescriptor: FileDescriptor = {
+    let fd: Int32 = 900_000
+    precondition(fcntl(fd, F_GETFD) == -1)
+    return FileDescriptor(rawValue: fd)
+}()
