@@ -375,6 +375,17 @@ struct UringOperationTests {
         await #expect(throws: Errno.canceled) { try await task.value }
     }
 
+    @Test("dataSync on more descriptors than the submission queue holds",
+          .disabled("bug: UringBackend.dataSync submits all fdatasyncs as one batch; RingCore.submit can never fit more SQEs than the ring has, so perform gives up with EBUSY"))
+    func dataSyncLargerThanRing() async throws {
+        let uring = try UringBackend(entries: 8, fixedBuffers: 0)
+        let dir = try TempDirectory("batch")
+        var fds: [FileDescriptor] = []
+        for i in 0..<9 { fds.append(try await uring.open(dir.file("f\(i)"), [.create, .readWrite])) }
+        await #expect(throws: Never.self) { try await uring.dataSync(fds) }
+        for fd in fds { try await uring.close(fd) }
+    }
+
     @Test("a cancel that lands between the isCancelled check and the submit still cancels",
           .disabled("bug: UringBackend.cancellable checks Task.isCancelled outside submitLock; a cancel in between finds no request (ENOENT) and the receive then waits forever. ~6 hangs per 20,000 here"))
     func cancelRaceStress() async throws {
