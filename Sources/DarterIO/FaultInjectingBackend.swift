@@ -69,7 +69,10 @@ public final class FaultInjectingBackend: IOBackend, @unchecked Sendable {
         case .tornWrite(let bytes)?:
             // Keep whole direct-I/O blocks only when the range is aligned; a torn write still
             // leaves a prefix behind, as a power cut would.
-            let keep = min(bytes, range.count)
+            var keep = min(bytes, range.count)
+            let aligned = offset % Int64(directIOAlignment) == 0 && range.lowerBound % directIOAlignment == 0
+                && range.count % directIOAlignment == 0
+            if aligned { keep = alignDown(keep) }
             if keep > 0 { _ = try? await inner.write(fd, from: buffer, range: range.lowerBound..<(range.lowerBound + keep), at: offset) }
             throw Errno.ioError
         case nil:

@@ -12,8 +12,10 @@ struct IORing: ~Copyable {
         raw = .allocate(capacity: 1)
         raw.initialize(to: io_uring())
         var params = io_uring_params()
-        // SUBMIT_ALL: keep submitting a batch past a failed SQE. COOP_TASKRUN: no IPI per completion.
-        params.flags = UInt32(IORING_SETUP_SUBMIT_ALL) | UInt32(IORING_SETUP_COOP_TASKRUN)
+        // SUBMIT_ALL: keep submitting a batch past a failed SQE. Not COOP_TASKRUN: submissions
+        // come from Swift's pool threads, and completion work queued to a pool thread that sleeps
+        // in a futex would wait (seconds, measured) until that thread happened to wake.
+        params.flags = UInt32(IORING_SETUP_SUBMIT_ALL)
         params.cq_entries = entries * 4
         params.flags |= UInt32(IORING_SETUP_CQSIZE)
         var r = io_uring_queue_init_params(entries, raw, &params)
@@ -45,6 +47,9 @@ final class PendingOperation: @unchecked Sendable {
     /// Memory the kernel reads until completion (a path, a timespec); freed afterwards.
     var keepAlive: UnsafeMutableRawPointer?
     let isZeroCopySend: Bool
+    /// Set under the submit lock by a cancel that found the operation not yet submitted.
+    var cancelRequested = false
+    var submitted = false
 
     init(expected: Int = 1, isZeroCopySend: Bool = false) {
         remaining = expected
@@ -81,10 +86,12 @@ final class RingCore: @unchecked Sendable {
     func submit(_ op: PendingOperation, count: Int = 1, prep: (UnsafeMutablePointer<io_uring_sqe>, Int) -> Void) -> Bool {
         submitLock.withLock { _ in
             let ring = self.ring.raw
+            if op.cancelRequested { return false }
             if io_uring_sq_space_left(ring) < UInt32(count) {
                 io_uring_submit(ring)
                 if io_uring_sq_space_left(ring) < UInt32(count) { return false }
             }
+            op.submitted = true
             let userData = UInt64(UInt(bitPattern: Unmanaged.passRetained(op).toOpaque()))
             for i in 0..<count {
                 let sqe = io_uring_get_sqe(ring)!
@@ -117,7 +124,11 @@ final class RingCore: @unchecked Sendable {
     func cancel(_ op: PendingOperation) {
         let target = UInt64(UInt(bitPattern: Unmanaged.passUnretained(op).toOpaque()))
         submitLock.withLock { _ in
-            guard let sqe = io_uring_get_sqe(ring.raw) else { return }
+            // Not submitted yet: the submitter sees the flag under this lock and gives up.
+            guard op.submitted else { op.cancelRequested = true; return }
+            var sqe = io_uring_get_sqe(ring.raw)
+            if sqe == nil { io_uring_submit(ring.raw); sqe = io_uring_get_sqe(ring.raw) }
+            guard let sqe else { return }
             io_uring_prep_cancel64(sqe, target, 0)
             sqe.pointee.user_data = 0  // its own completion is ignored
             io_uring_submit(ring.raw)
@@ -212,7 +223,8 @@ public final class UringBackend: IOBackend, @unchecked Sendable {
     /// "16 x 4 MiB registered buffers" or "no registered buffers".
     public var fixedBufferSummary: String {
         guard let pool = core.fixedBuffers else { return "no registered buffers" }
-        return "\(pool.slotCount) x \(pool.slotSize >> 20) MiB registered buffers"
+        let size = pool.slotSize >= 1 << 20 ? "\(pool.slotSize >> 20) MiB" : "\(pool.slotSize >> 10) KiB"
+        return "\(pool.slotCount) x \(size) registered buffers"
     }
 
     public func makeBuffer(capacity: Int) -> IOBuffer {
@@ -259,10 +271,14 @@ public final class UringBackend: IOBackend, @unchecked Sendable {
     }
 
     public func dataSync(_ fds: [FileDescriptor]) async throws(Errno) {
-        guard !fds.isEmpty else { return }
-        _ = try checkKernelResult(await core.perform(expected: fds.count) { sqe, i in
-            io_uring_prep_fsync(sqe, fds[i].rawValue, UInt32(IORING_FSYNC_DATASYNC))
-        })
+        // One submission per chunk that fits the submission queue.
+        let chunk = Int(core.ring.raw.pointee.sq.ring_entries)
+        for start in stride(from: 0, to: fds.count, by: chunk) {
+            let part = Array(fds[start..<min(fds.count, start + chunk)])
+            _ = try checkKernelResult(await core.perform(expected: part.count) { sqe, i in
+                io_uring_prep_fsync(sqe, part[i].rawValue, UInt32(IORING_FSYNC_DATASYNC))
+            })
+        }
     }
 
     public func sync(_ fd: FileDescriptor) async throws(Errno) {
@@ -312,7 +328,7 @@ public final class UringBackend: IOBackend, @unchecked Sendable {
                 op.continuation = c
                 if Task.isCancelled || !core.submit(op, prep: { sqe, _ in prep(sqe) }) {
                     op.continuation = nil
-                    c.resume(returning: Task.isCancelled ? -ECANCELED : -EBUSY)
+                    c.resume(returning: Task.isCancelled || op.cancelRequested ? -ECANCELED : -EBUSY)
                 }
             }
         } onCancel: {

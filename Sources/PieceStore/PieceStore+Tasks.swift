@@ -25,7 +25,7 @@ extension PieceStore {
         } catch { throw StoreError.io("creating \(path)", error) }
         do {
             if reserve > 0 { try await allocateWithEviction(fd, offset: 0, length: reserve, task: id) }
-            try SystemCalls.syncDirectory(String(path[..<path.lastIndex(of: "/")!]))
+            try await syncDirectory(String(path[..<path.lastIndex(of: "/")!]))
         } catch {
             try? await io.close(fd)
             try? await io.unlink(path)
@@ -219,6 +219,17 @@ extension PieceStore {
     public func setPinned(_ id: TaskID, _ pinned: Bool) async throws {
         guard info(id) != nil else { throw StoreError.unknownTask(id) }
         try await appendDurably([.taskPinned(id, pinned)])
+    }
+
+    /// fsync(2) on a directory through the backend (a new entry in it becomes durable).
+    func syncDirectory(_ path: String) async throws {
+        do {
+            let fd = try await io.open(path, [.readOnly, .directory])
+            defer { Task { [io] in try? await io.close(fd) } }
+            try await io.sync(fd)
+        } catch {
+            throw StoreError.io("syncing directory \(path)", error)
+        }
     }
 
     // MARK: Looking up

@@ -272,7 +272,7 @@ public final class PieceStore: Sendable {
             try await io.writeAll(fd, from: buf, range: 0..<bytes.count, at: 0)
             try await io.dataSync([fd])
             try await io.rename(tmp, to: journalPath)
-            try SystemCalls.syncDirectory(configuration.directory)
+            try await syncDirectory(configuration.directory)
             state.withLock { s in
                 s.journalFD = fd
                 s.journalLength = Int64(bytes.count)

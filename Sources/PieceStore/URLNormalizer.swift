@@ -46,7 +46,8 @@ public enum URLNormalizer {
         // Port: after the last colon that is outside an IPv6 literal.
         if let colon = host.lastIndex(of: ":"), !host[colon...].contains("]") {
             let port = String(host[host.index(after: colon)...])
-            guard let p = Int(port), (1...65535).contains(p) else { throw .invalidPort(port) }
+            guard colon != host.startIndex else { throw .missingHost }
+            guard port.allSatisfy(\.isASCII), port.allSatisfy(\.isNumber), let p = Int(port), (1...65535).contains(p) else { throw .invalidPort(port) }
             let isDefault = (scheme == "http" && p == 80) || (scheme == "https" && p == 443)
             host = String(host[..<colon]) + (isDefault ? "" : ":\(p)")
         }

@@ -155,7 +155,7 @@ struct UringBufferTests {
         #expect(b.bytes(8000..<8192).allSatisfy { $0 == 7 })
     }
 
-    @Test("the summary names the slot size even below 1 MiB", .disabled("bug: fixedBufferSummary prints slotSize >> 20, so 256 KiB slots show as \"16 x 0 MiB\""))
+    @Test("the summary names the slot size even below 1 MiB")
     func summaryForSmallSlots() throws {
         let uring = try makeUring(slots: 16, slotSize: 256 << 10)
         #expect(!uring.fixedBufferSummary.contains(" 0 MiB"), "\(uring.fixedBufferSummary)")
@@ -312,7 +312,8 @@ struct UringOperationTests {
         for ms in [0, 20, 80] {
             let (_, elapsed) = try await measure { try await uring.sleep(nanoseconds: Int64(ms) * 1_000_000) }
             #expect(elapsed.milliseconds >= Double(ms) - 1, "slept \(elapsed) for \(ms) ms")
-            #expect(elapsed.milliseconds < Double(ms) + 1000, "slept \(elapsed) for \(ms) ms")
+            // Generous: the whole suite shares 2 cores, so resuming can wait for a pool thread.
+            #expect(elapsed.milliseconds < Double(ms) + 5000, "slept \(elapsed) for \(ms) ms")
         }
         // Several sleeps at once overlap rather than queue.
         let (_, together) = try await measure {
@@ -321,7 +322,7 @@ struct UringOperationTests {
                 try await group.waitForAll()
             }
         }
-        #expect(together.milliseconds >= 99 && together.milliseconds < 900, "\(together)")
+        #expect(together.milliseconds >= 99 && together.milliseconds < 950, "\(together)")
     }
 
     @Test("cancelling a task blocked in receive ends it promptly with ECANCELED (IORING_OP_ASYNC_CANCEL)")
@@ -375,8 +376,7 @@ struct UringOperationTests {
         await #expect(throws: Errno.canceled) { try await task.value }
     }
 
-    @Test("dataSync on more descriptors than the submission queue holds",
-          .disabled("bug: UringBackend.dataSync submits all fdatasyncs as one batch; RingCore.submit can never fit more SQEs than the ring has, so perform gives up with EBUSY"))
+    @Test("dataSync on more descriptors than the submission queue holds")
     func dataSyncLargerThanRing() async throws {
         let uring = try UringBackend(entries: 8, fixedBuffers: 0)
         let dir = try TempDirectory("batch")
@@ -386,8 +386,7 @@ struct UringOperationTests {
         for fd in fds { try await uring.close(fd) }
     }
 
-    @Test("a cancel that lands between the isCancelled check and the submit still cancels",
-          .disabled("bug: UringBackend.cancellable checks Task.isCancelled outside submitLock; a cancel in between finds no request (ENOENT) and the receive then waits forever. ~6 hangs per 20,000 here"))
+    @Test("a cancel that lands between the isCancelled check and the submit still cancels")
     func cancelRaceStress() async throws {
         let uring = try makeUring()
         let (a, b) = try makeSocketPair()

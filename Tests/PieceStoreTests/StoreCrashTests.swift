@@ -30,8 +30,9 @@ struct StoreCrashTests {
             let delay = UInt64.random(in: 30...500, using: &rng)
             try await Task.sleep(for: .milliseconds(delay))
             kill(pid, SIGKILL)
+            // Poll rather than block a pool thread while the kernel tears the child down.
             var status: Int32 = 0
-            waitpid(pid, &status, 0)
+            while waitpid(pid, &status, WNOHANG) == 0 { try await Task.sleep(for: .milliseconds(5)) }
 
             let reported = try readLines(out).compactMap { line -> (TaskID, Int)? in
                 let parts = line.split(separator: " ")

@@ -96,8 +96,7 @@ struct URLNormalizerTests {
         #expect(throws: error) { try URLNormalizer.normalize(input) }
     }
 
-    @Test("a port with no host is rejected too",
-          .disabled("bug: URLNormalizer.normalize checks host.isEmpty after re-appending a non-default port, so \"http://:8080/a\" normalizes to \"http://:8080/a\""))
+    @Test("a port with no host is rejected too")
     func portWithoutHost() {
         #expect(throws: URLNormalizationError.missingHost) { try URLNormalizer.normalize("http://:8080/a") }
         #expect(throws: URLNormalizationError.missingHost) { try URLNormalizer.normalize("https://user@:8443/a") }
