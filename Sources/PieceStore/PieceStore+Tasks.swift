@@ -267,29 +267,23 @@ extension PieceStore {
 
     /// The task's O_DIRECT descriptor, opened on first use after a restart.
     func directDescriptor(_ id: TaskID) async throws -> FileDescriptor {
-        if let fd = state.withLock({ $0.index.tasks[id]?.directFD }) { return fd }
-        let fd: FileDescriptor
-        do { fd = try await io.open(dataPath(id), [.readWrite, .direct]) } catch { throw StoreError.io("opening data of \(id)", error) }
-        let winner = state.withLock { s -> FileDescriptor? in
-            guard s.index.tasks[id] != nil else { return nil }
-            if let existing = s.index.tasks[id]!.directFD { return existing }
-            s.index.tasks[id]!.directFD = fd
-            return fd
-        }
-        if winner != fd { try? await io.close(fd) }
-        guard let winner else { throw StoreError.unknownTask(id) }
-        return winner
+        try await descriptor(id, \.directFD, options: [.readWrite, .direct])
     }
 
     /// A page-cache descriptor for zero-copy sends, opened on first use.
     func bufferedDescriptor(_ id: TaskID) async throws -> FileDescriptor {
-        if let fd = state.withLock({ $0.index.tasks[id]?.bufferedFD }) { return fd }
+        try await descriptor(id, \.bufferedFD, options: [.readOnly])
+    }
+
+    /// Opens a task's data file once per kind; concurrent openers keep the first descriptor.
+    private func descriptor(_ id: TaskID, _ slot: WritableKeyPath<TaskEntry, FileDescriptor?>, options: OpenOptions) async throws -> FileDescriptor {
+        if let fd = state.withLock({ $0.index.tasks[id]?[keyPath: slot] }) { return fd }
         let fd: FileDescriptor
-        do { fd = try await io.open(dataPath(id), [.readOnly]) } catch { throw StoreError.io("opening data of \(id)", error) }
+        do { fd = try await io.open(dataPath(id), options) } catch { throw StoreError.io("opening data of \(id)", error) }
         let winner = state.withLock { s -> FileDescriptor? in
             guard s.index.tasks[id] != nil else { return nil }
-            if let existing = s.index.tasks[id]!.bufferedFD { return existing }
-            s.index.tasks[id]!.bufferedFD = fd
+            if let existing = s.index.tasks[id]![keyPath: slot] { return existing }
+            s.index.tasks[id]![keyPath: slot] = fd
             return fd
         }
         if winner != fd { try? await io.close(fd) }
