@@ -15,7 +15,7 @@ public enum HTTPRangeSelection: Sendable, Hashable {
 }
 
 /// `Range: bytes=...` evaluation.
-public enum HTTPByteRanges {
+public enum HTTPByteRanges: Sendable {
     /// Evaluates a Range header value against a representation of `contentLength` bytes.
     ///
     /// - `a-b`: bytes a through b, b clamped to `length - 1`; unsatisfiable when a ≥ length.

@@ -1,5 +1,5 @@
 /// HTTP-date (RFC 9110 §5.6.7) as whole seconds since the Unix epoch, without Foundation.
-public enum HTTPDate {
+public enum HTTPDate: Sendable {
     private static let dayNames = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
     private static let monthNames = ["Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                      "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]

@@ -162,7 +162,7 @@ extension HTTPHeaders: Sequence {
     public typealias Element = (name: String, value: String)
 
     /// Iterates field lines in order.
-    public struct Iterator: IteratorProtocol {
+    public struct Iterator: IteratorProtocol, Sendable {
         let headers: HTTPHeaders
         var index = 0
         public mutating func next() -> Element? {

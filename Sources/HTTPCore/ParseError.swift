@@ -28,7 +28,8 @@ public enum HTTPParseError: Error, Sendable, Hashable {
     case invalidHeaderValue
     /// A header line starts with whitespace: obsolete line folding (RFC 9112 §5.2).
     case obsoleteLineFolding
-    /// HTTP/1.1 request without exactly one Host header, or a 1.0 request with several.
+    /// HTTP/1.1 request without exactly one Host header, a 1.0 request with several, or a
+    /// Host value with characters no host or port has (space, `/`, `@`, ...).
     case invalidHost
     /// A Content-Length that is not 1*DIGIT or overflows.
     case invalidContentLength
@@ -86,7 +87,7 @@ public enum HTTPParseError: Error, Sendable, Hashable {
         case .whitespaceBeforeColon: return "whitespace between header name and colon"
         case .invalidHeaderValue: return "control character in header value"
         case .obsoleteLineFolding: return "obsolete header line folding"
-        case .invalidHost: return "missing or repeated Host header"
+        case .invalidHost: return "missing, repeated or malformed Host header"
         case .invalidContentLength: return "invalid Content-Length"
         case .conflictingContentLength: return "conflicting Content-Length values"
         case .contentLengthWithTransferEncoding: return "both Transfer-Encoding and Content-Length"

@@ -14,6 +14,7 @@ public struct HTTPMethod: Sendable, Hashable, RawRepresentable, CustomStringConv
     public init(rawValue: String) { self.rawValue = rawValue }
     public var description: String { rawValue }
 
+    // The registered methods of RFC 9110 §9 and PATCH (RFC 5789).
     public static let get = HTTPMethod(rawValue: "GET")
     public static let head = HTTPMethod(rawValue: "HEAD")
     public static let post = HTTPMethod(rawValue: "POST")
@@ -49,11 +50,15 @@ public enum HTTPBodyFraming: Sendable, Hashable {
 
 /// A parsed request line and header block.
 public struct HTTPRequestHead: Sendable, Equatable {
+    /// The method token, as sent.
     public var method: HTTPMethod
     /// The request-target exactly as sent (still percent-encoded).
     public var target: String
+    /// Which request-target form was used; already checked against the method.
     public var targetForm: HTTPRequestTargetForm
+    /// HTTP/1.0 or HTTP/1.1 (answer with the same major version; 1.1 is fine for both).
     public var version: HTTPVersion
+    /// The header fields, validated; repeated names kept apart.
     public var headers: HTTPHeaders
     /// Whether the connection may be reused after this request: HTTP/1.1 unless
     /// `Connection: close`; HTTP/1.0 only with `Connection: keep-alive` (and no `close`).

@@ -441,6 +441,8 @@ public struct HTTPRequestParser: Sendable {
             switch name.count {
             case 4 where bytesEqualCaseInsensitive(name, "host"):
                 hostCount += 1
+                // uri-host [ ":" port ]: reg-name, IPv4 or IP-literal characters only (RFC 9110 §7.2).
+                if !value.allSatisfy(isHostByte) { return .failure(.invalidHost) }
             case 10 where bytesEqualCaseInsensitive(name, "connection"):
                 for token in splitList(value) {
                     if bytesEqualCaseInsensitive(token, "close") { connectionClose = true }

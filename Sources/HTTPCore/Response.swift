@@ -92,7 +92,7 @@ public struct HTTPResponseHead: Sendable, Equatable {
 }
 
 /// `Content-Range` values (RFC 9110 §14.4).
-public enum HTTPContentRange {
+public enum HTTPContentRange: Sendable {
     /// `bytes first-last/completeLength`.
     public static func value(for range: ClosedRange<Int>, completeLength: Int) -> String {
         "bytes \(range.lowerBound)-\(range.upperBound)/\(completeLength)"

@@ -1,5 +1,5 @@
 /// Status codes and their reason phrases (RFC 9110 §15).
-public enum HTTPStatus {
+public enum HTTPStatus: Sendable {
     /// The registered reason phrase for a code, or `""` for codes we do not know (the reason
     /// phrase is optional in HTTP/1.1: the status line is then `HTTP/1.1 599 `).
     public static func reasonPhrase(for code: Int) -> String {

@@ -1,5 +1,5 @@
 /// Request-target helpers: split into path and query, percent-decode, parse query parameters.
-public enum HTTPTarget {
+public enum HTTPTarget: Sendable {
     /// Splits a request-target into its still-encoded path and query (without `?`; nil if absent).
     ///
     /// For absolute-form (`http://host/p?q`) the scheme and authority are dropped and an empty
@@ -57,7 +57,7 @@ public enum PercentDecodingError: Error, Sendable, Hashable {
 }
 
 /// Percent-decoding (RFC 3986 §2.1) and `application/x-www-form-urlencoded` query parsing.
-public enum PercentDecoding {
+public enum PercentDecoding: Sendable {
     /// Decodes `%XX` escapes to bytes; with `plusAsSpace`, `+` becomes a space (form encoding).
     public static func decodeBytes(_ text: some StringProtocol, plusAsSpace: Bool = false)
         throws(PercentDecodingError) -> [UInt8] {

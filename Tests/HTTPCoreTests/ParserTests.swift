@@ -180,9 +180,18 @@ import Testing
         "GET / HTTP/1.1\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
         "GET / HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: user@a\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\u{E9}\r\n\r\n",
     ])
     func hostRules(_ input: String) {
         #expect(parseError(input) == .invalidHost)
+    }
+
+    @Test(arguments: ["example.com", "example.com:8080", "[::1]:80", "10.0.0.1", "", "xn--bcher-kva.example"])
+    func validHosts(_ host: String) throws {
+        #expect(try #require(parseHead("GET / HTTP/1.1\r\nHost: \(host)\r\n\r\n")).headers["host"] == host)
     }
 
     @Test func http10WithoutHostIsFine() throws {
