@@ -59,13 +59,14 @@ public struct HTTPResponseHead: Sendable, Equatable {
         headers.replaceOrAdd(name: "Last-Modified", value: HTTPDate.format(epochSeconds: epochSeconds))
     }
 
-    /// `Connection: keep-alive` or `close`, as the peer expects for this version: HTTP/1.1 keeps
-    /// alive by default so only `close` is written; HTTP/1.0 needs `keep-alive` spelled out.
-    public mutating func setConnection(keepAlive: Bool) {
+    /// `Connection: keep-alive` or `close`, as the client expects for the version of its request:
+    /// an HTTP/1.1 client keeps alive by default so only `close` is written; an HTTP/1.0 client
+    /// closes by default, so `keep-alive` is spelled out (whatever version this response carries).
+    public mutating func setConnection(keepAlive: Bool, requestVersion: HTTPVersion = .http1_1) {
         headers.remove(name: "Connection")
         if !keepAlive {
             headers.add(name: "Connection", value: "close")
-        } else if version == .http1_0 {
+        } else if requestVersion == .http1_0 {
             headers.add(name: "Connection", value: "keep-alive")
         }
     }

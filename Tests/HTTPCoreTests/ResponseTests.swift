@@ -63,9 +63,15 @@ import Testing
         h11.setConnection(keepAlive: false)
         #expect(h11.headers["Connection"] == "close")
         var h10 = HTTPResponseHead(status: 200, version: .http1_0)
-        h10.setConnection(keepAlive: true)
+        h10.setConnection(keepAlive: true, requestVersion: .http1_0)
         #expect(h10.headers.values(for: "Connection") == ["keep-alive"])
         #expect(String(decoding: h10.serialized(), as: UTF8.self) == "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n")
+        // An HTTP/1.1 response to an HTTP/1.0 client still has to spell out keep-alive.
+        var to10 = HTTPResponseHead(status: 200)
+        to10.setConnection(keepAlive: true, requestVersion: .http1_0)
+        #expect(String(decoding: to10.serialized(), as: UTF8.self) == "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\n\r\n")
+        to10.setConnection(keepAlive: false, requestVersion: .http1_0)
+        #expect(to10.headers.values(for: "Connection") == ["close"])
     }
 
     @Test func settersReplace() {

@@ -93,8 +93,8 @@ func exercise(_ head: HTTPRequestHead) {
         _ = HTTPETagCondition(parsing: value)
         check(head.headers.contains(name), "header \(name) not found by name")
     }
-    var response = HTTPResponseHead(status: 200, version: head.version)
-    response.setConnection(keepAlive: head.keepAlive)
+    var response = HTTPResponseHead(status: 200)
+    response.setConnection(keepAlive: head.keepAlive, requestVersion: head.version)
     for (name, value) in head.headers { response.headers.add(name: name, value: value) }
     // A serialized head must parse back as a well-formed block: every line ends in CRLF.
     let bytes = response.serialized()
