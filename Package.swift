@@ -7,6 +7,7 @@ let package = Package(
     name: "Darter",
     products: [
         .executable(name: "darter", targets: ["darter"]),
+        .library(name: "HTTPCore", targets: ["HTTPCore"]),
     ],
     targets: [
         // System libraries from Debian (see tools/bootstrap).

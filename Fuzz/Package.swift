@@ -1,0 +1,17 @@
+// swift-tools-version:6.2
+// libFuzzer harnesses. Build and run with tools/fuzz (needs --sanitize=fuzzer, so kept out of the main package).
+import PackageDescription
+
+let package = Package(
+    name: "DarterFuzz",
+    dependencies: [
+        .package(name: "Darter", path: ".."),
+    ],
+    targets: [
+        .executableTarget(
+            name: "HTTPFuzz",
+            dependencies: [.product(name: "HTTPCore", package: "Darter")],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+    ]
+)

@@ -1,1 +1,0 @@
-public enum HTTPCoreVersion { public static let version = "0" }

@@ -1,3 +1,0 @@
-import Testing
-@testable import HTTPCore
-@Test func placeholder() { #expect(HTTPCoreVersion.version == "0") }
