@@ -63,6 +63,30 @@ struct StoreEvictionTests {
         await store.close()
     }
 
+    @Test("a filesystem fuller than the high watermark makes maintenance evict idle unpinned tasks")
+    func watermarks() async throws {
+        let dir = makeTestDirectory(); defer { removeTree(dir) }
+        // Any real disk is fuller than 0 %: the high watermark is crossed, the low one unreachable.
+        let store = try await openTestStore(dir, io: BackendKind.uring.make()) {
+            $0.eviction = EvictionPolicy(highWatermark: 0.0, lowWatermark: 0.0)
+        }
+        let keep = taskID("keep"), busy = taskID("busy"), go1 = taskID("go1"), go2 = taskID("go2")
+        // createTask itself makes room under the watermark: pin `keep` straight away.
+        try await store.createTask(keep, pieceLength: 4096, contentLength: 4096, pinned: true)
+        try await fillTask(store, keep, contentLength: 4096, pieceLength: 4096)
+        try await fillTask(store, busy, contentLength: 4096, pieceLength: 4096)
+        let lease = try #require(try await store.servableExtent(busy, range: 0..<4096))
+        try await fillTask(store, go1, contentLength: 4096, pieceLength: 4096)
+        try await fillTask(store, go2, contentLength: 4096, pieceLength: 4096)
+        // Creating go2 already evicted go1 (making room); maintenance takes go2.
+        #expect(store.info(go1) == nil)
+        let evicted = await store.maintain()
+        #expect(evicted == [go2])
+        #expect(Set(store.taskIDs) == [keep, busy])
+        withExtendedLifetime(lease) {}
+        await store.close()
+    }
+
     @Test("ENOSPC during a write: evict and retry; a second ENOSPC fails only that task")
     func enospc() async throws {
         let dir = makeTestDirectory(); defer { removeTree(dir) }

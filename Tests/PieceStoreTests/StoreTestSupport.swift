@@ -36,6 +36,9 @@ enum BackendKind: String, CaseIterable, Sendable, CustomStringConvertible {
 
 func openTestStore(_ dir: String, io: any IOBackend, configure: (inout StoreConfiguration) -> Void = { _ in }) async throws -> PieceStore {
     var config = StoreConfiguration(directory: dir)
+    // Filesystem watermarks off unless a test sets them: the test machine's disk may be fuller
+    // than the default 80 %, which would make every test evict its own tasks.
+    config.eviction = EvictionPolicy(highWatermark: 1.0, lowWatermark: 1.0)
     configure(&config)
     return try await PieceStore.open(config, io: io)
 }
