@@ -26,8 +26,4 @@ uint32_t darter_crc32c_sw(uint32_t crc, const void *data, size_t length);
 /// 1 when the hardware path is in use.
 int darter_crc32c_hw_available(void);
 
-/// SHA-256 of a buffer through libcrypto's EVP interface is done from Swift;
-/// this helper only names the digest length.
-enum { DARTER_SHA256_LENGTH = 32 };
-
 #endif
