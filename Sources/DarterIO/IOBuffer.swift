@@ -132,13 +132,24 @@ public struct IOBuffer: ~Copyable, @unchecked Sendable {
     }
 }
 
-/// SplitMix64: a cheap, well-mixed function of (seed, index).
+/// SplitMix64's mixing step: a cheap, well-mixed function of (seed, index).
 @inline(__always)
 func patternWord(seed: UInt64, index: UInt64) -> UInt64 {
     var z = seed &+ index &* 0x9E37_79B9_7F4A_7C15
     z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
     z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
     return z ^ (z >> 31)
+}
+
+/// A deterministic random generator (SplitMix64), so test and benchmark runs reproduce.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    private var counter: UInt64
+    private let seed: UInt64
+    public init(seed: UInt64) { self.seed = seed; counter = 0 }
+    public mutating func next() -> UInt64 {
+        counter &+= 1
+        return patternWord(seed: seed, index: counter)
+    }
 }
 
 /// A fixed set of equally sized aligned buffers carved from one allocation, registered with

@@ -112,7 +112,7 @@ enum DebugIngestCommand {
         let pieceLength = try args.int("piece-length"), concurrency = max(1, try args.int("concurrency"))
         let threshold = try args.int("compaction-threshold")
         let store = try await openStore(args) { $0.compactionThresholdBytes = Int64(threshold) }
-        var rng = SplitMix(seed: UInt64(seed))
+        var rng = SplitMix64(seed: UInt64(seed))
         var work: [(TaskID, Int, Int)] = []
         for t in 0..<tasks {
             let id = try TaskID.forURL("http://crash.test/\(seed)/\(t)")
@@ -158,17 +158,6 @@ enum DebugIngestCommand {
     }
 }
 
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 import Synchronization
 final class WorkQueue<T: Sendable>: Sendable {

@@ -1,4 +1,5 @@
 import Testing
+import DarterIO
 @testable import PieceStore
 
 private let MiB: Int64 = 1 << 20
