@@ -14,8 +14,7 @@ func monotonicSeconds() -> Double {
 }
 
 func note(_ text: String) {
-    var bytes = Array(text.utf8)
-    _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
+    SystemCalls.writeStandardError(text)
 }
 
 func flag(_ name: String, _ defaultValue: String) -> String {

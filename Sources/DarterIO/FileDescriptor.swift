@@ -122,6 +122,18 @@ public enum SystemCalls {
         _ = try retryingOnInterrupt { fsync(fd.rawValue) }
     }
 
+    /// write(2) of `text` to standard error, unbuffered (logs and diagnostics).
+    public static func writeStandardError(_ text: String) {
+        var bytes = Array(text.utf8)
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress! + done, $0.count - done) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return }
+            done += n
+        }
+    }
+
     /// Resident set size of this process in bytes (from /proc/self/statm).
     public static func residentBytes() -> Int {
         guard let f = fopen("/proc/self/statm", "r") else { return 0 }

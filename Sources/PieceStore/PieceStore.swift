@@ -213,10 +213,13 @@ public final class PieceStore: Sendable {
         let (journalFD, offset) = state.withLock { ($0.journalFD, $0.journalLength) }
         do {
             if !fds.isEmpty { try await io.dataSync(Array(fds)) }
-            let buf = IOBuffer(capacity: encoded.count)
-            buf.copyBytes(from: encoded)
-            try await io.writeAll(journalFD, from: buf, range: 0..<encoded.count, at: offset)
-            try await io.dataSync([journalFD])
+            // An empty batch (a barrier from close or compact) has nothing to make durable.
+            if !encoded.isEmpty {
+                let buf = IOBuffer(capacity: encoded.count)
+                buf.copyBytes(from: encoded)
+                try await io.writeAll(journalFD, from: buf, range: 0..<encoded.count, at: offset)
+                try await io.dataSync([journalFD])
+            }
         } catch {
             // Nothing in this batch is believed; the journal tail (if any) is cut on restart
             // because later appends overwrite from the same offset.

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import DarterIO
 
 @main
 struct Darter {
@@ -46,6 +47,5 @@ func log(_ line: String) {
 }
 
 func writeError(_ text: String) {
-    var bytes = Array(text.utf8)
-    _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
+    SystemCalls.writeStandardError(text)
 }
