@@ -5,6 +5,8 @@
 #include <sys/sendfile.h>
 #include <cpuid.h>
 #include <stdlib.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
 
 int darter_o_direct(void) { return O_DIRECT; }
 
@@ -141,4 +143,16 @@ uint32_t darter_crc32c(uint32_t crc, const void *data, size_t length) {
     if (darter_crc32c_hw_available()) return crc32c_hw(crc, data, length);
 #endif
     return darter_crc32c_sw(crc, data, length);
+}
+
+int darter_eventfd(void) {
+    int fd = eventfd(0, EFD_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+long darter_raise_fd_limit(void) {
+    struct rlimit r;
+    if (getrlimit(RLIMIT_NOFILE, &r) != 0) return -errno;
+    if (r.rlim_cur < r.rlim_max) { r.rlim_cur = r.rlim_max; setrlimit(RLIMIT_NOFILE, &r); getrlimit(RLIMIT_NOFILE, &r); }
+    return (long)r.rlim_cur;
 }

@@ -8,14 +8,15 @@ import Synchronization
 struct IORing: ~Copyable {
     let raw: UnsafeMutablePointer<io_uring>
 
-    init(entries: UInt32) throws(Errno) {
+    /// - Parameter extraFlags: setup flags beyond SUBMIT_ALL; dropped if the kernel refuses them.
+    init(entries: UInt32, extraFlags: UInt32 = 0) throws(Errno) {
         raw = .allocate(capacity: 1)
         raw.initialize(to: io_uring())
         var params = io_uring_params()
-        // SUBMIT_ALL: keep submitting a batch past a failed SQE. Not COOP_TASKRUN: submissions
-        // come from Swift's pool threads, and completion work queued to a pool thread that sleeps
-        // in a futex would wait (seconds, measured) until that thread happened to wake.
-        params.flags = UInt32(IORING_SETUP_SUBMIT_ALL)
+        // SUBMIT_ALL: keep submitting a batch past a failed SQE. Not COOP_TASKRUN here:
+        // submissions come from Swift's pool threads, and completion work queued to a pool
+        // thread that sleeps in a futex would wait (seconds, measured) until it happened to wake.
+        params.flags = UInt32(IORING_SETUP_SUBMIT_ALL) | extraFlags
         params.cq_entries = entries * 4
         params.flags |= UInt32(IORING_SETUP_CQSIZE)
         var r = io_uring_queue_init_params(entries, raw, &params)

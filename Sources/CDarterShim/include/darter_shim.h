@@ -26,4 +26,10 @@ uint32_t darter_crc32c_sw(uint32_t crc, const void *data, size_t length);
 /// 1 when the hardware path is in use.
 int darter_crc32c_hw_available(void);
 
+/// eventfd(0, EFD_CLOEXEC); returns the fd or -errno.
+int darter_eventfd(void);
+
+/// Raises RLIMIT_NOFILE's soft limit to the hard limit; returns the new soft limit.
+long darter_raise_fd_limit(void);
+
 #endif
