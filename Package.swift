@@ -24,7 +24,12 @@ let package = Package(
         // Pure HTTP/1.1: parse, serialize, ranges, conditionals. No I/O.
         .target(name: "HTTPCore", swiftSettings: strict),
 
-        .executableTarget(name: "darter", dependencies: ["PieceStore", "DarterIO"], swiftSettings: strict),
+        // The io_uring HTTP/1.1 server: event loops, connections, bodies from files.
+        .target(name: "HTTPServer", dependencies: ["DarterIO", "HTTPCore"], swiftSettings: strict),
+        // The seed peer's routes over the piece store.
+        .target(name: "SeedService", dependencies: ["HTTPServer", "PieceStore", "HTTPCore", "DarterIO"], swiftSettings: strict),
+
+        .executableTarget(name: "darter", dependencies: ["PieceStore", "DarterIO", "SeedService", "HTTPServer"], swiftSettings: strict),
         // Benchmarks live apart from the product; tools/bench runs them.
         .executableTarget(name: "darter-bench", dependencies: ["PieceStore", "DarterIO"],
                           path: "Benchmarks/DarterBench", swiftSettings: strict),

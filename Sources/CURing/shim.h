@@ -23,3 +23,12 @@ static inline void darter_prep_statx(struct io_uring_sqe *sqe, const char *path,
 }
 static inline unsigned long long darter_statx_size(const void *out) { return ((const struct statx *)out)->stx_size; }
 static inline unsigned darter_statx_dio_offset_align(const void *out) { return ((const struct statx *)out)->stx_dio_offset_align; }
+
+// liburing 2.3 declares io_uring_enable_rings but its library does not export it.
+#include <unistd.h>
+#include <sys/syscall.h>
+#include <errno.h>
+static inline int darter_enable_rings(struct io_uring *ring) {
+    int r = (int)syscall(__NR_io_uring_register, ring->ring_fd, IORING_REGISTER_ENABLE_RINGS, (void *)0, 0);
+    return r < 0 ? -errno : r;
+}

@@ -26,6 +26,10 @@ public final class EventLoop: @unchecked Sendable {
     private var zeroCopyResults: [Int: Int32] = [:]
     private var running = true
     private var thread = pthread_t()
+    private let loopThreadID = Atomic<UInt>(0)
+
+    /// Whether the caller runs on this loop's thread.
+    public var inLoopThread: Bool { loopThreadID.load(ordering: .relaxed) == UInt(pthread_self()) }
     // Cross-thread inbox, woken through an eventfd the loop keeps a read posted on.
     private let inbox = Mutex<[@Sendable () -> Void]>([])
     private let wakeFD: Int32
@@ -35,8 +39,9 @@ public final class EventLoop: @unchecked Sendable {
     ///   - fixedBuffers: buffers registered with this loop's ring (for READ_FIXED / SEND_ZC).
     public init(index: Int, entries: UInt32 = 1024, fixedBuffers: Int = 0, fixedBufferSize: Int = 256 << 10) throws(Errno) {
         self.index = index
-        // SINGLE_ISSUER (1<<12) | DEFER_TASKRUN (1<<13): only this thread touches the ring.
-        let ring = try IORing(entries: entries, extraFlags: UInt32(IORING_SETUP_SINGLE_ISSUER) | (1 << 13))
+        // SINGLE_ISSUER (1<<12) | DEFER_TASKRUN (1<<13): only the loop's thread touches the ring.
+        // R_DISABLED: the issuer is whoever enables the ring, which the loop's thread does.
+        let ring = try IORing(entries: entries, extraFlags: UInt32(IORING_SETUP_SINGLE_ISSUER) | (1 << 13) | UInt32(IORING_SETUP_R_DISABLED))
         let raw = ring.raw
         self.ring = ring
         if fixedBuffers > 0 {
@@ -200,6 +205,12 @@ public final class EventLoop: @unchecked Sendable {
         }
     }
 
+    /// SPLICE of bytes already in a pipe to the socket.
+    public func spliceToSocket(fromPipe pipe: FileDescriptor, to socket: FileDescriptor, count: Int, _ handler: @escaping Handler) {
+        let more = darter_splice_f_more()
+        prepare(handler) { io_uring_prep_splice($0, pipe.rawValue, -1, socket.rawValue, -1, UInt32(count), more) }
+    }
+
     /// IORING_OP_POLL_ADD for POLLOUT: the handler runs when `socket` can take more bytes.
     public func whenWritable(_ socket: FileDescriptor, _ handler: @escaping Handler) {
         prepare(handler) { io_uring_prep_poll_add($0, socket.rawValue, UInt32(POLLOUT)) }
@@ -226,6 +237,9 @@ public final class EventLoop: @unchecked Sendable {
     private func run() {
         let batch = UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>.allocate(capacity: 256)
         defer { batch.deallocate() }
+        loopThreadID.store(UInt(pthread_self()), ordering: .relaxed)
+        let enabled = darter_enable_rings(ring.raw)
+        if enabled < 0 && enabled != -EBADFD { fatalError("io_uring_enable_rings: \(Errno(rawValue: -enabled))") }
         postWakeRead()
         while running {
             let r = io_uring_submit_and_wait(ring.raw, 1)

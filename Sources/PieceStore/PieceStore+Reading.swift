@@ -71,6 +71,12 @@ extension PieceStore {
         }
     }
 
+    /// The byte range of piece `index` if it is committed.
+    public func committedPieceRange(_ id: TaskID, index: Int) -> Range<Int64>? {
+        guard let (offset, length) = try? pieceExtent(id, index: index) else { return nil }
+        return offset..<(offset + Int64(length))
+    }
+
     /// The CRC32C recorded for a committed piece.
     public func pieceChecksum(_ id: TaskID, index: Int) -> UInt32? {
         state.withLock { s in
@@ -124,6 +130,31 @@ extension PieceStore {
         for i in pieces { try await verifyIfNeeded(id, index: i) }
         let fd = try await bufferedDescriptor(id)
         return ServableExtent(fd: fd, offset: range.lowerBound, length: Int(length), lease: lease)
+    }
+
+    /// ``servableExtent(_:range:)`` without suspending, for event loops: nil unless the first
+    /// byte is committed, its piece already verified and the page-cache descriptor open
+    /// (otherwise the async variant does that work).
+    public func servableExtentNow(_ id: TaskID, range: Range<Int64>) -> ServableExtent? {
+        let verify = configuration.verifyAfterRestart
+        let found = state.withLock { s -> (FileDescriptor, Int64)? in
+            guard var t = s.index.tasks[id], !t.deleting, let fd = t.bufferedFD else { return nil }
+            var length = min(t.committedRun(from: range.lowerBound), range.upperBound - range.lowerBound)
+            if verify, length > 0 {
+                for i in PieceMath.pieces(covering: range.lowerBound..<(range.lowerBound + length), pieceLength: t.pieceLength)
+                where !t.pieces[i].verified {
+                    length = max(0, PieceMath.offset(ofPiece: i, pieceLength: t.pieceLength) - range.lowerBound)
+                    break
+                }
+            }
+            guard length > 0 else { return nil }
+            t.readers += 1
+            t.lastAccess = Self.now()
+            s.index.tasks[id] = t
+            return (fd, length)
+        }
+        guard let (fd, length) = found else { return nil }
+        return ServableExtent(fd: fd, offset: range.lowerBound, length: Int(length), lease: ReadLease { [self] in endRead(id) })
     }
 
     // MARK: Read-while-write

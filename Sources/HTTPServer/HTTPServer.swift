@@ -1,0 +1,175 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import DarterIO
+import HTTPCore
+import Synchronization
+
+/// The HTTP/1.1 server: one event loop per core, each with its own SO_REUSEPORT listener,
+/// accepting with multishot accept and serving connections with the handler's responses.
+public final class HTTPServer: Sendable {
+    public let configuration: ServerConfiguration
+    public let metrics: ServerMetrics
+    let handler: any HTTPHandler
+    private let loops: [LoopServer]
+    /// The port actually bound (useful with port 0).
+    public let port: UInt16
+
+    public init(configuration: ServerConfiguration, handler: any HTTPHandler, metrics: ServerMetrics = ServerMetrics()) throws(Errno) {
+        self.configuration = configuration
+        self.metrics = metrics
+        self.handler = handler
+        Socket.raiseOpenFileLimit()
+        var loops: [LoopServer] = []
+        var port = configuration.port
+        let perLoop = max(1, configuration.maxConnections / max(1, configuration.loops))
+        for i in 0..<max(1, configuration.loops) {
+            let listener = try Socket.listen(host: configuration.host, port: port, reusePort: true)
+            if port == 0 { port = Socket.localPort(listener) }  // the other loops join the same port
+            let loop = try EventLoop(index: i, fixedBuffers: configuration.serveMode == .sendfile ? 0 : configuration.registeredBuffersPerLoop,
+                                     fixedBufferSize: configuration.chunkSize)
+            loops.append(LoopServer(loop: loop, listener: listener, configuration: configuration, handler: handler,
+                                    metrics: metrics, connectionLimit: perLoop))
+        }
+        self.loops = loops
+        self.port = port
+    }
+
+    /// Starts every loop's thread.
+    public func start() {
+        for l in loops { l.loop.start { [l] in l.begin() } }
+    }
+
+    /// Graceful shutdown: stop accepting, close idle connections, let in-flight responses
+    /// finish (up to `grace`), then end the loops.
+    public func shutdown(grace: Duration = .seconds(10)) async {
+        for l in loops { l.loop.execute { [l] in l.beginShutdown() } }
+        let deadline = ContinuousClock.now + grace
+        while metrics.activeConnections > 0 && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        for l in loops { l.loop.execute { [l] in l.closeAll() } }
+        try? await Task.sleep(for: .milliseconds(50))
+        for l in loops { l.loop.stop() }
+        for l in loops { l.loop.join() }
+    }
+}
+
+/// The server's state on one loop. Confined to that loop's thread.
+final class LoopServer: @unchecked Sendable {
+    let loop: EventLoop
+    let listener: FileDescriptor
+    let configuration: ServerConfiguration
+    let handler: any HTTPHandler
+    let metrics: ServerMetrics
+    let connectionLimit: Int
+    private var connections: [Int32: Connection] = [:]
+    private var accepting = false
+    private(set) var stopping = false
+    private var freeBuffers: [SendBuffer] = []
+    private var dateSecond: Int64 = -1
+    private var dateValue = ""
+
+    init(loop: EventLoop, listener: FileDescriptor, configuration: ServerConfiguration, handler: any HTTPHandler,
+         metrics: ServerMetrics, connectionLimit: Int) {
+        self.loop = loop
+        self.listener = listener
+        self.configuration = configuration
+        self.handler = handler
+        self.metrics = metrics
+        self.connectionLimit = connectionLimit
+    }
+
+    func begin() {
+        startAccepting()
+        scheduleTick()
+    }
+
+    private func startAccepting() {
+        guard !accepting, !stopping, connections.count < connectionLimit else { return }
+        accepting = true
+        loop.acceptMultishot(listener, nonBlocking: configuration.serveMode == .sendfile) { [self] r, more in
+            if r >= 0 { accepted(FileDescriptor(rawValue: r)) }
+            if !more {
+                accepting = false
+                startAccepting()
+            }
+        }
+    }
+
+    private func accepted(_ fd: FileDescriptor) {
+        if stopping { Socket.close(fd); return }
+        Socket.setNoDelay(fd)
+        let c = Connection(fd: fd, owner: self)
+        connections[fd.rawValue] = c
+        metrics.connectionOpened()
+        // At the cap, stop accepting: new clients wait in the kernel's backlog.
+        if connections.count >= connectionLimit && accepting { loop.cancelAll(on: listener) }
+        c.start()
+    }
+
+    func remove(_ c: Connection) {
+        guard connections.removeValue(forKey: c.fd.rawValue) != nil else { return }
+        metrics.connectionClosed()
+        startAccepting()
+    }
+
+    // MARK: Timeouts
+
+    private func scheduleTick() {
+        loop.after(nanoseconds: 500_000_000) { [self] _, _ in
+            tick()
+            if !stopping || !connections.isEmpty { scheduleTick() }
+        }
+    }
+
+    private func tick() {
+        let now = monotonicMilliseconds()
+        for c in connections.values {
+            let limit: Int64
+            switch c.phase {
+            case .idle: limit = configuration.idleTimeout
+            case .readingHead: limit = configuration.headerTimeout
+            case .responding: limit = configuration.sendTimeout
+            case .closing: continue
+            }
+            if now - c.phaseStarted > limit * 1000 { c.close() }
+        }
+    }
+
+    // MARK: Shutdown
+
+    func beginShutdown() {
+        stopping = true
+        if accepting { loop.cancelAll(on: listener) }
+        Socket.close(listener)
+        for c in Array(connections.values) { c.stopAfterResponse() }
+    }
+
+    func closeAll() {
+        for c in Array(connections.values) { c.close() }
+    }
+
+    // MARK: Shared per-loop resources
+
+    /// A send buffer for one response: registered with the ring when one is free.
+    func takeBuffer() -> SendBuffer {
+        freeBuffers.popLast() ?? SendBuffer(loop.makeBuffer(capacity: configuration.chunkSize))
+    }
+
+    func returnBuffer(_ b: SendBuffer) {
+        // Keep a bounded stock; the rest go back to the registered pool or the allocator.
+        if freeBuffers.count < 64 { freeBuffers.append(b) }
+    }
+
+    /// The Date header value, formatted once per second.
+    func dateHeader() -> String {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        if Int64(ts.tv_sec) != dateSecond {
+            dateSecond = Int64(ts.tv_sec)
+            dateValue = HTTPDate.format(epochSeconds: dateSecond)
+        }
+        return dateValue
+    }
+}

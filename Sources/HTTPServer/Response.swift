@@ -1,0 +1,65 @@
+import DarterIO
+import HTTPCore
+
+/// A response a handler gives the server.
+public struct Response: Sendable {
+    public var head: HTTPResponseHead
+    public var body: ResponseBody
+    /// The route label for metrics (`darter_http_requests_total{route=...}`).
+    public var route: String
+
+    public init(head: HTTPResponseHead, body: ResponseBody = .none, route: String = "other") {
+        self.head = head
+        self.body = body
+        self.route = route
+    }
+
+    /// A short text response (errors, health, metrics): the body is `text`, with its length.
+    public static func text(_ status: Int, _ text: String, contentType: String = "text/plain; charset=utf-8",
+                            route: String = "other") -> Response {
+        var head = HTTPResponseHead(status: status)
+        head.headers.add(name: "Content-Type", value: contentType)
+        let bytes = Array(text.utf8)
+        head.setContentLength(bytes.count)
+        return Response(head: head, body: .bytes(bytes), route: route)
+    }
+}
+
+public enum ResponseBody: Sendable {
+    case none
+    case bytes([UInt8])
+    /// Bytes that live in a file (the piece store), possibly still being written.
+    case file(any FileBodySource)
+}
+
+/// A span of an open file that may be sent now.
+public struct FileExtent: Sendable {
+    public var fd: FileDescriptor
+    public var offset: Int64
+    public var length: Int
+    /// Kept alive while the extent is being sent (a store lease).
+    public var owner: (any Sendable)?
+    public init(fd: FileDescriptor, offset: Int64, length: Int, owner: (any Sendable)? = nil) {
+        self.fd = fd
+        self.offset = offset
+        self.length = length
+        self.owner = owner
+    }
+}
+
+/// Where a file body comes from, piece by piece. `extent(at:maxLength:)` is called on the event
+/// loop and must not block; when it returns nil the server calls `waitForData`, which may
+/// suspend off the loop and calls `ready` (from any thread) when bytes are there or never will be.
+public protocol FileBodySource: AnyObject, Sendable {
+    /// Bytes in the body.
+    var length: Int64 { get }
+    /// The sendable extent starting at body position `position`, at most `maxLength` bytes.
+    func extent(at position: Int64, maxLength: Int) -> FileExtent?
+    func waitForData(at position: Int64, _ ready: @escaping @Sendable ((any Error)?) -> Void)
+}
+
+/// Answers requests. Called on an event loop: return quickly; call `respond` exactly once,
+/// from any thread.
+public protocol HTTPHandler: Sendable {
+    func handle(_ request: HTTPRequestHead, respond: @escaping @Sendable (Response) -> Void)
+}

@@ -1,0 +1,40 @@
+import DarterIO
+
+/// How response bodies that live in files reach the socket.
+public enum ServeMode: String, Sendable, CaseIterable {
+    /// READ into a buffer linked to SEND (one submission per chunk).
+    case copy
+    /// sendfile(2) on a non-blocking socket, POLLOUT when it is full.
+    case sendfile
+    /// SPLICE file → pipe → socket, linked.
+    case splice
+    /// READ into a registered buffer, then SEND_ZC.
+    case zerocopy
+
+    /// Chosen by `tools/bench serve` on this machine's loopback (see docs/API.md).
+    public static let measuredDefault: ServeMode = .copy
+}
+
+public struct ServerConfiguration: Sendable {
+    public var host = "127.0.0.1"
+    public var port: UInt16 = 65001
+    /// Event loops (threads), one listener each with SO_REUSEPORT.
+    public var loops = Socket.processorCount
+    public var serveMode = ServeMode.measuredDefault
+    /// Open connections across all loops; past it accepting pauses (backpressure).
+    public var maxConnections = 10_000
+    /// Seconds a client may take to send a complete request head.
+    public var headerTimeout: Int64 = 10
+    /// Seconds an idle keep-alive connection stays open.
+    public var idleTimeout: Int64 = 60
+    /// Seconds a response may make no progress before the connection is dropped.
+    public var sendTimeout: Int64 = 60
+    /// Bytes per chunk of a file body (one READ + SEND, or one splice).
+    public var chunkSize = 256 << 10
+    /// Receive buffer per connection.
+    public var receiveBufferSize = 8 << 10
+    /// Registered send buffers per loop (copy and zerocopy modes).
+    public var registeredBuffersPerLoop = 64
+
+    public init() {}
+}

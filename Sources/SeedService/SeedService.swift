@@ -1,0 +1,220 @@
+import DarterIO
+import HTTPCore
+import HTTPServer
+import PieceStore
+
+/// The seed peer's HTTP routes over the piece store:
+/// `GET|HEAD /tasks/{id}`, `/tasks/{id}/pieces/{n}`, `/tasks/{id}/meta`, `/healthz`, `/metrics`.
+/// See docs/API.md.
+public final class SeedService: HTTPHandler {
+    let store: PieceStore
+    let metrics: ServerMetrics
+
+    public init(store: PieceStore, metrics: ServerMetrics) {
+        self.store = store
+        self.metrics = metrics
+    }
+
+    public func handle(_ request: HTTPRequestHead, respond: @escaping @Sendable (Response) -> Void) {
+        respond(route(request))
+    }
+
+    func route(_ request: HTTPRequestHead) -> Response {
+        guard request.method == .get || request.method == .head else {
+            var r = Response.text(405, "method \(request.method) is not allowed here; use GET or HEAD\n", route: "invalid")
+            r.head.headers.add(name: "Allow", value: "GET, HEAD")
+            return r
+        }
+        guard let path = try? PercentDecoding.decode(String(request.path)) else {
+            return .text(400, "the request path has an invalid percent-escape\n", route: "invalid")
+        }
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()  // leading ""
+        switch (parts.count, parts.first) {
+        case (1, "healthz"): return .text(200, "ok\n", route: "healthz")
+        case (1, "metrics"): return .text(200, metricsText(), contentType: "text/plain; version=0.0.4", route: "metrics")
+        case (2, "tasks"), (3, "tasks"), (4, "tasks"):
+            let rest = Array(parts.dropFirst())
+            guard let id = TaskID(rest[0]) else {
+                return .text(400, "malformed task id '\(rest[0].prefix(80))': expected 64 lowercase hex digits, optionally prefixed by sha256:\n", route: "invalid")
+            }
+            let resolved = store.info(id) != nil ? id : (id.kind == .digest ? store.lookup(digest: id.hash) : nil)
+            guard let task = resolved, let info = store.info(task) else {
+                return .text(404, "task \(id) is not in this seed's cache\n", route: "tasks")
+            }
+            if rest.count == 1 { return content(request, info) }
+            if rest.count == 2, rest[1] == "meta" { return meta(info) }
+            if rest.count == 3, rest[1] == "pieces" {
+                guard let n = Int(rest[2]), n >= 0 else { return .text(400, "piece number '\(rest[2].prefix(20))' is not a whole number\n", route: "pieces") }
+                return piece(request, info, n)
+            }
+            return .text(404, "no such route: \(path.prefix(200))\n", route: "invalid")
+        default:
+            return .text(404, "no such route: \(path.prefix(200))\n", route: "invalid")
+        }
+    }
+
+    private func etag(_ info: TaskInfo) -> HTTPETag? {
+        if let d = info.sha256 { return HTTPETag(opaqueTag: d.hex) }
+        if info.id.kind == .digest { return HTTPETag(opaqueTag: info.id.hash.hex) }
+        return nil
+    }
+
+    /// `GET|HEAD /tasks/{id}`: the content, with Range and conditionals; pieces still being
+    /// written are waited for (read-while-write).
+    private func content(_ request: HTTPRequestHead, _ info: TaskInfo) -> Response {
+        guard let length = info.contentLength else {
+            return .text(503, "task \(info.id) is still arriving and its length is not known yet\n", route: "tasks")
+        }
+        let tag = etag(info)
+        var head = HTTPResponseHead(status: 200)
+        head.headers.add(name: "Content-Type", value: info.origin.contentType ?? "application/octet-stream")
+        head.setAcceptRanges()
+        if let tag { head.setETag(tag) }
+        if let lm = info.origin.lastModified { head.headers.add(name: "Last-Modified", value: lm) }
+        let range: Range<Int64>
+        switch HTTPResponseDecision.evaluate(request: request, etag: tag, lastModified: nil, contentLength: Int(length)) {
+        case .notModified:
+            var h = HTTPResponseHead(status: 304)
+            if let tag { h.setETag(tag) }
+            return Response(head: h, route: "tasks")
+        case .rangeNotSatisfiable:
+            var r = Response.text(416, "range not satisfiable for \(length) bytes\n", route: "tasks")
+            r.head.setUnsatisfiedContentRange(completeLength: Int(length))
+            return r
+        case .full:
+            range = 0..<length
+        case .partial(let r):
+            head = HTTPResponseHead(status: 206, headers: head.headers)
+            head.setContentRange(r, completeLength: Int(length))
+            range = Int64(r.lowerBound)..<Int64(r.upperBound + 1)
+        }
+        head.setContentLength(range.count)
+        return Response(head: head, body: .file(StoreBody(store: store, id: info.id, range: range)), route: "tasks")
+    }
+
+    /// `GET /tasks/{id}/pieces/{n}`: one committed piece with its CRC32C.
+    private func piece(_ request: HTTPRequestHead, _ info: TaskInfo, _ n: Int) -> Response {
+        guard let range = store.committedPieceRange(info.id, index: n), let crc = store.pieceChecksum(info.id, index: n) else {
+            return .text(404, "piece \(n) of task \(info.id) is not committed\n", route: "pieces")
+        }
+        var head = HTTPResponseHead(status: 200)
+        head.headers.add(name: "Content-Type", value: "application/octet-stream")
+        head.headers.add(name: "X-Darter-Piece-CRC32C", value: hex8(crc))
+        head.setContentLength(range.count)
+        let body: ResponseBody = request.method == .head ? .none : .file(StoreBody(store: store, id: info.id, range: range))
+        return Response(head: head, body: body, route: "pieces")
+    }
+
+    /// `GET /tasks/{id}/meta`: JSON.
+    private func meta(_ info: TaskInfo) -> Response {
+        let bitmap = String(info.committed.map { $0 ? "1" : "0" })
+        let count = info.contentLength.map { PieceMath.pieceCount(contentLength: $0, pieceLength: info.pieceLength) } ?? info.committed.count
+        let fields: [(String, String)] = [
+            ("id", json(info.id.description)),
+            ("contentLength", info.contentLength.map(String.init) ?? "null"),
+            ("pieceLength", String(info.pieceLength)),
+            ("pieceCount", String(count)),
+            ("complete", info.complete ? "true" : "false"),
+            ("committedPieces", json(bitmap)),
+            ("digest", (info.sha256 ?? (info.id.kind == .digest ? info.id.hash : nil)).map { json("sha256:" + $0.hex) } ?? "null"),
+            ("contentType", info.origin.contentType.map(json) ?? "null"),
+        ]
+        let text = "{" + fields.map { json($0.0) + ":" + $0.1 }.joined(separator: ",") + "}\n"
+        return .text(200, text, contentType: "application/json", route: "meta")
+    }
+
+    private func metricsText() -> String {
+        var out = "# HELP darter_http_requests_total HTTP requests answered, by route and status.\n# TYPE darter_http_requests_total counter\n"
+        for r in metrics.requestCounts {
+            out += "darter_http_requests_total{route=\"\(r.route)\",status=\"\(r.status)\"} \(r.count)\n"
+        }
+        let u = store.usage
+        out += """
+        # HELP darter_http_response_bytes_total Response bytes sent (heads and bodies).
+        # TYPE darter_http_response_bytes_total counter
+        darter_http_response_bytes_total \(metrics.responseBytes)
+        # HELP darter_http_connections_active Open client connections.
+        # TYPE darter_http_connections_active gauge
+        darter_http_connections_active \(metrics.activeConnections)
+        # HELP darter_store_bytes_used Bytes the piece store holds on disk.
+        # TYPE darter_store_bytes_used gauge
+        darter_store_bytes_used \(u.bytesUsed)
+        # HELP darter_store_quota_bytes The store's byte quota (0: none).
+        # TYPE darter_store_quota_bytes gauge
+        darter_store_quota_bytes \(u.quotaBytes ?? 0)
+        # HELP darter_store_evictions_total Tasks evicted.
+        # TYPE darter_store_evictions_total counter
+        darter_store_evictions_total \(u.evictions)
+        # HELP darter_store_tasks Tasks in the store.
+        # TYPE darter_store_tasks gauge
+        darter_store_tasks \(u.taskCount)
+        # HELP darter_store_corrupt_pieces_total Pieces dropped after failing their CRC32C.
+        # TYPE darter_store_corrupt_pieces_total counter
+        darter_store_corrupt_pieces_total \(u.corruptPiecesDropped)
+
+        """
+        return out
+    }
+}
+
+/// A byte range of a task, sent extent by extent as pieces are committed and verified.
+final class StoreBody: FileBodySource {
+    let store: PieceStore
+    let id: TaskID
+    let range: Range<Int64>
+
+    init(store: PieceStore, id: TaskID, range: Range<Int64>) {
+        self.store = store
+        self.id = id
+        self.range = range
+    }
+
+    var length: Int64 { range.upperBound - range.lowerBound }
+
+    func extent(at position: Int64, maxLength: Int) -> FileExtent? {
+        let start = range.lowerBound + position
+        let end = min(range.upperBound, start + Int64(maxLength))
+        guard let e = store.servableExtentNow(id, range: start..<end) else { return nil }
+        return FileExtent(fd: e.fd, offset: e.offset, length: e.length, owner: e.lease)
+    }
+
+    func waitForData(at position: Int64, _ ready: @escaping @Sendable ((any Error)?) -> Void) {
+        let start = range.lowerBound + position
+        let end = range.upperBound
+        Task { [store, id] in
+            do {
+                guard try await store.waitForOffset(id, offset: start, timeout: .seconds(300)) == .committed else {
+                    throw StoreError.rangeOutOfBounds(id)
+                }
+                // Verifies the pieces and opens the page-cache descriptor; then the loop's
+                // synchronous path can take it.
+                guard try await store.servableExtent(id, range: start..<end) != nil else { throw StoreError.pieceNotCommitted(id, index: -1) }
+                ready(nil)
+            } catch {
+                ready(error)
+            }
+        }
+    }
+}
+
+func hex8(_ v: UInt32) -> String {
+    let s = String(v, radix: 16)
+    return String(repeating: "0", count: 8 - s.count) + s
+}
+
+/// A JSON string literal.
+func json(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars {
+        switch u {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case _ where u.value < 0x20: out += "\\u" + String(repeating: "0", count: 4 - String(u.value, radix: 16).count) + String(u.value, radix: 16)
+        default: out.unicodeScalars.append(u)
+        }
+    }
+    return out + "\""
+}

@@ -1,0 +1,86 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dispatch
+import DarterIO
+import HTTPServer
+import PieceStore
+import SeedService
+
+/// `darter seed`: the seed peer's server over the piece store.
+enum SeedCommand {
+    static func run(_ argv: [String]) async throws {
+        let defaults = ServerConfiguration()
+        let args = try Arguments(command: "seed", flags: storeFlags + [
+            .init(name: "listen", defaultValue: "127.0.0.1:65001", help: "address to serve on (HOST:PORT; [v6]:PORT)"),
+            .init(name: "serve-mode", defaultValue: "auto", help: "auto | copy | sendfile | splice | zerocopy (auto: \(ServeMode.measuredDefault.rawValue), measured)"),
+            .init(name: "loops", defaultValue: String(defaults.loops), help: "event loops (threads)"),
+            .init(name: "max-connections", defaultValue: String(defaults.maxConnections), help: "open connections before accepting pauses"),
+            .init(name: "header-timeout", defaultValue: String(defaults.headerTimeout), help: "seconds to receive a request head"),
+            .init(name: "idle-timeout", defaultValue: String(defaults.idleTimeout), help: "seconds an idle keep-alive connection stays"),
+            .init(name: "send-timeout", defaultValue: String(defaults.sendTimeout), help: "seconds a response may make no progress"),
+        ], arguments: argv)
+        if args.wantsHelp { print(args.usage); return }
+
+        var config = ServerConfiguration()
+        let listen = args.string("listen")
+        guard let colon = listen.lastIndex(of: ":"), let port = UInt16(listen[listen.index(after: colon)...]) else {
+            throw UsageError("seed: --listen must be HOST:PORT (e.g. 127.0.0.1:65001), got '\(listen)'")
+        }
+        config.host = String(listen[..<colon]).trimmingBrackets()
+        config.port = port
+        let mode = args.string("serve-mode")
+        if mode != "auto" {
+            guard let m = ServeMode(rawValue: mode) else {
+                throw UsageError("seed: --serve-mode must be auto, copy, sendfile, splice or zerocopy, got '\(mode)'")
+            }
+            config.serveMode = m
+        }
+        config.loops = max(1, try args.int("loops"))
+        config.maxConnections = max(1, try args.int("max-connections"))
+        config.headerTimeout = Int64(try args.int("header-timeout"))
+        config.idleTimeout = Int64(try args.int("idle-timeout"))
+        config.sendTimeout = Int64(try args.int("send-timeout"))
+
+        signal(SIGPIPE, SIG_IGN)
+        let store = try await openStore(args)
+        let metrics = ServerMetrics()
+        let server: HTTPServer
+        do {
+            server = try HTTPServer(configuration: config, handler: SeedService(store: store, metrics: metrics), metrics: metrics)
+        } catch {
+            await store.close()
+            throw UsageError("seed: cannot listen on \(listen): \(error)")
+        }
+        server.start()
+        log("seed: listening on \(config.host):\(server.port) (\(config.loops) loops, serve mode \(config.serveMode.rawValue), data \(args.string("data-dir")), \(store.usage.taskCount) tasks)")
+
+        // SIGTERM / SIGINT: stop accepting, finish in-flight responses, flush the store, exit 0.
+        for sig in [SIGTERM, SIGINT] { signal(sig, SIG_IGN) }
+        let sources = [SIGTERM, SIGINT].map { sig in
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler {
+                log("seed: signal \(sig), shutting down")
+                Task {
+                    await server.shutdown()
+                    await store.close()
+                    log("seed: stopped")
+                    exit(0)
+                }
+            }
+            source.resume()
+            return source
+        }
+        while true {
+            try await Task.sleep(for: .seconds(30))
+            await store.maintain()
+            withExtendedLifetime(sources) {}
+        }
+    }
+}
+
+extension String {
+    func trimmingBrackets() -> String {
+        hasPrefix("[") && hasSuffix("]") ? String(dropFirst().dropLast()) : self
+    }
+}
