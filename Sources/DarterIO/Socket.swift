@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CDarterShim
+import CURing
 
 /// Socket syscalls the server makes outside the ring (setup, and sendfile mode).
 public enum Socket {

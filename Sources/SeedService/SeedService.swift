@@ -25,32 +25,39 @@ public final class SeedService: HTTPHandler {
             r.head.headers.add(name: "Allow", value: "GET, HEAD")
             return r
         }
-        guard let path = try? PercentDecoding.decode(String(request.path)) else {
-            return .text(400, "the request path has an invalid percent-escape\n", route: "invalid")
+        // Routing works on bytes: this runs for every request.
+        var path = request.targetForm == .origin ? Array(request.target.utf8.prefix { $0 != UInt8(ascii: "?") }) : Array(request.path.utf8)
+        if path.contains(UInt8(ascii: "%")) {
+            guard let decoded = try? PercentDecoding.decodeBytes(String(decoding: path, as: UTF8.self)) else {
+                return .text(400, "the request path has an invalid percent-escape\n", route: "invalid")
+            }
+            path = decoded
         }
-        let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()  // leading ""
-        switch (parts.count, parts.first) {
-        case (1, "healthz"): return .text(200, "ok\n", route: "healthz")
-        case (1, "metrics"): return .text(200, metricsText(), contentType: "text/plain; version=0.0.4", route: "metrics")
-        case (2, "tasks"), (3, "tasks"), (4, "tasks"):
-            let rest = Array(parts.dropFirst())
-            guard let id = TaskID(rest[0]) else {
-                return .text(400, "malformed task id '\(rest[0].prefix(80))': expected 64 lowercase hex digits, optionally prefixed by sha256:\n", route: "invalid")
-            }
-            let resolved = store.info(id) != nil ? id : (id.kind == .digest ? store.lookup(digest: id.hash) : nil)
-            guard let task = resolved, let info = store.info(task) else {
-                return .text(404, "task \(id) is not in this seed's cache\n", route: "tasks")
-            }
-            if rest.count == 1 { return content(request, info) }
-            if rest.count == 2, rest[1] == "meta" { return meta(info) }
-            if rest.count == 3, rest[1] == "pieces" {
-                guard let n = Int(rest[2]), n >= 0 else { return .text(400, "piece number '\(rest[2].prefix(20))' is not a whole number\n", route: "pieces") }
-                return piece(request, info, n)
-            }
-            return .text(404, "no such route: \(path.prefix(200))\n", route: "invalid")
-        default:
-            return .text(404, "no such route: \(path.prefix(200))\n", route: "invalid")
+        let parts = path.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).dropFirst()  // leading ""
+        func text(_ bytes: ArraySlice<UInt8>) -> String { String(decoding: bytes, as: UTF8.self) }
+        func notFound() -> Response { .text(404, "no such route: \(text(path[...].prefix(200)))\n", route: "invalid") }
+        guard let first = parts.first else { return notFound() }
+        if parts.count == 1 {
+            if first.elementsEqual("healthz".utf8) { return .text(200, "ok\n", route: "healthz") }
+            if first.elementsEqual("metrics".utf8) { return .text(200, metricsText(), contentType: "text/plain; version=0.0.4", route: "metrics") }
+            return notFound()
         }
+        guard first.elementsEqual("tasks".utf8), parts.count <= 4 else { return notFound() }
+        let rest = Array(parts.dropFirst())
+        guard let id = TaskID(text(rest[0])) else {
+            return .text(400, "malformed task id '\(text(rest[0].prefix(80)))': expected 64 lowercase hex digits, optionally prefixed by sha256:\n", route: "invalid")
+        }
+        let resolved = store.info(id) != nil ? id : (id.kind == .digest ? store.lookup(digest: id.hash) : nil)
+        guard let task = resolved, let info = store.info(task) else {
+            return .text(404, "task \(id) is not in this seed's cache\n", route: "tasks")
+        }
+        if rest.count == 1 { return content(request, info) }
+        if rest.count == 2, rest[1].elementsEqual("meta".utf8) { return meta(info) }
+        if rest.count == 3, rest[1].elementsEqual("pieces".utf8) {
+            guard let n = Int(text(rest[2])), n >= 0 else { return .text(400, "piece number '\(text(rest[2].prefix(20)))' is not a whole number\n", route: "pieces") }
+            return piece(request, info, n)
+        }
+        return notFound()
     }
 
     private func etag(_ info: TaskInfo) -> HTTPETag? {
