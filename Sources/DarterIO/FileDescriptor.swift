@@ -122,6 +122,19 @@ public enum SystemCalls {
         _ = try retryingOnInterrupt { fsync(fd.rawValue) }
     }
 
+    /// Opens (creating) `path` and takes an exclusive flock(2) on it without waiting.
+    /// Throws EWOULDBLOCK (`Errno.again`) when another process holds it. The lock lasts until
+    /// the descriptor is closed.
+    public static func lockFile(_ path: String) throws(Errno) -> FileDescriptor {
+        let fd = try open(path, [.readWrite, .create], mode: 0o644)
+        if flock(fd.rawValue, LOCK_EX | LOCK_NB) != 0 {
+            let e = Errno.current
+            try? close(fd)
+            throw e
+        }
+        return fd
+    }
+
     /// write(2) of `text` to standard error, unbuffered (logs and diagnostics).
     public static func writeStandardError(_ text: String) {
         var bytes = Array(text.utf8)

@@ -18,6 +18,8 @@ public final class PieceStore: Sendable {
     let state: Mutex<StoreState>
     let journalPath: String
     let tasksPath: String
+    /// The flock on `<dir>/lock`, held until close.
+    let lock: FileDescriptor
 
     struct PendingAppend {
         var records: [JournalRecord]
@@ -47,8 +49,10 @@ public final class PieceStore: Sendable {
         var corruptDropped = 0
     }
 
-    private init(configuration: StoreConfiguration, io: any IOBackend, index: StoreIndex, journalFD: FileDescriptor, journalLength: Int64) {
+    private init(configuration: StoreConfiguration, io: any IOBackend, index: StoreIndex, journalFD: FileDescriptor,
+                 journalLength: Int64, lock: FileDescriptor) {
         self.configuration = configuration
+        self.lock = lock
         self.io = io
         journalPath = configuration.directory + "/journal"
         tasksPath = configuration.directory + "/tasks"
@@ -66,6 +70,23 @@ public final class PieceStore: Sendable {
         do {
             try SystemCalls.makeDirectories(dir + "/tasks")
         } catch { throw StoreError.io("creating \(dir)/tasks", error) }
+        // One process per data directory: a second one would interleave journal appends.
+        let lock: FileDescriptor
+        do { lock = try SystemCalls.lockFile(dir + "/lock") } catch {
+            if error == .again { throw StoreError.directoryInUse(dir) }
+            throw StoreError.io("locking \(dir)/lock", error)
+        }
+        do {
+            return try await open(configuration, io: io, holding: lock)
+        } catch {
+            try? SystemCalls.close(lock)
+            throw error
+        }
+    }
+
+    private static func open(_ configuration: StoreConfiguration, io: any IOBackend, holding lock: FileDescriptor) async throws -> PieceStore {
+        let dir = configuration.directory
+        let journalPath = dir + "/journal"
         if SystemCalls.exists(journalPath + ".new") { try? SystemCalls.unlink(journalPath + ".new") }  // interrupted compaction
 
         let fresh = !SystemCalls.exists(journalPath)
@@ -104,7 +125,7 @@ public final class PieceStore: Sendable {
                 } catch { throw StoreError.io("truncating torn journal tail", error) }
             }
         }
-        let store = PieceStore(configuration: configuration, io: io, index: index, journalFD: fd, journalLength: length)
+        let store = PieceStore(configuration: configuration, io: io, index: index, journalFD: fd, journalLength: length, lock: lock)
         try await store.removeOrphansAndLostTasks()
         store.startCommitter()
         return store
@@ -318,6 +339,7 @@ public final class PieceStore: Sendable {
             return out
         }
         for fd in fds { try? await io.close(fd) }
+        try? SystemCalls.close(lock)
     }
 
     static func now() -> Int64 {

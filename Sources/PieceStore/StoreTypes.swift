@@ -36,6 +36,7 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
     case timedOut
     case closed
     case journalUnreadable(String)
+    case directoryInUse(String)
     case io(String, Errno)
 
     public var description: String {
@@ -55,6 +56,7 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
         case .timedOut: return "timed out waiting for a piece"
         case .closed: return "the store is closed"
         case .journalUnreadable(let why): return "metadata journal unreadable: \(why)"
+        case .directoryInUse(let dir): return "data directory \(dir) is in use by another darter process (stop it first)"
         case .io(let what, let e): return "\(what): \(e)"
         }
     }

@@ -188,6 +188,16 @@ struct StoreBasicsTests {
         await again.close()
     }
 
+    @Test("a data directory is used by one store at a time")
+    func exclusiveDirectory() async throws {
+        let dir = makeTestDirectory(); defer { removeTree(dir) }
+        let first = try await openTestStore(dir, io: BackendKind.uring.make())
+        await #expect(throws: StoreError.directoryInUse(dir)) { try await openTestStore(dir, io: BackendKind.uring.make()) }
+        await first.close()
+        let again = try await openTestStore(dir, io: BackendKind.uring.make())
+        await again.close()
+    }
+
     @Test("orphan data files are removed at startup; a journal that is not ours is refused")
     func orphansAndForeignJournal() async throws {
         let dir = makeTestDirectory(); defer { removeTree(dir) }
