@@ -80,7 +80,8 @@ final class Connection: @unchecked Sendable {
                 }
                 return receive()
             case .error(let error):
-                if error == .tlsHandshake { return close() }  // not HTTP at all: just hang up
+                // Not HTTP/1 at all (a TLS ClientHello, an HTTP/2 preface): hang up cleanly.
+                if error == .tlsHandshake || error == .http2Preface { return close() }
                 keepAlive = false
                 phase = .responding
                 return begin(Response.text(error.status, error.reason + "\n", route: "invalid"), version: .http1_1, isHead: false)
