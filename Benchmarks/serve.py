@@ -537,8 +537,8 @@ def main():
         print(f"{metric:12s} {cell(unit, d):>10s} {cell(unit, on):>12s} {cell(unit, off):>13s} {cell(unit, a):>10s} {w:>13s} "
               f"{('-' if r is None else f'{r:.2f}'):>7s}  {unit}")
     print()
-    print("anchor = the better nginx configuration per metric: " +
-          ", ".join(f"{m}={w}" for m, _, _, _, _, _, w, _ in rows if w != "-"))
+    print("anchor = the better nginx configuration per metric: " + (
+          ", ".join(f"{m}={w}" for m, _, _, _, _, _, w, _ in rows if w != "-") or "none (nginx not run)"))
     if darter is None:
         print("(--only-nginx: no BENCH lines)")
         return 0
