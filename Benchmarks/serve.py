@@ -99,6 +99,10 @@ def wait_for_port(port, proc, log_path, timeout=30.0):
     raise BenchError(f"{proc.args[0]} is not listening on port {port} after {timeout:.0f}s; log {log_path}:\n" + tail(log_path))
 
 
+def describe_exit(code):
+    return f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"status {code}"
+
+
 def tail(path, n=20):
     try:
         with open(path, errors="replace") as f:
@@ -377,6 +381,9 @@ def wrk(port, path, body_bytes, script, headers=()):
 
 def run_metrics(server, scripts):
     res = {}
+    if server.proc.poll() is not None:
+        print(f"    FAILED {server.name}: the server exited earlier with {describe_exit(server.proc.returncode)}; log {server.log}", flush=True)
+        return {m: None for m in ("stream_1g", "obj_4m", "obj_64k", "range_1m")}
     for metric, fn in [
         ("stream_1g", lambda: curl_stream(server.port, server.path(BIG))),
         ("obj_4m", lambda: wrk(server.port, server.path(OBJ), 4 * MIB, scripts["plain"])),
@@ -387,7 +394,8 @@ def run_metrics(server, scripts):
         try:
             res[metric] = fn()
         except BenchError as e:
-            print(f"    FAILED {server.name} {metric}: {e}", flush=True)
+            died = "" if server.proc.poll() is None else f" (the server exited with {describe_exit(server.proc.returncode)})"
+            print(f"    FAILED {server.name} {metric}: {e}{died}", flush=True)
             res[metric] = None
     return res
 
