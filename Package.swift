@@ -37,5 +37,6 @@ let package = Package(
         .testTarget(name: "DarterIOTests", dependencies: ["DarterIO"], swiftSettings: strict),
         .testTarget(name: "PieceStoreTests", dependencies: ["PieceStore", "DarterIO"], swiftSettings: strict),
         .testTarget(name: "HTTPCoreTests", dependencies: ["HTTPCore"], swiftSettings: strict),
+        .testTarget(name: "ServerTests", dependencies: ["DarterIO", "PieceStore"], swiftSettings: [.swiftLanguageMode(.v6)]),
     ]
 )
