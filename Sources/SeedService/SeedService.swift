@@ -47,7 +47,9 @@ public final class SeedService: HTTPHandler {
         guard let id = TaskID(text(rest[0])) else {
             return .text(400, "malformed task id '\(text(rest[0].prefix(80)))': expected 64 lowercase hex digits, optionally prefixed by sha256:\n", route: "invalid")
         }
-        let resolved = store.info(id) != nil ? id : (id.kind == .digest ? store.lookup(digest: id.hash) : nil)
+        // A digest id also finds a URL task with those bytes; a bare 64-hex id that names no
+        // URL task is tried as a content digest (people drop the "sha256:" prefix).
+        let resolved = store.info(id) != nil ? id : store.lookup(digest: id.hash)
         guard let task = resolved, let info = store.info(task) else {
             return .text(404, "task \(id) is not in this seed's cache\n", route: "tasks")
         }
