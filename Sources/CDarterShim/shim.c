@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
+#include <malloc.h>
 
 int darter_o_direct(void) { return O_DIRECT; }
 
@@ -156,3 +157,5 @@ long darter_raise_fd_limit(void) {
     if (r.rlim_cur < r.rlim_max) { r.rlim_cur = r.rlim_max; setrlimit(RLIMIT_NOFILE, &r); getrlimit(RLIMIT_NOFILE, &r); }
     return (long)r.rlim_cur;
 }
+
+void darter_malloc_mmap_threshold(int bytes) { mallopt(M_MMAP_THRESHOLD, bytes); }

@@ -135,6 +135,12 @@ public enum SystemCalls {
         return fd
     }
 
+    /// Large buffers (send chunks, pieces) come from mmap and go back to the kernel when
+    /// freed, so a server's memory falls again after a burst (mallopt M_MMAP_THRESHOLD).
+    public static func returnLargeAllocationsToKernel(threshold: Int = 128 << 10) {
+        darter_malloc_mmap_threshold(Int32(threshold))
+    }
+
     /// write(2) of `text` to standard error, unbuffered (logs and diagnostics).
     public static func writeStandardError(_ text: String) {
         var bytes = Array(text.utf8)

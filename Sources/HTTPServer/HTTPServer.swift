@@ -125,7 +125,11 @@ final class LoopServer: @unchecked Sendable {
 
     private func tick() {
         let now = monotonicMilliseconds()
+        var responding = 0
+        // Hand spare send buffers back when nothing is being sent (memory stays bounded).
+        defer { if responding == 0 && freeBuffers.count > 4 { freeBuffers.removeLast(freeBuffers.count - 4) } }
         for c in connections.values {
+            if c.phase == .responding { responding += 1 }
             let limit: Int64
             switch c.phase {
             case .idle: limit = configuration.idleTimeout

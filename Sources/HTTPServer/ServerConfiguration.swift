@@ -30,11 +30,11 @@ public struct ServerConfiguration: Sendable {
     /// Seconds a response may make no progress before the connection is dropped.
     public var sendTimeout: Int64 = 60
     /// Bytes per chunk of a file body (one READ + SEND, or one splice).
-    public var chunkSize = 256 << 10
+    public var chunkSize = 1 << 20
     /// Receive buffer per connection.
     public var receiveBufferSize = 8 << 10
     /// Registered send buffers per loop (copy and zerocopy modes).
-    public var registeredBuffersPerLoop = 64
+    public var registeredBuffersPerLoop = 16
 
     public init() {}
 }

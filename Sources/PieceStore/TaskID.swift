@@ -85,10 +85,14 @@ public struct SHA256Digest: Hashable, Sendable, Comparable {
     }
 
     public var hex: String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = []
-        out.reserveCapacity(64)
-        for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 15)]) }
+        var out = [UInt8](repeating: 0, count: 64)
+        var i = 0
+        for w in [w0, w1, w2, w3] {
+            for shift in stride(from: 60, through: 0, by: -4) {
+                out[i] = hexDigits[Int((w >> UInt64(shift)) & 0xf)]
+                i += 1
+            }
+        }
         return String(decoding: out, as: UTF8.self)
     }
 
@@ -96,6 +100,8 @@ public struct SHA256Digest: Hashable, Sendable, Comparable {
         (a.w0, a.w1, a.w2, a.w3) < (b.w0, b.w1, b.w2, b.w3)
     }
 }
+
+private let hexDigits = Array("0123456789abcdef".utf8)
 
 private func hexValue(_ c: UInt8) -> UInt8? {
     switch c {

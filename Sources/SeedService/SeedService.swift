@@ -49,8 +49,7 @@ public final class SeedService: HTTPHandler {
         }
         // A digest id also finds a URL task with those bytes; a bare 64-hex id that names no
         // URL task is tried as a content digest (people drop the "sha256:" prefix).
-        let resolved = store.info(id) != nil ? id : store.lookup(digest: id.hash)
-        guard let task = resolved, let info = store.info(task) else {
+        guard let info = store.info(id) ?? store.lookup(digest: id.hash).flatMap({ store.info($0) }) else {
             return .text(404, "task \(id) is not in this seed's cache\n", route: "tasks")
         }
         if rest.count == 1 { return content(request, info) }

@@ -19,6 +19,7 @@ enum SeedCommand {
             .init(name: "header-timeout", defaultValue: String(defaults.headerTimeout), help: "seconds to receive a request head"),
             .init(name: "idle-timeout", defaultValue: String(defaults.idleTimeout), help: "seconds an idle keep-alive connection stays"),
             .init(name: "send-timeout", defaultValue: String(defaults.sendTimeout), help: "seconds a response may make no progress"),
+            .init(name: "chunk-size", defaultValue: "\(defaults.chunkSize >> 10)k", help: "bytes per read/send (or splice) of a file body"),
         ], arguments: argv)
         if args.wantsHelp { print(args.usage); return }
 
@@ -41,8 +42,13 @@ enum SeedCommand {
         config.headerTimeout = Int64(try args.int("header-timeout"))
         config.idleTimeout = Int64(try args.int("idle-timeout"))
         config.sendTimeout = Int64(try args.int("send-timeout"))
+        config.chunkSize = try args.int("chunk-size")
+        guard config.chunkSize >= 16 << 10 && config.chunkSize <= 16 << 20 && config.chunkSize % 4096 == 0 else {
+            throw UsageError("seed: --chunk-size must be a multiple of 4k from 16k to 16m, got '\(args.string("chunk-size"))'")
+        }
 
         signal(SIGPIPE, SIG_IGN)
+        SystemCalls.returnLargeAllocationsToKernel()
         let store = try await openStore(args)
         let metrics = ServerMetrics()
         let server: HTTPServer

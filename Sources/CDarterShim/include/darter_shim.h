@@ -32,4 +32,8 @@ int darter_eventfd(void);
 /// Raises RLIMIT_NOFILE's soft limit to the hard limit; returns the new soft limit.
 long darter_raise_fd_limit(void);
 
+/// Makes glibc serve allocations of `bytes` or more with mmap and return them on free
+/// (M_MMAP_THRESHOLD, which also stops the threshold from drifting upwards).
+void darter_malloc_mmap_threshold(int bytes);
+
 #endif
