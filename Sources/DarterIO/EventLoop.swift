@@ -44,14 +44,7 @@ public final class EventLoop: @unchecked Sendable {
         let ring = try IORing(entries: entries, extraFlags: UInt32(IORING_SETUP_SINGLE_ISSUER) | (1 << 13) | UInt32(IORING_SETUP_R_DISABLED))
         let raw = ring.raw
         self.ring = ring
-        if fixedBuffers > 0 {
-            let pool = FixedBufferPool(slotSize: fixedBufferSize, slotCount: fixedBuffers)
-            let iovs = pool.iovecs()
-            let r = iovs.withUnsafeBufferPointer { io_uring_register_buffers(raw, $0.baseAddress, UInt32($0.count)) }
-            self.fixedBuffers = r == 0 ? pool : nil
-        } else {
-            self.fixedBuffers = nil
-        }
+        self.fixedBuffers = FixedBufferPool.registered(with: raw, count: fixedBuffers, size: fixedBufferSize)
         wakeFD = darter_eventfd()
         guard wakeFD >= 0 else { throw Errno(rawValue: -wakeFD) }
         wakeWord = .allocate(capacity: 1)

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Synchronization
 import CDarterShim
+import CURing
 
 /// Alignment for direct I/O: buffer address, file offset and length must be multiples of it.
 public let directIOAlignment = 4096
@@ -171,6 +172,16 @@ final class FixedBufferPool: Sendable {
     }
 
     deinit { Glibc.free(region) }
+
+    /// A pool of `count` buffers registered with `ring` (IORING_REGISTER_BUFFERS), or nil when
+    /// `count` is 0 or the kernel refuses (e.g. the memlock limit): I/O then uses plain buffers.
+    static func registered(with ring: UnsafeMutablePointer<io_uring>, count: Int, size: Int) -> FixedBufferPool? {
+        guard count > 0 else { return nil }
+        let pool = FixedBufferPool(slotSize: size, slotCount: count)
+        let iovs = pool.iovecs()
+        let r = iovs.withUnsafeBufferPointer { io_uring_register_buffers(ring, $0.baseAddress, UInt32($0.count)) }
+        return r == 0 ? pool : nil
+    }
 
     /// The iovecs to register: one per slot.
     func iovecs() -> [iovec] {

@@ -72,14 +72,7 @@ final class RingCore: @unchecked Sendable {
         let ring = try IORing(entries: entries)
         let raw = ring.raw
         self.ring = ring
-        if fixedBuffers > 0 {
-            let pool = FixedBufferPool(slotSize: fixedBufferSize, slotCount: fixedBuffers)
-            let iovs = pool.iovecs()
-            let r = iovs.withUnsafeBufferPointer { io_uring_register_buffers(raw, $0.baseAddress, UInt32($0.count)) }
-            self.fixedBuffers = r == 0 ? pool : nil
-        } else {
-            self.fixedBuffers = nil
-        }
+        self.fixedBuffers = FixedBufferPool.registered(with: raw, count: fixedBuffers, size: fixedBufferSize)
     }
 
     /// Preps `count` SQEs with `prep(sqe, i)`, tags them with `op` and submits them in one

@@ -71,11 +71,17 @@ public final class PieceStore: Sendable {
             try SystemCalls.makeDirectories(dir + "/tasks")
         } catch { throw StoreError.io("creating \(dir)/tasks", error) }
         // One process per data directory: a second one would interleave journal appends.
-        let lock: FileDescriptor
-        do { lock = try SystemCalls.lockFile(dir + "/lock") } catch {
-            if error == .again { throw StoreError.directoryInUse(dir) }
-            throw StoreError.io("locking \(dir)/lock", error)
+        // Retried for a second: a forked child can hold a copy of a just-released lock until
+        // it execs, and a previous process may still be exiting.
+        var lock: FileDescriptor?
+        for attempt in 0..<100 {
+            do { lock = try SystemCalls.lockFile(dir + "/lock"); break } catch {
+                if error != .again { throw StoreError.io("locking \(dir)/lock", error) }
+                if attempt == 99 { throw StoreError.directoryInUse(dir) }
+                try await Task.sleep(for: .milliseconds(10))
+            }
         }
+        guard let lock else { throw StoreError.directoryInUse(dir) }
         do {
             return try await open(configuration, io: io, holding: lock)
         } catch {
