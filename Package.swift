@@ -16,6 +16,8 @@ let package = Package(
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         // What Swift cannot import: GNU-only calls and constants, CRC32C.
         .target(name: "CDarterShim", cSettings: [.unsafeFlags(["-O3"])]),
+        // Typed libcurl glue (curl_easy_setopt/getinfo are variadic; callbacks, error buffer, threads).
+        .target(name: "CDarterCurl", dependencies: [], linkerSettings: [.linkedLibrary("curl")]),
 
         // The one I/O layer: io_uring ring owner, buffers, backends. All unsafe pointer code lives here.
         .target(name: "DarterIO", dependencies: ["CURing", "CDarterShim", "CCrypto"], swiftSettings: strict),
@@ -26,6 +28,8 @@ let package = Package(
 
         // The io_uring HTTP/1.1 server: event loops, connections, bodies from files.
         .target(name: "HTTPServer", dependencies: ["DarterIO", "HTTPCore"], swiftSettings: strict),
+        // Origin fetchers over libcurl: HTTP(S), S3 (SigV4), OCI registries (Bearer tokens).
+        .target(name: "Origin", dependencies: ["DarterIO", "CCurl", "CDarterCurl"], swiftSettings: strict),
         // The seed peer's routes over the piece store.
         .target(name: "SeedService", dependencies: ["HTTPServer", "PieceStore", "HTTPCore", "DarterIO"], swiftSettings: strict),
 
@@ -37,6 +41,7 @@ let package = Package(
         .testTarget(name: "DarterIOTests", dependencies: ["DarterIO"], swiftSettings: strict),
         .testTarget(name: "PieceStoreTests", dependencies: ["PieceStore", "DarterIO"], swiftSettings: strict),
         .testTarget(name: "HTTPCoreTests", dependencies: ["HTTPCore"], swiftSettings: strict),
+        .testTarget(name: "OriginTests", dependencies: ["Origin", "DarterIO"], swiftSettings: strict),
         .testTarget(name: "ServerTests", dependencies: ["DarterIO", "PieceStore"], swiftSettings: [.swiftLanguageMode(.v6)]),
     ]
 )

@@ -69,6 +69,12 @@ public struct IOBuffer: ~Copyable, @unchecked Sendable {
         }
     }
 
+    /// Copies raw bytes (e.g. a libcurl receive buffer) into the buffer at `offset`.
+    public func copyBytes(from source: UnsafeRawBufferPointer, at offset: Int) {
+        check(offset..<(offset + source.count))
+        if let b = source.baseAddress, source.count > 0 { memcpy(base + offset, b, source.count) }
+    }
+
     /// Copies a range of another buffer into this one.
     public func copyBytes(from other: borrowing IOBuffer, range: Range<Int>, at offset: Int = 0) {
         other.check(range)

@@ -1,0 +1,163 @@
+#include "darter_curl.h"
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct darter_curl {
+    CURL *easy;
+    struct curl_slist *headers;
+    darter_curl_data_fn header_fn;
+    darter_curl_data_fn body_fn;
+    void *context;
+    atomic_int cancelled;
+    char error[CURL_ERROR_SIZE];
+};
+
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static void global_init(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
+
+static size_t header_trampoline(char *data, size_t size, size_t count, void *user) {
+    darter_curl *h = user;
+    size_t len = size * count;
+    if (atomic_load(&h->cancelled)) return 0;
+    return h->header_fn ? h->header_fn(h->context, data, len) : len;
+}
+
+static size_t body_trampoline(char *data, size_t size, size_t count, void *user) {
+    darter_curl *h = user;
+    size_t len = size * count;
+    if (atomic_load(&h->cancelled)) return 0;
+    return h->body_fn ? h->body_fn(h->context, data, len) : len;
+}
+
+static int progress_trampoline(void *user, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow) {
+    (void)dltotal; (void)dlnow; (void)ultotal; (void)ulnow;
+    darter_curl *h = user;
+    return atomic_load(&h->cancelled) ? 1 : 0;
+}
+
+static void apply_defaults(darter_curl *h) {
+    h->error[0] = 0;
+    curl_easy_setopt(h->easy, CURLOPT_ERRORBUFFER, h->error);
+    curl_easy_setopt(h->easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h->easy, CURLOPT_HEADERFUNCTION, header_trampoline);
+    curl_easy_setopt(h->easy, CURLOPT_HEADERDATA, h);
+    curl_easy_setopt(h->easy, CURLOPT_WRITEFUNCTION, body_trampoline);
+    curl_easy_setopt(h->easy, CURLOPT_WRITEDATA, h);
+    curl_easy_setopt(h->easy, CURLOPT_XFERINFOFUNCTION, progress_trampoline);
+    curl_easy_setopt(h->easy, CURLOPT_XFERINFODATA, h);
+    curl_easy_setopt(h->easy, CURLOPT_NOPROGRESS, 0L);
+}
+
+darter_curl *darter_curl_new(void) {
+    pthread_once(&global_once, global_init);
+    darter_curl *h = calloc(1, sizeof *h);
+    if (!h) return NULL;
+    h->easy = curl_easy_init();
+    if (!h->easy) { free(h); return NULL; }
+    atomic_init(&h->cancelled, 0);
+    apply_defaults(h);
+    return h;
+}
+
+void darter_curl_free(darter_curl *h) {
+    if (!h) return;
+    curl_easy_cleanup(h->easy);
+    curl_slist_free_all(h->headers);
+    free(h);
+}
+
+void darter_curl_reset(darter_curl *h) {
+    curl_easy_reset(h->easy);
+    curl_slist_free_all(h->headers);
+    h->headers = NULL;
+    h->header_fn = NULL;
+    h->body_fn = NULL;
+    h->context = NULL;
+    atomic_store(&h->cancelled, 0);
+    apply_defaults(h);
+}
+
+int darter_curl_set_long(darter_curl *h, int option, long value) {
+    return (int)curl_easy_setopt(h->easy, (CURLoption)option, value);
+}
+
+int darter_curl_set_string(darter_curl *h, int option, const char *value) {
+    return (int)curl_easy_setopt(h->easy, (CURLoption)option, value);
+}
+
+int darter_curl_add_header(darter_curl *h, const char *line) {
+    struct curl_slist *next = curl_slist_append(h->headers, line);
+    if (!next) return CURLE_OUT_OF_MEMORY;
+    h->headers = next;
+    return CURLE_OK;
+}
+
+void darter_curl_set_callbacks(darter_curl *h, darter_curl_data_fn header, darter_curl_data_fn body, void *context) {
+    h->header_fn = header;
+    h->body_fn = body;
+    h->context = context;
+}
+
+int darter_curl_perform(darter_curl *h) {
+    h->error[0] = 0;
+    curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, h->headers);
+    return (int)curl_easy_perform(h->easy);
+}
+
+void darter_curl_cancel(darter_curl *h) { atomic_store(&h->cancelled, 1); }
+int darter_curl_cancelled(darter_curl *h) { return atomic_load(&h->cancelled); }
+
+const char *darter_curl_error_text(darter_curl *h, int code) {
+    if (h->error[0]) {
+        size_t n = strlen(h->error);
+        while (n > 0 && (h->error[n - 1] == '\n' || h->error[n - 1] == '\r')) h->error[--n] = 0;
+        return h->error;
+    }
+    return curl_easy_strerror((CURLcode)code);
+}
+
+long darter_curl_response_code(darter_curl *h) {
+    long code = 0;
+    curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &code);
+    return code;
+}
+
+const char *darter_curl_effective_url(darter_curl *h) {
+    char *url = NULL;
+    curl_easy_getinfo(h->easy, CURLINFO_EFFECTIVE_URL, &url);
+    return url ? url : "";
+}
+
+long darter_curl_os_errno(darter_curl *h) {
+    long e = 0;
+    curl_easy_getinfo(h->easy, CURLINFO_OS_ERRNO, &e);
+    return e;
+}
+
+struct thread_start { void (*fn)(void *); void *argument; };
+
+static void *thread_main(void *p) {
+    struct thread_start s = *(struct thread_start *)p;
+    free(p);
+    s.fn(s.argument);
+    return NULL;
+}
+
+int darter_thread_start(void (*fn)(void *), void *argument, size_t stack_size) {
+    struct thread_start *s = malloc(sizeof *s);
+    if (!s) return 12; /* ENOMEM */
+    s->fn = fn;
+    s->argument = argument;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (stack_size) pthread_attr_setstacksize(&attr, stack_size);
+    pthread_t thread;
+    int r = pthread_create(&thread, &attr, thread_main, s);
+    pthread_attr_destroy(&attr);
+    if (r != 0) free(s);
+    return r;
+}

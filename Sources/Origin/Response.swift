@@ -1,0 +1,150 @@
+import DarterIO
+
+/// A parsed `Content-Range: bytes first-last/total` (total nil for `*`).
+public struct OriginContentRange: Sendable, Equatable {
+    public var first: Int64
+    public var last: Int64
+    public var total: Int64?
+
+    public init(first: Int64, last: Int64, total: Int64?) {
+        self.first = first
+        self.last = last
+        self.total = total
+    }
+
+    /// Parses `bytes a-b/n` or `bytes a-b/*`; nil when malformed.
+    public init?(parsing value: String) {
+        let v = value.trimmingSpaces()
+        guard v.lowercased().hasPrefix("bytes ") else { return nil }
+        let spec = v.dropFirst(6).trimmingSpaces()
+        guard let slash = spec.firstIndex(of: "/"), let dash = spec[..<slash].firstIndex(of: "-"),
+              let first = Int64(spec[..<dash]), let last = Int64(spec[spec.index(after: dash)..<slash]),
+              first >= 0, last >= first else { return nil }
+        let totalText = spec[spec.index(after: slash)...]
+        var total: Int64? = nil
+        if totalText != "*" {
+            guard let t = Int64(totalText), t > last else { return nil }
+            total = t
+        }
+        self.init(first: first, last: last, total: total)
+    }
+}
+
+/// The status and headers of the final response (after redirects).
+public struct OriginResponseHead: Sendable {
+    public var status: Int
+    /// Of the final response; names lowercased, in order.
+    public var headers: [(name: String, value: String)]
+    /// Of this response's body, if the origin said (nil with Transfer-Encoding).
+    public var contentLength: Int64?
+    /// Parsed from a 206's Content-Range.
+    public var contentRange: OriginContentRange?
+    /// The whole object: the Content-Range total, else the Content-Length of a 200.
+    public var totalLength: Int64?
+    public var etag: String?
+    public var lastModified: String?
+    public var contentType: String?
+    /// Accept-Ranges: bytes, or the response was a 206.
+    public var acceptsRanges: Bool
+    public var effectiveURL: String
+
+    public init(status: Int, headers: [(name: String, value: String)], effectiveURL: String) {
+        self.status = status
+        self.headers = headers.map { (name: $0.name.lowercased(), value: $0.value) }
+        self.effectiveURL = effectiveURL
+        contentLength = nil
+        contentRange = nil
+        totalLength = nil
+        etag = nil
+        lastModified = nil
+        contentType = nil
+        acceptsRanges = false
+        let chunked = header("transfer-encoding") != nil
+        if !chunked, let cl = header("content-length"), let n = Int64(cl.trimmingSpaces()), n >= 0 { contentLength = n }
+        if status == 206, let cr = header("content-range") { contentRange = OriginContentRange(parsing: cr) }
+        if let total = contentRange?.total {
+            totalLength = total
+        } else if status == 200 {
+            totalLength = contentLength
+        }
+        etag = header("etag")
+        lastModified = header("last-modified")
+        contentType = header("content-type")
+        acceptsRanges = status == 206
+            || (header("accept-ranges")?.lowercased().split(separator: ",").contains { $0.trimmingSpaces() == "bytes" } ?? false)
+    }
+
+    /// The first value of a header (case-insensitive), or nil.
+    public func header(_ name: String) -> String? {
+        let n = name.lowercased()
+        return headers.first { $0.name == n }?.value
+    }
+
+    /// Every value of a header (case-insensitive), in order.
+    public func headerValues(_ name: String) -> [String] {
+        let n = name.lowercased()
+        return headers.filter { $0.name == n }.map(\.value)
+    }
+}
+
+/// A piece of the body as libcurl delivered it. Valid only during the sink call.
+public struct OriginChunk {
+    // libcurl's receive buffer; it is reused after the sink call returns, so this value must not
+    // escape the call (copy the bytes out).
+    let storage: UnsafeRawBufferPointer
+
+    init(storage: UnsafeRawBufferPointer) { self.storage = storage }
+
+    public var count: Int { storage.count }
+
+    /// Copies chunk[start..<start+count] into buffer[offset..<offset+count].
+    public func copy(into buffer: borrowing IOBuffer, at offset: Int, from start: Int = 0, count: Int) {
+        precondition(start >= 0 && count >= 0 && start + count <= storage.count, "chunk range \(start)..<\(start + count) outside \(storage.count)")
+        buffer.copyBytes(from: UnsafeRawBufferPointer(rebasing: storage[start..<(start + count)]), at: offset)
+    }
+
+    /// A copy as an array (tests, small bodies).
+    public var bytes: [UInt8] { [UInt8](storage) }
+
+    /// Feeds the bytes to a SHA-256 without copying them.
+    public func update(_ hasher: inout SHA256Hasher) { hasher.update(storage.assumingMemoryBound(to: UInt8.self)) }
+}
+
+/// Receives one transfer, on the transfer's own thread, in order, never concurrently.
+public protocol OriginSink: AnyObject {
+    /// The final head (after redirects) before any body byte. Return false to abort.
+    func receive(head: OriginResponseHead) -> Bool
+    /// Body bytes in order (HTTP error bodies too). Return false to abort. May block (backpressure).
+    func receive(body: OriginChunk) -> Bool
+}
+
+public enum OriginError: Error, Equatable, Sendable, CustomStringConvertible {
+    case invalidURL(String), unsupportedScheme(String), missingCredentials(String)
+    case connectFailed(String), tlsFailed(String), timedOut(String), transferFailed(String)
+    case tooManyRedirects(String), aborted, registryAuthFailed(String)
+
+    public var description: String {
+        switch self {
+        case .invalidURL(let s): "invalid URL: \(s)"
+        case .unsupportedScheme(let s): "unsupported scheme: \(s)"
+        case .missingCredentials(let s): "missing credentials: \(s)"
+        case .connectFailed(let s): "connect failed: \(s)"
+        case .tlsFailed(let s): "TLS failed: \(s)"
+        case .timedOut(let s): "timed out: \(s)"
+        case .transferFailed(let s): "transfer failed: \(s)"
+        case .tooManyRedirects(let s): "too many redirects: \(s)"
+        case .aborted: "aborted"
+        case .registryAuthFailed(let s): "registry authentication failed: \(s)"
+        }
+    }
+}
+
+extension StringProtocol {
+    func trimmingSpaces() -> String {
+        var s = Substring(self)
+        // Character comparison would miss "\r\n", one grapheme: test the characters' whitespace.
+        while let f = s.first, f.isWhitespace { s = s.dropFirst() }
+        while let l = s.last, l.isWhitespace { s = s.dropLast() }
+        return String(s)
+    }
+}
