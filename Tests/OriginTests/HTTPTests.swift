@@ -1,0 +1,294 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Testing
+import DarterIO
+import Origin
+
+@Suite("OriginClient over HTTP (origin.py)")
+struct HTTPTests {
+    let client = OriginClient()
+
+    @Test func fullGETStreamsEveryByteInOrder() async throws {
+        let origin = try await SharedOrigin.get()
+        let sink = CollectingSink()
+        let head = try await client.fetch(OriginRequest(url: origin.url("/files/small.bin")), into: sink)
+        #expect(head.status == 200)
+        #expect(sink.heads.count == 1)
+        #expect(!sink.bodyBeforeHead)
+        #expect(head.contentLength == Int64(origin.small.count))
+        #expect(head.totalLength == Int64(origin.small.count))
+        #expect(head.contentRange == nil)
+        #expect(head.etag?.hasPrefix("\"") == true)
+        #expect(head.lastModified?.hasSuffix("GMT") == true)
+        #expect(head.contentType == "application/octet-stream")
+        #expect(head.acceptsRanges)
+        #expect(head.header("Content-Length") == String(origin.small.count))
+        #expect(head.headers.allSatisfy { $0.name == $0.name.lowercased() })
+        #expect(head.effectiveURL == origin.url("/files/small.bin"))
+        #expect(sink.body.count == origin.small.count)
+        #expect(sha256Hex(sink.body) == sha256Hex(origin.small))
+    }
+
+    @Test func headHasNoBody() async throws {
+        let origin = try await SharedOrigin.get()
+        let sink = CollectingSink()
+        let head = try await client.fetch(OriginRequest(url: origin.url("/files/small.bin"), method: "HEAD"), into: sink)
+        #expect(head.status == 200)
+        #expect(sink.heads.count == 1)
+        #expect(head.contentLength == Int64(origin.small.count))
+        #expect(head.totalLength == Int64(origin.small.count))
+        #expect(sink.body.isEmpty)
+    }
+
+    @Test func emptyBody() async throws {
+        let origin = try await SharedOrigin.get()
+        let sink = CollectingSink()
+        let head = try await client.fetch(OriginRequest(url: origin.url("/files/empty.bin")), into: sink)
+        #expect(head.status == 200)
+        #expect(sink.heads.count == 1)
+        #expect(head.contentLength == 0)
+        #expect(head.totalLength == 0)
+        #expect(sink.body.isEmpty)
+    }
+
+    @Test func rangeGives206WithContentRange() async throws {
+        let origin = try await SharedOrigin.get()
+        let total = Int64(origin.small.count)
+        let sink = CollectingSink()
+        let head = try await client.fetch(OriginRequest(url: origin.url("/files/small.bin"), range: 100..<1100), into: sink)
+        #expect(head.status == 206)
+        #expect(head.contentRange == OriginContentRange(first: 100, last: 1099, total: total))
+        #expect(head.totalLength == total)
+        #expect(head.contentLength == 1000)
+        #expect(head.acceptsRanges)
+        #expect(sink.body == Array(origin.small[100..<1100]))
+
+        let tail = CollectingSink()
+        let tailHead = try await client.fetch(OriginRequest(url: origin.url("/files/small.bin"), range: 1_000_000..<Int64.max), into: tail)
+        #expect(tailHead.status == 206)
+        #expect(tailHead.contentRange == OriginContentRange(first: 1_000_000, last: total - 1, total: total))
+        #expect(tail.body == Array(origin.small[1_000_000...]))
+    }
+
+    @Test func rangeIgnoredByOriginGives200() async throws {
+        let origin = try await SharedOrigin.get()
+        let sink = CollectingSink()
+        let head = try await client.fetch(OriginRequest(url: origin.url("/files/small.bin?norange=1"), range: 0..<1), into: sink)
+        #expect(head.status == 200)
+        #expect(head.contentRange == nil)
+        #expect(head.totalLength == Int64(origin.small.count))
+        #expect(!head.acceptsRanges)
+        #expect(sink.body == origin.small)
+    }
+
+    @Test func redirectsAreFollowed() async throws {
+        let origin = try await SharedOrigin.get()
+        let sink = CollectingSink()
+        let head = try await client.fetch(OriginRequest(url: origin.url("/files/elsewhere?redirect=/files/small.bin")), into: sink)
+        #expect(head.status == 200)
+        #expect(head.effectiveURL == origin.url("/files/small.bin"))
+        #expect(sink.heads.count == 1)
+        #expect(sink.heads[0].status == 200)
+        #expect(sink.body == origin.small)
+    }
+
+    @Test func redirectLoopThrowsTooManyRedirects() async throws {
+        let origin = try await SharedOrigin.get()
+        var config = OriginConfiguration()
+        config.maxRedirects = 3
+        let error = await expectOriginError { () async throws(OriginError) in
+            try await OriginClient(configuration: config).fetch(OriginRequest(url: origin.url("/files/loop?redirect=self")), into: CollectingSink())
+        }
+        guard case .tooManyRedirects(let message) = error else { Issue.record("got \(String(describing: error))"); return }
+        #expect(message.contains("/files/loop"))
+    }
+
+    @Test func authorizationIsNotSentToAnotherHostOnRedirect() async throws {
+        let origin = try await SharedOrigin.get()
+        let other = "http://localhost:\(origin.server.port)/__echo"
+        let sink = CollectingSink()
+        let head = try await client.fetch(OriginRequest(url: origin.url("/files/r?redirect=\(other)"),
+                                                        headers: [("Authorization", "Bearer secret"), ("X-Custom", "kept")]), into: sink)
+        #expect(head.status == 200)
+        #expect(head.effectiveURL == other)
+        let echo = try jsonObject(sink.text)
+        let names = ((echo["headers"] as? [[String]]) ?? []).map { $0[0].lowercased() }
+        #expect(!names.contains("authorization"))
+        #expect(!names.contains("accept-encoding"))
+        #expect(names.contains("x-custom"))
+    }
+
+    @Test func requestHeadersAreSentWithoutAcceptEncoding() async throws {
+        let origin = try await SharedOrigin.get()
+        let sink = CollectingSink()
+        _ = try await client.fetch(OriginRequest(url: origin.url("/__echo"), headers: [("X-Test", "yes")]), into: sink)
+        let echo = try jsonObject(sink.text)
+        let headers = (echo["headers"] as? [[String]]) ?? []
+        #expect(headers.contains(["X-Test", "yes"]))
+        #expect(headers.contains(["User-Agent", "darter"]))
+        #expect(!headers.contains { $0[0].lowercased() == "accept-encoding" })
+    }
+
+    @Test func droppedConnectionThrowsTransferFailed() async throws {
+        let origin = try await SharedOrigin.get()
+        let error = await expectOriginError { () async throws(OriginError) in
+            try await client.fetch(OriginRequest(url: origin.url("/files/small.bin?drop=5000")), into: CollectingSink())
+        }
+        guard case .transferFailed(let message) = error else { Issue.record("got \(String(describing: error))"); return }
+        #expect(message.contains("small.bin"))
+    }
+
+    @Test func shortBodyThrowsTransferFailed() async throws {
+        let origin = try await SharedOrigin.get()
+        let sink = CollectingSink()
+        let error = await expectOriginError { () async throws(OriginError) in
+            try await client.fetch(OriginRequest(url: origin.url("/files/small.bin?short=70000")), into: sink)
+        }
+        guard case .transferFailed(let message) = error else { Issue.record("got \(String(describing: error))"); return }
+        #expect(message.contains("curl error 18"))
+        #expect(sink.body == Array(origin.small[0..<70000]))
+    }
+
+    @Test func chunkedBodyHasNoLength() async throws {
+        let origin = try await SharedOrigin.get()
+        let sink = CollectingSink()
+        let head = try await client.fetch(OriginRequest(url: origin.url("/files/small.bin?chunked=1")), into: sink)
+        #expect(head.status == 200)
+        #expect(head.contentLength == nil)
+        #expect(head.totalLength == nil)
+        #expect(sink.body == origin.small)
+    }
+
+    @Test func errorStatusIsReturnedNotThrown() async throws {
+        let origin = try await SharedOrigin.get()
+        let sink = CollectingSink()
+        let head = try await client.fetch(OriginRequest(url: origin.url("/files/small.bin?status=404")), into: sink)
+        #expect(head.status == 404)
+        #expect(head.totalLength == nil)
+        #expect(sink.text == "status 404\n")
+        let missing = try await client.fetch(OriginRequest(url: origin.url("/files/nope.bin")), into: CollectingSink())
+        #expect(missing.status == 404)
+    }
+
+    @Test func failThenSucceed() async throws {
+        let origin = try await SharedOrigin.get()
+        let url = origin.url("/files/small.bin?fail=1&tag=\(UInt32.random(in: 0...UInt32.max))")
+        let first = try await client.fetch(OriginRequest(url: url), into: CollectingSink())
+        #expect(first.status == 503)
+        let sink = CollectingSink()
+        let second = try await client.fetch(OriginRequest(url: url), into: sink)
+        #expect(second.status == 200)
+        #expect(sink.body == origin.small)
+    }
+
+    @Test func closedPortThrowsConnectFailed() async throws {
+        let port = closedPort()
+        let error = await expectOriginError { () async throws(OriginError) in
+            try await client.fetch(OriginRequest(url: "http://127.0.0.1:\(port)/x"), into: CollectingSink())
+        }
+        guard case .connectFailed(let message) = error else { Issue.record("got \(String(describing: error))"); return }
+        #expect(message.contains("127.0.0.1:\(port)"))
+    }
+
+    @Test func slowBodyThrowsTimedOut() async throws {
+        let origin = try await SharedOrigin.get()
+        var config = OriginConfiguration()
+        config.lowSpeedLimitBytesPerSecond = 1000
+        config.lowSpeedTimeSeconds = 2
+        let started = ContinuousClock.now
+        let error = await expectOriginError { () async throws(OriginError) in
+            try await OriginClient(configuration: config).fetch(OriginRequest(url: origin.url("/files/small.bin?drip=100")), into: CollectingSink())
+        }
+        guard case .timedOut = error else { Issue.record("got \(String(describing: error))"); return }
+        #expect(ContinuousClock.now - started < .seconds(10))
+    }
+
+    @Test func sinkAbortsAtHeadOrBody() async throws {
+        let origin = try await SharedOrigin.get()
+        let atHead = await expectOriginError { () async throws(OriginError) in
+            try await client.fetch(OriginRequest(url: origin.url("/files/small.bin")), into: AbortingSink(atHead: true))
+        }
+        #expect(atHead == .aborted)
+        let sink = AbortingSink(atHead: false, afterBytes: 1)
+        let inBody = await expectOriginError { () async throws(OriginError) in
+            try await client.fetch(OriginRequest(url: origin.url("/files/small.bin")), into: sink)
+        }
+        #expect(inBody == .aborted)
+        #expect(sink.bytes > 0 && sink.bytes < origin.small.count)
+        // A HEAD (no body) aborted at the head.
+        let headOnly = await expectOriginError { () async throws(OriginError) in
+            try await client.fetch(OriginRequest(url: origin.url("/files/small.bin"), method: "HEAD"), into: AbortingSink(atHead: true))
+        }
+        #expect(headOnly == .aborted)
+    }
+
+    @Test func cancellingTheTaskAborts() async throws {
+        let origin = try await SharedOrigin.get()
+        let client = self.client
+        let url = origin.url("/files/small.bin?drip=1000")
+        let task = Task { () async throws(OriginError) -> OriginResponseHead in
+            try await client.fetch(OriginRequest(url: url), into: CollectingSink())
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        let started = ContinuousClock.now
+        task.cancel()
+        let result = await task.result
+        #expect(ContinuousClock.now - started < .seconds(3))
+        guard case .failure(let error) = result else { Issue.record("transfer was not cancelled"); return }
+        #expect((error as? OriginError) == .aborted)
+    }
+
+    @Test func badRequestsThrowBeforeConnecting() async throws {
+        let ftp = await expectOriginError { () async throws(OriginError) in
+            try await client.fetch(OriginRequest(url: "ftp://127.0.0.1/x"), into: CollectingSink())
+        }
+        guard case .unsupportedScheme = ftp else { Issue.record("got \(String(describing: ftp))"); return }
+        let junk = await expectOriginError { () async throws(OriginError) in
+            try await client.fetch(OriginRequest(url: "not a url"), into: CollectingSink())
+        }
+        guard case .invalidURL = junk else { Issue.record("got \(String(describing: junk))"); return }
+        var config = OriginConfiguration()
+        config.s3 = S3Configuration(environment: [:])
+        let s3 = await expectOriginError { () async throws(OriginError) in
+            try await OriginClient(configuration: config).fetch(OriginRequest(url: "s3://bucket/key"), into: CollectingSink())
+        }
+        guard case .missingCredentials = s3 else { Issue.record("got \(String(describing: s3))"); return }
+    }
+
+    @Test func concurrentTransfers() async throws {
+        let origin = try await SharedOrigin.get()
+        let client = self.client
+        let url = origin.url("/files/small.bin")
+        let digests = try await withThrowingTaskGroup(of: String.self) { group in
+            for i in 0..<8 {
+                group.addTask {
+                    let sink = CollectingSink()
+                    _ = try await client.fetch(OriginRequest(url: url, range: Int64(i * 1000)..<Int64.max), into: sink)
+                    return "\(i):\(sha256Hex(sink.body))"
+                }
+            }
+            var out: [String] = []
+            for try await d in group { out.append(d) }
+            return out.sorted()
+        }
+        #expect(digests == (0..<8).map { "\($0):\(sha256Hex(Array(origin.small[($0 * 1000)...])))" })
+    }
+}
+
+@Suite("OriginClient memory", .serialized)
+struct MemoryTests {
+    @Test func largeDownloadKeepsMemoryBounded() async throws {
+        let origin = try await SharedOrigin.get()
+        let client = OriginClient()
+        let sink = DiscardingSink()
+        let before = SystemCalls.residentBytes()
+        let head = try await client.fetch(OriginRequest(url: origin.url("/files/big.bin")), into: sink)
+        let after = SystemCalls.residentBytes()
+        #expect(head.status == 200)
+        #expect(sink.bytes == SharedOrigin.bigSize)
+        let growth = max(sink.maxResident, after) - before
+        #expect(growth < 64 << 20, "RSS grew by \(growth >> 20) MiB")
+    }
+}
