@@ -38,5 +38,6 @@ let package = Package(
         .testTarget(name: "PieceStoreTests", dependencies: ["PieceStore", "DarterIO"], swiftSettings: strict),
         .testTarget(name: "HTTPCoreTests", dependencies: ["HTTPCore"], swiftSettings: strict),
         .testTarget(name: "ServerTests", dependencies: ["DarterIO", "PieceStore"], swiftSettings: [.swiftLanguageMode(.v6)]),
+        .testTarget(name: "ShieldTests", dependencies: ["DarterIO", "PieceStore"], swiftSettings: [.swiftLanguageMode(.v6)]),
     ]
 )
