@@ -1,0 +1,410 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Testing
+import DarterIO
+
+// End-to-end tests of the origin shield: a real `darter seed` in front of the Python origin
+// fixture (Tests/Fixtures/origin.py), driven with curl and raw sockets.
+//
+// The fixture's contract: `python3 origin.py --port P --dir DIR` prints
+// `origin: listening on 127.0.0.1:P`, serves `/files/<name>` (GET/HEAD, Range, ETag,
+// Last-Modified) and misbehaves on request: `?drop=N` (close after N body bytes), `?fail=K`
+// (the first K requests get 503), `?chunked=1`, `?drip=BYTES_PER_SEC`, `?short=N`
+// (Content-Length of the whole file, N bytes sent), `?norange=1`, `?etag=rotate`,
+// `?status=404`. `GET /__stats` → {"requests": {path_with_query: n}, "body_bytes": {path: n}};
+// `POST /__reset`.
+//
+// Every test uses files (or queries) of its own, so the origin's counters for them are its own.
+
+/// A file the origin serves: `/files/<name>`.
+struct OriginFile: Sendable {
+    let name: String
+    let bytes: [UInt8]
+    var path: String { "/files/" + name }
+    var digest: String { "sha256:" + hexString(SHA256Hasher.hash(bytes)) }
+}
+
+/// One origin and one `darter seed` (default flags) shared by the suite.
+struct ShieldFixture: Sendable {
+    let origin: OriginProcess
+    let seed: SeedProcess
+    let dir: String
+    let files: [String: OriginFile]
+
+    @TaskLocal static var current: ShieldFixture?
+
+    static func get() throws -> ShieldFixture { try #require(current, "the suite's origin and seed did not start") }
+
+    func file(_ name: String) -> OriginFile { files[name]! }
+
+    /// Origin counters, polled until they stop changing (the origin counts a request when it ends).
+    func settledStats(quiet: Double = 0.3, timeout: Double = 10) async throws -> OriginStats {
+        let deadline = now() + timeout
+        var last = try await origin.stats(scratch: dir)
+        var stableSince = now()
+        while now() < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+            let s = try await origin.stats(scratch: dir)
+            if s.requests != last.requests || s.bodyBytes != last.bodyBytes {
+                last = s
+                stableSince = now()
+            } else if now() - stableSince >= quiet {
+                break
+            }
+        }
+        return last
+    }
+
+    /// Waits until `/tasks/<id>/meta` says complete (false on timeout).
+    func waitComplete(task: String, timeout: Double = 15) async throws -> Bool {
+        let deadline = now() + timeout
+        while now() < deadline {
+            let r = try await curl(seed.base + "/tasks/" + task + "/meta", scratch: dir)
+            if r.status == 200, r.text.replacingOccurrences(of: " ", with: "").contains("\"complete\":true") { return true }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return false
+    }
+}
+
+struct SharedShieldTrait: SuiteTrait, TestScoping {
+    func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
+        guard ShieldBinaries.available else { return try await function() }  // the suite is skipped anyway
+        raiseFileLimit()
+        let dir = makeServerTestDirectory("shield")
+        defer { removeTree(dir) }
+        let originDir = dir + "/origin"
+        try SystemCalls.makeDirectories(originDir)
+        let specs: [(String, Int)] = [
+            ("empty.bin", 0), ("one.bin", 1), ("small.bin", (100 << 10) + 7), ("medium.bin", (5 << 20) + 3),
+            ("herd.bin", (8 << 20) + 123), ("late.bin", 12 << 20), ("drop.bin", (3 << 20) + 11), ("fail.bin", (1 << 20) + 5),
+            ("chunked.bin", (2 << 20) + 17), ("short.bin", (2 << 20) + 19), ("norange.bin", (3 << 20) + 23),
+            ("gone.bin", 1000), ("digest.bin", (1 << 20) + 29), ("proxy.bin", (2 << 20) + 31), ("preheat.bin", (4 << 20) + 37),
+            ("allow.bin", 4096),
+        ]
+        var files: [String: OriginFile] = [:]
+        for (i, (name, size)) in specs.enumerated() {
+            let f = OriginFile(name: name, bytes: randomBytes(size, seed: 100 + UInt64(i)))
+            try writeFile(originDir + "/" + name, f.bytes)
+            files[name] = f
+        }
+        let origin = try await OriginProcess.start(dir: originDir)
+        let seed = try await SeedProcess.start(dataDir: dir + "/data")
+        try await ShieldFixture.$current.withValue(ShieldFixture(origin: origin, seed: seed, dir: dir, files: files)) {
+            try await function()
+        }
+        _ = await seed.stop()
+        await origin.stop()
+    }
+}
+
+extension Trait where Self == SharedShieldTrait {
+    static var sharedShield: Self { SharedShieldTrait() }
+}
+
+@Suite("Origin shield: end to end (darter seed in front of Tests/Fixtures/origin.py)", .serialized,
+       .enabled(if: ShieldBinaries.available,
+                "needs `darter seed` with --origin-allow (the origin shield) and Tests/Fixtures/origin.py"),
+       .sharedShield)
+struct ShieldEndToEndTests {
+
+    // MARK: /download
+
+    @Test("/download of each file is byte-exact: MISS then HIT, X-Darter-Task, HEAD and Range")
+    func downloadEachFile() async throws {
+        let fx = try ShieldFixture.get()
+        for name in ["empty.bin", "one.bin", "small.bin", "medium.bin"] {
+            let f = fx.file(name)
+            let url = fx.seed.download(fx.origin.url(name))
+            let r = try await curl(url, scratch: fx.dir)
+            #expect(r.status == 200, "\(name): \(r.status) \(r.text.prefix(200))")
+            #expect(r.body == f.bytes, "\(name): \(r.body.count) bytes, expected \(f.bytes.count)")
+            #expect(r.headers["content-length"] == "\(f.bytes.count)", "\(name)")
+            #expect(r.headers["x-darter-cache"] == "MISS", "\(name): the first request is a miss")
+            let task = try #require(r.headers["x-darter-task"], "\(name): X-Darter-Task")
+            #expect(try await fx.waitComplete(task: task), "\(name): task \(task) complete after the download")
+            let before = try await fx.settledStats().requests(path: f.path)
+            let again = try await curl(url, scratch: fx.dir)
+            #expect(again.status == 200 && again.body == f.bytes, "\(name): second download")
+            #expect(again.headers["x-darter-cache"] == "HIT", "\(name): the second request is a hit")
+            #expect(again.headers["x-darter-task"] == task)
+            let head = try await curl(url, ["-I"], scratch: fx.dir)
+            #expect(head.status == 200 && head.headers["content-length"] == "\(f.bytes.count)" && head.body.isEmpty, "\(name): HEAD")
+            #expect(try await fx.settledStats().requests(path: f.path) == before, "\(name): hits do not go to the origin")
+        }
+        let f = fx.file("medium.bin")
+        let r = try await curl(fx.seed.download(fx.origin.url(f.name)), ["-H", "Range: bytes=4194000-4195999"], scratch: fx.dir)
+        #expect(r.status == 206)
+        #expect(r.headers["content-range"] == "bytes 4194000-4195999/\(f.bytes.count)")
+        #expect(r.body == Array(f.bytes[4_194_000...4_195_999]))
+    }
+
+    @Test("20 concurrent clients on one cold object: all byte-exact, the origin sends the object exactly once")
+    func herd() async throws {
+        let fx = try ShieldFixture.get()
+        let f = fx.file("herd.bin")
+        let port = fx.seed.port, path = fx.seed.downloadPath(fx.origin.url(f.name))
+        let results = try await offPool { try concurrentGets(port: port, path: path, count: 20, timeout: 60) }
+        for (i, result) in results.enumerated() {
+            switch result {
+            case .success(let r):
+                #expect(r.status == 200 && r.body == f.bytes, "client \(i): \(r.status), \(r.body.count) bytes, exact: \(r.body == f.bytes)")
+            case .failure(let e):
+                Issue.record("client \(i): \(e)")
+            }
+        }
+        let stats = try await fx.settledStats()
+        #expect(stats.bodyBytes(path: f.path) == f.bytes.count,
+                "origin body bytes \(stats.bodyBytes(path: f.path)) for an object of \(f.bytes.count) (requests: \(stats.requests(path: f.path)))")
+    }
+
+    @Test("a late joiner (halfway through a slow fetch) gets its first byte well before the fetch ends")
+    func lateJoiner() async throws {
+        let fx = try ShieldFixture.get()
+        let f = fx.file("late.bin")
+        // One origin connection: the object arrives in order, 4 MiB/s (about 3 s).
+        let dir = makeServerTestDirectory("late")
+        defer { removeTree(dir) }
+        let seed = try await SeedProcess.start(dataDir: dir + "/data", extra: ["--origin-connections", "1"])
+        let url = seed.download(fx.origin.url(f.name, "drip=4194304"))
+        let fileA = dir + "/a.bin", fileB = dir + "/b.bin"
+        func size(_ path: String) -> Int {
+            var st = stat()
+            return stat(path, &st) == 0 ? Int(st.st_size) : 0
+        }
+        func startCurl(_ out: String, _ tag: String) throws -> pid_t {
+            try spawnProcess("curl", ["-sS", "--noproxy", "*", "--max-time", "60", "-o", out, "-w", "%{http_code}", url],
+                             stdout: dir + "/\(tag).out", stderr: dir + "/\(tag).err")
+        }
+        let tA0 = now()
+        let a = try startCurl(fileA, "a")
+        var b: pid_t? = nil
+        var tB0 = 0.0, tBFirst: Double? = nil, tAEnd: Double? = nil, codeA: Int32? = nil, codeB: Int32? = nil
+        var status: Int32 = 0
+        while now() - tA0 < 60 && (codeA == nil || codeB == nil) {
+            if b == nil && (size(fileA) >= f.bytes.count / 2 || now() - tA0 >= 1.5) {
+                tB0 = now()
+                b = try startCurl(fileB, "b")
+            }
+            if b != nil, tBFirst == nil, size(fileB) > 0 { tBFirst = now() }
+            if codeA == nil, waitpid(a, &status, WNOHANG) == a { codeA = exitCode(status); tAEnd = now() }
+            if let b, codeB == nil, waitpid(b, &status, WNOHANG) == b {
+                codeB = exitCode(status)
+                if tBFirst == nil && size(fileB) > 0 { tBFirst = now() }
+            }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        if codeA == nil { kill(a, SIGKILL); _ = await waitForExit(a, timeout: 5) }
+        if let b, codeB == nil { kill(b, SIGKILL); _ = await waitForExit(b, timeout: 5) }
+        _ = await seed.stop()
+        #expect(codeA == 0 && readText(dir + "/a.out") == "200", "first client: curl \(String(describing: codeA)), \(readText(dir + "/a.err"))")
+        #expect(codeB == 0 && readText(dir + "/b.out") == "200", "late joiner: curl \(String(describing: codeB)), \(readText(dir + "/b.err"))")
+        #expect((try? readFile(fileA)) == f.bytes, "first client's bytes")
+        #expect((try? readFile(fileB)) == f.bytes, "late joiner's bytes")
+        let end = try #require(tAEnd, "the first client finished")
+        let first = try #require(tBFirst, "the late joiner received bytes")
+        let fetch = end - tA0
+        #expect(fetch > 1.5, "the dripped fetch took \(fetch)s: too fast for the test to mean anything")
+        #expect(first < end - 0.25 * fetch,
+                "late joiner started at \(tB0 - tA0)s, first body byte at \(first - tA0)s, the fetch ended at \(fetch)s")
+        let stats = try await fx.settledStats()
+        #expect(stats.bodyBytes(path: f.path) == f.bytes.count, "one origin fetch for both clients")
+    }
+
+    // MARK: origin failures
+
+    @Test("?drop=N: Darter resumes with Range; the client gets exact bytes")
+    func dropResume() async throws {
+        let fx = try ShieldFixture.get()
+        let f = fx.file("drop.bin")
+        let r = try await curl(fx.seed.download(fx.origin.url(f.name, "drop=2097152")), scratch: fx.dir)
+        #expect(r.status == 200 && r.body == f.bytes, "\(r.status), \(r.body.count) bytes of \(f.bytes.count)")
+        let stats = try await fx.settledStats()
+        #expect(stats.requests(path: f.path) >= 2, "origin requests: \(stats.requests)")
+    }
+
+    @Test("?fail=2: the two 503s are retried; exact bytes")
+    func failRetried() async throws {
+        let fx = try ShieldFixture.get()
+        let f = fx.file("fail.bin")
+        let r = try await curl(fx.seed.download(fx.origin.url(f.name, "fail=2")), scratch: fx.dir)
+        #expect(r.status == 200 && r.body == f.bytes, "\(r.status), \(r.body.count) bytes of \(f.bytes.count)")
+        let stats = try await fx.settledStats()
+        #expect(stats.requests(path: f.path) >= 3, "origin requests: \(stats.requests)")
+    }
+
+    @Test("?chunked=1 (no Content-Length from the origin): exact bytes")
+    func chunkedOrigin() async throws {
+        let fx = try ShieldFixture.get()
+        let f = fx.file("chunked.bin")
+        let r = try await curl(fx.seed.download(fx.origin.url(f.name, "chunked=1")), scratch: fx.dir)
+        #expect(r.status == 200 && r.body == f.bytes, "\(r.status), \(r.body.count) bytes of \(f.bytes.count)")
+    }
+
+    @Test("?short=N (the origin sends less than its Content-Length): never a 200 with a short body")
+    func shortBody() async throws {
+        let fx = try ShieldFixture.get()
+        let f = fx.file("short.bin")
+        let url = fx.seed.download(fx.origin.url(f.name, "short=1048576"))
+        for attempt in 1...2 {  // the second must not find a short object cached as complete
+            let r = try await curlResult(url, scratch: fx.dir, maxTime: 30)
+            if r.exitCode == 0 && r.status == 200 {
+                #expect(r.body == f.bytes, "attempt \(attempt): 200 with \(r.body.count) of \(f.bytes.count) bytes")
+            } else {
+                // An error status, or the connection closed (curl 18: partial file, 52, 56).
+                #expect(r.exitCode != 0 || r.status >= 400, "attempt \(attempt): curl \(r.exitCode), status \(r.status)")
+            }
+        }
+    }
+
+    @Test("?norange=1 with ?drop: the origin ignores Range; still exact bytes")
+    func noRangeDrop() async throws {
+        let fx = try ShieldFixture.get()
+        let f = fx.file("norange.bin")
+        let r = try await curl(fx.seed.download(fx.origin.url(f.name, "norange=1&drop=1048576")), scratch: fx.dir)
+        #expect(r.status == 200 && r.body == f.bytes, "\(r.status), \(r.body.count) bytes of \(f.bytes.count)")
+        let stats = try await fx.settledStats()
+        #expect(stats.requests(path: f.path) >= 2, "origin requests: \(stats.requests)")
+    }
+
+    @Test("an origin 404 is passed through and remembered briefly (no second origin request within a second)")
+    func notFoundRemembered() async throws {
+        let fx = try ShieldFixture.get()
+        let f = fx.file("gone.bin")
+        let url = fx.seed.download(fx.origin.url(f.name, "status=404"))
+        let t0 = now()
+        let first = try await curl(url, scratch: fx.dir)
+        let second = try await curl(url, scratch: fx.dir)
+        let elapsed = now() - t0
+        #expect(first.status == 404 && second.status == 404, "\(first.status), \(second.status)")
+        let stats = try await fx.settledStats()
+        #expect(stats.requests(f.path + "?status=404") == 1 || elapsed > 1.0,
+                "origin requests \(stats.requests(f.path + "?status=404")) for two requests in \(elapsed)s")
+    }
+
+    // MARK: digests
+
+    @Test("digest=: the right one serves exact bytes; a wrong one fails and is never served as complete")
+    func digests() async throws {
+        let fx = try ShieldFixture.get()
+        let f = fx.file("digest.bin")
+        let wrongHex = String(repeating: "0", count: 63) + "1"
+        let bad = try await curlResult(fx.seed.download(fx.origin.url(f.name, "v=wrong"), digest: "sha256:" + wrongHex),
+                                       scratch: fx.dir, maxTime: 30)
+        #expect(bad.exitCode != 0 || bad.status >= 400, "wrong digest: curl \(bad.exitCode), status \(bad.status), \(bad.body.count) bytes")
+        // Neither the task named in the response nor the wrong digest is served as complete content.
+        var ids = [wrongHex, "sha256:" + wrongHex]
+        if let task = bad.headers["x-darter-task"] { ids.append(task) }
+        for id in ids {
+            let r = try await curlResult(fx.seed.base + "/tasks/" + id, scratch: fx.dir, maxTime: 10)
+            #expect(!(r.exitCode == 0 && r.status == 200), "/tasks/\(id) after a digest mismatch: \(r.status), \(r.body.count) bytes")
+            let meta = try await curlResult(fx.seed.base + "/tasks/" + id + "/meta", scratch: fx.dir, maxTime: 10)
+            #expect(!(meta.status == 200 && meta.text.replacingOccurrences(of: " ", with: "").contains("\"complete\":true")),
+                    "/tasks/\(id)/meta after a digest mismatch: \(meta.text)")
+        }
+        let again = try await curlResult(fx.seed.download(fx.origin.url(f.name, "v=wrong"), digest: "sha256:" + wrongHex),
+                                         scratch: fx.dir, maxTime: 30)
+        #expect(again.exitCode != 0 || again.status >= 400, "wrong digest again: curl \(again.exitCode), status \(again.status)")
+        let good = try await curl(fx.seed.download(fx.origin.url(f.name, "v=right"), digest: f.digest), scratch: fx.dir)
+        #expect(good.status == 200 && good.body == f.bytes, "right digest: \(good.status), \(good.body.count) bytes")
+    }
+
+    // MARK: forward proxy
+
+    @Test("forward proxy: curl -x gets exact bytes, the second time from the cache")
+    func forwardProxy() async throws {
+        let fx = try ShieldFixture.get()
+        let f = fx.file("proxy.bin")
+        let proxy = ["-x", fx.seed.base]
+        let r = try await curl(fx.origin.url(f.name), proxy, scratch: fx.dir)
+        #expect(r.status == 200 && r.body == f.bytes, "\(r.status), \(r.body.count) bytes of \(f.bytes.count)")
+        if let task = r.headers["x-darter-task"] {
+            #expect(try await fx.waitComplete(task: task))
+        }
+        let before = try await fx.settledStats().requests(path: f.path)
+        let again = try await curl(fx.origin.url(f.name), proxy, scratch: fx.dir)
+        #expect(again.status == 200 && again.body == f.bytes)
+        #expect(try await fx.settledStats().requests(path: f.path) == before, "the second proxied GET is served from the cache")
+    }
+
+    @Test("CONNECT is 405 with a one-line reason")
+    func connectRefused() async throws {
+        let fx = try ShieldFixture.get()
+        let port = fx.seed.port
+        let r = try await offPool {
+            let c = try RawConnection(port: port)
+            try c.send("CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n\r\n")
+            return try c.readResponse()
+        }
+        #expect(r.status == 405, "\(r.statusLine)")
+        let reason = r.text.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(!reason.isEmpty && !reason.contains("\n"), "reason: \(r.text)")
+    }
+
+    // MARK: allowlist and bad URLs
+
+    @Test("origins outside --origin-allow are 403 (and never contacted); link-local metadata is 403 by default; bad url is 400")
+    func allowlist() async throws {
+        let fx = try ShieldFixture.get()
+        let f = fx.file("allow.bin")
+        for url in ["http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/latest/meta-data/"] {
+            let r = try await curlResult(fx.seed.download(url), scratch: fx.dir, maxTime: 10)
+            #expect(r.exitCode == 0 && r.status == 403, "\(url): curl \(r.exitCode), status \(r.status)")
+            #expect(!r.text.isEmpty, "\(url): a reason")
+        }
+        for path in ["/download", "/download?url=not-a-url", "/download?url=" + percentEncode("http://")] {
+            let r = try await curlResult(fx.seed.base + path, scratch: fx.dir, maxTime: 10)
+            #expect(r.status == 400, "\(path): \(r.status)")
+        }
+        let dir = makeServerTestDirectory("allow")
+        defer { removeTree(dir) }
+        let seed = try await SeedProcess.start(dataDir: dir + "/data", extra: ["--origin-allow", "10.0.0.0/8,example.com"])
+        let viaDownload = try await curlResult(seed.download(fx.origin.url(f.name)), scratch: fx.dir, maxTime: 10)
+        let viaProxy = try await curlResult(fx.origin.url(f.name), ["-x", seed.base], scratch: fx.dir, maxTime: 10)
+        _ = await seed.stop()
+        #expect(viaDownload.status == 403 && !viaDownload.text.isEmpty, "/download: \(viaDownload.status) \(viaDownload.text)")
+        #expect(viaProxy.status == 403, "proxy: \(viaProxy.status)")
+        #expect(try await fx.settledStats().requests(path: f.path) == 0, "a refused origin is never contacted")
+    }
+
+    // MARK: preheat
+
+    @Test("POST /preheat → 202; GET /preheat/{id} reaches succeeded; a following /download is a HIT")
+    func preheat() async throws {
+        let fx = try ShieldFixture.get()
+        let f = fx.file("preheat.bin")
+        let body = "{\"url\": \"\(fx.origin.url(f.name))\", \"headers\": {\"X-Darter-Test\": \"preheat\"}}"
+        let r = try await curl(fx.seed.base + "/preheat", ["-X", "POST", "-H", "Content-Type: application/json", "--data-binary", body],
+                               scratch: fx.dir)
+        #expect(r.status == 202, "\(r.status) \(r.text)")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Any], "JSON: \(r.text)")
+        let id = try #require(json["id"] as? String, "id in \(r.text)")
+        #expect(json["task"] is String, "task in \(r.text)")
+        var state = "", last = ""
+        let deadline = now() + 30
+        while now() < deadline {
+            let s = try await curl(fx.seed.base + "/preheat/" + id, scratch: fx.dir)
+            #expect(s.status == 200)
+            last = s.text
+            let status = (try? JSONSerialization.jsonObject(with: Data(s.body))) as? [String: Any]
+            state = status?["state"] as? String ?? ""
+            if state == "succeeded" {
+                #expect((status?["bytes"] as? NSNumber)?.intValue == f.bytes.count, "\(last)")
+                #expect(status?["id"] as? String == id && status?["task"] as? String == json["task"] as? String, "\(last)")
+            }
+            if state == "succeeded" || state == "failed" { break }
+            #expect(["pending", "running"].contains(state), "\(last)")
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(state == "succeeded", "last status: \(last)")
+        let before = try await fx.settledStats().requests(path: f.path)
+        let d = try await curl(fx.seed.download(fx.origin.url(f.name)), scratch: fx.dir)
+        #expect(d.status == 200 && d.body == f.bytes)
+        #expect(d.headers["x-darter-cache"] == "HIT", "after preheat: \(d.headers["x-darter-cache"] ?? "no X-Darter-Cache")")
+        #expect(try await fx.settledStats().requests(path: f.path) == before)
+        let unknown = try await curlResult(fx.seed.base + "/preheat/no-such-id", scratch: fx.dir, maxTime: 10)
+        #expect(unknown.status == 404, "unknown preheat id: \(unknown.status)")
+    }
+}
