@@ -31,15 +31,16 @@ let package = Package(
         // Origin fetchers over libcurl: HTTP(S), S3 (SigV4), OCI registries (Bearer tokens).
         .target(name: "Origin", dependencies: ["DarterIO", "CCurl", "CDarterCurl"], swiftSettings: strict),
         // The seed peer's routes over the piece store.
-        .target(name: "SeedService", dependencies: ["HTTPServer", "PieceStore", "HTTPCore", "DarterIO"], swiftSettings: strict),
+        .target(name: "SeedService", dependencies: ["HTTPServer", "PieceStore", "HTTPCore", "DarterIO", "Origin"], swiftSettings: strict),
 
-        .executableTarget(name: "darter", dependencies: ["PieceStore", "DarterIO", "SeedService", "HTTPServer"], swiftSettings: strict),
+        .executableTarget(name: "darter", dependencies: ["PieceStore", "DarterIO", "SeedService", "HTTPServer", "Origin"], swiftSettings: strict),
         // Benchmarks live apart from the product; tools/bench runs them.
         .executableTarget(name: "darter-bench", dependencies: ["PieceStore", "DarterIO"],
                           path: "Benchmarks/DarterBench", swiftSettings: strict),
 
         .testTarget(name: "DarterIOTests", dependencies: ["DarterIO"], swiftSettings: strict),
         .testTarget(name: "PieceStoreTests", dependencies: ["PieceStore", "DarterIO"], swiftSettings: strict),
+        .testTarget(name: "SeedServiceTests", dependencies: ["SeedService"], swiftSettings: strict),
         .testTarget(name: "HTTPCoreTests", dependencies: ["HTTPCore"], swiftSettings: strict),
         .testTarget(name: "OriginTests", dependencies: ["Origin", "DarterIO"], swiftSettings: strict),
         .testTarget(name: "ServerTests", dependencies: ["DarterIO", "PieceStore"], swiftSettings: [.swiftLanguageMode(.v6)]),

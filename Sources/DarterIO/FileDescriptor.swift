@@ -141,6 +141,11 @@ public enum SystemCalls {
         darter_malloc_mmap_threshold(Int32(threshold))
     }
 
+    /// posix_fadvise(POSIX_FADV_WILLNEED): start reading a range into the page cache.
+    public static func prefetch(_ fd: FileDescriptor, offset: Int64, length: Int64) {
+        _ = posix_fadvise(fd.rawValue, off_t(offset), off_t(length), POSIX_FADV_WILLNEED)
+    }
+
     /// write(2) of `text` to standard error, unbuffered (logs and diagnostics).
     public static func writeStandardError(_ text: String) {
         var bytes = Array(text.utf8)

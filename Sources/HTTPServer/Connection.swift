@@ -26,6 +26,7 @@ final class Connection: @unchecked Sendable {
     /// Operations (and waits) whose completion is still to come.
     private var inFlight = 0
     private var pendingHead: HTTPRequestHead?
+    private var requestBody: [UInt8] = []
 
     // The response being sent.
     private var keepAlive = true
@@ -65,12 +66,15 @@ final class Connection: @unchecked Sendable {
             switch parser.next() {
             case .request(let head):
                 pendingHead = head
-            case .body:
-                continue  // no route takes a body; the parser bounds it
+                requestBody.removeAll()
+            case .body(let bytes):
+                requestBody += bytes  // bounded by the parser's body limit
             case .end:
                 guard let head = pendingHead else { continue }
                 pendingHead = nil
-                return dispatch(head)
+                let body = requestBody
+                requestBody = []
+                return dispatch(head, body: body)
             case .needMoreData:
                 if parser.bufferedByteCount == 0 && pendingHead == nil {
                     if phase != .idle { phase = .idle; phaseStarted = monotonicMilliseconds() }
@@ -89,13 +93,13 @@ final class Connection: @unchecked Sendable {
         }
     }
 
-    private func dispatch(_ head: HTTPRequestHead) {
+    private func dispatch(_ head: HTTPRequestHead, body: [UInt8]) {
         phase = .responding
         phaseStarted = monotonicMilliseconds()
         keepAlive = head.keepAlive && !owner.stopping
         let version = head.version, isHead = head.method == .head
         let loop = self.loop
-        owner.handler.handle(head) { [self] response in
+        owner.handler.handle(head, body: body) { [self] response in
             if loop.inLoopThread { begin(response, version: version, isHead: isHead) }
             else { loop.execute { [self] in begin(response, version: version, isHead: isHead) } }
         }

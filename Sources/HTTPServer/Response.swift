@@ -61,5 +61,6 @@ public protocol FileBodySource: AnyObject, Sendable {
 /// Answers requests. Called on an event loop: return quickly; call `respond` exactly once,
 /// from any thread.
 public protocol HTTPHandler: Sendable {
-    func handle(_ request: HTTPRequestHead, respond: @escaping @Sendable (Response) -> Void)
+    /// `body` is the request body (empty for most requests; bounded by the parser's limit).
+    func handle(_ request: HTTPRequestHead, body: [UInt8], respond: @escaping @Sendable (Response) -> Void)
 }

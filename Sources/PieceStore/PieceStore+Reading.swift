@@ -157,6 +157,13 @@ extension PieceStore {
         return ServableExtent(fd: fd, offset: range.lowerBound, length: Int(length), lease: ReadLease { [self] in endRead(id) })
     }
 
+    /// Asks the kernel to bring a committed piece into the page cache (POSIX_FADV_WILLNEED),
+    /// so readers streaming behind a writer read memory, not the disk (writes are O_DIRECT).
+    public func prefetchPiece(_ id: TaskID, index: Int) async {
+        guard let range = committedPieceRange(id, index: index), let fd = try? await bufferedDescriptor(id) else { return }
+        SystemCalls.prefetch(fd, offset: range.lowerBound, length: Int64(range.count))
+    }
+
     // MARK: Read-while-write
 
     /// Waits until piece `index` is committed, or the task turns out to end before it.

@@ -138,7 +138,10 @@ extension PieceStore {
     /// Marks the task complete. `contentLength` fixes the length of an unknown-length task.
     /// `sha256` is the digest if the caller hashed the stream; otherwise the store reads the
     /// content back to compute it. A digest that differs from the expected one fails the task.
-    public func completeTask(_ id: TaskID, contentLength: Int64? = nil, sha256 given: SHA256Digest? = nil) async throws {
+    /// With `digestInBackground`, a task that must match no digest is marked complete at once
+    /// and its SHA-256 (for later lookups by digest) is computed afterwards, off the critical path.
+    public func completeTask(_ id: TaskID, contentLength: Int64? = nil, sha256 given: SHA256Digest? = nil,
+                             digestInBackground: Bool = false) async throws {
         let (length, missing, expected) = try state.withLock { s throws(StoreError) -> (Int64, Int, SHA256Digest?) in
             guard let t = s.index.tasks[id], !t.deleting else { throw .unknownTask(id) }
             if let failure = t.failure { throw .taskFailed(id, failure) }
@@ -163,6 +166,14 @@ extension PieceStore {
         }
         guard missing == 0 else { throw StoreError.incomplete(id, missingPieces: missing) }
         let digest: SHA256Digest
+        if given == nil && digestInBackground && expected == nil && id.kind == .url {
+            try await appendDurably([.taskCompleted(id, contentLength: length, sha256: nil)])
+            Task.detached(priority: .background) { [self] in
+                guard let d = try? await computeDigest(id, length: length), info(id)?.complete == true else { return }
+                try? await appendDurably([.taskCompleted(id, contentLength: length, sha256: d)])
+            }
+            return
+        }
         if let given { digest = given } else { digest = try await computeDigest(id, length: length) }
         if let expected, expected != digest {
             await failTask(id, reason: "digest mismatch")

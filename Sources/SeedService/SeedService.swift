@@ -1,6 +1,7 @@
 import DarterIO
 import HTTPCore
 import HTTPServer
+import Origin
 import PieceStore
 
 /// The seed peer's HTTP routes over the piece store:
@@ -9,13 +10,49 @@ import PieceStore
 public final class SeedService: HTTPHandler {
     let store: PieceStore
     let metrics: ServerMetrics
+    let ingestor: Ingestor?
+    let preheats = PreheatRegistry()
 
-    public init(store: PieceStore, metrics: ServerMetrics) {
+    /// - Parameters:
+    ///   - origin: origin access for the shield front doors; nil serves the store only.
+    public init(store: PieceStore, metrics: ServerMetrics, origin: OriginClient? = nil, registry: RegistryClient? = nil,
+                shield: ShieldConfiguration = ShieldConfiguration()) {
         self.store = store
         self.metrics = metrics
+        ingestor = origin.map { Ingestor(store: store, origin: $0, registry: registry ?? RegistryClient(origin: $0), configuration: shield) }
     }
 
-    public func handle(_ request: HTTPRequestHead, respond: @escaping @Sendable (Response) -> Void) {
+    public func handle(_ request: HTTPRequestHead, body: [UInt8], respond: @escaping @Sendable (Response) -> Void) {
+        if request.method == .connect {
+            return respond(.text(405, "CONNECT (HTTPS tunnelling) is not supported; ask for http:// URLs through the proxy or use /download?url=\n", route: "proxy"))
+        }
+        // Forward proxy: `GET http://host/path` (curl -x, wget, pip).
+        if request.targetForm == .absolute {
+            guard request.method == .get || request.method == .head else {
+                return respond(.text(405, "the proxy caches GET and HEAD only\n", route: "proxy"))
+            }
+            return shield(request, url: request.target, digest: nil, respond: respond)
+        }
+        let path = request.target.utf8.prefix { $0 != UInt8(ascii: "?") }
+        if path.elementsEqual("/download".utf8) {
+            guard request.method == .get || request.method == .head else {
+                return respond(.text(405, "use GET or HEAD\n", route: "download"))
+            }
+            guard let query = try? HTTPQueryParameters(parsing: request.query ?? ""), let url = query["url"], !url.isEmpty else {
+                return respond(.text(400, "/download needs ?url=<percent-encoded URL>\n", route: "download"))
+            }
+            return shield(request, url: url, digest: query["digest"], respond: respond)
+        }
+        if path.elementsEqual("/preheat".utf8) {
+            guard request.method == .post else { return respond(.text(405, "POST a JSON job to /preheat\n", route: "preheat")) }
+            return preheat(body, respond: respond)
+        }
+        if path.starts(with: "/preheat/".utf8) {
+            return respond(preheatStatus(String(decoding: path.dropFirst(9), as: UTF8.self)))
+        }
+        if path.starts(with: "/v2".utf8) && (request.method == .get || request.method == .head) {
+            return registryMirror(request, path: Array(path), query: request.query, respond: respond)
+        }
         respond(route(request))
     }
 
@@ -52,7 +89,7 @@ public final class SeedService: HTTPHandler {
         guard let info = store.info(id) ?? store.lookup(digest: id.hash).flatMap({ store.info($0) }) else {
             return .text(404, "task \(id) is not in this seed's cache\n", route: "tasks")
         }
-        if rest.count == 1 { return content(request, info) }
+        if rest.count == 1 { return content(request, info, route: "tasks") }
         if rest.count == 2, rest[1].elementsEqual("meta".utf8) { return meta(info) }
         if rest.count == 3, rest[1].elementsEqual("pieces".utf8) {
             guard let n = Int(text(rest[2])), n >= 0 else { return .text(400, "piece number '\(text(rest[2].prefix(20)))' is not a whole number\n", route: "pieces") }
@@ -69,9 +106,9 @@ public final class SeedService: HTTPHandler {
 
     /// `GET|HEAD /tasks/{id}`: the content, with Range and conditionals; pieces still being
     /// written are waited for (read-while-write).
-    private func content(_ request: HTTPRequestHead, _ info: TaskInfo) -> Response {
+    func content(_ request: HTTPRequestHead, _ info: TaskInfo, route: String) -> Response {
         guard let length = info.contentLength else {
-            return .text(503, "task \(info.id) is still arriving and its length is not known yet\n", route: "tasks")
+            return .text(503, "task \(info.id) is still arriving and its length is not known yet\n", route: route)
         }
         let tag = etag(info)
         var head = HTTPResponseHead(status: 200)
@@ -84,9 +121,9 @@ public final class SeedService: HTTPHandler {
         case .notModified:
             var h = HTTPResponseHead(status: 304)
             if let tag { h.setETag(tag) }
-            return Response(head: h, route: "tasks")
+            return Response(head: h, route: route)
         case .rangeNotSatisfiable:
-            var r = Response.text(416, "range not satisfiable for \(length) bytes\n", route: "tasks")
+            var r = Response.text(416, "range not satisfiable for \(length) bytes\n", route: route)
             r.head.setUnsatisfiedContentRange(completeLength: Int(length))
             return r
         case .full:
@@ -97,7 +134,14 @@ public final class SeedService: HTTPHandler {
             range = Int64(r.lowerBound)..<Int64(r.upperBound + 1)
         }
         head.setContentLength(range.count)
-        return Response(head: head, body: .file(StoreBody(store: store, id: info.id, range: range)), route: "tasks")
+        // Content that must match a digest keeps its last piece back until verified: a client
+        // never gets a complete body that later turns out wrong.
+        let holdBack = info.expectedDigest != nil && !info.complete
+            ? PieceMath.offset(ofPiece: max(0, PieceMath.pieceCount(contentLength: length, pieceLength: info.pieceLength) - 1), pieceLength: info.pieceLength)
+            : nil
+        let body: ResponseBody = request.method == .head ? .none
+            : .file(StoreBody(store: store, id: info.id, range: range, holdBackFrom: holdBack))
+        return Response(head: head, body: body, route: route)
     }
 
     /// `GET /tasks/{id}/pieces/{n}`: one committed piece with its CRC32C.
@@ -170,27 +214,43 @@ final class StoreBody: FileBodySource {
     let store: PieceStore
     let id: TaskID
     let range: Range<Int64>
+    /// Task offset from which bytes are sent only once the task is complete (digest verified).
+    let holdBackFrom: Int64?
 
-    init(store: PieceStore, id: TaskID, range: Range<Int64>) {
+    init(store: PieceStore, id: TaskID, range: Range<Int64>, holdBackFrom: Int64? = nil) {
         self.store = store
         self.id = id
         self.range = range
+        self.holdBackFrom = holdBackFrom
+    }
+
+    /// Where bytes may be sent up to now.
+    private func limit() -> Int64 {
+        guard let hold = holdBackFrom, store.info(id)?.complete != true else { return range.upperBound }
+        return max(range.lowerBound, min(range.upperBound, hold))
     }
 
     var length: Int64 { range.upperBound - range.lowerBound }
 
     func extent(at position: Int64, maxLength: Int) -> FileExtent? {
         let start = range.lowerBound + position
-        let end = min(range.upperBound, start + Int64(maxLength))
-        guard let e = store.servableExtentNow(id, range: start..<end) else { return nil }
+        let end = min(limit(), start + Int64(maxLength))
+        guard end > start, let e = store.servableExtentNow(id, range: start..<end) else { return nil }
         return FileExtent(fd: e.fd, offset: e.offset, length: e.length, owner: e.lease)
     }
 
     func waitForData(at position: Int64, _ ready: @escaping @Sendable ((any Error)?) -> Void) {
         let start = range.lowerBound + position
         let end = range.upperBound
+        let held = holdBackFrom.map { start >= $0 } ?? false
         Task { [store, id] in
             do {
+                if held {  // wait for verification: the task completes, or fails
+                    while store.info(id)?.complete != true {
+                        guard let info = store.info(id), info.failure == nil else { throw StoreError.taskFailed(id, "verification failed") }
+                        try await Task.sleep(for: .milliseconds(20))
+                    }
+                }
                 guard try await store.waitForOffset(id, offset: start, timeout: .seconds(300)) == .committed else {
                     throw StoreError.rangeOutOfBounds(id)
                 }

@@ -4,6 +4,7 @@ import Glibc
 import Dispatch
 import DarterIO
 import HTTPServer
+import Origin
 import PieceStore
 import SeedService
 
@@ -19,6 +20,12 @@ enum SeedCommand {
             .init(name: "header-timeout", defaultValue: String(defaults.headerTimeout), help: "seconds to receive a request head"),
             .init(name: "idle-timeout", defaultValue: String(defaults.idleTimeout), help: "seconds an idle keep-alive connection stays"),
             .init(name: "send-timeout", defaultValue: String(defaults.sendTimeout), help: "seconds a response may make no progress"),
+            .init(name: "origin-allow", defaultValue: "", help: "origins the shield may fetch: hosts and CIDRs, comma-separated (empty: any but link-local and cloud metadata)"),
+            .init(name: "origin-connections", defaultValue: "1", help: "parallel ranged connections for one object of 64 MiB or more"),
+            .init(name: "origin-retries", defaultValue: "5", help: "origin retries per fetch, each resuming with Range"),
+            .init(name: "registry-mirror", defaultValue: "", help: "upstream registry for /v2/ requests without ?ns= (e.g. https://registry-1.docker.io)"),
+            .init(name: "ca-file", defaultValue: "", help: "CA bundle for verifying origin TLS certificates (default: the system's)"),
+            .init(name: "s3-endpoint", defaultValue: "", help: "S3-compatible endpoint for s3:// URLs, path-style (default: AWS)"),
             .init(name: "chunk-size", defaultValue: "\(defaults.chunkSize >> 10)k", help: "bytes per read/send (or splice) of a file body"),
         ], arguments: argv)
         if args.wantsHelp { print(args.usage); return }
@@ -47,13 +54,39 @@ enum SeedCommand {
             throw UsageError("seed: --chunk-size must be a multiple of 4k from 16k to 16m, got '\(args.string("chunk-size"))'")
         }
 
+        var shield = ShieldConfiguration()
+        switch OriginAllowlist.parse(args.string("origin-allow")) {
+        case .success(let a): shield.allowlist = a
+        case .failure(let e): throw UsageError("seed: \(e)")
+        }
+        shield.retries = max(0, try args.int("origin-retries"))
+        shield.connections = max(1, try args.int("origin-connections"))
+        let mirror = args.string("registry-mirror")
+        if !mirror.isEmpty {
+            guard mirror.hasPrefix("http://") || mirror.hasPrefix("https://") else {
+                throw UsageError("seed: --registry-mirror must be an http:// or https:// URL, got '\(mirror)'")
+            }
+            shield.registryMirror = mirror.hasSuffix("/") ? String(mirror.dropLast()) : mirror
+        }
+        var originConfig = OriginConfiguration()
+        if !args.string("ca-file").isEmpty {
+            guard SystemCalls.exists(args.string("ca-file")) else { throw UsageError("seed: --ca-file \(args.string("ca-file")) does not exist") }
+            originConfig.caFile = args.string("ca-file")
+        }
+        if !args.string("s3-endpoint").isEmpty {
+            originConfig.s3.endpoint = args.string("s3-endpoint")
+            shield.s3Endpoint = args.string("s3-endpoint")
+        }
+        let origin = OriginClient(configuration: originConfig)
+
         signal(SIGPIPE, SIG_IGN)
         SystemCalls.returnLargeAllocationsToKernel()
         let store = try await openStore(args)
         let metrics = ServerMetrics()
         let server: HTTPServer
         do {
-            server = try HTTPServer(configuration: config, handler: SeedService(store: store, metrics: metrics), metrics: metrics)
+            let service = SeedService(store: store, metrics: metrics, origin: origin, registry: RegistryClient(origin: origin), shield: shield)
+            server = try HTTPServer(configuration: config, handler: service, metrics: metrics)
         } catch {
             await store.close()
             throw UsageError("seed: cannot listen on \(listen): \(error)")

@@ -1,0 +1,542 @@
+import Dispatch
+import DarterIO
+import Origin
+import PieceStore
+import Synchronization
+
+/// Settings of the origin shield.
+public struct ShieldConfiguration: Sendable {
+    public var allowlist = OriginAllowlist()
+    /// Attempts after the first, each resuming from the last byte received.
+    public var retries = 5
+    /// Pieces handed to the store while more arrive (memory: this many pieces per fetch).
+    public var piecesInFlight = 4
+    /// Seconds after which a cached URL (not named by digest) is revalidated with its origin.
+    public var revalidateAfterSeconds: Int64 = 300
+    /// Seconds an origin 4xx is remembered (answered without asking the origin again).
+    public var negativeCacheSeconds: Int64 = 10
+    /// Parallel ranged connections for one large object (1: one connection).
+    /// Default 1: readers stream in order, so on a fast origin splitting only delays the first
+    /// segment; more helps when each connection is throttled. It never floods a slow origin.
+    public var connections = 1
+    /// Objects at least this large are fetched over `connections` connections.
+    public var segmentThreshold: Int64 = 64 << 20
+    /// Default upstream for `/v2/` requests without containerd's `ns`.
+    public var registryMirror: String?
+    /// The S3-compatible endpoint `s3://` URLs go to (for the allowlist check), if not AWS.
+    public var s3Endpoint: String?
+    public init() {}
+}
+
+/// Where an object comes from.
+struct ObjectSource: Sendable {
+    enum Kind: Sendable { case url(String), registry(base: String, path: String) }
+    var kind: Kind
+    var headers: [(String, String)] = []
+    var expectedDigest: SHA256Digest?
+    var id: TaskID
+    var describe: String {
+        switch kind {
+        case .url(let u): return u
+        case .registry(let b, let p): return b + p
+        }
+    }
+}
+
+/// What a client waiting on a fetch gets.
+enum IngestOutcome: Sendable {
+    /// Serve the task from the store (streaming while it fills). `hit`: it was there already.
+    case ready(TaskInfo, hit: Bool)
+    /// The origin answered this status (4xx): pass it on.
+    case originStatus(Int, String)
+    /// The fetch failed before any byte could be served.
+    case failed(String)
+}
+
+/// Fetches each object from its origin once, however many clients ask, into the store; every
+/// client streams from the store as pieces commit.
+final class Ingestor: Sendable {
+    let store: PieceStore
+    let origin: OriginClient
+    let registry: RegistryClient
+    let configuration: ShieldConfiguration
+    private let jobs = Mutex<[TaskID: IngestJob]>([:])
+    private let negative = Mutex<[TaskID: (status: Int, reason: String, until: Int64)]>([:])
+    /// When each cached URL task was last confirmed fresh by its origin (monotonic seconds).
+    private let validated = Mutex<[TaskID: Int64]>([:])
+
+    init(store: PieceStore, origin: OriginClient, registry: RegistryClient, configuration: ShieldConfiguration) {
+        self.store = store
+        self.origin = origin
+        self.registry = registry
+        self.configuration = configuration
+    }
+
+    /// Starts or joins the fetch of `source`; returns once clients can be answered.
+    func open(_ source: ObjectSource) async -> IngestOutcome {
+        let id = source.id
+        let now = monotonicSeconds()
+        if let n = negative.withLock({ $0[id] }), n.until > now { return .originStatus(n.status, n.reason) }
+        let (job, isNew) = jobs.withLock { jobs -> (IngestJob?, Bool) in
+            if let j = jobs[id] { return (j, false) }
+            if let info = store.info(id), info.failure == nil, info.complete || info.committedPieceCount > 0 && info.contentLength != nil {
+                return (nil, false)  // cached (or filling from an earlier run that is done)
+            }
+            let j = IngestJob()
+            jobs[id] = j
+            return (j, true)
+        }
+        guard let job else {
+            guard let info = store.info(id) else { return await open(source) }  // evicted in between
+            if await isFresh(info, source) {
+                store.touch(id)
+                return .ready(info, hit: true)
+            }
+            _ = try? await store.deleteTask(id, force: false)  // changed at the origin: fetch anew
+            if store.info(id) != nil { return .ready(info, hit: true) }  // in use: serve what we have
+            return await open(source)
+        }
+        if isNew {
+            Task.detached { [self] in
+                await run(job, source)
+                jobs.withLock { _ = $0.removeValue(forKey: id) }
+            }
+        }
+        return await job.waitForStart()
+    }
+
+    /// Digest-named content never changes. A cached URL is revalidated (If-None-Match /
+    /// If-Modified-Since) once it is older than `revalidateAfterSeconds`.
+    private func isFresh(_ info: TaskInfo, _ source: ObjectSource) async -> Bool {
+        guard case .url(let url) = source.kind, info.id.kind == .url, info.complete else { return true }
+        let now = monotonicSeconds()
+        if let at = validated.withLock({ $0[info.id] }), now - at < configuration.revalidateAfterSeconds { return true }
+        var headers = source.headers
+        if let tag = info.origin.etag { headers.append(("If-None-Match", tag)) }
+        if let lm = info.origin.lastModified { headers.append(("If-Modified-Since", lm)) }
+        guard headers.count > source.headers.count else { return true }  // nothing to revalidate with
+        let probe = RevalidationSink()
+        _ = try? await origin.fetch(OriginRequest(url: url, headers: headers), into: probe)
+        switch probe.status {
+        case 304?:
+            validated.withLock { $0[info.id] = now }
+            return true
+        case 200?:
+            return probe.etag != nil && probe.etag == info.origin.etag
+        default:
+            return true  // origin unreachable or erring: serve the cached copy
+        }
+    }
+
+    /// Waits until the task the job for `id` fills is complete (unknown-length content).
+    func waitForCompletion(_ id: TaskID) async {
+        guard let job = jobs.withLock({ $0[id] }) else { return }
+        await job.waitForCompletion()
+    }
+
+    private func run(_ job: IngestJob, _ source: ObjectSource) async {
+        let segments = Mutex<[Task<String?, Never>]>([])
+        let first = IngestSink(store: store, source: source, piecesInFlight: configuration.piecesInFlight) { info in
+            job.resolveStart(.ready(info, hit: false))
+        }
+        // A large object on an origin that takes ranges is fetched over a few connections,
+        // each a piece-aligned segment; the first connection keeps the first segment.
+        first.planSegments = { [self] total, pieceLength in
+            let n = configuration.connections
+            guard n > 1, total >= configuration.segmentThreshold, case .url = source.kind else { return nil }
+            let pieces = PieceMath.pieceCount(contentLength: total, pieceLength: pieceLength)
+            let per = (pieces + n - 1) / n
+            var bounds: [Int64] = stride(from: 0, to: pieces, by: per).map { PieceMath.offset(ofPiece: $0, pieceLength: pieceLength) }
+            bounds.append(total)
+            guard bounds.count > 2 else { return nil }
+            for k in 1..<(bounds.count - 1) {
+                let range = bounds[k]..<bounds[k + 1]
+                let sink = IngestSink(store: store, source: source, piecesInFlight: configuration.piecesInFlight,
+                                      segment: range, contentLength: total, pieceLength: pieceLength)
+                segments.withLock { $0.append(Task { await self.drive(sink, source) }) }
+            }
+            return bounds[1]
+        }
+        var failure = await drive(first, source)
+        for t in segments.withLock({ $0 }) {
+            if let e = await t.value, failure == nil { failure = e }
+        }
+        if let status = first.passThroughStatus {
+            negative.withLock { $0[source.id] = (status.0, status.1, monotonicSeconds() + configuration.negativeCacheSeconds) }
+            job.resolveStart(.originStatus(status.0, status.1))
+            job.finish()
+            return
+        }
+        do {
+            if let failure { throw IngestError.failed(failure) }
+            try await store.completeTask(source.id, contentLength: first.contentLengthKnown ?? first.position, sha256: first.takeDigest(),
+                                         digestInBackground: true)
+            validated.withLock { $0[source.id] = monotonicSeconds() }
+            if first.noStore {
+                // `Cache-Control: no-store`: the clients of this fetch got it; nobody else will.
+                Task { [store] in
+                    for _ in 0..<600 where store.info(source.id) != nil {
+                        if (try? await store.deleteTask(source.id)) == true { break }
+                        try? await Task.sleep(for: .milliseconds(100))
+                    }
+                }
+            }
+        } catch {
+            let reason = "fetching \(source.describe): \(error)"
+            SystemCalls.writeStandardError("shield: \(reason)\n")
+            if first.taskCreated { await store.failTask(source.id, reason: reason) }
+            job.resolveStart(.failed(reason))
+        }
+        job.finish()
+    }
+
+    /// Runs one connection's transfer with retries (each resuming at the sink's position) and
+    /// writes what it got; nil when its bytes are all in, else why not.
+    private func drive(_ sink: IngestSink, _ source: ObjectSource) async -> String? {
+        var attempt = 0       // consecutive attempts that brought no new byte
+        var total = 0
+        var lastError = ""
+        while true {
+            let startPosition = sink.position
+            var request = OriginRequest(url: "", headers: source.headers)
+            if sink.position > 0 || sink.limitEnd != nil {
+                request.range = sink.position..<(sink.limitEnd ?? Int64.max)
+                if let tag = sink.etag { request.headers.append(("If-Range", tag)) }
+            }
+            sink.beginAttempt()
+            do {
+                switch source.kind {
+                case .url(let url):
+                    request.url = url
+                    _ = try await origin.fetch(request, into: sink)
+                case .registry(let base, let path):
+                    _ = try await registry.fetch(registry: base, path: path, headers: request.headers, range: request.range, into: sink)
+                }
+                sink.transferEnded()
+            } catch {
+                lastError = error.description
+                sink.attemptFailed(lastError)
+            }
+            if sink.passThroughStatus != nil { return "origin status" }
+            if let fatal = sink.fatalError { return fatal }
+            if sink.transferComplete { break }
+            if let e = sink.attemptError { lastError = e }
+            // An attempt that made progress does not use up a retry (flaky but working origins
+            // finish); one that did not backs off longer.
+            attempt = sink.position > startPosition ? 1 : attempt + 1
+            total += 1
+            if total > 300 { attempt = configuration.retries + 1 }  // a trickle never ends a fetch
+            SystemCalls.writeStandardError("shield: \(source.describe) at byte \(sink.position): \(lastError); \(attempt > configuration.retries ? "giving up" : "retry \(attempt) of \(configuration.retries)")\n")
+            if attempt > configuration.retries { return lastError.isEmpty ? "the origin transfer did not complete" : lastError }
+            // Exponential backoff: 100 ms, 200 ms, ... capped at 3.2 s.
+            try? await Task.sleep(for: .milliseconds(100 << min(attempt - 1, 5)))
+        }
+        do { try await sink.flush() } catch { return "\(error)" }
+        return nil
+    }
+}
+
+enum IngestError: Error, CustomStringConvertible {
+    case failed(String)
+    var description: String { if case .failed(let s) = self { return s }; return "" }
+}
+
+/// One fetch's waiters: clients wait for the start (the task exists) or for the end.
+final class IngestJob: Sendable {
+    private struct State {
+        var outcome: IngestOutcome?
+        var startWaiters: [CheckedContinuation<IngestOutcome, Never>] = []
+        var finished = false
+        var endWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+    private let state = Mutex(State())
+
+    func waitForStart() async -> IngestOutcome {
+        await withCheckedContinuation { c in
+            let ready = state.withLock { s -> IngestOutcome? in
+                if let o = s.outcome { return o }
+                s.startWaiters.append(c)
+                return nil
+            }
+            if let ready { c.resume(returning: ready) }
+        }
+    }
+
+    /// The first outcome wins; later calls are ignored.
+    func resolveStart(_ outcome: IngestOutcome) {
+        let waiters = state.withLock { s -> [CheckedContinuation<IngestOutcome, Never>] in
+            guard s.outcome == nil else { return [] }
+            s.outcome = outcome
+            defer { s.startWaiters.removeAll() }
+            return s.startWaiters
+        }
+        for w in waiters { w.resume(returning: outcome) }
+    }
+
+    func waitForCompletion() async {
+        await withCheckedContinuation { c in
+            let done = state.withLock { s -> Bool in
+                if s.finished { return true }
+                s.endWaiters.append(c)
+                return false
+            }
+            if done { c.resume() }
+        }
+    }
+
+    func finish() {
+        resolveStart(.failed("the fetch ended without a result"))
+        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.finished = true
+            defer { s.endWaiters.removeAll() }
+            return s.endWaiters
+        }
+        for w in waiters { w.resume() }
+    }
+}
+
+/// Cuts the origin's byte stream into pieces and writes them to the store. Its `receive`
+/// methods run on the transfer's thread (not Swift's pool), so they may block: on task creation
+/// and when `piecesInFlight` writes are outstanding (backpressure on the origin connection).
+final class IngestSink: OriginSink, @unchecked Sendable {
+    let store: PieceStore
+    let source: ObjectSource
+    let onStart: @Sendable (TaskInfo) -> Void
+    private let slots: DispatchSemaphore
+    private let writes = Mutex<[Task<Void, Never>]>([])
+    private let writeError = Mutex<String?>(nil)
+
+    // Transfer-thread state (one attempt at a time; read by the job between attempts).
+    private(set) var position: Int64 = 0
+    private(set) var etag: String?
+    private(set) var taskCreated = false
+    private(set) var transferComplete = false
+    private(set) var passThroughStatus: (Int, String)?
+    private(set) var fatalError: String?
+    private(set) var attemptError: String?
+    /// SHA-256 of the bytes so far, while they arrive in order on one connection (so the
+    /// store need not read the content back to learn its digest).
+    private var hasher: SHA256Hasher?
+    private var hashed: Int64 = 0
+    /// The origin said `Cache-Control: no-store`.
+    private(set) var noStore = false
+    private var contentLength: Int64?
+    private var pieceLength = PieceMath.minimumDefaultPieceLength
+    private var skip: Int64 = 0
+    private var current: PieceBox?
+    private var fill = 0
+    private var nextPiece = 0
+    private var expectedEnd: Int64?
+
+    final class PieceBox: @unchecked Sendable {
+        let buffer: IOBuffer
+        init(_ b: consuming IOBuffer) { buffer = b }
+    }
+
+    /// Decides segments once the length is known; returns where this (first) connection stops.
+    var planSegments: ((_ total: Int64, _ pieceLength: Int) -> Int64?)?
+    /// Where this connection's bytes end (a segment), if not at the end of the object.
+    private(set) var limitEnd: Int64?
+
+    /// The first connection of a fetch: creates the task from the first response.
+    init(store: PieceStore, source: ObjectSource, piecesInFlight: Int, onStart: @escaping @Sendable (TaskInfo) -> Void) {
+        self.store = store
+        self.source = source
+        self.onStart = onStart
+        slots = DispatchSemaphore(value: max(1, piecesInFlight))
+        // Content that must match a digest is hashed as it streams in, so completion need not
+        // read it back; other content gets its digest in the background after completion.
+        if source.expectedDigest != nil { hasher = SHA256Hasher() }
+    }
+
+    /// A further connection for `segment` of a task that exists already.
+    init(store: PieceStore, source: ObjectSource, piecesInFlight: Int, segment: Range<Int64>, contentLength: Int64, pieceLength: Int) {
+        self.store = store
+        self.source = source
+        onStart = { _ in }
+        slots = DispatchSemaphore(value: max(1, piecesInFlight))
+        taskCreated = true
+        self.contentLength = contentLength
+        self.pieceLength = pieceLength
+        position = segment.lowerBound
+        limitEnd = segment.upperBound
+        nextPiece = Int(segment.lowerBound / Int64(pieceLength))
+    }
+
+    var contentLengthKnown: Int64? { contentLength }
+
+    /// The content's SHA-256 when this one connection saw every byte in order.
+    func takeDigest() -> SHA256Digest? {
+        guard limitEnd == nil, hashed == position, let h = hasher.take() else { return nil }
+        return SHA256Digest(bytes: h.finalize())
+    }
+
+    /// The transfer returned without error: for content of unknown length that is its end.
+    func transferEnded() {
+        if contentLength == nil && taskCreated && attemptError == nil && fatalError == nil { transferComplete = true }
+    }
+
+    func beginAttempt() {
+        attemptError = nil
+        expectedEnd = nil
+    }
+
+    /// The transfer itself failed (connection, timeout, short body): retried from `position`.
+    func attemptFailed(_ reason: String) {
+        if attemptError == nil { attemptError = reason }
+    }
+
+    func receive(head: OriginResponseHead) -> Bool {
+        let status = head.status
+        if status >= 400 && status < 500 && !taskCreated {
+            passThroughStatus = (status, "origin answered \(status) for \(source.describe)")
+            return false
+        }
+        guard status == 200 || status == 206 else {
+            attemptError = "origin answered \(status)"
+            return false  // 5xx and surprises: retried
+        }
+        if !taskCreated {
+            etag = head.etag
+            noStore = (head.header("cache-control") ?? "").lowercased().contains("no-store")
+            contentLength = status == 200 ? head.contentLength : head.contentRange?.total
+            pieceLength = PieceMath.defaultPieceLength(contentLength: contentLength)
+            if let error = createTask(head) { fatalError = error; return false }
+            taskCreated = true
+            if let total = contentLength, head.acceptsRanges || status == 206 {
+                limitEnd = planSegments?(total, pieceLength)
+            }
+        } else if position > 0 {
+            if status == 206, let cr = head.contentRange, cr.first == position {
+                skip = 0
+            } else if status == 200 {
+                // The origin ignored Range (or If-Range failed): the same object, read past what we have.
+                if let tag = etag, let now = head.etag, tag != now {
+                    fatalError = "the object changed at the origin during the fetch (ETag \(tag) → \(now))"
+                    return false
+                }
+                skip = position
+            } else {
+                attemptError = "origin answered a range we did not ask for"
+                return false
+            }
+        }
+        if let n = contentLength { expectedEnd = min(n, limitEnd ?? n) }
+        if let end = expectedEnd, position == end { transferComplete = true }  // empty content
+        return true
+    }
+
+    private func createTask(_ head: OriginResponseHead) -> String? {
+        let done = DispatchSemaphore(value: 0)
+        let result = Mutex<Result<TaskInfo, any Error>?>(nil)
+        let meta = OriginMetadata(contentType: head.contentType, etag: head.etag, lastModified: head.lastModified, sourceURL: source.describe)
+        let (store, id, length, pieceLength, digest) = (self.store, source.id, contentLength, self.pieceLength, source.expectedDigest)
+        Task {
+            do {
+                let info = try await store.createTask(id, pieceLength: pieceLength, contentLength: length, expectedDigest: digest, origin: meta)
+                result.withLock { $0 = .success(info) }
+            } catch {
+                result.withLock { $0 = .failure(error) }
+            }
+            done.signal()
+        }
+        done.wait()
+        switch result.withLock({ $0 })! {
+        case .success(let info):
+            onStart(info)
+            return nil
+        case .failure(let e):
+            return "cannot store \(source.describe): \(e)"
+        }
+    }
+
+    func receive(body chunk: OriginChunk) -> Bool {
+        if let e = writeError.withLock({ $0 }) { fatalError = e; return false }
+        var start = 0
+        if skip > 0 {
+            let d = Int(min(skip, Int64(chunk.count)))
+            skip -= Int64(d)
+            start = d
+        }
+        while start < chunk.count {
+            if let end = expectedEnd, position >= end {
+                if end < (contentLength ?? end) { transferComplete = true; return false }  // segment done
+                attemptError = "origin sent more bytes than its Content-Length"
+                return false
+            }
+            if current == nil {
+                current = PieceBox(store.io.makeBuffer(capacity: pieceLength))
+                fill = 0
+            }
+            var n = min(chunk.count - start, pieceLength - fill)
+            if let end = expectedEnd { n = Int(min(Int64(n), end - position)) }
+            chunk.copy(into: current!.buffer, at: fill, from: start, count: n)
+            if hasher != nil && limitEnd == nil && hashed == position {
+                hasher!.update(current!.buffer, range: fill..<(fill + n))
+                hashed += Int64(n)
+            }
+            fill += n
+            start += n
+            position += Int64(n)
+            if fill == pieceLength { submitPiece() }
+        }
+        if let end = expectedEnd, position == end {
+            transferComplete = true
+            if end < (contentLength ?? end) { return false }  // segment done: stop this connection
+        }
+        return true
+    }
+
+    /// Hands the filled piece to the store; blocks while `piecesInFlight` writes are pending.
+    private func submitPiece() {
+        guard let box = current, fill > 0 else { return }
+        slots.wait()
+        current = nil
+        let (index, length) = (nextPiece, fill)
+        nextPiece += 1
+        fill = 0
+        let task = Task { [self] in
+            do {
+                try await store.writePiece(source.id, index: index, from: box.buffer, length: length)
+                await store.prefetchPiece(source.id, index: index)
+            }
+            catch { writeError.withLock { $0 = $0 ?? "storing piece \(index): \(error)" } }
+            slots.signal()
+        }
+        writes.withLock { $0.append(task) }
+    }
+
+    /// After the transfer: an unknown-length stream ended cleanly means it is complete; the
+    /// last partial piece is written and every write awaited.
+    func flush() async throws {
+        if transferComplete, let box = current, fill > 0 {
+            current = nil
+            let (index, length) = (nextPiece, fill)
+            nextPiece += 1
+            fill = 0
+            try await store.writePiece(source.id, index: index, from: box.buffer, length: length)
+        }
+        let tasks = writes.withLock { $0 }
+        for t in tasks { await t.value }
+        if let e = writeError.withLock({ $0 }) { throw IngestError.failed(e) }
+    }
+}
+
+private let processStart = ContinuousClock.now
+
+/// Seconds since this process started (monotonic).
+func monotonicSeconds() -> Int64 {
+    processStart.duration(to: .now).components.seconds
+}
+
+/// Reads only the status and validators of a conditional request.
+final class RevalidationSink: OriginSink, @unchecked Sendable {
+    private(set) var status: Int?
+    private(set) var etag: String?
+    func receive(head: OriginResponseHead) -> Bool {
+        status = head.status
+        etag = head.etag
+        return false  // the body is not needed
+    }
+    func receive(body: OriginChunk) -> Bool { false }
+}

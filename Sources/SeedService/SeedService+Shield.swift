@@ -1,0 +1,227 @@
+import DarterIO
+import FoundationEssentials
+import HTTPCore
+import HTTPServer
+import Origin
+import PieceStore
+import Synchronization
+
+/// The origin-shield front doors: `/download?url=`, the forward proxy (absolute-form
+/// requests), `/preheat`, and the OCI registry mirror under `/v2/`.
+extension SeedService {
+    /// `GET|HEAD /download?url=<URL>[&digest=sha256:<hex>]` and absolute-form proxy requests.
+    func shield(_ request: HTTPRequestHead, url: String, digest: String?, respond: @escaping @Sendable (Response) -> Void) {
+        guard let ingestor else { return respond(.text(501, "this seed has no origin access configured\n", route: "download")) }
+        var expected: SHA256Digest?
+        if let digest {
+            guard digest.hasPrefix("sha256:"), let d = SHA256Digest(hex: digest.dropFirst(7)) else {
+                return respond(.text(400, "digest must be sha256:<64 lowercase hex>, got '\(digest.prefix(80))'\n", route: "download"))
+            }
+            expected = d
+        }
+        let id: TaskID
+        do {
+            id = try expected.map { TaskID(kind: .digest, hash: $0) } ?? TaskID.forURL(url)
+        } catch {
+            return respond(.text(400, "url: \(error)\n", route: "download"))
+        }
+        guard let host = originHost(url) else { return respond(.text(400, "url '\(url.prefix(200))' has no host\n", route: "download")) }
+        let source = ObjectSource(kind: .url(url), expectedDigest: expected, id: id)
+        Task { [self] in
+            let allowlist = ingestor.configuration.allowlist
+            guard allowlist.allows(host: host, addresses: OriginAllowlist.resolve(host)) else {
+                return respond(.text(403, "origin host '\(host)' is not allowed (see --origin-allow)\n", route: "download"))
+            }
+            respond(await answer(request, source, route: "download"))
+        }
+    }
+
+    /// Waits for the fetch to start, then answers from the store.
+    func answer(_ request: HTTPRequestHead, _ source: ObjectSource, route: String) async -> Response {
+        guard let ingestor else { return .text(501, "no origin access\n", route: route) }
+        switch await ingestor.open(source) {
+        case .originStatus(let status, let reason):
+            return .text(status, reason + "\n", route: route)
+        case .failed(let reason):
+            return .text(502, reason + "\n", route: route)
+        case .ready(var info, let hit):
+            if info.contentLength == nil {  // unknown length: answer once the stream has ended
+                await ingestor.waitForCompletion(info.id)
+                guard let done = store.info(info.id), done.contentLength != nil else {
+                    return .text(502, "fetching \(source.describe) failed\n", route: route)
+                }
+                info = done
+            }
+            var r = content(request, info, route: route)
+            r.head.headers.add(name: "X-Darter-Cache", value: hit ? "HIT" : "MISS")
+            r.head.headers.add(name: "X-Darter-Task", value: info.id.description)
+            return r
+        }
+    }
+
+    /// The host of an http/https URL (without port or brackets), or the bucket for s3://.
+    func originHost(_ url: String) -> String? {
+        guard let schemeEnd = url.firstIndex(of: ":"), url[schemeEnd...].hasPrefix("://") else { return nil }
+        var rest = url[url.index(schemeEnd, offsetBy: 3)...]
+        if let end = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) { rest = rest[..<end] }
+        if let at = rest.lastIndex(of: "@") { rest = rest[rest.index(after: at)...] }
+        if url.hasPrefix("s3://") {
+            return ingestor?.configuration.s3Endpoint.flatMap(originHost) ?? "s3.amazonaws.com"
+        }
+        if rest.hasPrefix("["), let close = rest.firstIndex(of: "]") { return String(rest[rest.index(after: rest.startIndex)..<close]) }
+        if let colon = rest.lastIndex(of: ":") { rest = rest[..<colon] }
+        return rest.isEmpty ? nil : String(rest)
+    }
+
+    // MARK: Preheat
+
+    struct PreheatRequest: Decodable {
+        var url: String?
+        var image: String?
+        var digest: String?
+        var headers: [String: String]?
+    }
+
+    /// `POST /preheat`: start fetching in the background; `GET /preheat/{id}`: its state.
+    func preheat(_ body: [UInt8], respond: @escaping @Sendable (Response) -> Void) {
+        guard let ingestor else { return respond(.text(501, "this seed has no origin access configured\n", route: "preheat")) }
+        guard let req = try? JSONDecoder().decode(PreheatRequest.self, from: Data(body)) else {
+            return respond(.text(400, "preheat body must be JSON like {\"url\": \"http://...\", \"digest\": \"sha256:...\"}\n", route: "preheat"))
+        }
+        guard let url = req.url else {
+            return respond(.text(400, "preheat needs \"url\" (image references are not supported yet)\n", route: "preheat"))
+        }
+        var expected: SHA256Digest?
+        if let d = req.digest {
+            guard d.hasPrefix("sha256:"), let h = SHA256Digest(hex: d.dropFirst(7)) else {
+                return respond(.text(400, "digest must be sha256:<64 lowercase hex>\n", route: "preheat"))
+            }
+            expected = h
+        }
+        guard let id = try? (expected.map { TaskID(kind: .digest, hash: $0) } ?? TaskID.forURL(url)), let host = originHost(url) else {
+            return respond(.text(400, "url '\(url.prefix(200))' is not an http, https or s3 URL\n", route: "preheat"))
+        }
+        let source = ObjectSource(kind: .url(url), headers: (req.headers ?? [:]).map { ($0.key, $0.value) }, expectedDigest: expected, id: id)
+        let preheatID = preheats.start(task: id)
+        Task { [self] in
+            guard ingestor.configuration.allowlist.allows(host: host, addresses: OriginAllowlist.resolve(host)) else {
+                preheats.update(preheatID, state: "failed", error: "origin host '\(host)' is not allowed")
+                return
+            }
+            preheats.update(preheatID, state: "running", error: nil)
+            switch await ingestor.open(source) {
+            case .ready(let info, _):
+                await ingestor.waitForCompletion(info.id)
+                let done = store.info(id)
+                if done?.complete == true { preheats.update(preheatID, state: "succeeded", error: nil, bytes: done?.contentLength ?? 0) }
+                else { preheats.update(preheatID, state: "failed", error: done?.failure ?? "the fetch did not complete") }
+            case .originStatus(let s, let reason): preheats.update(preheatID, state: "failed", error: "\(s): \(reason)")
+            case .failed(let reason): preheats.update(preheatID, state: "failed", error: reason)
+            }
+        }
+        respond(.text(202, "{\"id\":\(json(preheatID)),\"task\":\(json(id.description))}\n", contentType: "application/json", route: "preheat"))
+    }
+
+    func preheatStatus(_ id: String) -> Response {
+        guard let p = preheats.get(id) else { return .text(404, "no preheat job \(id.prefix(80))\n", route: "preheat") }
+        let text = "{\"id\":\(json(id)),\"task\":\(json(p.task.description)),\"state\":\(json(p.state)),\"error\":\(p.error.map(json) ?? "null"),\"bytes\":\(p.bytes)}\n"
+        return .text(200, text, contentType: "application/json", route: "preheat")
+    }
+
+    // MARK: OCI registry mirror
+
+    /// `/v2/...`: `GET /v2/` answers; manifests are passed through (revalidated on every
+    /// request); blobs are cached by digest and verified.
+    func registryMirror(_ request: HTTPRequestHead, path: [UInt8], query: Substring?, respond: @escaping @Sendable (Response) -> Void) {
+        let p = String(decoding: path, as: UTF8.self)
+        if p == "/v2/" || p == "/v2" {
+            var r = Response.text(200, "{}\n", contentType: "application/json", route: "registry")
+            r.head.headers.add(name: "Docker-Distribution-API-Version", value: "registry/2.0")
+            return respond(r)
+        }
+        guard let ingestor else { return respond(.text(501, "this seed has no origin access configured\n", route: "registry")) }
+        let ns = query.flatMap { try? HTTPQueryParameters(parsing: $0)["ns"] }
+        guard let upstream = ns.map(registryURL(forHost:)) ?? ingestor.configuration.registryMirror else {
+            return respond(.text(400, "no upstream registry: pass containerd's ?ns=<host> or start the seed with --registry-mirror\n", route: "registry"))
+        }
+        let parts = p.split(separator: "/")  // ["v2", name..., "blobs"|"manifests", ref]
+        guard parts.count >= 4, parts[parts.count - 2] == "blobs" || parts[parts.count - 2] == "manifests" else {
+            return respond(.text(404, "unsupported registry path \(p.prefix(200))\n", route: "registry"))
+        }
+        let isBlob = parts[parts.count - 2] == "blobs"
+        let reference = String(parts[parts.count - 1])
+        if isBlob {
+            guard let id = TaskID.forDigest(reference) else {
+                return respond(.text(400, "blob reference must be sha256:<64 hex>, got '\(reference.prefix(80))'\n", route: "registry"))
+            }
+            let source = ObjectSource(kind: .registry(base: upstream, path: p), expectedDigest: id.hash, id: id)
+            Task { [self] in
+                var r = await answer(request, source, route: "registry")
+                r.head.headers.add(name: "Docker-Content-Digest", value: reference)
+                respond(r)
+            }
+            return
+        }
+        // Manifests: small, passed through with the client's Accept headers, never cached by tag.
+        let accept = request.headers.values(for: "Accept").map { ("Accept", $0) }
+        let method = request.method == .head ? "HEAD" : "GET"
+        Task { [self] in
+            let sink = MemorySink(limit: 4 << 20)
+            do {
+                let head = try await ingestor.registry.fetch(registry: upstream, path: p, method: method, headers: accept, into: sink)
+                var h = HTTPResponseHead(status: head.status)
+                for name in ["content-type", "docker-content-digest", "etag"] {
+                    if let v = head.header(name) { h.headers.add(name: name, value: v) }
+                }
+                let body = sink.bytes
+                if method == "HEAD" {
+                    h.setContentLength(Int(head.contentLength ?? Int64(body.count)))
+                    respond(Response(head: h, route: "registry"))
+                } else {
+                    h.setContentLength(body.count)
+                    respond(Response(head: h, body: .bytes(body), route: "registry"))
+                }
+            } catch {
+                respond(.text(502, "registry \(upstream): \(error)\n", route: "registry"))
+            }
+        }
+    }
+
+    /// containerd's `ns` host → registry base URL (docker.io → registry-1.docker.io; loopback → http).
+    func registryURL(forHost host: String) -> String {
+        if host == "docker.io" { return "https://registry-1.docker.io" }
+        if host.hasPrefix("127.") || host.hasPrefix("localhost") || host.hasPrefix("[::1]") { return "http://" + host }
+        return "https://" + host
+    }
+}
+
+/// Collects a small body in memory (manifests), refusing more than `limit` bytes.
+final class MemorySink: OriginSink, @unchecked Sendable {
+    let limit: Int
+    private(set) var bytes: [UInt8] = []
+    init(limit: Int) { self.limit = limit }
+    func receive(head: OriginResponseHead) -> Bool { true }
+    func receive(body: OriginChunk) -> Bool {
+        guard bytes.count + body.count <= limit else { return false }
+        bytes += body.bytes
+        return true
+    }
+}
+
+/// Preheat jobs, by id.
+final class PreheatRegistry: Sendable {
+    struct Job: Sendable { var task: TaskID; var state: String; var error: String?; var bytes: Int64 }
+    private let jobs = Mutex<[String: Job]>([:])
+    private let counter = Mutex(0)
+
+    func start(task: TaskID) -> String {
+        let n = counter.withLock { c in c += 1; return c }
+        let id = "p\(n)-" + String(task.hash.w0, radix: 16)
+        jobs.withLock { $0[id] = Job(task: task, state: "pending", error: nil, bytes: 0) }
+        return id
+    }
+    func update(_ id: String, state: String, error: String?, bytes: Int64 = 0) {
+        jobs.withLock { $0[id]?.state = state; $0[id]?.error = error; $0[id]?.bytes = bytes }
+    }
+    func get(_ id: String) -> Job? { jobs.withLock { $0[id] } }
+}

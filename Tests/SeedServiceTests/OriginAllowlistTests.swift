@@ -1,0 +1,52 @@
+import Testing
+@testable import SeedService
+
+@Suite("OriginAllowlist")
+struct OriginAllowlistTests {
+    func ip(_ s: String) -> [UInt8] { parseIP(s)! }
+
+    @Test("by default everything is allowed but link-local and cloud metadata addresses")
+    func defaults() {
+        let a = OriginAllowlist()
+        #expect(a.allows(host: "127.0.0.1", addresses: [ip("127.0.0.1")]))
+        #expect(a.allows(host: "example.com", addresses: [ip("93.184.216.34")]))
+        #expect(!a.allows(host: "169.254.169.254", addresses: [ip("169.254.169.254")]))
+        #expect(!a.allows(host: "metadata", addresses: [ip("169.254.1.1")]))
+        #expect(!a.allows(host: "fd00:ec2::254", addresses: [ip("fd00:ec2::254")]))
+        #expect(!a.allows(host: "fe80::1", addresses: [ip("fe80::1")]))
+        // A name that resolves to a denied address among others is refused.
+        #expect(!a.allows(host: "sneaky.example", addresses: [ip("10.0.0.1"), ip("169.254.169.254")]))
+        // An unresolvable name passes the check (the fetch then fails to connect).
+        #expect(a.allows(host: "nowhere.invalid", addresses: []))
+    }
+
+    @Test("entries restrict origins to listed hosts and blocks; an explicit entry can allow a denied block")
+    func entries() throws {
+        let a = try OriginAllowlist.parse("registry.local, *.example.com, 10.0.0.0/8, ::1, 169.254.10.0/24").get()
+        #expect(a.allows(host: "registry.local", addresses: [ip("192.168.1.5")]))
+        #expect(a.allows(host: "cdn.example.com", addresses: [ip("1.2.3.4")]))
+        #expect(!a.allows(host: "example.com.evil", addresses: [ip("1.2.3.4")]))
+        #expect(a.allows(host: "anything", addresses: [ip("10.1.2.3")]))
+        #expect(!a.allows(host: "anything", addresses: [ip("11.1.2.3")]))
+        #expect(a.allows(host: "::1", addresses: [ip("::1")]))
+        #expect(a.allows(host: "x", addresses: [ip("169.254.10.9")]))
+        #expect(!a.allows(host: "x", addresses: [ip("169.254.11.9")]))
+        #expect(!a.allows(host: "unknown.name", addresses: []))
+    }
+
+    @Test("bad entries are reported by name")
+    func errors() {
+        #expect(throws: AllowlistError(entry: "10.0.0.0/33")) { try OriginAllowlist.parse("10.0.0.0/33").get() }
+        #expect(throws: AllowlistError(entry: "bad host!")) { try OriginAllowlist.parse("ok.host, bad host!").get() }
+    }
+
+    @Test("CIDR matching at prefix boundaries")
+    func cidr() throws {
+        let c = try #require(parseCIDR("192.168.4.0/22"))
+        #expect(c.contains(ip("192.168.7.255")))
+        #expect(!c.contains(ip("192.168.8.0")))
+        #expect(!c.contains(ip("::1")))
+        let all = try #require(parseCIDR("0.0.0.0/0"))
+        #expect(all.contains(ip("8.8.8.8")))
+    }
+}
