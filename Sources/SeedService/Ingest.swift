@@ -79,9 +79,10 @@ final class Ingestor: Sendable {
         if let n = negative.withLock({ $0[id] }), n.until > now { return .originStatus(n.status, n.reason) }
         let (job, isNew) = jobs.withLock { jobs -> (IngestJob?, Bool) in
             if let j = jobs[id] { return (j, false) }
-            if let info = store.info(id), info.failure == nil, info.complete || info.committedPieceCount > 0 && info.contentLength != nil {
-                return (nil, false)  // cached (or filling from an earlier run that is done)
+            if let info = store.info(id), info.failure == nil, info.complete {
+                return (nil, false)  // cached
             }
+            // Not there, or left incomplete by an earlier run: fetch (committed pieces are kept).
             let j = IngestJob()
             jobs[id] = j
             return (j, true)
