@@ -310,3 +310,12 @@ func jsonObject(_ text: String) throws -> [String: Any] {
     guard let obj = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { throw TestError("not a JSON object: \(text)") }
     return obj
 }
+
+/// Compares bytes without printing them (large arrays make expectation messages huge).
+func expectSameBytes(_ got: [UInt8], _ want: some Collection<UInt8>, sourceLocation: SourceLocation = #_sourceLocation) {
+    let wanted = Array(want)
+    if got != wanted {
+        let firstDiff = (0..<min(got.count, wanted.count)).first { got[$0] != wanted[$0] } ?? min(got.count, wanted.count)
+        Issue.record("bytes differ: got \(got.count) bytes, expected \(wanted.count); first difference at \(firstDiff); got starts \(String(decoding: got.prefix(120), as: UTF8.self).debugDescription)", sourceLocation: sourceLocation)
+    }
+}
