@@ -214,17 +214,10 @@ final class SharedOrigin: Sendable {
     let small: [UInt8]       // 1 MiB + 123 bytes of random data
     static let bigSize = 512 << 20
 
-    static let instance = Mutex<SharedOrigin?>(nil)
+    /// Started once, on first use; every test awaits the same start.
+    private static let starting = Task { try await SharedOrigin() }
 
-    static func get() async throws -> SharedOrigin {
-        if let s = instance.withLock({ $0 }) { return s }
-        let made = try await SharedOrigin()
-        return instance.withLock { current in
-            if let current { return current }
-            current = made
-            return made
-        }
-    }
+    static func get() async throws -> SharedOrigin { try await starting.value }
 
     private init() async throws {
         dir = try TempDirectory("http")
