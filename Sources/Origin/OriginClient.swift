@@ -109,11 +109,13 @@ struct TransferPlan: Sendable {
         let method = request.method.uppercased()
         self.method = method
         label = "\(method) \(request.url)"
-        guard !request.url.contains(where: { $0.asciiValue.map { $0 <= 0x20 || $0 == 0x7f } ?? false }) else {
-            throw .invalidURL("\(request.url): contains spaces or control characters")
-        }
         guard let schemeEnd = request.url.firstRange(of: "://") else { throw .invalidURL("\(request.url): no scheme") }
         let scheme = request.url[..<schemeEnd.lowerBound].lowercased()
+        // http(s) URLs must be encoded already; an s3 key is literal (encoded here), so spaces pass.
+        let lowest: UInt8 = scheme == "s3" ? 0x1f : 0x20
+        guard !request.url.unicodeScalars.contains(where: { $0.value <= lowest || $0.value == 0x7f }) else {
+            throw .invalidURL("\(request.url): contains spaces or control characters")
+        }
         var headers: [String] = []
         for (name, value) in request.headers {
             guard !name.isEmpty, !name.contains(where: { $0 == ":" || $0 == "\r" || $0 == "\n" || $0 == " " }),

@@ -1,161 +1,397 @@
-import FoundationEssentials
 import Synchronization
 
-/// OCI distribution registries (`/v2/`): answers `401` challenges. `Bearer` challenges get a
-/// token from the realm (anonymous, or with basic credentials when configured), cached per
-/// registry and scope until it expires; `Basic` challenges get the configured credentials.
-/// Redirects to blob storage are followed by the `OriginClient` (libcurl drops the
-/// Authorization header when a redirect leaves the host).
+/// OCI distribution registries (`/v2/`): Bearer token flow (and Basic), over an OriginClient.
 public final class RegistryClient: Sendable {
-    let origin: OriginClient
-    let credentials: [String: Credential]
-    private let tokens = Mutex<[String: (token: String, expires: ContinuousClock.Instant)]>([:])
+    public let origin: OriginClient
+    private let credentials: [String: Credential]
+    private let tokens = Mutex<[TokenKey: CachedToken]>([:])
+    /// The scope a registry asked for, per repository: later requests send the token up front.
+    private let scopes = Mutex<[RepositoryKey: String]>([:])
+    /// A token without `expires_in` lasts this long (the distribution spec's default).
+    static let defaultTokenLifetime: Duration = .seconds(60)
 
-    public struct Credential: Sendable {
-        public var username: String
-        public var password: String
-        public init(username: String, password: String) {
-            self.username = username
-            self.password = password
-        }
-    }
+    struct Credential: Sendable { var username: String; var password: String }
+    struct TokenKey: Hashable, Sendable { var registry: String; var scope: String }
+    struct RepositoryKey: Hashable, Sendable { var registry: String; var repository: String }
+    struct CachedToken: Sendable { var token: String; var expires: ContinuousClock.Instant }
 
-    /// - Parameter credentials: registry host (`127.0.0.1:5000`, `registry-1.docker.io`) → login.
+    /// credentials: registry host (e.g. "127.0.0.1:5000", "registry-1.docker.io") → (username, password).
+    /// "docker.io" and "index.docker.io" also apply to registry-1.docker.io.
     public init(origin: OriginClient, credentials: [String: (username: String, password: String)] = [:]) {
         self.origin = origin
-        self.credentials = credentials.mapValues { Credential(username: $0.username, password: $0.password) }
+        var c: [String: Credential] = [:]
+        for (host, cred) in credentials { c[host.lowercased()] = Credential(username: cred.username, password: cred.password) }
+        self.credentials = c
     }
 
-    /// GET/HEAD `<registry><path>` with the registry's authentication dance.
+    /// GET/HEAD `<registry><path>` (registry like "https://registry-1.docker.io" or "http://127.0.0.1:5000"; path like
+    /// "/v2/library/alpine/manifests/latest" or "/v2/<name>/blobs/sha256:<hex>"). On 401 with
+    /// `WWW-Authenticate: Bearer realm=...,service=...,scope=...` it fetches a token from the realm (anonymous, or with
+    /// basic credentials when configured), caches it per (registry, scope) until `expires_in`, and retries once with
+    /// `Authorization: Bearer`. `WWW-Authenticate: Basic` → retry with basic credentials if configured. Redirects to blob
+    /// storage are followed (libcurl does not send the Authorization header to another host). Returns like
+    /// OriginClient.fetch; a 401 that cannot be answered reaches the sink like any other status.
     public func fetch(registry: String, path: String, method: String = "GET", headers: [(String, String)] = [],
                       range: Range<Int64>? = nil, into sink: any OriginSink) async throws(OriginError) -> OriginResponseHead {
-        let url = registry + path
-        let host = Self.host(of: registry)
-        let scope = Self.scope(for: path)
-        let key = registry + "|" + scope
-        var authorization: String?
-        if let cached = tokens.withLock({ $0[key] }), cached.expires > .now { authorization = "Bearer " + cached.token }
-        for attempt in 0..<2 {
-            let gate = ChallengeGate(sink)
-            var h = headers
-            if let authorization { h.append(("Authorization", authorization)) }
-            let head = try await origin.fetch(OriginRequest(url: url, method: method, headers: h, range: range), into: gate)
-            guard head.status == 401, attempt == 0, let challenge = gate.challenge else { return head }
-            authorization = try await answer(challenge, host: host, scope: scope, key: key)
+        var base = registry
+        while base.hasSuffix("/") { base.removeLast() }
+        guard let host = Self.host(of: base) else { throw .invalidURL("\(registry): expected http(s)://host[:port]") }
+        let url = base + (path.hasPrefix("/") ? path : "/" + path)
+        let repository = Self.repository(inPath: path)
+        let credential = credential(for: host)
+
+        // A token we already hold for this repository's scope goes out with the first request.
+        var authorization: String? = nil
+        if let repository, let scope = scopes.withLock({ $0[RepositoryKey(registry: base, repository: repository)] }),
+           let token = cachedToken(registry: base, scope: scope) {
+            authorization = "Bearer \(token)"
         }
-        throw .registryAuthFailed("\(url): still unauthorized after answering the challenge")
+
+        let gate = ChallengeGate(sink: sink, canAnswerBasic: credential != nil)
+        let first = try await origin.fetch(request(url, method, headers, range, authorization), into: gate)
+        guard let challenge = gate.challenge else { return first }
+
+        switch challenge.scheme {
+        case "bearer":
+            guard let realm = challenge.parameters["realm"] else {
+                throw .registryAuthFailed("\(url): Bearer challenge without a realm")
+            }
+            let scope = challenge.parameters["scope"] ?? ""
+            let token = try await bearerToken(registry: base, realm: realm, service: challenge.parameters["service"],
+                                              scope: scope, credential: credential, rejected: authorization)
+            if let repository, !scope.isEmpty {
+                scopes.withLock { $0[RepositoryKey(registry: base, repository: repository)] = scope }
+            }
+            return try await origin.fetch(request(url, method, headers, range, "Bearer \(token)"), into: sink)
+        default: // "basic", only when credentials exist (else the gate passed the 401 through)
+            guard let credential else { return first }
+            return try await origin.fetch(request(url, method, headers, range, "Basic \(base64("\(credential.username):\(credential.password)"))"), into: sink)
+        }
     }
 
-    /// The Authorization value answering a `WWW-Authenticate` challenge.
-    private func answer(_ challenge: String, host: String, scope: String, key: String) async throws(OriginError) -> String {
-        let login = credentials[host]
-        let basic = login.map { "Basic " + Data(($0.username + ":" + $0.password).utf8).base64EncodedString() }
-        let lower = challenge.lowercased()
-        if lower.hasPrefix("basic") {
-            guard let basic else { throw .registryAuthFailed("\(host) wants credentials (Basic) and none are configured") }
-            return basic
+    private func request(_ url: String, _ method: String, _ headers: [(String, String)], _ range: Range<Int64>?, _ authorization: String?) -> OriginRequest {
+        var h = headers.filter { $0.0.lowercased() != "authorization" || authorization == nil }
+        if let authorization { h.append(("Authorization", authorization)) }
+        return OriginRequest(url: url, method: method, headers: h, range: range)
+    }
+
+    private func credential(for host: String) -> Credential? {
+        let h = host.lowercased()
+        if let c = credentials[h] { return c }
+        if h == "registry-1.docker.io" { return credentials["docker.io"] ?? credentials["index.docker.io"] }
+        return nil
+    }
+
+    private func cachedToken(registry: String, scope: String) -> String? {
+        let key = TokenKey(registry: registry, scope: scope)
+        return tokens.withLock { table in
+            guard let t = table[key] else { return nil }
+            if t.expires <= .now { table[key] = nil; return nil }
+            return t.token
         }
-        guard lower.hasPrefix("bearer") else { throw .registryAuthFailed("\(host): unsupported challenge '\(challenge.prefix(80))'") }
-        let params = Self.parameters(challenge)
-        guard let realm = params["realm"] else { throw .registryAuthFailed("\(host): Bearer challenge without a realm") }
+    }
+
+    /// A token for (registry, scope): cached, or fetched from the realm. `rejected` is the
+    /// Authorization the registry just refused (a cached token it no longer accepts).
+    private func bearerToken(registry: String, realm: String, service: String?, scope: String,
+                             credential: Credential?, rejected: String?) async throws(OriginError) -> String {
+        if let t = cachedToken(registry: registry, scope: scope), rejected != "Bearer \(t)" { return t }
         var query: [String] = []
-        if let service = params["service"] { query.append("service=" + Self.percentEncode(service)) }
-        query.append("scope=" + Self.percentEncode(params["scope"] ?? scope))
-        let tokenURL = realm + (realm.contains("?") ? "&" : "?") + query.joined(separator: "&")
-        let body = BodyCollector(limit: 1 << 20)
-        let head = try await origin.fetch(OriginRequest(url: tokenURL, headers: basic.map { [("Authorization", $0)] } ?? []), into: body)
-        guard head.status == 200 else { throw .registryAuthFailed("token service \(realm) answered \(head.status)") }
-        struct TokenReply: Decodable { var token: String?; var access_token: String?; var expires_in: Int? }
-        guard let reply = try? JSONDecoder().decode(TokenReply.self, from: Data(body.bytes)),
-              let token = reply.token ?? reply.access_token else {
-            throw .registryAuthFailed("token service \(realm) sent no token")
+        if let service { query.append("service=" + queryEncode(service)) }
+        for s in scope.split(separator: " ") where !s.isEmpty { query.append("scope=" + queryEncode(String(s))) }
+        let url = realm + (query.isEmpty ? "" : (realm.contains("?") ? "&" : "?") + query.joined(separator: "&"))
+        var headers: [(String, String)] = [("Accept", "application/json")]
+        if let credential { headers.append(("Authorization", "Basic \(base64("\(credential.username):\(credential.password)"))")) }
+        let sink = BoundedCollector(limit: 1 << 20)
+        let head: OriginResponseHead
+        do {
+            head = try await origin.fetch(OriginRequest(url: url, headers: headers), into: sink)
+        } catch .aborted where sink.overflowed {
+            throw .registryAuthFailed("\(realm): token response over 1 MiB")
         }
-        let lifetime = max(30, (reply.expires_in ?? 60) - 10)
-        tokens.withLock { $0[key] = (token, .now + .seconds(lifetime)) }
-        return "Bearer " + token
-    }
-
-    static func host(of registry: String) -> String {
-        var rest = Substring(registry)
-        if let colon = rest.firstIndex(of: ":"), rest[colon...].hasPrefix("://") { rest = rest[rest.index(colon, offsetBy: 3)...] }
-        return String(rest.prefix { $0 != "/" })
-    }
-
-    /// `repository:<name>:pull` for `/v2/<name>/(manifests|blobs)/<ref>`.
-    static func scope(for path: String) -> String {
-        var parts = path.split(separator: "/").map(String.init)
-        if parts.first == "v2" { parts.removeFirst() }
-        if parts.count >= 3 { parts.removeLast(2) }
-        return "repository:" + parts.joined(separator: "/") + ":pull"
-    }
-
-    /// `Bearer realm="a",service="b",scope="c"` → ["realm": "a", ...].
-    static func parameters(_ challenge: String) -> [String: String] {
-        var out: [String: String] = [:]
-        var rest = Substring(challenge.drop { $0 != " " })
-        while let eq = rest.firstIndex(of: "=") {
-            let name = rest[..<eq].filter { $0 != " " && $0 != "," }.lowercased()
-            rest = rest[rest.index(after: eq)...]
-            var value: Substring
-            if rest.first == "\"" {
-                rest = rest.dropFirst()
-                let close = rest.firstIndex(of: "\"") ?? rest.endIndex
-                value = rest[..<close]
-                rest = close < rest.endIndex ? rest[rest.index(after: close)...] : ""
-            } else {
-                let comma = rest.firstIndex(of: ",") ?? rest.endIndex
-                value = rest[..<comma]
-                rest = rest[comma...]
-            }
-            if rest.first == "," { rest = rest.dropFirst() }
-            out[name] = String(value)
+        guard head.status == 200 else {
+            throw .registryAuthFailed("\(realm): token request for scope '\(scope)' got status \(head.status)")
         }
-        return out
+        guard case .object(let fields)? = try? JSONValue.parse(sink.bytes) else {
+            throw .registryAuthFailed("\(realm): token response is not a JSON object")
+        }
+        guard let token = fields["token"]?.string ?? fields["access_token"]?.string, !token.isEmpty else {
+            throw .registryAuthFailed("\(realm): token response has no token")
+        }
+        var lifetime = Self.defaultTokenLifetime
+        if let seconds = fields["expires_in"]?.number, seconds > 0 { lifetime = .seconds(seconds) }
+        // Renew a little early so a token does not expire in flight.
+        let margin: Duration = lifetime > .seconds(30) ? .seconds(10) : .zero
+        let expires = ContinuousClock.now + lifetime - margin
+        tokens.withLock { $0[TokenKey(registry: registry, scope: scope)] = CachedToken(token: token, expires: expires) }
+        return token
     }
 
-    static func percentEncode(_ s: String) -> String {
-        var out = ""
-        for b in s.utf8 {
-            if (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || b == 0x2d || b == 0x2e || b == 0x5f || b == 0x7e {
-                out.unicodeScalars.append(Unicode.Scalar(b))
-            } else {
-                out += "%" + String(b, radix: 16, uppercase: true).leftPadded(2)
-            }
+    /// "host[:port]" of "scheme://host[:port][/...]".
+    static func host(of url: String) -> String? {
+        guard let r = url.firstRange(of: "://") else { return nil }
+        let scheme = url[..<r.lowerBound].lowercased()
+        guard scheme == "http" || scheme == "https" else { return nil }
+        let rest = url[r.upperBound...]
+        let host = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+        return host.isEmpty ? nil : String(host)
+    }
+
+    /// The repository name in "/v2/<name>/(manifests|blobs|tags|referrers)/...", else nil.
+    static func repository(inPath path: String) -> String? {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: true)
+        guard parts.first == "v2" else { return nil }
+        for (i, p) in parts.enumerated() where i >= 2 && ["manifests", "blobs", "tags", "referrers"].contains(p) {
+            return parts[1..<i].joined(separator: "/")
         }
-        return out
+        return nil
     }
 }
 
-/// Passes a transfer to `inner` unless it is a 401, whose challenge it keeps and body it drops.
+/// A parsed `WWW-Authenticate` challenge: scheme (lowercased) and parameters.
+struct AuthChallenge: Sendable, Equatable {
+    var scheme: String
+    var parameters: [String: String]
+
+    /// The first Bearer challenge in the header values, else the first Basic one.
+    static func parse(_ values: [String]) -> AuthChallenge? {
+        let all = values.flatMap(parseList)
+        return all.first { $0.scheme == "bearer" } ?? all.first { $0.scheme == "basic" }
+    }
+
+    /// `Scheme k=v, k="v", Scheme2 ...` → challenges.
+    static func parseList(_ header: String) -> [AuthChallenge] {
+        var result: [AuthChallenge] = []
+        var chars = Array(header.unicodeScalars)
+        chars.append(",")
+        var i = 0
+        func skipSpaces() { while i < chars.count, chars[i] == " " || chars[i] == "\t" { i += 1 } }
+        func token() -> String {
+            var s = ""
+            while i < chars.count, !" \t,=\"".unicodeScalars.contains(chars[i]) { s.unicodeScalars.append(chars[i]); i += 1 }
+            return s
+        }
+        while i < chars.count {
+            skipSpaces()
+            if chars[i] == "," { i += 1; continue }
+            let word = token()
+            skipSpaces()
+            if i < chars.count, chars[i] == "=", !result.isEmpty {
+                // A parameter of the current challenge.
+                i += 1
+                skipSpaces()
+                var value = ""
+                if i < chars.count, chars[i] == "\"" {
+                    i += 1
+                    while i < chars.count, chars[i] != "\"" {
+                        if chars[i] == "\\", i + 1 < chars.count { i += 1 }
+                        value.unicodeScalars.append(chars[i]); i += 1
+                    }
+                    i += 1
+                } else {
+                    value = token()
+                }
+                result[result.count - 1].parameters[word.lowercased()] = value
+            } else if !word.isEmpty {
+                result.append(AuthChallenge(scheme: word.lowercased(), parameters: [:]))
+                // A token68 form (e.g. "Basic abc==") has no '=' pairs; tolerate by skipping.
+            } else {
+                i += 1
+            }
+        }
+        return result
+    }
+}
+
+/// Passes a response through to the real sink unless it is a 401 the client can answer;
+/// then it keeps the challenge and swallows the (small) body.
 final class ChallengeGate: OriginSink, @unchecked Sendable {
-    let inner: any OriginSink
-    private(set) var challenge: String?
-    private var swallowing = false
-    init(_ inner: any OriginSink) { self.inner = inner }
+    // Used on the transfer's thread only, read after fetch returns.
+    let sink: any OriginSink
+    let canAnswerBasic: Bool
+    var challenge: AuthChallenge? = nil
+
+    init(sink: any OriginSink, canAnswerBasic: Bool) {
+        self.sink = sink
+        self.canAnswerBasic = canAnswerBasic
+    }
+
     func receive(head: OriginResponseHead) -> Bool {
-        if head.status == 401 {
-            challenge = head.header("www-authenticate")
-            swallowing = true
+        if head.status == 401, let c = AuthChallenge.parse(head.headerValues("www-authenticate")),
+           c.scheme == "bearer" || (c.scheme == "basic" && canAnswerBasic) {
+            challenge = c
             return true
         }
-        return inner.receive(head: head)
+        return sink.receive(head: head)
     }
-    func receive(body: OriginChunk) -> Bool { swallowing ? true : inner.receive(body: body) }
+
+    func receive(body: OriginChunk) -> Bool {
+        if challenge != nil { return true }
+        return sink.receive(body: body)
+    }
 }
 
-/// Keeps a small body (token replies).
-final class BodyCollector: OriginSink, @unchecked Sendable {
+/// Collects a small body (token responses); aborts past `limit`.
+final class BoundedCollector: OriginSink, @unchecked Sendable {
+    // Used on the transfer's thread only, read after fetch returns.
     let limit: Int
-    private(set) var bytes: [UInt8] = []
+    var bytes: [UInt8] = []
+    var overflowed = false
     init(limit: Int) { self.limit = limit }
     func receive(head: OriginResponseHead) -> Bool { true }
     func receive(body: OriginChunk) -> Bool {
-        guard bytes.count + body.count <= limit else { return false }
+        guard bytes.count + body.count <= limit else { overflowed = true; return false }
         bytes += body.bytes
         return true
     }
 }
 
-extension String {
-    func leftPadded(_ n: Int) -> String { count >= n ? self : String(repeating: "0", count: n - count) + self }
+func queryEncode(_ s: String) -> String {
+    let hex = Array("0123456789ABCDEF")
+    var out = ""
+    for b in s.utf8 {
+        switch b {
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+             UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "~"):
+            out.unicodeScalars.append(Unicode.Scalar(b))
+        default:
+            out.append("%"); out.append(hex[Int(b >> 4)]); out.append(hex[Int(b & 15)])
+        }
+    }
+    return out
+}
+
+func base64(_ s: String) -> String {
+    let table = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+    let bytes = Array(s.utf8)
+    var out = ""
+    var i = 0
+    while i < bytes.count {
+        let b0 = UInt32(bytes[i]), b1 = i + 1 < bytes.count ? UInt32(bytes[i + 1]) : 0, b2 = i + 2 < bytes.count ? UInt32(bytes[i + 2]) : 0
+        let n = b0 << 16 | b1 << 8 | b2
+        out.append(table[Int(n >> 18 & 63)])
+        out.append(table[Int(n >> 12 & 63)])
+        out.append(i + 1 < bytes.count ? table[Int(n >> 6 & 63)] : "=")
+        out.append(i + 2 < bytes.count ? table[Int(n & 63)] : "=")
+        i += 3
+    }
+    return out
+}
+
+/// A minimal JSON reader (token responses).
+enum JSONValue: Sendable, Equatable {
+    case object([String: JSONValue]), array([JSONValue]), string(String), number(Double), bool(Bool), null
+
+    var string: String? { if case .string(let s) = self { return s } else { return nil } }
+    var number: Double? { if case .number(let n) = self { return n } else { return nil } }
+
+    struct ParseError: Error {}
+
+    static func parse(_ bytes: [UInt8]) throws(ParseError) -> JSONValue {
+        var p = Parser(bytes: bytes)
+        let v = try p.value()
+        p.skipSpace()
+        guard p.i == bytes.count else { throw ParseError() }
+        return v
+    }
+
+    struct Parser {
+        let bytes: [UInt8]
+        var i = 0
+        var depth = 0
+
+        mutating func skipSpace() {
+            while i < bytes.count, bytes[i] == 0x20 || bytes[i] == 0x09 || bytes[i] == 0x0a || bytes[i] == 0x0d { i += 1 }
+        }
+
+        mutating func expect(_ literal: String) throws(ParseError) {
+            for b in literal.utf8 {
+                guard i < bytes.count, bytes[i] == b else { throw ParseError() }
+                i += 1
+            }
+        }
+
+        mutating func value() throws(ParseError) -> JSONValue {
+            skipSpace()
+            guard i < bytes.count else { throw ParseError() }
+            switch bytes[i] {
+            case UInt8(ascii: "{"):
+                depth += 1
+                guard depth < 64 else { throw ParseError() }
+                defer { depth -= 1 }
+                i += 1
+                var fields: [String: JSONValue] = [:]
+                skipSpace()
+                if i < bytes.count, bytes[i] == UInt8(ascii: "}") { i += 1; return .object(fields) }
+                while true {
+                    skipSpace()
+                    let key = try string()
+                    skipSpace()
+                    try expect(":")
+                    fields[key] = try value()
+                    skipSpace()
+                    guard i < bytes.count else { throw ParseError() }
+                    if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
+                    if bytes[i] == UInt8(ascii: "}") { i += 1; return .object(fields) }
+                    throw ParseError()
+                }
+            case UInt8(ascii: "["):
+                depth += 1
+                guard depth < 64 else { throw ParseError() }
+                defer { depth -= 1 }
+                i += 1
+                var items: [JSONValue] = []
+                skipSpace()
+                if i < bytes.count, bytes[i] == UInt8(ascii: "]") { i += 1; return .array(items) }
+                while true {
+                    items.append(try value())
+                    skipSpace()
+                    guard i < bytes.count else { throw ParseError() }
+                    if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
+                    if bytes[i] == UInt8(ascii: "]") { i += 1; return .array(items) }
+                    throw ParseError()
+                }
+            case UInt8(ascii: "\""): return .string(try string())
+            case UInt8(ascii: "t"): try expect("true"); return .bool(true)
+            case UInt8(ascii: "f"): try expect("false"); return .bool(false)
+            case UInt8(ascii: "n"): try expect("null"); return .null
+            default:
+                let start = i
+                while i < bytes.count, "+-0123456789.eE".utf8.contains(bytes[i]) { i += 1 }
+                guard let n = Double(String(decoding: bytes[start..<i], as: UTF8.self)) else { throw ParseError() }
+                return .number(n)
+            }
+        }
+
+        mutating func string() throws(ParseError) -> String {
+            try expect("\"")
+            var out: [UInt8] = []
+            while true {
+                guard i < bytes.count else { throw ParseError() }
+                let b = bytes[i]; i += 1
+                if b == UInt8(ascii: "\"") { break }
+                if b != UInt8(ascii: "\\") { out.append(b); continue }
+                guard i < bytes.count else { throw ParseError() }
+                let e = bytes[i]; i += 1
+                switch e {
+                case UInt8(ascii: "n"): out.append(0x0a)
+                case UInt8(ascii: "t"): out.append(0x09)
+                case UInt8(ascii: "r"): out.append(0x0d)
+                case UInt8(ascii: "b"): out.append(0x08)
+                case UInt8(ascii: "f"): out.append(0x0c)
+                case UInt8(ascii: "u"):
+                    guard i + 4 <= bytes.count, var code = UInt32(String(decoding: bytes[i..<(i + 4)], as: UTF8.self), radix: 16) else { throw ParseError() }
+                    i += 4
+                    if (0xD800..<0xDC00).contains(code), i + 6 <= bytes.count, bytes[i] == UInt8(ascii: "\\"), bytes[i + 1] == UInt8(ascii: "u"),
+                       let low = UInt32(String(decoding: bytes[(i + 2)..<(i + 6)], as: UTF8.self), radix: 16), (0xDC00..<0xE000).contains(low) {
+                        code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
+                        i += 6
+                    }
+                    out += Array(String(Unicode.Scalar(code).map(Character.init) ?? "\u{FFFD}").utf8)
+                default: out.append(e) // \" \\ \/
+                }
+            }
+            return String(decoding: out, as: UTF8.self)
+        }
+    }
 }

@@ -214,17 +214,10 @@ final class SharedOrigin: Sendable {
     let small: [UInt8]       // 1 MiB + 123 bytes of random data
     static let bigSize = 512 << 20
 
-    static let instance = Mutex<SharedOrigin?>(nil)
+    /// Started once, on first use; every test awaits the same start.
+    private static let starting = Task { try await SharedOrigin() }
 
-    static func get() async throws -> SharedOrigin {
-        if let s = instance.withLock({ $0 }) { return s }
-        let made = try await SharedOrigin()
-        return instance.withLock { current in
-            if let current { return current }
-            current = made
-            return made
-        }
-    }
+    static func get() async throws -> SharedOrigin { try await starting.value }
 
     private init() async throws {
         dir = try TempDirectory("http")
@@ -309,4 +302,13 @@ func expectOriginError(_ body: () async throws(OriginError) -> OriginResponseHea
 func jsonObject(_ text: String) throws -> [String: Any] {
     guard let obj = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { throw TestError("not a JSON object: \(text)") }
     return obj
+}
+
+/// Compares bytes without printing them (large arrays make expectation messages huge).
+func expectSameBytes(_ got: [UInt8], _ want: some Collection<UInt8>, sourceLocation: SourceLocation = #_sourceLocation) {
+    let wanted = Array(want)
+    if got != wanted {
+        let firstDiff = (0..<min(got.count, wanted.count)).first { got[$0] != wanted[$0] } ?? min(got.count, wanted.count)
+        Issue.record("bytes differ: got \(got.count) bytes, expected \(wanted.count); first difference at \(firstDiff); got starts \(String(decoding: got.prefix(120), as: UTF8.self).debugDescription)", sourceLocation: sourceLocation)
+    }
 }

@@ -1,0 +1,43 @@
+import Testing
+@testable import Origin
+
+@Suite("Origin parsing")
+struct ParsingTests {
+    @Test func bearerChallenge() {
+        let c = AuthChallenge.parse([#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull,push""#])
+        #expect(c == AuthChallenge(scheme: "bearer", parameters: ["realm": "https://auth.docker.io/token", "service": "registry.docker.io",
+                                                                  "scope": "repository:library/alpine:pull,push"]))
+        let both = AuthChallenge.parse([#"Basic realm="x", Bearer realm="https://a/t", error="invalid_token""#])
+        #expect(both?.scheme == "bearer")
+        #expect(both?.parameters["realm"] == "https://a/t")
+        #expect(AuthChallenge.parse([#"Basic realm="Registry Realm""#])?.scheme == "basic")
+        #expect(AuthChallenge.parse(["Negotiate"]) == nil)
+    }
+
+    @Test func repositoryFromPath() {
+        #expect(RegistryClient.repository(inPath: "/v2/library/alpine/manifests/latest") == "library/alpine")
+        #expect(RegistryClient.repository(inPath: "/v2/a/b/c/blobs/sha256:00") == "a/b/c")
+        #expect(RegistryClient.repository(inPath: "/v2/") == nil)
+        #expect(RegistryClient.host(of: "https://registry-1.docker.io") == "registry-1.docker.io")
+        #expect(RegistryClient.host(of: "http://127.0.0.1:5000/") == "127.0.0.1:5000")
+    }
+
+    @Test func json() throws {
+        let v = try JSONValue.parse(Array(#"{"token":"a\"b\u00e9","expires_in":300,"x":[1,true,null,{"y":-1.5e2}]}"#.utf8))
+        guard case .object(let o) = v else { Issue.record("not an object"); return }
+        #expect(o["token"]?.string == "a\"bé")
+        #expect(o["expires_in"]?.number == 300)
+        #expect(throws: JSONValue.ParseError.self) { try JSONValue.parse(Array("{\"a\":}".utf8)) }
+    }
+
+    @Test func base64AndContentRange() {
+        #expect(base64("alice:s3cret") == "YWxpY2U6czNjcmV0")
+        #expect(base64("a") == "YQ==")
+        #expect(base64("ab") == "YWI=")
+        #expect(OriginContentRange(parsing: "bytes 0-9/100") == OriginContentRange(first: 0, last: 9, total: 100))
+        #expect(OriginContentRange(parsing: "bytes 5-9/*") == OriginContentRange(first: 5, last: 9, total: nil))
+        #expect(OriginContentRange(parsing: "bytes 9-5/100") == nil)
+        #expect(OriginContentRange(parsing: "bytes */100") == nil)
+        #expect(percentEncodePath("a b/c+d~") == "a%20b/c%2Bd~")
+    }
+}
