@@ -670,3 +670,22 @@ func curl(_ url: String, _ args: [String] = [], scratch: String, maxTime: Int = 
     guard r.exitCode == 0 else { throw TestError("curl \(args) \(url) exited with \(r.exitCode): \(r.stderr)") }
     return r
 }
+
+// MARK: - Bodies
+
+/// nil when `got` is exactly `want`, else a short description of the difference. Compare bodies
+/// with this, never with `#expect(a == b)`: Swift Testing diffs two unequal arrays (Myers), which
+/// takes minutes for megabytes.
+func bodyDiff(_ got: [UInt8], _ want: [UInt8]) -> String? {
+    if got == want { return nil }
+    let common = min(got.count, want.count)
+    var i = 0
+    while i < common && got[i] == want[i] { i += 1 }
+    return "\(got.count) bytes, expected \(want.count)" + (i < common ? ", first difference at byte \(i)" : ", equal up to the shorter")
+}
+
+/// A body for a failure message: its text when short and printable, else its size.
+func printable(_ bytes: [UInt8]) -> String {
+    let ok = bytes.count <= 300 && bytes.allSatisfy { $0 == 9 || $0 == 10 || $0 == 13 || (32..<127).contains($0) }
+    return ok ? String(decoding: bytes, as: UTF8.self) : "<\(bytes.count) bytes>"
+}
