@@ -634,7 +634,7 @@ def fmt(unit, v):
         return "-"
     if isinstance(v, str):
         return v
-    return {"GB/s": f"{v:.3f}", "s": f"{v:.2f}", "x": f"{v:.2f}", "ms": f"{v:.1f}"}[unit]
+    return {"GB/s": f"{v:.3f}", "s": f"{v:.2f}", "x": f"{v:.3f}", "ms": f"{v:.1f}"}[unit]
 
 
 def main():
@@ -698,6 +698,9 @@ def main():
     for s in systems.values():
         s.stop()
     origin.stop()
+    # The last round's caches (a few GiB) are not needed again: every run starts fresh.
+    shutil.rmtree(os.path.join(BENCH_DIR, "nginx", "cache"), ignore_errors=True)
+    shutil.rmtree(os.path.join(BENCH_DIR, "darter", "data"), ignore_errors=True)
 
     def median(name, key):
         """None when not run; 'failed' when any round failed."""
