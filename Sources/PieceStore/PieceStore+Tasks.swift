@@ -255,11 +255,13 @@ extension PieceStore {
 
     // MARK: Looking up
 
-    public func info(_ id: TaskID) -> TaskInfo? {
+    /// - Parameter pieces: whether to fill `committed` (one entry per piece); serving a body
+    ///   does not need it, and building it is per-request work.
+    public func info(_ id: TaskID, pieces: Bool = true) -> TaskInfo? {
         state.withLock { s in
             guard let t = s.index.tasks[id], !t.deleting else { return nil }
             return TaskInfo(id: id, pieceLength: t.pieceLength, contentLength: t.contentLength, complete: t.complete,
-                            committed: t.pieces.map { $0.state == .committed }, committedPieceCount: t.committedCount,
+                            committed: pieces ? t.pieces.map { $0.state == .committed } : [], committedPieceCount: t.committedCount,
                             sha256: t.sha256, expectedDigest: t.descriptor.expectedDigest, origin: t.descriptor.origin,
                             pinned: t.descriptor.pinned, createdAt: t.descriptor.createdAt, lastAccess: t.lastAccess,
                             bytesOnDisk: t.allocatedBytes, failure: t.failure)

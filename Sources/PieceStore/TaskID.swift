@@ -32,6 +32,18 @@ public struct TaskID: Hashable, Sendable, Comparable, CustomStringConvertible {
         }
     }
 
+    /// ``init(_:)`` from UTF-8 bytes (a request path segment), without building a String.
+    public init?<C: Collection<UInt8>>(utf8 bytes: C) {
+        let prefix = Array("sha256:".utf8)
+        if bytes.count == 71, bytes.starts(with: prefix) {
+            guard let h = SHA256Digest(hexBytes: bytes.dropFirst(7)) else { return nil }
+            self.init(kind: .digest, hash: h)
+        } else {
+            guard let h = SHA256Digest(hexBytes: bytes) else { return nil }
+            self.init(kind: .url, hash: h)
+        }
+    }
+
     /// The id of a URL's content: SHA-256 over length-prefixed fields (so no two field lists
     /// encode alike) of the normalized URL, tag, application and piece length (0 = default).
     public static func forURL(_ url: String, tag: String = "", application: String = "", pieceLength: Int = 0) throws(URLNormalizationError) -> TaskID {
@@ -70,14 +82,20 @@ public struct SHA256Digest: Hashable, Sendable, Comparable {
 
     /// Exactly 64 lowercase hex digits.
     public init?(hex: some StringProtocol) {
-        let utf8 = Array(hex.utf8)
-        guard utf8.count == 64 else { return nil }
-        var bytes = [UInt8](repeating: 0, count: 32)
-        for i in 0..<32 {
-            guard let hi = hexValue(utf8[2 * i]), let lo = hexValue(utf8[2 * i + 1]) else { return nil }
-            bytes[i] = hi << 4 | lo
+        self.init(hexBytes: hex.utf8)
+    }
+
+    /// Exactly 64 lowercase hex digits, as UTF-8 bytes.
+    public init?<C: Collection<UInt8>>(hexBytes: C) {
+        guard hexBytes.count == 64 else { return nil }
+        var words: [UInt64] = [0, 0, 0, 0]
+        var i = 0
+        for c in hexBytes {
+            guard let v = hexValue(c) else { return nil }
+            words[i / 16] = words[i / 16] << 4 | UInt64(v)
+            i += 1
         }
-        self.init(bytes: bytes)
+        w0 = words[0]; w1 = words[1]; w2 = words[2]; w3 = words[3]
     }
 
     public var bytes: [UInt8] {

@@ -81,12 +81,14 @@ public final class SeedService: HTTPHandler {
         }
         guard first.elementsEqual("tasks".utf8), parts.count <= 4 else { return notFound() }
         let rest = Array(parts.dropFirst())
-        guard let id = TaskID(text(rest[0])) else {
+        guard let id = TaskID(utf8: rest[0]) else {
             return .text(400, "malformed task id '\(text(rest[0].prefix(80)))': expected 64 lowercase hex digits, optionally prefixed by sha256:\n", route: "invalid")
         }
         // A digest id also finds a URL task with those bytes; a bare 64-hex id that names no
         // URL task is tried as a content digest (people drop the "sha256:" prefix).
-        guard let info = store.info(id) ?? store.lookup(digest: id.hash).flatMap({ store.info($0) }) else {
+        // Only /meta and /pieces need the piece bitmap.
+        let needsPieces = rest.count > 1
+        guard let info = store.info(id, pieces: needsPieces) ?? store.lookup(digest: id.hash).flatMap({ store.info($0, pieces: needsPieces) }) else {
             return .text(404, "task \(id) is not in this seed's cache\n", route: "tasks")
         }
         if rest.count == 1 { return content(request, info, route: "tasks") }
