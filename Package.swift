@@ -44,6 +44,5 @@ let package = Package(
         .testTarget(name: "HTTPCoreTests", dependencies: ["HTTPCore"], swiftSettings: strict),
         .testTarget(name: "OriginTests", dependencies: ["Origin", "DarterIO"], swiftSettings: strict),
         .testTarget(name: "ServerTests", dependencies: ["DarterIO", "PieceStore"], swiftSettings: [.swiftLanguageMode(.v6)]),
-        .testTarget(name: "ShieldTests", dependencies: ["DarterIO", "PieceStore"], swiftSettings: [.swiftLanguageMode(.v6)]),
     ]
 )

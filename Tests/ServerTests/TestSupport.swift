@@ -4,26 +4,12 @@ import Glibc
 import Dispatch
 import Synchronization
 import DarterIO
+import Foundation
 
-// Support for the end-to-end tests: spawning `darter` and `curl`, raw client sockets, files.
-// Blocking socket work runs on Dispatch threads (`offPool`), never on Swift's cooperative pool.
-
-enum SeedBinary {
-    static var path: String {
-        if let p = getenv("DARTER_BIN") { return String(cString: p) }
-        return currentDirectory() + "/.build/debug/darter"
-    }
-
-    /// The binary exists and has a `seed` command (`darter seed --help` exits 0).
-    static let available: Bool = {
-        guard SystemCalls.exists(path), let pid = try? spawnProcess(path, ["seed", "--help"], stdout: "/dev/null", stderr: "/dev/null") else {
-            return false
-        }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        return exitCode(status) == 0
-    }()
-}
+// Support for the origin-shield end-to-end tests: spawning `darter seed`, the Python origin
+// fixture and `curl`, raw client sockets, files. Copied from Tests/ServerTests/SeedTestSupport.swift
+// (test targets cannot share code) and extended at the end (ShieldBinaries, OriginProcess, curl
+// with exit codes, URL encoding). Blocking socket work runs on Dispatch threads (`offPool`).
 
 struct TestError: Error, CustomStringConvertible {
     let description: String
@@ -37,7 +23,7 @@ func currentDirectory() -> String {
 
 /// A fresh directory on a disk filesystem (the store uses O_DIRECT; tmpfs has none).
 func makeServerTestDirectory(_ name: String) -> String {
-    let base = (getenv("DARTER_TEST_DIR").map { String(cString: $0) }) ?? (currentDirectory() + "/.build/server-tests")
+    let base = (getenv("DARTER_TEST_DIR").map { String(cString: $0) }) ?? (currentDirectory() + "/.build/shield-tests")
     let dir = base + "/" + name.filter { $0.isLetter || $0.isNumber } + "-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
     try! SystemCalls.makeDirectories(dir)
     return dir
@@ -208,7 +194,7 @@ final class SeedProcess: Sendable {
     static func start(dataDir: String, extra: [String] = [], timeout: Double = 30) async throws -> SeedProcess {
         let port = try freePort()
         let logPath = dataDir + ".seed.log"
-        let pid = try spawnProcess(SeedBinary.path, ["seed", "--listen", "127.0.0.1:\(port)", "--data-dir", dataDir] + extra,
+        let pid = try spawnProcess(ShieldBinaries.darter, ["seed", "--listen", "127.0.0.1:\(port)", "--data-dir", dataDir] + extra,
                                    stdout: logPath, stderr: logPath)
         let seed = SeedProcess(pid: pid, port: port, dataDir: dataDir, logPath: logPath)
         let deadline = now() + timeout
@@ -290,35 +276,6 @@ func loopback(port: UInt16) -> sockaddr_in {
     addr.sin_port = port.bigEndian
     addr.sin_addr.s_addr = inet_addr("127.0.0.1")
     return addr
-}
-
-// MARK: - curl
-
-struct CurlResponse {
-    var status: Int
-    /// The last header block, names lowercased.
-    var headers: [String: String]
-    var body: [UInt8]
-    var writeOut: String
-    var text: String { String(decoding: body, as: UTF8.self) }
-}
-
-/// `curl -sS -D <headers> -o <body> -w '%{http_code}' <args> <url>`.
-func curl(_ url: String, _ args: [String] = [], scratch: String) async throws -> CurlResponse {
-    let tag = String(UInt64.random(in: 0...UInt64.max), radix: 16)
-    let headerFile = scratch + "/h-" + tag, bodyFile = scratch + "/b-" + tag
-    defer { unlink(headerFile); unlink(bodyFile) }
-    let r = try await runProcess("curl", ["-sS", "--max-time", "30", "-D", headerFile, "-o", bodyFile, "-w", "%{http_code}"] + args + [url],
-                                 scratch: scratch)
-    guard r.exitCode == 0 else { throw TestError("curl \(args) \(url) exited with \(r.exitCode): \(r.stderr)") }
-    let blocks = readText(headerFile).pieces(splitBy: "\r\n\r\n").filter { !$0.isEmpty }
-    var headers: [String: String] = [:]
-    for line in (blocks.last ?? "").pieces(splitBy: "\r\n").dropFirst() {
-        guard let colon = line.firstIndex(of: ":") else { continue }
-        headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmedBlanks()
-    }
-    let body = SystemCalls.exists(bodyFile) ? try readFile(bodyFile) : []
-    return CurlResponse(status: Int(r.stdoutText) ?? -1, headers: headers, body: body, writeOut: r.stdoutText)
 }
 
 extension String {
@@ -508,4 +465,242 @@ func concurrentGets(port: UInt16, path: String, count: Int, timeout: Double) thr
         }
     }
     return results.map { $0 ?? .failure(TestError("timed out")) }
+}
+
+// MARK: - Binaries and the gate
+
+/// The darter binary under test (`DARTER_BIN`, else the debug build).
+enum SeedBinary {
+    static var path: String {
+        if let p = getenv("DARTER_BIN") { return String(cString: p) }
+        return currentDirectory() + "/.build/debug/darter"
+    }
+
+    /// The binary exists and has a `seed` command (`darter seed --help` exits 0).
+    static let available: Bool = {
+        guard SystemCalls.exists(path), let pid = try? spawnProcess(path, ["seed", "--help"], stdout: "/dev/null", stderr: "/dev/null") else {
+            return false
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        return exitCode(status) == 0
+    }()
+}
+
+enum ShieldBinaries {
+    static var darter: String { SeedBinary.path }
+
+    /// The origin fixture (another engineer's; contract in the suite's doc comment).
+    static var origin: String {
+        if let p = getenv("DARTER_ORIGIN_FIXTURE") { return String(cString: p) }
+        return currentDirectory() + "/Tests/Fixtures/origin.py"
+    }
+
+    /// `darter seed --help` exits 0 and lists `--origin-allow` (the origin shield has landed),
+    /// and the origin fixture and python3 exist.
+    static let available: Bool = {
+        guard SystemCalls.exists(darter), SystemCalls.exists(origin), pythonAvailable else { return false }
+        let out = "/tmp/darter-shield-help-\(getpid())"
+        defer { unlink(out) }
+        guard let pid = try? spawnProcess(darter, ["seed", "--help"], stdout: out, stderr: out) else { return false }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        return exitCode(status) == 0 && readText(out).contains("--origin-allow")
+    }()
+
+    static var pythonAvailable: Bool {
+        guard let pid = try? spawnProcess("python3", ["-c", "pass"], stdout: "/dev/null", stderr: "/dev/null") else { return false }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        return exitCode(status) == 0
+    }
+}
+
+// MARK: - The origin fixture
+
+/// `python3 Tests/Fixtures/origin.py --port P --dir DIR`: serves DIR's files as `/files/<name>`
+/// (GET/HEAD, Range, ETag, Last-Modified) with misbehaviours chosen by query parameters, and
+/// counts requests and body bytes (`GET /__stats`, `POST /__reset`). Killed on deinit.
+final class OriginProcess: Sendable {
+    let pid: pid_t
+    let port: UInt16
+    let dir: String
+    let logPath: String
+    private let reaped = Mutex<Int32?>(nil)
+
+    private init(pid: pid_t, port: UInt16, dir: String, logPath: String) {
+        self.pid = pid
+        self.port = port
+        self.dir = dir
+        self.logPath = logPath
+    }
+
+    var base: String { "http://127.0.0.1:\(port)" }
+    var log: String { readText(logPath) }
+
+    /// The URL of a file, with an optional query (`drop=1000&x=1`).
+    func url(_ name: String, _ query: String = "") -> String {
+        base + "/files/" + name + (query.isEmpty ? "" : "?" + query)
+    }
+
+    static func start(dir: String, timeout: Double = 30) async throws -> OriginProcess {
+        let port = try freePort()
+        let logPath = dir + ".origin.log"
+        let pid = try spawnProcess("python3", [ShieldBinaries.origin, "--port", "\(port)", "--dir", dir], stdout: logPath, stderr: logPath)
+        let origin = OriginProcess(pid: pid, port: port, dir: dir, logPath: logPath)
+        let deadline = now() + timeout
+        while !readText(logPath).contains("origin: listening on 127.0.0.1:\(port)") {
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid {
+                origin.reaped.withLock { $0 = exitCode(status) }
+                throw TestError("origin.py exited with \(exitCode(status)) before listening:\n\(readText(logPath))")
+            }
+            if now() > deadline { throw TestError("origin.py printed no 'origin: listening on' in \(timeout)s:\n\(readText(logPath))") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return origin
+    }
+
+    func stop() async {
+        if reaped.withLock({ $0 }) != nil { return }
+        kill(pid, SIGTERM)
+        if await waitForExit(pid, timeout: 5) == nil {
+            kill(pid, SIGKILL)
+            _ = await waitForExit(pid, timeout: 5)
+        }
+        reaped.withLock { $0 = 0 }
+    }
+
+    deinit {
+        if reaped.withLock({ $0 }) == nil {
+            kill(pid, SIGKILL)
+            var status: Int32 = 0
+            _ = waitpid(pid, &status, 0)
+        }
+    }
+
+    /// `GET /__stats`.
+    func stats(scratch: String) async throws -> OriginStats {
+        let r = try await curl(base + "/__stats", scratch: scratch)
+        guard r.status == 200, let json = try JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Any] else {
+            throw TestError("GET /__stats: \(r.status) \(r.text)")
+        }
+        func counts(_ key: String) -> [String: Int] {
+            var out: [String: Int] = [:]
+            for (k, v) in (json[key] as? [String: Any]) ?? [:] { out[k] = (v as? NSNumber)?.intValue ?? (v as? Int) ?? 0 }
+            return out
+        }
+        return OriginStats(requests: counts("requests"), bodyBytes: counts("body_bytes"))
+    }
+
+    func reset(scratch: String) async throws {
+        let r = try await curl(base + "/__reset", ["-X", "POST"], scratch: scratch)
+        guard (200..<300).contains(r.status) else { throw TestError("POST /__reset: \(r.status) \(r.text)") }
+    }
+}
+
+struct OriginStats {
+    /// path with query → requests
+    var requests: [String: Int]
+    /// path (possibly with query) → body bytes sent
+    var bodyBytes: [String: Int]
+
+    /// Requests for exactly this path and query (`/files/a.bin?drop=5`).
+    func requests(_ pathWithQuery: String) -> Int { requests[pathWithQuery] ?? 0 }
+
+    /// Requests for a path, whatever the query.
+    func requests(path: String) -> Int {
+        requests.filter { $0.key == path || $0.key.hasPrefix(path + "?") }.values.reduce(0, +)
+    }
+
+    /// Body bytes for a path, whatever the query (the fixture may key them with or without it).
+    func bodyBytes(path: String) -> Int {
+        bodyBytes.filter { $0.key == path || $0.key.hasPrefix(path + "?") }.values.reduce(0, +)
+    }
+}
+
+// MARK: - URLs
+
+/// Percent-encodes everything but RFC 3986 unreserved characters (for `?url=`).
+func percentEncode(_ s: String) -> String {
+    var out = ""
+    let hex = Array("0123456789ABCDEF")
+    for b in s.utf8 {
+        switch b {
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+             UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
+            out.append(Character(UnicodeScalar(b)))
+        default:
+            out.append("%"); out.append(hex[Int(b >> 4)]); out.append(hex[Int(b & 15)])
+        }
+    }
+    return out
+}
+
+extension SeedProcess {
+    /// `/download?url=<encoded>[&digest=…]`
+    func downloadPath(_ url: String, digest: String? = nil) -> String {
+        "/download?url=" + percentEncode(url) + (digest.map { "&digest=" + percentEncode($0) } ?? "")
+    }
+
+    func download(_ url: String, digest: String? = nil) -> String { base + downloadPath(url, digest: digest) }
+}
+
+// MARK: - curl
+
+struct CurlResponse {
+    var exitCode: Int32
+    var status: Int
+    /// The last header block, names lowercased.
+    var headers: [String: String]
+    var body: [UInt8]
+    var writeOut: String
+    var stderr: String
+    var text: String { String(decoding: body, as: UTF8.self) }
+}
+
+/// `curl -sS -D <headers> -o <body> -w '%{http_code}' <args> <url>`; a non-zero exit is returned,
+/// not thrown. No proxy from the environment unless `args` names one (`-x`).
+func curlResult(_ url: String, _ args: [String] = [], scratch: String, maxTime: Int = 60) async throws -> CurlResponse {
+    let tag = String(UInt64.random(in: 0...UInt64.max), radix: 16)
+    let headerFile = scratch + "/h-" + tag, bodyFile = scratch + "/b-" + tag
+    defer { unlink(headerFile); unlink(bodyFile) }
+    let proxy = args.contains("-x") ? ["--noproxy", ""] : ["--noproxy", "*"]
+    let r = try await runProcess("curl", ["-sS", "--max-time", "\(maxTime)", "-D", headerFile, "-o", bodyFile, "-w", "%{http_code}"]
+                                 + proxy + args + [url], scratch: scratch, timeout: Double(maxTime) + 10)
+    let blocks = readText(headerFile).pieces(splitBy: "\r\n\r\n").filter { !$0.isEmpty }
+    var headers: [String: String] = [:]
+    for line in (blocks.last ?? "").pieces(splitBy: "\r\n").dropFirst() {
+        guard let colon = line.firstIndex(of: ":") else { continue }
+        headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmedBlanks()
+    }
+    let body = SystemCalls.exists(bodyFile) ? try readFile(bodyFile) : []
+    return CurlResponse(exitCode: r.exitCode, status: Int(r.stdoutText) ?? -1, headers: headers, body: body,
+                        writeOut: r.stdoutText, stderr: r.stderr)
+}
+
+/// As `curlResult`, but a non-zero curl exit throws.
+func curl(_ url: String, _ args: [String] = [], scratch: String, maxTime: Int = 60) async throws -> CurlResponse {
+    let r = try await curlResult(url, args, scratch: scratch, maxTime: maxTime)
+    guard r.exitCode == 0 else { throw TestError("curl \(args) \(url) exited with \(r.exitCode): \(r.stderr)") }
+    return r
+}
+
+// MARK: - Bodies
+
+/// nil when `got` is exactly `want`, else a short description of the difference. Compare bodies
+/// with this, never with `#expect(a == b)`: Swift Testing diffs two unequal arrays (Myers), which
+/// takes minutes for megabytes.
+func bodyDiff(_ got: [UInt8], _ want: [UInt8]) -> String? {
+    if got == want { return nil }
+    let common = min(got.count, want.count)
+    var i = 0
+    while i < common && got[i] == want[i] { i += 1 }
+    return "\(got.count) bytes, expected \(want.count)" + (i < common ? ", first difference at byte \(i)" : ", equal up to the shorter")
+}
+
+/// A body for a failure message: its text when short and printable, else its size.
+func printable(_ bytes: [UInt8]) -> String {
+    let ok = bytes.count <= 300 && bytes.allSatisfy { $0 == 9 || $0 == 10 || $0 == 13 || (32..<127).contains($0) }
+    return ok ? String(decoding: bytes, as: UTF8.self) : "<\(bytes.count) bytes>"
 }
