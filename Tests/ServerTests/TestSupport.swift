@@ -6,10 +6,9 @@ import Synchronization
 import DarterIO
 import Foundation
 
-// Support for the origin-shield end-to-end tests: spawning `darter seed`, the Python origin
-// fixture and `curl`, raw client sockets, files. Copied from Tests/ServerTests/SeedTestSupport.swift
-// (test targets cannot share code) and extended at the end (ShieldBinaries, OriginProcess, curl
-// with exit codes, URL encoding). Blocking socket work runs on Dispatch threads (`offPool`).
+// Support for the end-to-end tests (the seed over HTTP, the origin shield, the registry mirror):
+// spawning `darter seed`, the Python origin fixture and `curl`, raw client sockets, files.
+// Blocking socket work runs on Dispatch threads (`offPool`), never on Swift's cooperative pool.
 
 struct TestError: Error, CustomStringConvertible {
     let description: String
