@@ -81,8 +81,8 @@ public final class FaultInjectingBackend: IOBackend, @unchecked Sendable {
     }
     public func dataSync(_ fds: [FileDescriptor]) async throws(Errno) { try check(.dataSync); try await inner.dataSync(fds) }
     public func sync(_ fd: FileDescriptor) async throws(Errno) { try check(.dataSync); try await inner.sync(fd) }
-    public func allocate(_ fd: FileDescriptor, offset: Int64, length: Int64) async throws(Errno) {
-        try check(.allocate); try await inner.allocate(fd, offset: offset, length: length)
+    public func allocate(_ fd: FileDescriptor, offset: Int64, length: Int64, keepingSize: Bool) async throws(Errno) {
+        try check(.allocate); try await inner.allocate(fd, offset: offset, length: length, keepingSize: keepingSize)
     }
     public func truncate(_ fd: FileDescriptor, length: Int64) async throws(Errno) { try check(.truncate); try await inner.truncate(fd, length: length) }
     public func rename(_ from: String, to: String) async throws(Errno) { try check(.rename); try await inner.rename(from, to: to) }

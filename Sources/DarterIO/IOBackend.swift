@@ -24,8 +24,11 @@ public protocol IOBackend: AnyObject, Sendable {
     func dataSync(_ fds: [FileDescriptor]) async throws(Errno)
     /// fsync(2).
     func sync(_ fd: FileDescriptor) async throws(Errno)
-    /// fallocate(2) mode 0: reserve blocks for `offset..<offset+length`.
-    func allocate(_ fd: FileDescriptor, offset: Int64, length: Int64) async throws(Errno)
+    /// fallocate(2): reserve blocks for `offset..<offset+length`. `keepingSize`
+    /// (FALLOC_FL_KEEP_SIZE) leaves the file's size alone: direct writes past the size then
+    /// take the filesystem's extending-write path, which on ext4 skips converting unwritten
+    /// extents at completion (measured: ~3.4 vs ~2.8 GB/s for 4 MiB writes, 8 in flight).
+    func allocate(_ fd: FileDescriptor, offset: Int64, length: Int64, keepingSize: Bool) async throws(Errno)
     /// ftruncate(2).
     func truncate(_ fd: FileDescriptor, length: Int64) async throws(Errno)
     /// renameat(2).
@@ -37,6 +40,11 @@ public protocol IOBackend: AnyObject, Sendable {
 }
 
 extension IOBackend {
+    /// fallocate(2) mode 0: blocks reserved and the size extended to cover them.
+    public func allocate(_ fd: FileDescriptor, offset: Int64, length: Int64) async throws(Errno) {
+        try await allocate(fd, offset: offset, length: length, keepingSize: false)
+    }
+
     /// Writes all of `buffer[range]` at `offset`, continuing after short writes.
     /// A write that makes no progress fails with EIO rather than spinning.
     public func writeAll(_ fd: FileDescriptor, from buffer: borrowing IOBuffer, range: Range<Int>, at offset: Int64) async throws(Errno) {
@@ -98,3 +106,6 @@ public func makeIOBackend(_ choice: IOBackendChoice = .auto, fixedBuffers: Int =
         }
     }
 }
+
+/// FALLOC_FL_KEEP_SIZE from <linux/falloc.h> (not in Glibc's Swift module).
+let fallocateKeepSize: Int32 = 0x01

@@ -58,9 +58,9 @@ public final class ThreadPoolBackend: IOBackend, @unchecked Sendable {
         _ = try await blocking { fsync(fd.rawValue) }
     }
 
-    public func allocate(_ fd: FileDescriptor, offset: Int64, length: Int64) async throws(Errno) {
+    public func allocate(_ fd: FileDescriptor, offset: Int64, length: Int64, keepingSize: Bool) async throws(Errno) {
         _ = try await blocking { () -> Int32 in
-            let r = darter_fallocate(fd.rawValue, 0, offset, length)
+            let r = darter_fallocate(fd.rawValue, keepingSize ? fallocateKeepSize : 0, offset, length)
             if r < 0 { errno = -r; return -1 }
             return 0
         }

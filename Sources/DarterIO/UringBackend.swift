@@ -279,8 +279,9 @@ public final class UringBackend: IOBackend, @unchecked Sendable {
         _ = try await run { io_uring_prep_fsync($0, fd.rawValue, 0) }
     }
 
-    public func allocate(_ fd: FileDescriptor, offset: Int64, length: Int64) async throws(Errno) {
-        _ = try await run { io_uring_prep_fallocate($0, fd.rawValue, 0, Int(offset), Int(length)) }
+    public func allocate(_ fd: FileDescriptor, offset: Int64, length: Int64, keepingSize: Bool) async throws(Errno) {
+        let mode = keepingSize ? fallocateKeepSize : 0
+        _ = try await run { io_uring_prep_fallocate($0, fd.rawValue, mode, Int(offset), Int(length)) }
     }
 
     public func truncate(_ fd: FileDescriptor, length: Int64) async throws(Errno) {

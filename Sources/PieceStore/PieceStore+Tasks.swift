@@ -48,6 +48,15 @@ extension PieceStore {
     /// (data and metadata durable). The buffer must hold `alignUp(length)` bytes; the padding
     /// is zeroed. One writer per piece; a committed piece is left as it is.
     public func writePiece(_ id: TaskID, index: Int, from buffer: borrowing IOBuffer, length: Int) async throws {
+        try await startPieceWrite(id, index: index, from: buffer, length: length).value
+    }
+
+    /// Like ``writePiece(_:index:from:length:)`` but returns as soon as the data write is done
+    /// (`buffer` may be reused) with the commit queued: await the returned task for
+    /// durability. A writer that streams many pieces keeps the disk busy while earlier pieces
+    /// are synced, instead of waiting one group commit per piece. Until the commit the piece
+    /// reads as being written (readers wait for it), and a failed commit leaves it missing.
+    public func startPieceWrite(_ id: TaskID, index: Int, from buffer: borrowing IOBuffer, length: Int) async throws -> Task<Void, any Error> {
         let padded = alignUp(length)
         precondition(buffer.capacity >= padded, "buffer of \(buffer.capacity) bytes cannot hold piece of \(length)")
         enum Start { case write(FileDescriptor?, Int64, Bool), alreadyCommitted }
@@ -72,23 +81,39 @@ extension PieceStore {
             t.lastAccess = Self.now()
             let growing = t.contentLength == nil
             s.index.tasks[id] = t
+            s.dataWritesInFlight += 1
             return .write(t.directFD, PieceMath.offset(ofPiece: index, pieceLength: t.pieceLength), growing)
         }
-        guard case .write(let knownFD, let offset, let growing) = start else { return }
+        guard case .write(let knownFD, let offset, let growing) = start else { return Task {} }
+        let fd: FileDescriptor, crc: UInt32
         do {
-            let fd = try await writeBytes(id, index: index, knownFD: knownFD, offset: offset, growing: growing, buffer: buffer, length: length)
-            let crc = buffer.crc32c(0..<length)
-            try await appendDurably([.pieceCommitted(id, index: index, length: length, crc32c: crc)], syncing: [fd])
+            fd = try await writeBytes(id, index: index, knownFD: knownFD, offset: offset, growing: growing, buffer: buffer, length: length)
+            crc = buffer.crc32c(0..<length)
         } catch {
-            state.withLock { s in
-                if s.index.tasks[id]?.pieces[index].state == .writing { s.index.tasks[id]!.pieces[index].state = .missing }
-                s.index.tasks[id]?.writers -= 1
-            }
+            state.withLock { $0.dataWritesInFlight -= 1 }
+            abandonPieceWrite(id, index: index)
             throw error
         }
+        // Queued in the same step that ends the data write, so a waiting group commit sees it.
+        let commit = queueDurableAppend([.pieceCommitted(id, index: index, length: length, crc32c: crc)], syncing: [fd],
+                                        endingDataWrite: true)
+        return Task { [self] in
+            do { try await commit() } catch {
+                abandonPieceWrite(id, index: index)
+                throw error
+            }
+            state.withLock { s in
+                s.index.tasks[id]?.writers -= 1
+                s.index.tasks[id]?.pieces[index].verified = true
+            }
+        }
+    }
+
+    /// A write that will not commit: the piece is missing again and its writer gone.
+    private func abandonPieceWrite(_ id: TaskID, index: Int) {
         state.withLock { s in
+            if s.index.tasks[id]?.pieces[index].state == .writing { s.index.tasks[id]!.pieces[index].state = .missing }
             s.index.tasks[id]?.writers -= 1
-            s.index.tasks[id]?.pieces[index].verified = true
         }
     }
 
@@ -117,10 +142,12 @@ extension PieceStore {
         }
     }
 
-    /// fallocate with one eviction-and-retry on ENOSPC; a second ENOSPC fails the task.
+    /// fallocate with one eviction-and-retry on ENOSPC; a second ENOSPC fails the task. The
+    /// blocks are reserved but the file keeps its size: pieces written in order then extend
+    /// it, the faster direct-write path on ext4 (see ``IOBackend/allocate(_:offset:length:keepingSize:)``).
     func allocateWithEviction(_ fd: FileDescriptor, offset: Int64, length: Int64, task id: TaskID) async throws {
         do {
-            try await io.allocate(fd, offset: offset, length: length)
+            try await io.allocate(fd, offset: offset, length: length, keepingSize: true)
             return
         } catch where error == .noSpace {
         } catch {
@@ -128,7 +155,7 @@ extension PieceStore {
         }
         try await evictForSpace(bytes: length, excluding: id)
         do {
-            try await io.allocate(fd, offset: offset, length: length)
+            try await io.allocate(fd, offset: offset, length: length, keepingSize: true)
         } catch {
             await failTask(id, reason: "no space left on device")
             throw error == .noSpace ? StoreError.noSpace(id, "no space left on device after eviction") : StoreError.io("fallocate for \(id)", error)

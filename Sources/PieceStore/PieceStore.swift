@@ -24,7 +24,7 @@ public final class PieceStore: Sendable {
     struct PendingAppend {
         var records: [JournalRecord]
         var dataFDs: [FileDescriptor]
-        var continuation: CheckedContinuation<Void, any Error>?
+        var completion: AppendCompletion?
     }
 
     struct Waiter {
@@ -36,6 +36,8 @@ public final class PieceStore: Sendable {
     struct StoreState {
         var index = StoreIndex()
         var pending: [PendingAppend] = []
+        /// Piece data writes under way: their commits will follow shortly.
+        var dataWritesInFlight = 0
         var committerWakeup: CheckedContinuation<Void, Never>?
         var closing = false
         var committerDone: CheckedContinuation<Void, Never>?
@@ -162,25 +164,32 @@ public final class PieceStore: Sendable {
     /// Appends `records` to the journal after `dataFDs` are synced, and returns once both are
     /// durable and applied to the index. Concurrent callers share one commit.
     func appendDurably(_ records: [JournalRecord], syncing dataFDs: [FileDescriptor] = []) async throws {
-        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-            let wake = state.withLock { s -> CheckedContinuation<Void, Never>? in
-                if s.closing && s.committerFinished {
-                    c.resume(throwing: StoreError.closed)
-                    return nil
-                }
-                s.pending.append(PendingAppend(records: records, dataFDs: dataFDs, continuation: c))
-                defer { s.committerWakeup = nil }
-                return s.committerWakeup
+        try await queueDurableAppend(records, syncing: dataFDs)()
+    }
+
+    /// Queues `records` for the next group commit now and returns how to await it.
+    func queueDurableAppend(_ records: [JournalRecord], syncing dataFDs: [FileDescriptor],
+                            endingDataWrite: Bool = false) -> @Sendable () async throws -> Void {
+        let completion = AppendCompletion()
+        let wake = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            if endingDataWrite { s.dataWritesInFlight -= 1 }
+            if s.closing && s.committerFinished {
+                completion.resume(.failure(StoreError.closed))
+                return nil
             }
-            wake?.resume()
+            s.pending.append(PendingAppend(records: records, dataFDs: dataFDs, completion: completion))
+            defer { s.committerWakeup = nil }
+            return s.committerWakeup
         }
+        wake?.resume()
+        return { try await completion.wait() }
     }
 
     /// Queues records that need no waiting (access times).
     func appendLater(_ records: [JournalRecord]) {
         let wake = state.withLock { s -> CheckedContinuation<Void, Never>? in
             guard !s.committerFinished else { return nil }
-            s.pending.append(PendingAppend(records: records, dataFDs: [], continuation: nil))
+            s.pending.append(PendingAppend(records: records, dataFDs: [], completion: nil))
             defer { s.committerWakeup = nil }
             return s.committerWakeup
         }
@@ -212,8 +221,20 @@ public final class PieceStore: Sendable {
     }
 
     private func runCommitter() async {
+        let interval = Duration.milliseconds(configuration.groupCommitWindowMilliseconds)
         while true {
-            let batch = await nextBatch()
+            var batch = await nextBatch()
+            // Group commit: while piece data writes are still under way, wait (a bounded
+            // time) so their commits share this one; a lone writer is never delayed.
+            let deadline = ContinuousClock.now + interval
+            while !batch.isEmpty, .now < deadline,
+                  state.withLock({ $0.dataWritesInFlight > 0 && !$0.closing }) {
+                try? await Task.sleep(for: .milliseconds(1))
+                batch += state.withLock { s in
+                    defer { s.pending.removeAll(keepingCapacity: true) }
+                    return s.pending
+                }
+            }
             if batch.isEmpty {
                 if state.withLock({ $0.closing }) { break }
                 continue
@@ -222,7 +243,7 @@ public final class PieceStore: Sendable {
         }
         let done = state.withLock { s -> CheckedContinuation<Void, Never>? in
             s.committerFinished = true
-            for p in s.pending { p.continuation?.resume(throwing: StoreError.closed) }
+            for p in s.pending { p.completion?.resume(.failure(StoreError.closed)) }
             s.pending.removeAll()
             defer { s.committerDone = nil }
             return s.committerDone
@@ -250,7 +271,7 @@ public final class PieceStore: Sendable {
         } catch {
             // Nothing in this batch is believed; the journal tail (if any) is cut on restart
             // because later appends overwrite from the same offset.
-            for p in batch { p.continuation?.resume(throwing: StoreError.io("committing metadata", error)) }
+            for p in batch { p.completion?.resume(.failure(StoreError.io("committing metadata", error))) }
             return
         }
         var wakeups: [(CheckedContinuation<PieceAvailability, any Error>, Result<PieceAvailability, any Error>)] = []
@@ -259,7 +280,7 @@ public final class PieceStore: Sendable {
             for p in batch { for r in p.records { s.index.apply(r); collectWakeups(for: r, in: &s, into: &wakeups) } }
             return s.journalLength >= s.nextCompactionCheck
         }
-        for p in batch { p.continuation?.resume() }
+        for p in batch { p.completion?.resume(.success(())) }
         for (c, r) in wakeups { c.resume(with: r) }
         if needsCompaction { await compactJournal() }
     }
@@ -352,5 +373,35 @@ public final class PieceStore: Sendable {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
         return Int64(ts.tv_sec)
+    }
+}
+
+/// The outcome of one queued journal append: set once by the committer, awaited by its writer.
+final class AppendCompletion: Sendable {
+    private struct State {
+        var result: Result<Void, any Error>?
+        var waiter: CheckedContinuation<Void, any Error>?
+    }
+    private let state = Mutex(State())
+
+    func resume(_ result: Result<Void, any Error>) {
+        let waiter = state.withLock { s -> CheckedContinuation<Void, any Error>? in
+            guard s.result == nil else { return nil }
+            s.result = result
+            defer { s.waiter = nil }
+            return s.waiter
+        }
+        waiter?.resume(with: result)
+    }
+
+    func wait() async throws {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            let done = state.withLock { s -> Result<Void, any Error>? in
+                if let r = s.result { return r }
+                s.waiter = c
+                return nil
+            }
+            if let done { c.resume(with: done) }
+        }
     }
 }

@@ -12,6 +12,12 @@ public struct StoreConfiguration: Sendable {
     public var compactionThresholdBytes: Int64 = 64 << 20
     /// How stale a persisted access time may get before it is written (seconds).
     public var accessPersistInterval: Int64 = 60
+    /// How long a group commit may wait for piece writes still under way to join it
+    /// (milliseconds). Each commit costs two device flushes and a filesystem journal commit
+    /// that stalls direct writes meanwhile; with many writes streaming, fewer larger commits
+    /// measured faster (bench ingest ~2.4 → ~2.9 GB/s). A lone writer is never delayed.
+    /// 0: commit as soon as anything is pending.
+    public var groupCommitWindowMilliseconds = 20
 
     public init(directory: String, eviction: EvictionPolicy = EvictionPolicy()) {
         self.directory = directory

@@ -87,6 +87,26 @@ struct BackendContractTests {
         try await backend.close(fd)
     }
 
+    @Test("allocate keepingSize reserves blocks without changing the size; writes then extend it", arguments: BackendKind.allCases)
+    func allocateKeepingSize(kind: BackendKind) async throws {
+        let backend = try kind.make()
+        let dir = try TempDirectory(kind.rawValue)
+        let fd = try await backend.open(dir.file("keep"), [.create, .readWrite, .direct])
+        try await backend.allocate(fd, offset: 0, length: 4 << 20, keepingSize: true)
+        #expect(try SystemCalls.fileSize(fd) == 0)
+        var st = stat()
+        #expect(fstat(fd.rawValue, &st) == 0)
+        #expect(Int64(st.st_blocks) * 512 >= 4 << 20, "fallocate reserved blocks")
+        let buffer = backend.makeBuffer(capacity: 1 << 20)
+        buffer.fillPattern(seed: 7, streamOffset: 0, range: 0..<(1 << 20))
+        _ = try await backend.writeAll(fd, from: buffer, range: 0..<(1 << 20), at: 2 << 20)
+        #expect(try SystemCalls.fileSize(fd) == 3 << 20, "a write past the size extends it")
+        let back = backend.makeBuffer(capacity: 1 << 20)
+        #expect(try await backend.readFully(fd, into: back, range: 0..<(1 << 20), at: 2 << 20) == 1 << 20)
+        #expect(back.bytes(0..<(1 << 20)) == buffer.bytes(0..<(1 << 20)))
+        try await backend.close(fd)
+    }
+
     @Test("rename, unlink, and their errors", arguments: BackendKind.allCases)
     func renameAndUnlink(kind: BackendKind) async throws {
         let backend = try kind.make()
