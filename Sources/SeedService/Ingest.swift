@@ -306,6 +306,9 @@ final class IngestSink: OriginSink, @unchecked Sendable {
     private let slots: DispatchSemaphore
     private let writes = Mutex<[Task<Void, Never>]>([])
     private let writeError = Mutex<String?>(nil)
+    /// Piece buffers whose data writes are done, reused for the next pieces (a fresh 4 MiB
+    /// allocation per piece cost page faults and zero-filling: ~6 % of a cold miss's CPU).
+    private let spareBuffers = Mutex<[PieceBox]>([])
 
     // Transfer-thread state (one attempt at a time; read by the job between attempts).
     private(set) var position: Int64 = 0
@@ -466,7 +469,7 @@ final class IngestSink: OriginSink, @unchecked Sendable {
                 return false
             }
             if current == nil {
-                current = PieceBox(store.io.makeBuffer(capacity: pieceLength))
+                current = spareBuffers.withLock { $0.popLast() } ?? PieceBox(store.io.makeBuffer(capacity: pieceLength))
                 fill = 0
             }
             var n = min(chunk.count - start, pieceLength - fill)
@@ -488,7 +491,9 @@ final class IngestSink: OriginSink, @unchecked Sendable {
         return true
     }
 
-    /// Hands the filled piece to the store; blocks while `piecesInFlight` writes are pending.
+    /// Hands the filled piece to the store; blocks while `piecesInFlight` data writes are
+    /// under way. A slot (and its buffer) frees once the data is written; the commit follows
+    /// in the store's next group commit, and the piece is then read ahead for its readers.
     private func submitPiece() {
         guard let box = current, fill > 0 else { return }
         slots.wait()
@@ -497,12 +502,22 @@ final class IngestSink: OriginSink, @unchecked Sendable {
         nextPiece += 1
         fill = 0
         let task = Task { [self] in
+            let commit: Task<Void, any Error>
             do {
-                try await store.writePiece(source.id, index: index, from: box.buffer, length: length)
-                await store.prefetchPiece(source.id, index: index)
+                commit = try await store.startPieceWrite(source.id, index: index, from: box.buffer, length: length)
+            } catch {
+                writeError.withLock { $0 = $0 ?? "storing piece \(index): \(error)" }
+                slots.signal()
+                return
             }
-            catch { writeError.withLock { $0 = $0 ?? "storing piece \(index): \(error)" } }
+            spareBuffers.withLock { $0.append(box) }
             slots.signal()
+            do {
+                try await commit.value
+                await store.prefetchPiece(source.id, index: index)
+            } catch {
+                writeError.withLock { $0 = $0 ?? "committing piece \(index): \(error)" }
+            }
         }
         writes.withLock { $0.append(task) }
     }
