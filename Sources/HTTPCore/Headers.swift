@@ -49,9 +49,19 @@ public struct HTTPHeaders: Sendable {
     /// anything that is not a token character becomes `-`).
     public mutating func add(name: String, value: String) {
         let nameStart = bytes.count
-        for b in name.utf8 { bytes.append(isTokenByte(b) ? b : UInt8(ascii: "-")) }
+        var name = name, value = value
+        bytes.reserveCapacity(bytes.count + name.utf8.count + value.utf8.count)
+        // Responses add fields on every request: copy whole valid strings at once, and fix
+        // byte by byte only the rare invalid one.
+        name.withUTF8 { n in
+            if n.allSatisfy(isTokenByte) { bytes.append(contentsOf: n) }
+            else { for b in n { bytes.append(isTokenByte(b) ? b : UInt8(ascii: "-")) } }
+        }
         let nameEnd = bytes.count
-        for b in value.utf8 { bytes.append(isFieldValueByte(b) ? b : asciiSpace) }
+        value.withUTF8 { v in
+            if v.allSatisfy(isFieldValueByte) { bytes.append(contentsOf: v) }
+            else { for b in v { bytes.append(isFieldValueByte(b) ? b : asciiSpace) } }
+        }
         fields.append(Field(name: nameStart..<nameEnd, value: nameEnd..<bytes.count))
     }
 
