@@ -10,10 +10,11 @@ import Testing
        .enabled(if: ShieldBinaries.available && access("/usr/bin/docker-registry", X_OK) == 0 && access("/usr/bin/skopeo", X_OK) == 0,
                 "needs darter seed, docker-registry and skopeo (tools/bootstrap installs them)"))
 struct RegistryMirrorTests {
-    @Test("an image pushed to the registry is pulled through the mirror; blobs come from the seed's cache the second time")
-    func pullThroughMirror() async throws {
-        let dir = makeServerTestDirectory("registry")
-        defer { if getenv("KEEP_TEST_DIR") == nil { removeTree(dir) } }
+    /// A registry on a free port with one test image (`test/app:v1`: one random 3 MiB layer)
+    /// pushed by skopeo; the caller kills `pid`.
+    struct Registry { var port: UInt16; var pid: pid_t; var layerDigest: String }
+
+    func startRegistryWithImage(_ dir: String) async throws -> Registry {
         // An image: one random 3 MiB layer, in an OCI layout.
         let made = try await runProcess("/usr/bin/python3", [currentDirectory() + "/Tests/Fixtures/mkimage.py", dir + "/image", "\(3 << 20)"], scratch: dir)
         #expect(made.exitCode == 0, "mkimage: \(made.stderr)")
@@ -33,15 +34,30 @@ struct RegistryMirrorTests {
 
         """.utf8))
         let regPid = try spawnProcess("/usr/bin/docker-registry", ["serve", dir + "/registry.yml"], stdout: dir + "/registry.log", stderr: dir + "/registry.log")
-        defer { kill(regPid, SIGKILL); _ = waitpid(regPid, nil, 0) }
         var pushed = false
-        for _ in 0..<50 where !pushed {
-            try await Task.sleep(for: .milliseconds(100))
-            let push = try await runProcess("/usr/bin/skopeo", ["copy", "--dest-tls-verify=false", "oci:\(dir)/image:v1",
-                                                                "docker://127.0.0.1:\(regPort)/test/app:v1"], scratch: dir)
-            pushed = push.exitCode == 0
+        do {
+            for _ in 0..<50 where !pushed {
+                try await Task.sleep(for: .milliseconds(100))
+                let push = try await runProcess("/usr/bin/skopeo", ["copy", "--dest-tls-verify=false", "oci:\(dir)/image:v1",
+                                                                    "docker://127.0.0.1:\(regPort)/test/app:v1"], scratch: dir)
+                pushed = push.exitCode == 0
+            }
+        } catch {
+            kill(regPid, SIGKILL); _ = waitpid(regPid, nil, 0)
+            throw error
         }
         #expect(pushed, "could not push the test image: \(readText(dir + "/registry.log"))")
+
+        return Registry(port: regPort, pid: regPid, layerDigest: layerDigest)
+    }
+
+    @Test("an image pushed to the registry is pulled through the mirror; blobs come from the seed's cache the second time")
+    func pullThroughMirror() async throws {
+        let dir = makeServerTestDirectory("registry")
+        defer { if getenv("KEEP_TEST_DIR") == nil { removeTree(dir) } }
+        let registry = try await startRegistryWithImage(dir)
+        defer { kill(registry.pid, SIGKILL); _ = waitpid(registry.pid, nil, 0) }
+        let (regPort, layerDigest) = (registry.port, registry.layerDigest)
 
         // The seed, mirroring that registry; skopeo told to use it as a mirror.
         let seed = try await SeedProcess.start(dataDir: dir + "/seed", extra: ["--registry-mirror", "http://127.0.0.1:\(regPort)"])
@@ -73,5 +89,53 @@ struct RegistryMirrorTests {
         // GET /v2/ answers as a registry does.
         let v2 = try await curl(seed.base + "/v2/", scratch: dir)
         #expect(v2.status == 200 && v2.headers["docker-distribution-api-version"] == "registry/2.0")
+    }
+
+    /// containerd with `certs.d/<registry>/hosts.toml` pointing at the seed sends every request
+    /// with `?ns=<registry host>` (REFERENCE §4); containerd is not in Debian, so curl sends
+    /// exactly those requests here. The seed has no --registry-mirror: `ns` alone names the
+    /// upstream.
+    @Test("containerd's hosts.toml requests (?ns=): HEAD and GET manifest by tag and digest, GET blob (cached by digest)")
+    func containerdMirrorRequests() async throws {
+        let dir = makeServerTestDirectory("containerd")
+        defer { if getenv("KEEP_TEST_DIR") == nil { removeTree(dir) } }
+        let registry = try await startRegistryWithImage(dir)
+        defer { kill(registry.pid, SIGKILL); _ = waitpid(registry.pid, nil, 0) }
+        let seed = try await SeedProcess.start(dataDir: dir + "/seed")
+        defer { Task { _ = await seed.stop() } }
+        let upstream = "http://127.0.0.1:\(registry.port)"
+        let ns = "ns=127.0.0.1:\(registry.port)"
+        // containerd's resolver Accept list.
+        let accept = ["-H", "Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, "
+                      + "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, */*"]
+
+        // Resolve: HEAD the tag; the digest must be the registry's own.
+        let direct = try await curl(upstream + "/v2/test/app/manifests/v1", accept, scratch: dir)
+        #expect(direct.status == 200)
+        let digest = try #require(direct.headers["docker-content-digest"])
+        let head = try await curl(seed.base + "/v2/test/app/manifests/v1?" + ns, accept + ["-I"], scratch: dir)
+        #expect(head.status == 200, "HEAD manifest: \(head.status) \(printable(head.body))")
+        #expect(head.headers["docker-content-digest"] == digest)
+        #expect(head.headers["content-type"] == direct.headers["content-type"])
+
+        // Fetch the manifest by digest, as containerd does after resolving.
+        let manifest = try await curl(seed.base + "/v2/test/app/manifests/\(digest)?" + ns, accept, scratch: dir)
+        #expect(manifest.status == 200)
+        #expect(bodyDiff(manifest.body, direct.body) == nil)
+
+        // The layer, twice: a miss fetched from the registry, then a hit from the cache.
+        let original = try readFile(dir + "/image/blobs/sha256/" + registry.layerDigest.dropFirst(7))
+        for (round, expected) in [(1, "MISS"), (2, "HIT")] {
+            let blob = try await curl(seed.base + "/v2/test/app/blobs/\(registry.layerDigest)?" + ns, scratch: dir)
+            #expect(blob.status == 200, "round \(round): \(printable(blob.body))")
+            #expect(bodyDiff(blob.body, original) == nil, "round \(round)")
+            #expect(blob.headers["x-darter-cache"] == expected, "round \(round)")
+        }
+        let meta = try await curl(seed.base + "/tasks/" + registry.layerDigest + "/meta", scratch: dir)
+        #expect(meta.status == 200 && meta.text.contains("\"complete\":true"), "\(meta.text)")
+
+        // Without ns and without --registry-mirror there is no upstream: a clear 400.
+        let none = try await curl(seed.base + "/v2/test/app/manifests/v1", scratch: dir)
+        #expect(none.status == 400 && none.text.contains("ns="), "\(none.status) \(none.text)")
     }
 }
