@@ -10,6 +10,8 @@ public final class FaultInjectingBackend: IOBackend, @unchecked Sendable {
         case fail(Errno)
         /// A write puts only its first `bytes` on disk, then fails with EIO.
         case tornWrite(bytes: Int)
+        /// The call is carried out, but its completion arrives this much later (a slow disk).
+        case slowCompletion(milliseconds: Int)
     }
 
     struct Rule {
@@ -50,7 +52,7 @@ public final class FaultInjectingBackend: IOBackend, @unchecked Sendable {
         switch fault(for: operation) {
         case .fail(let e)?: throw e
         case .tornWrite?: throw Errno.ioError
-        case nil: return
+        case .slowCompletion?, nil: return  // slow completions are modelled for writes only
         }
     }
 
@@ -75,6 +77,10 @@ public final class FaultInjectingBackend: IOBackend, @unchecked Sendable {
             if aligned { keep = alignDown(keep) }
             if keep > 0 { _ = try? await inner.write(fd, from: buffer, range: range.lowerBound..<(range.lowerBound + keep), at: offset) }
             throw Errno.ioError
+        case .slowCompletion(let ms)?:
+            let n = try await inner.write(fd, from: buffer, range: range, at: offset)
+            try? await Task.sleep(for: .milliseconds(ms))
+            return n
         case nil:
             return try await inner.write(fd, from: buffer, range: range, at: offset)
         }

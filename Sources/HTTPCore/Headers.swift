@@ -50,7 +50,6 @@ public struct HTTPHeaders: Sendable {
     public mutating func add(name: String, value: String) {
         let nameStart = bytes.count
         var name = name, value = value
-        bytes.reserveCapacity(bytes.count + name.utf8.count + value.utf8.count)
         // Responses add fields on every request: copy whole valid strings at once, and fix
         // byte by byte only the rare invalid one.
         name.withUTF8 { n in

@@ -59,7 +59,7 @@ extension PieceStore {
     public func startPieceWrite(_ id: TaskID, index: Int, from buffer: borrowing IOBuffer, length: Int) async throws -> Task<Void, any Error> {
         let padded = alignUp(length)
         precondition(buffer.capacity >= padded, "buffer of \(buffer.capacity) bytes cannot hold piece of \(length)")
-        enum Start { case write(FileDescriptor?, Int64, Bool), alreadyCommitted }
+        enum Start { case write(FileDescriptor?, Int64, Bool, UInt64), alreadyCommitted }
         let start = try state.withLock { s throws(StoreError) -> Start in
             guard var t = s.index.tasks[id], !t.deleting else { throw .unknownTask(id) }
             if let failure = t.failure { throw .taskFailed(id, failure) }
@@ -82,38 +82,43 @@ extension PieceStore {
             let growing = t.contentLength == nil
             s.index.tasks[id] = t
             s.dataWritesInFlight += 1
-            return .write(t.directFD, PieceMath.offset(ofPiece: index, pieceLength: t.pieceLength), growing)
+            return .write(t.directFD, PieceMath.offset(ofPiece: index, pieceLength: t.pieceLength), growing, t.generation)
         }
-        guard case .write(let knownFD, let offset, let growing) = start else { return Task {} }
+        guard case .write(let knownFD, let offset, let growing, let generation) = start else { return Task {} }
         let fd: FileDescriptor, crc: UInt32
         do {
             fd = try await writeBytes(id, index: index, knownFD: knownFD, offset: offset, growing: growing, buffer: buffer, length: length)
             crc = buffer.crc32c(0..<length)
         } catch {
             state.withLock { $0.dataWritesInFlight -= 1 }
-            abandonPieceWrite(id, index: index)
+            abandonPieceWrite(id, index: index, generation: generation)
             throw error
         }
         // Queued in the same step that ends the data write, so a waiting group commit sees it.
         let commit = queueDurableAppend([.pieceCommitted(id, index: index, length: length, crc32c: crc)], syncing: [fd],
-                                        endingDataWrite: true)
+                                        endingDataWrite: true, onlyIf: (id, generation))
         return Task { [self] in
             do { try await commit() } catch {
-                abandonPieceWrite(id, index: index)
+                abandonPieceWrite(id, index: index, generation: generation)
                 throw error
             }
             state.withLock { s in
-                s.index.tasks[id]?.writers -= 1
-                s.index.tasks[id]?.pieces[index].verified = true
+                guard var t = s.index.tasks[id], t.generation == generation else { return }
+                t.writers -= 1
+                if index < t.pieces.count { t.pieces[index].verified = true }
+                s.index.tasks[id] = t
             }
         }
     }
 
-    /// A write that will not commit: the piece is missing again and its writer gone.
-    private func abandonPieceWrite(_ id: TaskID, index: Int) {
+    /// A write that will not commit: the piece is missing again and its writer gone (only on
+    /// the incarnation of the task it began on).
+    private func abandonPieceWrite(_ id: TaskID, index: Int, generation: UInt64) {
         state.withLock { s in
-            if s.index.tasks[id]?.pieces[index].state == .writing { s.index.tasks[id]!.pieces[index].state = .missing }
-            s.index.tasks[id]?.writers -= 1
+            guard var t = s.index.tasks[id], t.generation == generation else { return }
+            if index < t.pieces.count, t.pieces[index].state == .writing { t.pieces[index].state = .missing }
+            t.writers -= 1
+            s.index.tasks[id] = t
         }
     }
 

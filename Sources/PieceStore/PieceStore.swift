@@ -168,13 +168,19 @@ public final class PieceStore: Sendable {
     }
 
     /// Queues `records` for the next group commit now and returns how to await it.
+    /// With `onlyIf`, the records are queued only while that task is still the same
+    /// incarnation and not being deleted (else the append fails at once).
     func queueDurableAppend(_ records: [JournalRecord], syncing dataFDs: [FileDescriptor],
-                            endingDataWrite: Bool = false) -> @Sendable () async throws -> Void {
+                            endingDataWrite: Bool = false, onlyIf task: (id: TaskID, generation: UInt64)? = nil) -> @Sendable () async throws -> Void {
         let completion = AppendCompletion()
         let wake = state.withLock { s -> CheckedContinuation<Void, Never>? in
             if endingDataWrite { s.dataWritesInFlight -= 1 }
             if s.closing && s.committerFinished {
                 completion.resume(.failure(StoreError.closed))
+                return nil
+            }
+            if let task, s.index.tasks[task.id]?.generation != task.generation || s.index.tasks[task.id]?.deleting == true {
+                completion.resume(.failure(StoreError.taskFailed(task.id, "the task was removed during the write")))
                 return nil
             }
             s.pending.append(PendingAppend(records: records, dataFDs: dataFDs, completion: completion))
@@ -198,6 +204,25 @@ public final class PieceStore: Sendable {
 
     private func startCommitter() {
         Task.detached(priority: .high) { [self] in await self.runCommitter() }
+    }
+
+    /// Whether every record is a piece commit: anything else (task creation, deletion by
+    /// eviction, completion, a close barrier) is never held back by the window.
+    private static func onlyPieceCommits(_ batch: [PendingAppend]) -> Bool {
+        batch.allSatisfy { p in
+            !p.records.isEmpty && p.records.allSatisfy { if case .pieceCommitted = $0 { return true }; return false }
+        }
+    }
+
+    /// Whether a reader waits on a task this batch commits pieces of.
+    private static func hasWaiters(for batch: [PendingAppend], in s: StoreState) -> Bool {
+        guard !s.waiters.isEmpty else { return false }
+        for p in batch {
+            for r in p.records {
+                if case .pieceCommitted(let id, _, _, _) = r, s.waiters[id]?.isEmpty == false { return true }
+            }
+        }
+        return false
     }
 
     /// Waits until something is pending (or the store is closing) and takes it all.
@@ -225,10 +250,13 @@ public final class PieceStore: Sendable {
         while true {
             var batch = await nextBatch()
             // Group commit: while piece data writes are still under way, wait (a bounded
-            // time) so their commits share this one; a lone writer is never delayed.
+            // time) so their commits share this one. A lone writer is never delayed, nor is a
+            // batch that a reader waits for (read-while-write latency: the first 64 KiB of a
+            // cold fetch measured ~38 ms without the wait, ~120 ms with a 100 ms window).
             let deadline = ContinuousClock.now + interval
             while !batch.isEmpty, .now < deadline,
-                  state.withLock({ $0.dataWritesInFlight > 0 && !$0.closing }) {
+                  Self.onlyPieceCommits(batch),
+                  state.withLock({ s in s.dataWritesInFlight > 0 && !s.closing && !Self.hasWaiters(for: batch, in: s) }) {
                 try? await Task.sleep(for: .milliseconds(1))
                 batch += state.withLock { s in
                     defer { s.pending.removeAll(keepingCapacity: true) }

@@ -29,6 +29,9 @@ struct TaskEntry {
     var failure: String?
     var directFD: FileDescriptor?
     var bufferedFD: FileDescriptor?
+    /// Which incarnation of this id (a task deleted and created again gets a new one), so a
+    /// write that began on the old one never commits into the new one.
+    var generation: UInt64 = 0
 
     init(descriptor: TaskDescriptor) {
         self.descriptor = descriptor
@@ -72,13 +75,16 @@ struct StoreIndex {
     /// Content digest → a URL task holding those bytes (one copy on disk).
     var aliases: [SHA256Digest: TaskID] = [:]
     var bytesUsed: Int64 = 0
+    private var nextGeneration: UInt64 = 1
 
     /// Applies one record. Returns the task whose pieces changed, for waking readers.
     mutating func apply(_ record: JournalRecord) {
         switch record {
         case .taskCreated(let d):
             guard tasks[d.id] == nil else { return }
-            let entry = TaskEntry(descriptor: d)
+            var entry = TaskEntry(descriptor: d)
+            entry.generation = nextGeneration
+            nextGeneration += 1
             bytesUsed += entry.allocatedBytes
             tasks[d.id] = entry
         case .pieceCommitted(let id, let index, let length, let crc):

@@ -16,8 +16,8 @@ public struct StoreConfiguration: Sendable {
     /// (milliseconds). Each commit costs two device flushes and a filesystem journal commit
     /// that makes the host flush its write cache; with writes streaming, fewer larger commits
     /// measured faster (bench ingest medians, interleaved: 20 ms 2.48, 50 ms 3.02, 100 ms
-    /// 3.29 GB/s; fio with one fsync at the end 3.08). A lone writer is never delayed; a
-    /// reader following a streaming writer lags it by up to this much more.
+    /// 3.29 GB/s; fio with one fsync at the end 3.08). A lone writer is never delayed, and
+    /// neither is a commit that a reader is waiting for (read-while-write stays prompt).
     /// 0: commit as soon as anything is pending.
     public var groupCommitWindowMilliseconds = 100
 

@@ -63,6 +63,37 @@ struct StoreConcurrencyTests {
         await reopened.close()
     }
 
+    @Test("a write still completing when its task is force-deleted and created again never commits into the new task")
+    func writeAcrossRecreation() async throws {
+        let dir = makeTestDirectory(); defer { removeTree(dir) }
+        let faults = FaultInjectingBackend(wrapping: BackendKind.uring.make())
+        let store = try await openTestStore(dir, io: faults)
+        let id = taskID("recreate")
+        let pieceLength = 65536
+        try await store.createTask(id, pieceLength: pieceLength, contentLength: Int64(2 * pieceLength))
+        faults.inject(.slowCompletion(milliseconds: 300), on: .write)
+        let old = store.io.makeBuffer(capacity: pieceLength)
+        old.fill(0xAA, range: 0..<pieceLength)
+        let pending = Task { () -> (any Error)? in
+            do { try await store.writePiece(id, index: 0, from: old, length: pieceLength); return nil } catch { return error }
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(try await store.deleteTask(id, force: true))
+        try await store.createTask(id, pieceLength: pieceLength, contentLength: Int64(2 * pieceLength))
+        let error = await pending.value
+        #expect(error != nil, "the old write must not commit")
+        let info = try #require(store.info(id))
+        #expect(info.committedPieceCount == 0)
+        // The new incarnation's piece 0 is free to write and reads back its own bytes.
+        let fresh = store.io.makeBuffer(capacity: pieceLength)
+        fresh.fill(0x55, range: 0..<pieceLength)
+        try await store.writePiece(id, index: 0, from: fresh, length: pieceLength)
+        #expect(try await store.readBytes(id, range: 0..<Int64(pieceLength)) == [UInt8](repeating: 0x55, count: pieceLength))
+        // And nothing of the old write counts as a writer on the new one: it can be deleted.
+        #expect(try await store.deleteTask(id, force: false))
+        await store.close()
+    }
+
     @Test("one writer per piece: a second concurrent writer is refused")
     func oneWriterPerPiece() async throws {
         let dir = makeTestDirectory(); defer { removeTree(dir) }
