@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """tools/bench storage: fio (io_uring, direct=1) and Darter's piece store on the same
-filesystem, interleaved round by round (the order alternates), medians over the rounds."""
+filesystem, interleaved test by test (ingest, read_piece, read_64k; who goes first alternates
+per test and per round, so both meet the same disk: this virtual disk's speed drifts by tens of
+percent within a minute), medians over the rounds. Darter's side is one `darter-bench
+storage-session` per round, its store kept open between tests as in a running seed; fio's reads
+use the file its ingest just wrote."""
 import json, os, statistics, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,15 +24,41 @@ def fio(name, rw, extra):
     return job["write"] if rw == "write" else job["read"]
 
 
-def fio_round():
+def fio_test(test):
     path = os.path.join(BENCH_DIR, "fio.dat")
-    if os.path.exists(path):
-        os.remove(path)
-    r = {}
-    r["ingest"] = fio("ingest", "write", ["--bs=4M", "--iodepth=8", "--end_fsync=1"])["bw_bytes"] / 1e9
-    r["read_piece"] = fio("read_piece", "randread", ["--bs=4M", "--iodepth=8", "--runtime=" + SECONDS, "--time_based"])["bw_bytes"] / 1e9
-    r["read_64k"] = fio("read_64k", "randread", ["--bs=64k", "--iodepth=32", "--runtime=" + SECONDS, "--time_based"])["iops"]
-    return r
+    if test == "ingest":
+        if os.path.exists(path):
+            os.remove(path)
+        return fio("ingest", "write", ["--bs=4M", "--iodepth=8", "--end_fsync=1"])["bw_bytes"] / 1e9
+    if test == "read_piece":
+        return fio("read_piece", "randread", ["--bs=4M", "--iodepth=8", "--runtime=" + SECONDS, "--time_based"])["bw_bytes"] / 1e9
+    return fio("read_64k", "randread", ["--bs=64k", "--iodepth=32", "--runtime=" + SECONDS, "--time_based"])["iops"]
+
+
+class DarterSession:
+    """`darter-bench storage-session`: one test per line on its stdin, one RESULT line back."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([DARTER_BENCH, "storage-session", "--dir", os.path.join(BENCH_DIR, "darter"),
+                                      "--size", SIZE, "--seconds", SECONDS],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def run(self, test):
+        self.proc.stdin.write(test + "\n")
+        self.proc.stdin.flush()
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise SystemExit(f"darter-bench storage-session ended during {test} (exit {self.proc.wait()})")
+            parts = line.split()
+            if len(parts) == 4 and parts[0] == "RESULT" and parts[1] == test:
+                return float(parts[2])
+
+    def close(self):
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.close()
+        if self.proc.wait() != 0:
+            raise SystemExit(f"darter-bench storage-session exited with {self.proc.returncode}")
 
 
 def darter(args):
@@ -46,18 +76,20 @@ def main():
     fs = subprocess.run(["df", "-T", BENCH_DIR], capture_output=True, text=True).stdout.splitlines()[-1].split()[1]
     print(f"storage benchmark: {ROUNDS} rounds, {SIZE} per ingest, {SECONDS}s per read test, dir {BENCH_DIR} ({fs})", flush=True)
     samples = {"darter": {}, "fio": {}}
+    tests = ["ingest", "read_piece", "read_64k"]
     for rnd in range(ROUNDS):
-        order = ["fio", "darter"] if rnd % 2 == 0 else ["darter", "fio"]
-        for who in order:
-            t0 = time.time()
-            if who == "fio":
-                res = fio_round()
-            else:
-                res = {k: v[0] for k, v in darter(["storage-round", "--dir", os.path.join(BENCH_DIR, "darter"),
-                                                    "--size", SIZE, "--seconds", SECONDS]).items()}
-            for k, v in res.items():
-                samples[who].setdefault(k, []).append(v)
-            print(f"  round {rnd + 1} {who:6s} " + "  ".join(f"{k}={v:.3f}" for k, v in res.items()) + f"  ({time.time() - t0:.1f}s)", flush=True)
+        t0 = time.time()
+        session = DarterSession()
+        res = {"fio": {}, "darter": {}}
+        for k, test in enumerate(tests):
+            order = ["fio", "darter"] if (rnd + k) % 2 == 0 else ["darter", "fio"]
+            for who in order:
+                res[who][test] = fio_test(test) if who == "fio" else session.run(test)
+                samples[who].setdefault(test, []).append(res[who][test])
+        session.close()
+        for who in ["fio", "darter"]:
+            print(f"  round {rnd + 1} {who:6s} " + "  ".join(f"{k}={v:.3f}" for k, v in res[who].items()), flush=True)
+        print(f"  (round {rnd + 1}: {time.time() - t0:.1f}s)", flush=True)
     rec = darter(["recovery", "--dir", os.path.join(BENCH_DIR, "recovery"), "--pieces", "100000", "--rounds", str(ROUNDS)])
     samples["darter"]["recovery_100k"] = rec["recovery_100k"]
 

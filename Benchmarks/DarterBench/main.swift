@@ -34,50 +34,64 @@ final class Counter: Sendable {
     func next() -> Int { value.withLock { v in defer { v += 1 }; return v } }
 }
 
-/// ingest + read_piece + read_64k on one fresh store, in this order.
-func storageRound() async throws {
+/// One store under test: `ingest` makes it afresh; the read tests read what it holds. The store
+/// stays open between tests, as in a running seed (pieces written by this process are trusted,
+/// so reads are not checked against their CRC32C again).
+final class StorageSession {
     let dir = flag("dir", "./.build/bench/darter")
     let total = Int64(size(flag("size", "2g")))
     let pieceLength = 4 << 20
     let seconds = Double(flag("seconds", "5"))!
-    _ = system("rm -rf '\(dir)'")
-    let io = try makeIOBackend(IOBackendChoice(rawValue: flag("io-backend", "auto"))!, fixedBuffers: 48, fixedBufferSize: pieceLength) {
-        note($0 + "\n")
-    }
-    var configuration = StoreConfiguration(directory: dir)
-    configuration.groupCommitWindowMilliseconds = Int(flag("commit-window-ms", "\(configuration.groupCommitWindowMilliseconds)"))!
-    let store = try await PieceStore.open(configuration, io: io)
-    let id = try TaskID.forURL("http://bench.local/ingest")
-    let count = PieceMath.pieceCount(contentLength: total, pieceLength: pieceLength)
+    let io: any IOBackend
+    var store: PieceStore?
+    let id = try! TaskID.forURL("http://bench.local/ingest")
 
-    // ingest: 8 writes in flight, pieces in order, like a fetch streaming into the store: each
-    // writer goes on once its data write is done while group commits make earlier pieces
-    // durable; the time runs until every piece is committed (data and journal synced).
-    let t0 = monotonicSeconds()
-    try await store.createTask(id, pieceLength: pieceLength, contentLength: total)
-    let next = Counter()
-    try await withThrowingTaskGroup(of: Void.self) { group in
-        for w in 0..<8 {
-            group.addTask {
-                let buffer = io.makeBuffer(capacity: pieceLength)
-                buffer.fillPattern(seed: UInt64(w), streamOffset: 0, range: 0..<pieceLength)
-                var commits: [Task<Void, any Error>] = []
-                while case let i = next.next(), i < count {
-                    buffer[0] = UInt8(truncatingIfNeeded: i)  // distinct pieces
-                    commits.append(try await store.startPieceWrite(id, index: i, from: buffer,
-                                                                   length: PieceMath.length(ofPiece: i, contentLength: total, pieceLength: pieceLength)))
-                }
-                for c in commits { try await c.value }
-            }
+    init() throws {
+        io = try makeIOBackend(IOBackendChoice(rawValue: flag("io-backend", "auto"))!, fixedBuffers: 48, fixedBufferSize: 4 << 20) {
+            note($0 + "\n")
         }
-        try await group.waitForAll()
     }
-    precondition(store.info(id, pieces: false)?.committedPieceCount == count, "ingest: not every piece is committed")
-    let ingestSeconds = monotonicSeconds() - t0
-    print("RESULT ingest \(Double(total) / ingestSeconds / 1e9) GB/s")
 
-    // read_piece: random whole pieces, 8 in flight, time-based.
-    func timedReads(inFlight: Int, length: Int, align: Int64, body: @escaping @Sendable (Int64, borrowing IOBuffer) async throws -> Void) async throws -> (ops: Int, bytes: Int64, seconds: Double) {
+    /// ingest: 8 writes in flight, pieces in order, like a fetch streaming into the store: each
+    /// writer goes on once its data write is done while group commits make earlier pieces
+    /// durable; the time runs until every piece is committed (data and journal synced).
+    func ingest() async throws -> Double {
+        if let store { await store.close() }
+        _ = system("rm -rf '\(dir)'")
+        var configuration = StoreConfiguration(directory: dir)
+        configuration.groupCommitWindowMilliseconds = Int(flag("commit-window-ms", "\(configuration.groupCommitWindowMilliseconds)"))!
+        let store = try await PieceStore.open(configuration, io: io)
+        self.store = store
+        let (io, id, total, pieceLength) = (self.io, self.id, self.total, self.pieceLength)
+        let count = PieceMath.pieceCount(contentLength: total, pieceLength: pieceLength)
+        let t0 = monotonicSeconds()
+        try await store.createTask(id, pieceLength: pieceLength, contentLength: total)
+        let next = Counter()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for w in 0..<8 {
+                group.addTask {
+                    let buffer = io.makeBuffer(capacity: pieceLength)
+                    buffer.fillPattern(seed: UInt64(w), streamOffset: 0, range: 0..<pieceLength)
+                    var commits: [Task<Void, any Error>] = []
+                    while case let i = next.next(), i < count {
+                        buffer[0] = UInt8(truncatingIfNeeded: i)  // distinct pieces
+                        commits.append(try await store.startPieceWrite(id, index: i, from: buffer,
+                                                                       length: PieceMath.length(ofPiece: i, contentLength: total, pieceLength: pieceLength)))
+                    }
+                    for c in commits { try await c.value }
+                }
+            }
+            try await group.waitForAll()
+        }
+        precondition(store.info(id, pieces: false)?.committedPieceCount == count, "ingest: not every piece is committed")
+        return Double(total) / (monotonicSeconds() - t0) / 1e9
+    }
+
+    /// `inFlight` readers, each reading `length` bytes at random `align`ed offsets until the time is up.
+    private func timedReads(inFlight: Int, length: Int, align: Int64,
+                            body: @escaping @Sendable (PieceStore, Int64, borrowing IOBuffer) async throws -> Void) async throws -> (ops: Int, bytes: Int64, seconds: Double) {
+        guard let store else { throw BenchError("read before ingest: no store") }
+        let (io, total, pieceLength) = (self.io, self.total, self.pieceLength)
         let ops = Counter()
         let start = monotonicSeconds()
         let deadline = start + seconds
@@ -87,9 +101,8 @@ func storageRound() async throws {
                     let buffer = io.makeBuffer(capacity: length == pieceLength ? length : length + 4096)
                     var rng = SystemRandomNumberGenerator()
                     while monotonicSeconds() < deadline {
-                        let slots = total / align
-                        let offset = Int64.random(in: 0..<slots, using: &rng) * align
-                        try await body(offset, buffer)
+                        let offset = Int64.random(in: 0..<(total / align), using: &rng) * align
+                        try await body(store, offset, buffer)
                         _ = ops.next()
                     }
                 }
@@ -99,15 +112,65 @@ func storageRound() async throws {
         let n = ops.next()
         return (n, Int64(n) * Int64(length), monotonicSeconds() - start)
     }
-    let pieces = try await timedReads(inFlight: 8, length: pieceLength, align: Int64(pieceLength)) { offset, buffer in
-        _ = try await store.readPiece(id, index: Int(offset / Int64(pieceLength)), into: buffer)
+
+    /// read_piece: random whole pieces, 8 in flight (GB/s).
+    func readPieces() async throws -> Double {
+        let (id, pieceLength) = (self.id, self.pieceLength)
+        let r = try await timedReads(inFlight: 8, length: pieceLength, align: Int64(pieceLength)) { store, offset, buffer in
+            _ = try await store.readPiece(id, index: Int(offset / Int64(pieceLength)), into: buffer)
+        }
+        return Double(r.bytes) / r.seconds / 1e9
     }
-    print("RESULT read_piece \(Double(pieces.bytes) / pieces.seconds / 1e9) GB/s")
-    let small = try await timedReads(inFlight: 32, length: 65536, align: 65536) { offset, buffer in
-        _ = try await store.read(id, range: offset..<(offset + 65536), into: buffer)
+
+    /// read_64k: random 64 KiB ranges, 32 in flight (IOPS).
+    func read64k() async throws -> Double {
+        let id = self.id
+        let r = try await timedReads(inFlight: 32, length: 65536, align: 65536) { store, offset, buffer in
+            _ = try await store.read(id, range: offset..<(offset + 65536), into: buffer)
+        }
+        return Double(r.ops) / r.seconds
     }
-    print("RESULT read_64k \(Double(small.ops) / small.seconds) IOPS")
-    await store.close()
+
+    func run(_ test: String) async throws {
+        switch test {
+        case "ingest": print("RESULT ingest \(try await ingest()) GB/s")
+        case "read_piece": print("RESULT read_piece \(try await readPieces()) GB/s")
+        case "read_64k": print("RESULT read_64k \(try await read64k()) IOPS")
+        default: throw BenchError("unknown test '\(test)': ingest, read_piece or read_64k")
+        }
+        fflush(nil)  // every stream: the driver reads each RESULT line as it comes
+    }
+
+    func close() async {
+        if let store { await store.close() }
+        store = nil
+    }
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+/// ingest + read_piece + read_64k on one fresh store, in this order.
+func storageRound() async throws {
+    let session = try StorageSession()
+    for test in ["ingest", "read_piece", "read_64k"] { try await session.run(test) }
+    await session.close()
+}
+
+/// Tests named one per line on standard input (`ingest`, `read_piece`, `read_64k`; `quit` or
+/// end of input closes the store), each answered by its RESULT line: tools/bench interleaves
+/// them with fio's, test by test.
+func storageSession() async throws {
+    let session = try StorageSession()
+    while let line = readLine() {
+        let test = String(line.filter { !$0.isWhitespace })
+        if test == "quit" { break }
+        if test.isEmpty { continue }
+        try await session.run(test)
+    }
+    await session.close()
 }
 
 /// Builds (once) a store holding `pieces` committed pieces, then times opening it.
@@ -157,9 +220,10 @@ func recovery() async throws {
 
 switch CommandLine.arguments.dropFirst().first {
 case "storage-round": try await storageRound()
+case "storage-session": try await storageSession()
 case "recovery": try await recovery()
 default:
-    note("usage: darter-bench storage-round|recovery [--dir D] [--size 2g] [--seconds 5] [--pieces N]\n")
+    note("usage: darter-bench storage-round|storage-session|recovery [--dir D] [--size 2g] [--seconds 5] [--pieces N]\n")
     exit(2)
 }
 
