@@ -8,112 +8,24 @@ Flags: --only-nginx (skip Darter: validates the nginx half), --only-darter (skip
 Environment: ROUNDS (3), DURATION (wrk seconds, 10), DARTER_BENCH_DIR (.build/bench),
 DARTER_BIN (.build/release/darter), DARTER_SEED_ARGS (extra `darter seed` flags, e.g.
 "--serve-mode splice")."""
-import atexit, ctypes, hashlib, http.client, json, os, resource, shlex, shutil, signal, socket
-import statistics, subprocess, sys, time
+import hashlib, http.client, json, os, socket, statistics, subprocess, time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCH_DIR = os.path.join(os.environ.get("DARTER_BENCH_DIR", os.path.join(ROOT, ".build", "bench")), "serve")
+from benchlib import (BenchError, DARTER, GIB, KIB, MIB, NginxServer, bench_dir, check_darter_seed, describe_exit,
+                      free_port, parse_only_flag, require_tool, run_main, seed_command, setup_process, start_child,
+                      stop_child, tail, wait_for_seed, write_json, write_random)
+
+BENCH_DIR = bench_dir("serve")
 FILES = os.path.join(BENCH_DIR, "files")
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 DURATION = int(os.environ.get("DURATION", "10"))
-DARTER = os.environ.get("DARTER_BIN", os.path.join(ROOT, ".build", "release", "darter"))
-SEED_ARGS = shlex.split(os.environ.get("DARTER_SEED_ARGS", ""))
 CONNECTIONS, THREADS = 64, 2
 IDLE_CONNECTIONS = 1000
 
-GIB, MIB, KIB = 1 << 30, 1 << 20, 1 << 10
 BIG, OBJ, SMALL, SMALL_COUNT = "big-1g.bin", "obj-4m.bin", "small", 1000
 RANGE_BYTES = MIB  # Range: bytes=0-1048575
 # (metric, unit, higher is better)
 METRICS = [("stream_1g", "GB/s"), ("obj_4m", "req/s"), ("obj_64k", "req/s"), ("range_1m", "req/s"), ("rss_1k_idle", "MiB")]
 SERVERS = ["nginx-sendfile-on", "nginx-sendfile-off", "darter"]
-
-children = []
-
-
-class BenchError(Exception):
-    pass
-
-
-# ---------------------------------------------------------------------------------------------
-# Child processes: killed at exit (atexit, signals) and when this process dies (PDEATHSIG).
-
-def _die_with_parent():
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-def start_child(cmd, log_path):
-    log = open(log_path, "wb")
-    try:
-        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                             preexec_fn=_die_with_parent)
-    finally:
-        log.close()
-    children.append(p)
-    return p
-
-
-def stop_child(p, sig=signal.SIGTERM, timeout=10):
-    """Signals a child and waits; returns its exit code (SIGKILL after the timeout)."""
-    if p.poll() is None:
-        try:
-            p.send_signal(sig)
-            p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-    if p in children:
-        children.remove(p)
-    return p.returncode
-
-
-def kill_children():
-    for p in list(children):
-        stop_child(p, timeout=5)
-
-
-def _on_signal(signum, _frame):
-    kill_children()
-    sys.exit(128 + signum)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port, proc, log_path, timeout=30.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise BenchError(f"{proc.args[0]} exited with {proc.returncode} before listening; log {log_path}:\n" + tail(log_path))
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise BenchError(f"{proc.args[0]} is not listening on port {port} after {timeout:.0f}s; log {log_path}:\n" + tail(log_path))
-
-
-def describe_exit(code):
-    return f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"status {code}"
-
-
-def tail(path, n=20):
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-n:])
-    except OSError:
-        return ""
-
-
-def require_tool(name, package):
-    if shutil.which(name) is None:
-        raise BenchError(f"'{name}' not found: install the Debian package {package} (tools/bootstrap does)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,71 +46,20 @@ def make_files():
     os.makedirs(os.path.join(FILES, SMALL), exist_ok=True)
     manifest = {}
     for rel, size in wanted.items():
-        h = hashlib.sha256()
         with open(os.path.join(FILES, rel), "wb") as f:
-            left = size
-            while left:
-                chunk = os.urandom(min(left, 16 * MIB))
-                h.update(chunk)
-                f.write(chunk)
-                left -= len(chunk)
-        manifest[rel] = h.hexdigest()
-    with open(manifest_path + ".tmp", "w") as f:
-        json.dump(manifest, f)
-    os.replace(manifest_path + ".tmp", manifest_path)
+            manifest[rel] = write_random(f, size)
+    write_json(manifest_path, manifest)
     return manifest
 
 
 # ---------------------------------------------------------------------------------------------
 # Servers. Each knows the URL path of every file.
 
-class Nginx:
+class Nginx(NginxServer):
     def __init__(self, sendfile):
-        self.name = "nginx-sendfile-" + ("on" if sendfile else "off")
-        self.dir = os.path.join(BENCH_DIR, self.name)
-        self.port = free_port()
-        os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
-        user = f"{os.getuid()}"
-        try:
-            import pwd, grp
-            user = f"{pwd.getpwuid(os.getuid()).pw_name} {grp.getgrgid(os.getgid()).gr_name}"
-        except (ImportError, KeyError):
-            pass
-        conf = f"""# generated by Benchmarks/serve.py
-daemon off;
-master_process on;
-worker_processes 2;
-user {user};
-pid {self.dir}/nginx.pid;
-error_log {self.dir}/error.log warn;
-worker_rlimit_nofile 8192;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    sendfile {"on" if sendfile else "off"};
-    keepalive_requests 1000000;
-    default_type application/octet-stream;
-    client_body_temp_path {self.dir}/tmp/body;
-    proxy_temp_path {self.dir}/tmp/proxy;
-    fastcgi_temp_path {self.dir}/tmp/fastcgi;
-    uwsgi_temp_path {self.dir}/tmp/uwsgi;
-    scgi_temp_path {self.dir}/tmp/scgi;
-    server {{
-        listen 127.0.0.1:{self.port};
-        root {FILES};
-        location / {{ }}
-    }}
-}}
-"""
-        self.conf = os.path.join(self.dir, "nginx.conf")
-        with open(self.conf, "w") as f:
-            f.write(conf)
-        self.log = os.path.join(self.dir, "stderr.log")
-        self.proc = None
-
-    def start(self):
-        self.proc = start_child(["nginx", "-p", self.dir, "-c", self.conf, "-e", os.path.join(self.dir, "error.log")], self.log)
-        wait_for_port(self.port, self.proc, self.log)
+        name = "nginx-sendfile-" + ("on" if sendfile else "off")
+        super().__init__(name, os.path.join(BENCH_DIR, name), "serve.py", "on" if sendfile else "off",
+                         f"        root {FILES};\n        location / {{ }}\n", http_first="    access_log off;\n")
 
     def path(self, rel):
         return "/" + rel
@@ -218,12 +79,7 @@ class Darter:
         os.makedirs(self.dir, exist_ok=True)
 
     def check_binary(self):
-        if not os.access(DARTER, os.X_OK):
-            raise BenchError(f"{DARTER} not found: build it (swift build -c release --product darter), or run with --only-nginx")
-        r = subprocess.run([DARTER, "seed", "--help"], capture_output=True, text=True)
-        if r.returncode != 0:
-            raise BenchError(f"'{DARTER} seed --help' exited with {r.returncode}: the seed command is not available "
-                             f"(has the server landed?). Run with --only-nginx to measure nginx alone.\n{r.stderr.strip()}")
+        check_darter_seed(" (has the server landed?)")
 
     def import_files(self):
         """One `darter import` per bench run; the store dedupes content by digest."""
@@ -248,16 +104,8 @@ class Darter:
         print(f"  darter import: {len(rels)} files in {time.time() - t0:.1f}s", flush=True)
 
     def start(self):
-        cmd = [DARTER, "seed", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data] + SEED_ARGS
-        self.proc = start_child(cmd, self.log)
-        deadline = time.time() + 60
-        while "seed: listening on" not in tail(self.log, 200):
-            if self.proc.poll() is not None:
-                raise BenchError(f"darter seed exited with {self.proc.returncode} before listening; log {self.log}:\n" + tail(self.log))
-            if time.time() > deadline:
-                raise BenchError(f"darter seed printed no 'seed: listening on' line in 60s; log {self.log}:\n" + tail(self.log))
-            time.sleep(0.05)
-        wait_for_port(self.port, self.proc, self.log)
+        self.proc = start_child(seed_command(self.port, self.data), self.log)
+        wait_for_seed(self.proc, self.port, self.log)
         line = next(l for l in tail(self.log, 200).splitlines() if "seed: listening on" in l)
         print(f"  {line.strip()}", flush=True)
 
@@ -449,20 +297,13 @@ def fmt(unit, v):
 
 
 def main():
-    args = set(sys.argv[1:])
-    unknown = args - {"--only-nginx", "--only-darter"}
-    if unknown or len(args) > 1:
-        print("usage: serve.py [--only-nginx | --only-darter]", file=sys.stderr)
+    args = parse_only_flag("serve.py")
+    if args is None:
         return 2
     servers_wanted = [s for s in SERVERS if not ("--only-nginx" in args and s == "darter")
                       and not ("--only-darter" in args and s.startswith("nginx"))]
 
-    atexit.register(kill_children)
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < 8192:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(8192, hard) if hard != resource.RLIM_INFINITY else 8192, hard))
+    setup_process()
 
     require_tool("curl", "curl")
     require_tool("wrk", "wrk")
@@ -518,7 +359,7 @@ def main():
             print(f"  warning: darter seed exited with {code} on SIGTERM (expected 0); log {darter.log}", flush=True)
     for name, s in servers.items():
         if name != "darter":
-            stop_child(s.proc, signal.SIGQUIT)
+            s.stop()
 
     def median(name, metric):
         """None when the server was not run; 'failed' when any round failed."""
@@ -559,10 +400,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        print(f"bench serve: {e}", file=sys.stderr)
-        sys.exit(1)
-    finally:
-        kill_children()
+    run_main(main, "serve")

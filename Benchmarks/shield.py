@@ -43,19 +43,18 @@ Environment: ROUNDS (3), HERD (20), SIZE (1g; e.g. 256m for a quick check), DART
 (.build/bench), DARTER_BIN (.build/release/darter), DARTER_SEED_ARGS (extra `darter seed`
 flags, e.g. "--origin-connections 8"), NGINX_SENDFILE (off: nginx's faster setting on
 loopback, 3.9 vs 3.0 GB/s for one 1 GiB stream; applies to the origin and the cache)."""
-import atexit, ctypes, hashlib, json, mmap, os, random, resource, shlex, shutil, signal, socket
-import statistics, subprocess, sys, threading, time, urllib.parse
+import hashlib, json, mmap, os, random, shutil, socket, statistics, threading, time, urllib.parse
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCH_DIR = os.path.join(os.environ.get("DARTER_BENCH_DIR", os.path.join(ROOT, ".build", "bench")), "shield")
+from benchlib import (BenchError, DARTER, GIB, MIB, NginxServer, bench_dir, check_darter_seed, describe_exit,
+                      free_port, parse_only_flag, require_tool, run_main, seed_command, setup_process, start_child,
+                      stop_child, wait_for_seed, write_json, write_random)
+
+BENCH_DIR = bench_dir("shield")
 FILES = os.path.join(BENCH_DIR, "files")
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 HERD = int(os.environ.get("HERD", "20"))
-DARTER = os.environ.get("DARTER_BIN", os.path.join(ROOT, ".build", "release", "darter"))
-SEED_ARGS = shlex.split(os.environ.get("DARTER_SEED_ARGS", ""))
 NGINX_SENDFILE = os.environ.get("NGINX_SENDFILE", "off")
 
-GIB, MIB = 1 << 30, 1 << 20
 BLOCK = MIB
 SAMPLE_EVERY = 16
 WINDOW = 4096
@@ -75,94 +74,6 @@ OBJECT = "big-1g.bin" if SIZE == GIB else f"big-{SIZE}.bin"
 METRICS = [("cold_vs_direct", "GB/s"), ("cold_vs_nginx", "GB/s"), ("herd_time", "s"),
            ("herd_origin_bytes", "x"), ("herd_first_byte_spread_ms", "ms"), ("warm_hit", "GB/s")]
 
-children = []
-
-
-class BenchError(Exception):
-    pass
-
-
-# ---------------------------------------------------------------------------------------------
-# Child processes: killed at exit (atexit, signals) and when this process dies (PDEATHSIG).
-
-def _die_with_parent():
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-def start_child(cmd, log_path):
-    log = open(log_path, "wb")
-    try:
-        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                             preexec_fn=_die_with_parent)
-    finally:
-        log.close()
-    children.append(p)
-    return p
-
-
-def stop_child(p, sig=signal.SIGTERM, timeout=10):
-    """Signals a child and waits; returns its exit code (SIGKILL after the timeout)."""
-    if p.poll() is None:
-        try:
-            p.send_signal(sig)
-            p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-    if p in children:
-        children.remove(p)
-    return p.returncode
-
-
-def kill_children():
-    for p in list(children):
-        stop_child(p, timeout=5)
-
-
-def _on_signal(signum, _frame):
-    kill_children()
-    sys.exit(128 + signum)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port, proc, log_path, timeout=30.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise BenchError(f"{proc.args[0]} exited with {proc.returncode} before listening; log {log_path}:\n" + tail(log_path))
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise BenchError(f"{proc.args[0]} is not listening on port {port} after {timeout:.0f}s; log {log_path}:\n" + tail(log_path))
-
-
-def describe_exit(code):
-    return f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"status {code}"
-
-
-def tail(path, n=20):
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-n:])
-    except OSError:
-        return ""
-
-
-def require_tool(name, package):
-    if shutil.which(name) is None:
-        raise BenchError(f"'{name}' not found: install the Debian package {package} (tools/bootstrap does)")
-
-
 # ---------------------------------------------------------------------------------------------
 # Content: one random object, made once, with a manifest (size, SHA-256); clients compare bodies
 # with an mmap of it.
@@ -179,19 +90,11 @@ def make_object():
         pass
     print(f"  generating {OBJECT} ({SIZE} random bytes) in {FILES} (once)", flush=True)
     os.makedirs(FILES, exist_ok=True)
-    whole = hashlib.sha256()
     with open(path + ".tmp", "wb") as f:
-        left = SIZE
-        while left:
-            chunk = os.urandom(min(left, 16 * MIB))
-            whole.update(chunk)
-            f.write(chunk)
-            left -= len(chunk)
+        digest = write_random(f, SIZE)
     os.replace(path + ".tmp", path)
-    manifest = {"size": SIZE, "sha256": whole.hexdigest()}
-    with open(manifest_path + ".tmp", "w") as f:
-        json.dump(manifest, f)
-    os.replace(manifest_path + ".tmp", manifest_path)
+    manifest = {"size": SIZE, "sha256": digest}
+    write_json(manifest_path, manifest)
     return manifest
 
 
@@ -210,64 +113,13 @@ def map_object(manifest):
 # ---------------------------------------------------------------------------------------------
 # nginx: the origin (static files, access log) and the anchor cache (proxy_cache).
 
-def nginx_user():
-    try:
-        import pwd, grp
-        return f"{pwd.getpwuid(os.getuid()).pw_name} {grp.getgrgid(os.getgid()).gr_name}"
-    except (ImportError, KeyError):
-        return f"{os.getuid()}"
+class NginxProcess(NginxServer):
+    """nginx in BENCH_DIR/name: `http_extra` (lines) at the end of the http block, `location` the
+    body of `location /`."""
 
-
-def nginx_conf(directory, port, http_extra, location):
-    return f"""# generated by Benchmarks/shield.py
-daemon off;
-master_process on;
-worker_processes 2;
-user {nginx_user()};
-pid {directory}/nginx.pid;
-error_log {directory}/error.log warn;
-worker_rlimit_nofile 8192;
-events {{ worker_connections 4096; }}
-http {{
-    sendfile {NGINX_SENDFILE};
-    keepalive_requests 1000000;
-    default_type application/octet-stream;
-    client_body_temp_path {directory}/tmp/body;
-    proxy_temp_path {directory}/tmp/proxy;
-    fastcgi_temp_path {directory}/tmp/fastcgi;
-    uwsgi_temp_path {directory}/tmp/uwsgi;
-    scgi_temp_path {directory}/tmp/scgi;
-{http_extra}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-{location}
-        }}
-    }}
-}}
-"""
-
-
-class NginxProcess:
     def __init__(self, name, http_extra, location):
-        self.name = name
-        self.dir = os.path.join(BENCH_DIR, name)
-        self.port = free_port()
-        self.log = os.path.join(self.dir, "stderr.log")
-        self.conf = os.path.join(self.dir, "nginx.conf")
-        self.proc = None
-        os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
-        with open(self.conf, "w") as f:
-            f.write(nginx_conf(self.dir, self.port, http_extra, location))
-
-    def start(self):
-        self.proc = start_child(["nginx", "-p", self.dir, "-c", self.conf, "-e", os.path.join(self.dir, "error.log")], self.log)
-        wait_for_port(self.port, self.proc, self.log)
-
-    def stop(self):
-        if self.proc is not None:
-            stop_child(self.proc, signal.SIGQUIT)  # graceful: finish requests, flush the log
-            self.proc = None
+        super().__init__(name, os.path.join(BENCH_DIR, name), "shield.py", NGINX_SENDFILE,
+                         f"        location / {{\n{location}\n        }}\n", http_last=http_extra + "\n")
 
 
 class Origin(NginxProcess):
@@ -367,28 +219,14 @@ class Darter:
         os.makedirs(self.dir, exist_ok=True)
 
     def check_binary(self):
-        if not os.access(DARTER, os.X_OK):
-            raise BenchError(f"{DARTER} not found: build it (swift build -c release --product darter), or run with --only-nginx")
-        r = subprocess.run([DARTER, "seed", "--help"], capture_output=True, text=True)
-        if r.returncode != 0:
-            raise BenchError(f"'{DARTER} seed --help' exited with {r.returncode}: the seed command is not available. "
-                             f"Run with --only-nginx to measure nginx alone.\n{r.stderr.strip()}")
-        if "--origin-allow" not in r.stdout + r.stderr:
+        if "--origin-allow" not in check_darter_seed():
             raise BenchError(f"'{DARTER} seed --help' lists no --origin-allow: the origin shield has not landed in this "
                              f"binary. Run with --only-nginx to measure nginx alone.")
 
     def start(self):
         self.port = free_port()
-        cmd = [DARTER, "seed", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data] + SEED_ARGS
-        self.proc = start_child(cmd, self.log)
-        deadline = time.time() + 60
-        while "seed: listening on" not in tail(self.log, 200):
-            if self.proc.poll() is not None:
-                raise BenchError(f"darter seed exited with {self.proc.returncode} before listening; log {self.log}:\n" + tail(self.log))
-            if time.time() > deadline:
-                raise BenchError(f"darter seed printed no 'seed: listening on' line in 60s; log {self.log}:\n" + tail(self.log))
-            time.sleep(0.05)
-        wait_for_port(self.port, self.proc, self.log)
+        self.proc = start_child(seed_command(self.port, self.data), self.log)
+        wait_for_seed(self.proc, self.port, self.log)
 
     def stop(self):
         if self.proc is not None:
@@ -638,20 +476,13 @@ def fmt(unit, v):
 
 
 def main():
-    args = set(sys.argv[1:])
-    unknown = args - {"--only-nginx", "--only-darter"}
-    if unknown or len(args) > 1:
-        print("usage: shield.py [--only-nginx | --only-darter]", file=sys.stderr)
+    args = parse_only_flag("shield.py")
+    if args is None:
         return 2
     systems_wanted = [s for s in ["nginx", "darter"] if not ("--only-nginx" in args and s == "darter")
                       and not ("--only-darter" in args and s == "nginx")]
 
-    atexit.register(kill_children)
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < 8192:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(8192, hard) if hard != resource.RLIM_INFINITY else 8192, hard))
+    setup_process()
 
     require_tool("nginx", "nginx-light")  # the origin is nginx in every mode
     os.makedirs(BENCH_DIR, exist_ok=True)
@@ -750,10 +581,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        print(f"bench shield: {e}", file=sys.stderr)
-        sys.exit(1)
-    finally:
-        kill_children()
+    run_main(main, "shield")
