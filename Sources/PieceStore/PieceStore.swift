@@ -15,6 +15,8 @@ import Synchronization
 public final class PieceStore: Sendable {
     public let configuration: StoreConfiguration
     public let io: any IOBackend
+    /// Hashes completed downloads (their SHA-256, for lookups by digest) when CPUs are idle.
+    let digestWorker = IdleWorker()
     let state: Mutex<StoreState>
     let journalPath: String
     let tasksPath: String

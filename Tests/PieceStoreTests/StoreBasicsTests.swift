@@ -47,6 +47,31 @@ struct StoreBasicsTests {
         await store.close()
     }
 
+    @Test("completeTask(digestInBackground:) marks the task complete at once; its SHA-256 follows from the idle thread and finds it by digest")
+    func backgroundDigest() async throws {
+        let dir = makeTestDirectory(); defer { removeTree(dir) }
+        let store = try await openTestStore(dir, io: BackendKind.uring.make())
+        let id = taskID("background-digest")
+        let length: Int64 = 5 * 65536 + 100
+        try await store.createTask(id, pieceLength: 65536, contentLength: length)
+        try await fillTask(store, id, contentLength: length, pieceLength: 65536)
+        try await store.completeTask(id, digestInBackground: true)
+        #expect(store.info(id)?.complete == true)
+        let expected = SHA256Digest(bytes: SHA256Hasher.hash(try await store.readBytes(id, range: 0..<length)))!
+        var found: SHA256Digest?
+        for _ in 0..<200 where found == nil {
+            found = store.info(id)?.sha256
+            if found == nil { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        #expect(found == expected)
+        #expect(store.lookup(digest: expected) == id)
+        await store.close()
+        // Durable: the digest record was journaled.
+        let reopened = try await openTestStore(dir, io: BackendKind.uring.make())
+        #expect(reopened.info(id)?.sha256 == expected)
+        await reopened.close()
+    }
+
     @Test("wrong piece lengths, unknown tasks and out-of-range pieces are refused")
     func validation() async throws {
         let dir = makeTestDirectory(); defer { removeTree(dir) }
