@@ -138,7 +138,7 @@ final class Connection: @unchecked Sendable {
     /// it fits), then the file body.
     private func sendPendingThenBody() {
         let chunk = owner.configuration.chunkSize
-        if let body, owner.configuration.serveMode == .copy, pending.count < chunk / 2 {
+        if let body, mode(for: body) == .copy, pending.count < chunk / 2 {
             return copyChunk(body)
         }
         guard !pending.isEmpty else { return continueBody() }
@@ -167,14 +167,22 @@ final class Connection: @unchecked Sendable {
         phaseStarted = monotonicMilliseconds()
     }
 
+    /// The serve mode for this body (`mixed` resolves by size).
+    private func mode(for body: any FileBodySource) -> ServeMode {
+        let configured = owner.configuration.serveMode
+        guard configured == .mixed else { return configured }
+        return body.length <= owner.configuration.smallBodyLimit ? .sendfile : .copy
+    }
+
     private func continueBody() {
         guard let body else { return finishResponse() }
         if position >= body.length { return finishResponse() }
-        switch owner.configuration.serveMode {
+        switch mode(for: body) {
         case .copy: copyChunk(body)
         case .zerocopy: zeroCopyChunk(body)
         case .sendfile: sendFileChunk(body)
         case .splice: spliceChunk(body)
+        case .mixed: copyChunk(body)  // not reached: mode(for:) resolves mixed
         }
     }
 

@@ -88,7 +88,7 @@ final class LoopServer: @unchecked Sendable {
     private func startAccepting() {
         guard !accepting, !stopping, connections.count < connectionLimit else { return }
         accepting = true
-        loop.acceptMultishot(listener, nonBlocking: configuration.serveMode == .sendfile) { [self] r, more in
+        loop.acceptMultishot(listener, nonBlocking: configuration.serveMode.usesSendfile) { [self] r, more in
             if r >= 0 { accepted(FileDescriptor(rawValue: r)) }
             if !more {
                 accepting = false

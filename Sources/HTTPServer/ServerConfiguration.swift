@@ -10,9 +10,17 @@ public enum ServeMode: String, Sendable, CaseIterable {
     case splice
     /// READ into a registered buffer, then SEND_ZC.
     case zerocopy
+    /// Per response: sendfile for bodies up to ``ServerConfiguration/smallBodyLimit``, copy
+    /// for larger ones.
+    case mixed
 
-    /// Chosen by `tools/bench serve` on this machine's loopback (see docs/API.md).
-    public static let measuredDefault: ServeMode = .copy
+    /// Chosen by `tools/bench serve` on this machine's loopback (see docs/API.md): on 64 KiB
+    /// objects sendfile beat copy by ~4 % (wrk -c64, interleaved), on 1 MiB ranges and 1 GiB
+    /// streams copy beat sendfile.
+    public static let measuredDefault: ServeMode = .mixed
+
+    /// Whether sockets must be non-blocking (sendfile runs synchronously on the loop).
+    var usesSendfile: Bool { self == .sendfile || self == .mixed }
 }
 
 public struct ServerConfiguration: Sendable {
@@ -31,6 +39,8 @@ public struct ServerConfiguration: Sendable {
     public var sendTimeout: Int64 = 60
     /// Bytes per chunk of a file body (one READ + SEND, or one splice).
     public var chunkSize = 1 << 20
+    /// In `mixed` mode, bodies up to this many bytes go out with sendfile.
+    public var smallBodyLimit: Int64 = 256 << 10
     /// Receive buffer per connection.
     public var receiveBufferSize = 8 << 10
     /// Registered send buffers per loop (copy and zerocopy modes).

@@ -14,7 +14,7 @@ enum SeedCommand {
         let defaults = ServerConfiguration()
         let args = try Arguments(command: "seed", flags: storeFlags + [
             .init(name: "listen", defaultValue: "127.0.0.1:65001", help: "address to serve on (HOST:PORT; [v6]:PORT)"),
-            .init(name: "serve-mode", defaultValue: "auto", help: "auto | copy | sendfile | splice | zerocopy (auto: \(ServeMode.measuredDefault.rawValue), measured)"),
+            .init(name: "serve-mode", defaultValue: "auto", help: "auto | copy | sendfile | splice | zerocopy | mixed (auto: \(ServeMode.measuredDefault.rawValue), measured; mixed: sendfile up to 256 KiB, copy above)"),
             .init(name: "loops", defaultValue: String(defaults.loops), help: "event loops (threads)"),
             .init(name: "max-connections", defaultValue: String(defaults.maxConnections), help: "open connections before accepting pauses"),
             .init(name: "header-timeout", defaultValue: String(defaults.headerTimeout), help: "seconds to receive a request head"),
@@ -40,7 +40,7 @@ enum SeedCommand {
         let mode = args.string("serve-mode")
         if mode != "auto" {
             guard let m = ServeMode(rawValue: mode) else {
-                throw UsageError("seed: --serve-mode must be auto, copy, sendfile, splice or zerocopy, got '\(mode)'")
+                throw UsageError("seed: --serve-mode must be auto, copy, sendfile, splice, zerocopy or mixed, got '\(mode)'")
             }
             config.serveMode = m
         }

@@ -468,3 +468,45 @@ final class SendableBox<T>: @unchecked Sendable {
     let value: T
     init(_ value: T) { self.value = value }
 }
+
+/// Every `--serve-mode` sends the same bytes: whole bodies small and large (several pieces),
+/// ranges across piece boundaries, HEAD, and keep-alive (several requests on one connection).
+@Suite("Seed peer: every serve mode sends the same bytes", .enabled(if: SeedBinary.available, "needs `darter seed`"))
+struct ServeModeTests {
+    @Test("whole bodies, ranges across pieces, HEAD and keep-alive", arguments: ["copy", "sendfile", "splice", "zerocopy", "mixed", "auto"])
+    func serveMode(_ mode: String) async throws {
+        let dir = makeServerTestDirectory("mode-" + mode)
+        defer { removeTree(dir) }
+        var files: [(TestFile, [UInt8])] = []
+        for (name, size, seed) in [("small", (100 << 10) + 3, UInt64(11)), ("large", (9 << 20) + 4097, UInt64(12))] {
+            let bytes = randomBytes(size, seed: seed)
+            let path = dir + "/" + name + ".bin"
+            try writeFile(path, bytes)
+            let r = try await runProcess(SeedBinary.path, ["import", "--data-dir", dir + "/data", "--piece-length", "4m", path], scratch: dir)
+            let id = try #require(r.stdoutText.split(separator: " ").first.map(String.init), "import: \(r.stderr)")
+            files.append((TestFile(name: name, bytes: bytes, id: id), bytes))
+        }
+        let seed = try await SeedProcess.start(dataDir: dir + "/data", extra: ["--serve-mode", mode])
+        defer { Task { _ = await seed.stop() } }
+        for (file, bytes) in files {
+            let whole = try await curl(seed.base + file.path, scratch: dir)
+            #expect(whole.status == 200 && bodyDiff(whole.body, bytes) == nil, "\(mode) \(file.name): \(whole.status) \(bodyDiff(whole.body, bytes) ?? "")")
+            let head = try await curl(seed.base + file.path, ["-I"], scratch: dir)
+            #expect(head.status == 200 && head.headers["content-length"] == "\(bytes.count)", "\(mode) \(file.name) HEAD")
+        }
+        // A range across the first piece boundary of the large file, and an open-ended tail.
+        let large = files[1]
+        let lo = (4 << 20) - 1000, hi = (4 << 20) + 70_000
+        let range = try await curl(seed.base + large.0.path, ["-r", "\(lo)-\(hi)"], scratch: dir)
+        #expect(range.status == 206 && bodyDiff(range.body, Array(large.1[lo...hi])) == nil, "\(mode) range")
+        let tail = try await curl(seed.base + large.0.path, ["-r", "\(large.1.count - 5000)-"], scratch: dir)
+        #expect(tail.status == 206 && bodyDiff(tail.body, Array(large.1.suffix(5000))) == nil, "\(mode) tail")
+        // Keep-alive: curl sends both requests on one connection (it reports 1 connect).
+        let out = dir + "/ka"
+        let both = try await runProcess("curl", ["-sS", "--noproxy", "*", "-w", "%{num_connects} ",
+                                                 "-o", out + "1", seed.base + files[0].0.path, "-o", out + "2", seed.base + large.0.path], scratch: dir)
+        #expect(both.exitCode == 0 && both.stdoutText.split(separator: " ").map(String.init) == ["1", "0"], "\(mode) keep-alive: \(both.stdoutText) \(both.stderr)")
+        let (got1, got2) = (try readFile(out + "1"), try readFile(out + "2"))
+        #expect(bodyDiff(got1, files[0].1) == nil && bodyDiff(got2, large.1) == nil, "\(mode) keep-alive bodies")
+    }
+}
