@@ -289,6 +289,8 @@ struct MemoryTests {
         #expect(head.status == 200)
         #expect(sink.bytes == SharedOrigin.bigSize)
         let growth = max(sink.maxResident, after) - before
-        #expect(growth < 64 << 20, "RSS grew by \(growth >> 20) MiB")
+        // RSS is the whole test process's: suites running alongside allocate tens of MiB.
+        // Buffering the body would grow it by the body's 512 MiB; bounded memory stays far below.
+        #expect(growth < 128 << 20, "RSS grew by \(growth >> 20) MiB")
     }
 }

@@ -471,7 +471,8 @@ final class SendableBox<T>: @unchecked Sendable {
 
 /// Every `--serve-mode` sends the same bytes: whole bodies small and large (several pieces),
 /// ranges across piece boundaries, HEAD, and keep-alive (several requests on one connection).
-@Suite("Seed peer: every serve mode sends the same bytes", .enabled(if: SeedBinary.available, "needs `darter seed`"))
+@Suite("Seed peer: every serve mode sends the same bytes", .serialized,  // one seed at a time: each holds 9 MiB bodies
+       .enabled(if: SeedBinary.available, "needs `darter seed`"))
 struct ServeModeTests {
     @Test("whole bodies, ranges across pieces, HEAD and keep-alive", arguments: ["copy", "sendfile", "splice", "zerocopy", "mixed", "auto"])
     func serveMode(_ mode: String) async throws {
