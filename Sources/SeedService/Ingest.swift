@@ -197,10 +197,17 @@ final class Ingestor: Sendable {
         var attempt = 0       // consecutive attempts that brought no new byte
         var total = 0
         var lastError = ""
+        var isURL = false
+        if case .url = source.kind { isURL = true }
         while true {
             let startPosition = sink.position
             var request = OriginRequest(url: "", headers: source.headers)
-            if sink.position > 0 || sink.limitEnd != nil {
+            if !sink.taskCreated && sink.position == 0 && configuration.connections > 1 && isURL {
+                // Splitting needs the size first: ask for one byte (Range: bytes=0-0), as
+                // Dragonfly does. An open-ended GET cut at the first segment's end made the
+                // origin send 1-2 % more than the object (what was in flight when it was cut).
+                request.range = 0..<1
+            } else if sink.position > 0 || sink.limitEnd != nil {
                 request.range = sink.position..<(sink.limitEnd ?? Int64.max)
                 if let tag = sink.etag { request.headers.append(("If-Range", tag)) }
             }
@@ -221,6 +228,9 @@ final class Ingestor: Sendable {
             if sink.passThroughStatus != nil { return "origin status" }
             if let fatal = sink.fatalError { return fatal }
             if sink.transferComplete { break }
+            // The bounded range asked for arrived whole (the size probe): go on at once.
+            if sink.attemptError == nil, let end = request.range?.upperBound, end != Int64.max,
+               sink.position == end, sink.position > startPosition { continue }
             if let e = sink.attemptError { lastError = e }
             // An attempt that made progress does not use up a retry (flaky but working origins
             // finish); one that did not backs off longer.

@@ -21,7 +21,8 @@ enum SeedCommand {
             .init(name: "idle-timeout", defaultValue: String(defaults.idleTimeout), help: "seconds an idle keep-alive connection stays"),
             .init(name: "send-timeout", defaultValue: String(defaults.sendTimeout), help: "seconds a response may make no progress"),
             .init(name: "origin-allow", defaultValue: "", help: "origins the shield may fetch: hosts and CIDRs, comma-separated (empty: any but link-local and cloud metadata)"),
-            .init(name: "origin-connections", defaultValue: "1", help: "parallel ranged connections for one object of 64 MiB or more"),
+            .init(name: "origin-connections", defaultValue: "1", help: "parallel ranged connections for one object of --origin-split-size or more"),
+            .init(name: "origin-split-size", defaultValue: "64m", help: "objects at least this large are fetched over --origin-connections connections"),
             .init(name: "origin-retries", defaultValue: "5", help: "origin retries per fetch, each resuming with Range"),
             .init(name: "registry-mirror", defaultValue: "", help: "upstream registry for /v2/ requests without ?ns= (e.g. https://registry-1.docker.io)"),
             .init(name: "ca-file", defaultValue: "", help: "CA bundle for verifying origin TLS certificates (default: the system's)"),
@@ -61,6 +62,10 @@ enum SeedCommand {
         }
         shield.retries = max(0, try args.int("origin-retries"))
         shield.connections = max(1, try args.int("origin-connections"))
+        shield.segmentThreshold = Int64(try args.int("origin-split-size"))
+        guard shield.segmentThreshold >= 4 << 20 else {
+            throw UsageError("seed: --origin-split-size must be at least 4m (one piece), got '\(args.string("origin-split-size"))'")
+        }
         let mirror = args.string("registry-mirror")
         if !mirror.isEmpty {
             guard mirror.hasPrefix("http://") || mirror.hasPrefix("https://") else {

@@ -82,7 +82,7 @@ struct SharedShieldTrait: SuiteTrait, TestScoping {
             ("herd.bin", (8 << 20) + 123), ("late.bin", 12 << 20), ("drop.bin", (3 << 20) + 11), ("fail.bin", (1 << 20) + 5),
             ("chunked.bin", (2 << 20) + 17), ("short.bin", (2 << 20) + 19), ("norange.bin", (3 << 20) + 23),
             ("gone.bin", 1000), ("digest.bin", (1 << 20) + 29), ("proxy.bin", (2 << 20) + 31), ("preheat.bin", (4 << 20) + 37),
-            ("allow.bin", 4096),
+            ("allow.bin", 4096), ("split.bin", (26 << 20) + 41),
         ]
         var files: [String: OriginFile] = [:]
         for (i, (name, size)) in specs.enumerated() {
@@ -164,6 +164,26 @@ struct ShieldEndToEndTests {
         let stats = try await fx.settledStats()
         #expect(stats.bodyBytes(path: f.path) == f.bytes.count,
                 "origin body bytes \(stats.bodyBytes(path: f.path)) for an object of \(f.bytes.count) (requests: \(stats.requests(path: f.path)))")
+    }
+
+    @Test("--origin-connections 4: an object split over ranged connections arrives byte-exact, and the origin sends each byte once")
+    func splitFetch() async throws {
+        let fx = try ShieldFixture.get()
+        let f = fx.file("split.bin")
+        let dir = makeServerTestDirectory("split")
+        defer { removeTree(dir) }
+        let seed = try await SeedProcess.start(dataDir: dir + "/data", extra: ["--origin-connections", "4", "--origin-split-size", "8m"])
+        defer { Task { _ = await seed.stop() } }
+        let before = try await fx.settledStats()
+        let r = try await curl(seed.download(fx.origin.url(f.name)), scratch: dir)
+        #expect(r.status == 200 && bodyDiff(r.body, f.bytes) == nil, "\(r.status) \(bodyDiff(r.body, f.bytes) ?? "exact")")
+        let after = try await fx.settledStats()
+        let requests = after.requests(path: f.path) - before.requests(path: f.path)
+        let bytes = after.bodyBytes(path: f.path) - before.bodyBytes(path: f.path)
+        // 7 pieces of 4 MiB over 4 connections: segments of 2 pieces. A one-byte size probe,
+        // the rest of the first segment, and three more segments.
+        #expect(requests == 5, "origin requests: \(requests)")
+        #expect(bytes == f.bytes.count, "origin body bytes \(bytes) for an object of \(f.bytes.count)")
     }
 
     @Test("a late joiner (halfway through a slow fetch) gets its first byte well before the fetch ends")
