@@ -157,6 +157,19 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
         counter &+= 1
         return patternWord(seed: seed, index: counter)
     }
+
+    /// `count` bytes of the stream seeded with `seed` (reproducible test and benchmark content).
+    public static func bytes(_ count: Int, seed: UInt64) -> [UInt8] {
+        var rng = SplitMix64(seed: seed)
+        var out = [UInt8](repeating: 0, count: count)
+        var i = 0
+        while i < count {
+            let w = rng.next()
+            for k in 0..<min(8, count - i) { out[i + k] = UInt8(truncatingIfNeeded: w >> (8 * UInt64(k))) }
+            i += 8
+        }
+        return out
+    }
 }
 
 /// A fixed set of equally sized aligned buffers carved from one allocation, registered with

@@ -43,7 +43,7 @@ struct CRC32CTests {
 
     @Test("hardware path equals software path for many lengths")
     func hardwareMatchesSoftware() {
-        let data = randomBytes(Self.lengths.max()!, seed: 42)
+        let data = SplitMix64.bytes(Self.lengths.max()!, seed: 42)
         for n in Self.lengths {
             let slice = Array(data[0..<n])
             let hw = CRC32C.checksum(slice)
@@ -54,7 +54,7 @@ struct CRC32CTests {
 
     @Test("hardware path equals software path at unaligned start addresses and with seeds")
     func unalignedAndSeeded() {
-        let data = randomBytes(3 * 8192 * 2 + 64, seed: 7)
+        let data = SplitMix64.bytes(3 * 8192 * 2 + 64, seed: 7)
         for start in 0..<9 {
             for n in [0, 1, 15, 3 * 8192 - 1, 3 * 8192, 3 * 8192 + 1, 3 * 8192 * 2 + 3] {
                 let slice = data[start..<(start + n)]  // ArraySlice: contiguous, unaligned base address
@@ -73,7 +73,7 @@ struct CRC32CTests {
 
     @Test("seed continuation: crc(a + b) == crc(b, seed: crc(a))")
     func seedContinuation() {
-        let data = randomBytes(3 * 8192 * 3 + 100, seed: 99)
+        let data = SplitMix64.bytes(3 * 8192 * 3 + 100, seed: 99)
         let whole = CRC32C.checksum(data)
         for split in [0, 1, 7, 8, 100, 8191, 8192, 3 * 8192 - 1, 3 * 8192, 3 * 8192 + 1, 40_000, data.count - 1, data.count] {
             let a = Array(data[..<split]), b = Array(data[split...])
@@ -95,7 +95,7 @@ struct CRC32CTests {
 
     @Test("one changed bit changes the checksum")
     func detectsBitFlip() {
-        var data = randomBytes(4096, seed: 3)
+        var data = SplitMix64.bytes(4096, seed: 3)
         let original = CRC32C.checksum(data)
         for i in stride(from: 0, to: data.count, by: 97) {
             data[i] ^= 0x10
@@ -135,7 +135,7 @@ struct SHA256Tests {
 
     @Test("incremental equals one-shot, at every split point of a small input")
     func incrementalEqualsOneShot() {
-        let data = randomBytes(300, seed: 5)
+        let data = SplitMix64.bytes(300, seed: 5)
         let oneShot = SHA256Hasher.hash(data)
         for split in 0...data.count {
             var h = SHA256Hasher()
@@ -151,7 +151,7 @@ struct SHA256Tests {
 
     @Test("update from an IOBuffer range")
     func ioBufferRange() {
-        let data = randomBytes(10_000, seed: 11)
+        let data = SplitMix64.bytes(10_000, seed: 11)
         let buffer = IOBuffer(capacity: 16_384)
         buffer.copyBytes(from: data, at: 1000)
         var h = SHA256Hasher()

@@ -30,7 +30,7 @@ struct FaultInjectionTests {
     func skipAndTimes() async throws {
         let backend = try make()
         let dir = try TempDirectory("fault")
-        try writeFileSync(dir.file("f"), randomBytes(4096, seed: 1))
+        try writeFileSync(dir.file("f"), SplitMix64.bytes(4096, seed: 1))
         let fd = try await backend.open(dir.file("f"), .readOnly)
         backend.inject(.fail(.ioError), on: .read, skip: 2, times: 2)
         let b = backend.makeBuffer(capacity: 4096)

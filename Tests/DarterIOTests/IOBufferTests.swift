@@ -32,7 +32,7 @@ struct IOBufferTests {
 
     @Test("copyBytes / bytes round-trip, subscript, fill, equals")
     func copyRoundTrip() {
-        let data = randomBytes(5000, seed: 1)
+        let data = SplitMix64.bytes(5000, seed: 1)
         let b = IOBuffer(capacity: 8192)
         b.copyBytes(from: data, at: 100)
         #expect(b.bytes(100..<5100) == data)
@@ -70,6 +70,16 @@ struct IOBufferTests {
         #expect(b.bytes(10..<110) == (0..<100).map { UInt8($0) })
     }
 
+    @Test("SplitMix64.bytes is the generator's words, little-endian, cut to length; seeds differ")
+    func seededBytes() {
+        var rng = SplitMix64(seed: 5)
+        let words = (0..<3).map { _ in rng.next() }
+        let expected = words.flatMap { w in (0..<8).map { UInt8(truncatingIfNeeded: w >> (8 * UInt64($0))) } }
+        #expect(SplitMix64.bytes(21, seed: 5) == Array(expected.prefix(21)))
+        #expect(SplitMix64.bytes(0, seed: 5).isEmpty)
+        #expect(SplitMix64.bytes(64, seed: 5) != SplitMix64.bytes(64, seed: 6))
+    }
+
     @Test("fillPattern / matchesPattern detect any changed byte")
     func patternDetectsChange() {
         let n = 64 << 10
@@ -80,7 +90,7 @@ struct IOBufferTests {
         #expect(!holds(b.matchesPattern(seed: 0xDA27, streamOffset: 8, range: 0..<n)))
         // The pattern is not trivially constant.
         #expect(b.bytes(0..<8) != b.bytes(8..<16))
-        var rng = SeededRNG(seed: 9)
+        var rng = SplitMix64(seed: 9)
         for _ in 0..<200 {
             let i = Int.random(in: 0..<n, using: &rng)
             let bit = UInt8(1) << UInt8.random(in: 0..<8, using: &rng)

@@ -4,19 +4,7 @@ import Glibc
 import Testing
 @testable import DarterIO
 
-typealias SeededRNG = SplitMix64
 
-func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
-    var rng = SeededRNG(seed: seed)
-    var out = [UInt8](repeating: 0, count: count)
-    var i = 0
-    while i < count {
-        let w = rng.next()
-        for k in 0..<min(8, count - i) { out[i + k] = UInt8(truncatingIfNeeded: w >> (8 * UInt64(k))) }
-        i += 8
-    }
-    return out
-}
 
 /// A fresh directory on a disk filesystem (ext4 here; tmpfs has no O_DIRECT), removed on deinit.
 final class TempDirectory: Sendable {

@@ -172,7 +172,7 @@ struct UringOperationTests {
         let dir = try TempDirectory("statx")
         for size in [0, 1, 12_345, 1 << 20] {
             let path = dir.file("f\(size)")
-            try writeFileSync(path, randomBytes(size, seed: UInt64(size)))
+            try writeFileSync(path, SplitMix64.bytes(size, seed: UInt64(size)))
             let st = try await uring.statx(path)
             #expect(st.size == Int64(size))
             let a = st.directIOOffsetAlignment
@@ -269,7 +269,7 @@ struct UringOperationTests {
     func spliceFileToPipe() async throws {
         let uring = try makeUring()
         let dir = try TempDirectory("splice")
-        let data = randomBytes(20_000, seed: 12)
+        let data = SplitMix64.bytes(20_000, seed: 12)
         try writeFileSync(dir.file("src"), data)
         let file = try SystemCalls.open(dir.file("src"), .readOnly)
         var p: [Int32] = [0, 0]

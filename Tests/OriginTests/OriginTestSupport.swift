@@ -51,17 +51,6 @@ final class TempDirectory: Sendable {
     deinit { try? FileManager.default.removeItem(atPath: path) }
 }
 
-func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
-    var rng = SplitMix64(seed: seed)
-    var out = [UInt8](repeating: 0, count: count)
-    var i = 0
-    while i < count {
-        let w = rng.next()
-        for k in 0..<min(8, count - i) { out[i + k] = UInt8(truncatingIfNeeded: w >> (8 * UInt64(k))) }
-        i += 8
-    }
-    return out
-}
 
 func writeFile(_ path: String, _ bytes: [UInt8]) throws {
     guard FileManager.default.createFile(atPath: path, contents: Data(bytes)) else { throw TestError("cannot write \(path)") }
@@ -221,7 +210,7 @@ final class SharedOrigin: Sendable {
 
     private init() async throws {
         dir = try TempDirectory("http")
-        small = randomBytes((1 << 20) + 123, seed: 7)
+        small = SplitMix64.bytes((1 << 20) + 123, seed: 7)
         try writeFile(dir.file("small.bin"), small)
         try writeFile(dir.file("empty.bin"), [])
         try makeSparseFile(dir.file("big.bin"), size: Self.bigSize)

@@ -45,7 +45,7 @@ let manifestAccept = ("Accept", "application/vnd.oci.image.manifest.v1+json, app
 struct RegistryTests {
     @Test func bearerTokenFlowWithCredentials() async throws {
         let dir = try TempDirectory("registry")
-        let layer = randomBytes(700_000, seed: 21)
+        let layer = SplitMix64.bytes(700_000, seed: 21)
         try writeFile(dir.file("layer.bin"), layer)
         guard let reg = try await TestRegistry.start(dir: dir, label: "auth", blob: dir.file("layer.bin"), user: "alice:s3cret") else {
             Issue.record("\(TestRegistry.binary) is not installed (apt-get install docker-registry)"); return
@@ -115,7 +115,7 @@ struct RegistryTests {
 
     @Test func anonymousBearerTokens() async throws {
         let dir = try TempDirectory("registry-anon")
-        let layer = randomBytes(50_000, seed: 22)
+        let layer = SplitMix64.bytes(50_000, seed: 22)
         try writeFile(dir.file("layer.bin"), layer)
         guard let reg = try await TestRegistry.start(dir: dir, label: "anon", blob: dir.file("layer.bin"), user: nil) else {
             Issue.record("\(TestRegistry.binary) is not installed (apt-get install docker-registry)"); return

@@ -13,7 +13,7 @@ struct TLSTests {
             Issue.record("openssl is not installed"); return
         }
         let dir = try TempDirectory("tls")
-        let body = randomBytes(200_000, seed: 11)
+        let body = SplitMix64.bytes(200_000, seed: 11)
         try writeFile(dir.file("file.bin"), body)
         let (code, output) = try await runCommand(openssl, [
             "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
@@ -86,7 +86,7 @@ struct MotoS3 {
 struct S3Tests {
     @Test func signedGetsAndWrongSecret() async throws {
         let dir = try TempDirectory("s3")
-        let body = randomBytes(300_001, seed: 13)
+        let body = SplitMix64.bytes(300_001, seed: 13)
         try writeFile(dir.file("object.bin"), body)
         // A space is encoded as %20. (A "+" would be too, as boto3 and S3 do, but moto 5.2 then
         // computes the signature over a literal "+" and rejects boto3's own requests as well.)

@@ -41,7 +41,7 @@ struct SharedSeedTrait: SuiteTrait, TestScoping {
         ]
         var files: [String: TestFile] = [:]
         for (name, size, seed, pieceLength) in specs {
-            let bytes = randomBytes(size, seed: seed)
+            let bytes = SplitMix64.bytes(size, seed: seed)
             let path = dir + "/" + name + ".bin"
             try writeFile(path, bytes)
             let args = ["import", "--data-dir", dir + "/data"] + (pieceLength.map { ["--piece-length", $0] } ?? []) + [path]
@@ -346,7 +346,7 @@ struct SeedEndToEndTests {
         // TLS 1.2 ClientHello: record header, handshake header, version, random, no session,
         // one cipher suite, null compression, no extensions.
         let hello: [UInt8] = [0x16, 0x03, 0x01, 0x00, 0x2f, 0x01, 0x00, 0x00, 0x2b, 0x03, 0x03]
-            + randomBytes(32, seed: 9) + [0x00, 0x00, 0x02, 0xc0, 0x2f, 0x01, 0x00, 0x00, 0x00]
+            + SplitMix64.bytes(32, seed: 9) + [0x00, 0x00, 0x02, 0xc0, 0x2f, 0x01, 0x00, 0x00, 0x00]
         let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8) + [0, 0, 0, 4, 0, 0, 0, 0, 0]
         let port = fx.seed.port
         for (label, bytes) in [("TLS ClientHello", hello), ("HTTP/2 preface", preface)] {
@@ -480,7 +480,7 @@ struct ServeModeTests {
         defer { removeTree(dir) }
         var files: [(TestFile, [UInt8])] = []
         for (name, size, seed) in [("small", (100 << 10) + 3, UInt64(11)), ("large", (9 << 20) + 4097, UInt64(12))] {
-            let bytes = randomBytes(size, seed: seed)
+            let bytes = SplitMix64.bytes(size, seed: seed)
             let path = dir + "/" + name + ".bin"
             try writeFile(path, bytes)
             let r = try await runProcess(SeedBinary.path, ["import", "--data-dir", dir + "/data", "--piece-length", "4m", path], scratch: dir)

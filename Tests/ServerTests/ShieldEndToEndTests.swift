@@ -86,7 +86,7 @@ struct SharedShieldTrait: SuiteTrait, TestScoping {
         ]
         var files: [String: OriginFile] = [:]
         for (i, (name, size)) in specs.enumerated() {
-            let f = OriginFile(name: name, bytes: randomBytes(size, seed: 100 + UInt64(i)))
+            let f = OriginFile(name: name, bytes: SplitMix64.bytes(size, seed: 100 + UInt64(i)))
             try writeFile(originDir + "/" + name, f.bytes)
             files[name] = f
         }

@@ -40,17 +40,6 @@ func raiseFileLimit() {
     _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
 }
 
-func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
-    var rng = SplitMix64(seed: seed)
-    var out = [UInt8](repeating: 0, count: count)
-    var i = 0
-    while i < count {
-        let w = rng.next()
-        for k in 0..<min(8, count - i) { out[i + k] = UInt8(truncatingIfNeeded: w >> (8 * UInt64(k))) }
-        i += 8
-    }
-    return out
-}
 
 func hexString(_ bytes: [UInt8]) -> String {
     let digits = Array("0123456789abcdef")
