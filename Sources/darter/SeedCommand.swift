@@ -11,19 +11,19 @@ import SeedService
 /// `darter seed`: the seed peer's server over the piece store.
 enum SeedCommand {
     static func run(_ argv: [String]) async throws {
-        let defaults = ServerConfiguration()
+        let defaults = ServerConfiguration(), shieldDefaults = ShieldConfiguration()
         let args = try Arguments(command: "seed", flags: storeFlags + [
             .init(name: "listen", defaultValue: "127.0.0.1:65001", help: "address to serve on (HOST:PORT; [v6]:PORT)"),
-            .init(name: "serve-mode", defaultValue: "auto", help: "auto | copy | sendfile | splice | zerocopy | mixed (auto: \(ServeMode.measuredDefault.rawValue), measured; mixed: sendfile up to 256 KiB, copy above)"),
+            .init(name: "serve-mode", defaultValue: "auto", help: "auto | copy | sendfile | splice | zerocopy | mixed (auto: \(ServeMode.measuredDefault.rawValue), measured; mixed: sendfile up to \(defaults.smallBodyLimit >> 10) KiB, copy above)"),
             .init(name: "loops", defaultValue: String(defaults.loops), help: "event loops (threads)"),
             .init(name: "max-connections", defaultValue: String(defaults.maxConnections), help: "open connections before accepting pauses"),
             .init(name: "header-timeout", defaultValue: String(defaults.headerTimeout), help: "seconds to receive a request head"),
             .init(name: "idle-timeout", defaultValue: String(defaults.idleTimeout), help: "seconds an idle keep-alive connection stays"),
             .init(name: "send-timeout", defaultValue: String(defaults.sendTimeout), help: "seconds a response may make no progress"),
             .init(name: "origin-allow", defaultValue: "", help: "origins the shield may fetch: hosts and CIDRs, comma-separated (empty: any but link-local and cloud metadata)"),
-            .init(name: "origin-connections", defaultValue: "1", help: "parallel ranged connections for one object of --origin-split-size or more"),
-            .init(name: "origin-split-size", defaultValue: "64m", help: "objects at least this large are fetched over --origin-connections connections"),
-            .init(name: "origin-retries", defaultValue: "5", help: "origin retries per fetch, each resuming with Range"),
+            .init(name: "origin-connections", defaultValue: String(shieldDefaults.connections), help: "parallel ranged connections for one object of --origin-split-size or more"),
+            .init(name: "origin-split-size", defaultValue: "\(shieldDefaults.segmentThreshold >> 20)m", help: "objects at least this large are fetched over --origin-connections connections"),
+            .init(name: "origin-retries", defaultValue: String(shieldDefaults.retries), help: "origin retries per fetch, each resuming with Range"),
             .init(name: "registry-mirror", defaultValue: "", help: "upstream registry for /v2/ requests without ?ns= (e.g. https://registry-1.docker.io)"),
             .init(name: "ca-file", defaultValue: "", help: "CA bundle for verifying origin TLS certificates (default: the system's)"),
             .init(name: "s3-endpoint", defaultValue: "", help: "S3-compatible endpoint for s3:// URLs, path-style (default: AWS)"),
