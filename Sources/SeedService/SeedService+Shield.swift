@@ -156,6 +156,7 @@ extension SeedService {
             }
             let source = ObjectSource(kind: .registry(base: upstream, path: p), expectedDigest: id.hash, id: id)
             Task { [self] in
+                if let refused = refusedUpstream(upstream) { return respond(refused) }
                 var r = await answer(request, source, route: "registry")
                 r.head.headers.add(name: "Docker-Content-Digest", value: reference)
                 respond(r)
@@ -166,6 +167,7 @@ extension SeedService {
         let accept = request.headers.values(for: "Accept").map { ("Accept", $0) }
         let method = request.method == .head ? "HEAD" : "GET"
         Task { [self] in
+            if let refused = refusedUpstream(upstream) { return respond(refused) }
             let sink = MemorySink(limit: 4 << 20)
             do {
                 let head = try await ingestor.registry.fetch(registry: upstream, path: p, method: method, headers: accept, into: sink)
@@ -185,6 +187,17 @@ extension SeedService {
                 respond(.text(502, "registry \(upstream): \(error)\n", route: "registry"))
             }
         }
+    }
+
+    /// The allowlist applies to registries as to any origin: `?ns=` comes from the client.
+    private func refusedUpstream(_ upstream: String) -> Response? {
+        guard let ingestor, let host = originHost(upstream) else {
+            return .text(400, "registry '\(upstream.prefix(200))' has no host\n", route: "registry")
+        }
+        guard ingestor.configuration.allowlist.allows(host: host, addresses: OriginAllowlist.resolve(host)) else {
+            return .text(403, "registry host '\(host)' is not allowed (see --origin-allow)\n", route: "registry")
+        }
+        return nil
     }
 
     /// containerd's `ns` host → registry base URL (docker.io → registry-1.docker.io; loopback → http).

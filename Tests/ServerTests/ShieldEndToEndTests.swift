@@ -412,7 +412,13 @@ struct ShieldEndToEndTests {
         let seed = try await SeedProcess.start(dataDir: dir + "/data", extra: ["--origin-allow", "10.0.0.0/8,example.com"])
         let viaDownload = try await curlResult(seed.download(fx.origin.url(f.name)), scratch: fx.dir, maxTime: 10)
         let viaProxy = try await curlResult(fx.origin.url(f.name), ["-x", seed.base], scratch: fx.dir, maxTime: 10)
+        // The registry mirror too: containerd's ?ns= names the upstream, and it comes from the client.
+        let viaMirror = try await curlResult(seed.base + "/v2/x/blobs/sha256:" + String(repeating: "a", count: 64)
+                                             + "?ns=127.0.0.1:\(fx.origin.port)", scratch: fx.dir, maxTime: 10)
         _ = await seed.stop()
+        let metadataViaMirror = try await curlResult(fx.seed.base + "/v2/x/manifests/latest?ns=169.254.169.254", scratch: fx.dir, maxTime: 10)
+        #expect(metadataViaMirror.status == 403, "mirror ?ns=169.254.169.254: \(metadataViaMirror.status) \(printable(metadataViaMirror.body))")
+        #expect(viaMirror.status == 403, "mirror ?ns= outside the allowlist: \(viaMirror.status) \(printable(viaMirror.body))")
         let hasReason = !viaDownload.body.isEmpty
         #expect(viaDownload.status == 403 && hasReason, "/download: \(viaDownload.status) \(printable(viaDownload.body))")
         #expect(viaProxy.status == 403, "proxy: \(viaProxy.status)")
