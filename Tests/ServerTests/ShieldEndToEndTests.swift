@@ -314,7 +314,7 @@ struct ShieldEndToEndTests {
         #expect(r.status == 200 && diff == nil, "\(r.status), \(diff ?? "exact")")
     }
 
-    @Test("an origin 404 is passed through and remembered briefly (no second origin request within a second)")
+    @Test("an origin 404 is passed through and remembered briefly (no second origin request within 10 s)")
     func notFoundRemembered() async throws {
         let fx = try ShieldFixture.get()
         let f = fx.file("gone.bin")
@@ -325,7 +325,7 @@ struct ShieldEndToEndTests {
         let elapsed = now() - t0
         #expect(first.status == 404 && second.status == 404, "\(first.status), \(second.status)")
         let stats = try await fx.settledStats()
-        #expect(stats.requests(f.path + "?status=404") == 1 || elapsed > 1.0,
+        #expect(stats.requests(f.path + "?status=404") == 1 || elapsed > 10,
                 "origin requests \(stats.requests(f.path + "?status=404")) for two requests in \(elapsed)s")
     }
 
