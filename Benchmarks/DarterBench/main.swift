@@ -83,7 +83,7 @@ final class StorageSession {
             }
             try await group.waitForAll()
         }
-        precondition(store.info(id, pieces: false)?.committedPieceCount == count, "ingest: not every piece is committed")
+        precondition(store.info(id)?.committedPieceCount == count, "ingest: not every piece is committed")
         return Double(total) / (monotonicSeconds() - t0) / 1e9
     }
 

@@ -307,9 +307,10 @@ extension PieceStore {
 
     // MARK: Looking up
 
-    /// - Parameter pieces: whether to fill `committed` (one entry per piece); serving a body
-    ///   does not need it, and building it is per-request work.
-    public func info(_ id: TaskID, pieces: Bool = true) -> TaskInfo? {
+    /// - Parameter pieces: whether to fill `committed` (one entry per piece). Off by default:
+    ///   building it is per-piece work that serving, completion checks and the shield's
+    ///   lookups (all per request) never read.
+    public func info(_ id: TaskID, pieces: Bool = false) -> TaskInfo? {
         state.withLock { s in
             guard let t = s.index.tasks[id], !t.deleting else { return nil }
             return TaskInfo(id: id, pieceLength: t.pieceLength, contentLength: t.contentLength, complete: t.complete,

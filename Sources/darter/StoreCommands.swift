@@ -87,7 +87,7 @@ enum InfoCommand {
         if args.wantsHelp { print(args.usage); return }
         let store = try await openStore(args)
         for id in store.taskIDs {
-            guard let t = store.info(id) else { continue }
+            guard let t = store.info(id, pieces: true) else { continue }
             let length = t.contentLength.map(String.init) ?? "?"
             print("\(id) length=\(length) pieces=\(t.committedPieceCount)/\(t.committed.count) complete=\(t.complete) pinned=\(t.pinned)")
         }
@@ -130,7 +130,7 @@ enum DebugIngestCommand {
                 group.addTask {
                     let buffer = store.io.makeBuffer(capacity: pieceLength)
                     while let (id, index, length) = queue.next() {
-                        if store.info(id)?.committed[index] == true { continue }
+                        if store.info(id, pieces: true)?.committed[index] == true { continue }
                         buffer.fillPattern(seed: id.hash.w0, streamOffset: PieceMath.offset(ofPiece: index, pieceLength: pieceLength),
                                            range: 0..<alignUp(length))
                         try await store.writePiece(id, index: index, from: buffer, length: length)

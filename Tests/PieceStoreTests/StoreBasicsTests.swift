@@ -11,7 +11,7 @@ struct StoreBasicsTests {
         let id = taskID("roundtrip")
         let length: Int64 = 5 * 65536 - 1000  // unaligned tail
         try await fillTask(store, id, contentLength: length, pieceLength: 65536)
-        #expect(store.info(id)?.committedPieceCount == 5)
+        #expect(store.info(id, pieces: true)?.committedPieceCount == 5)
         #expect(try await contentMatches(store, id, range: 0..<length))
         #expect(try await contentMatches(store, id, range: 65530..<131080))   // across a piece boundary
         #expect(try await contentMatches(store, id, range: (length - 7)..<length))  // the tail
@@ -151,7 +151,7 @@ struct StoreBasicsTests {
         let store = try await openTestStore(dir, io: BackendKind.uring.make())
         #expect(try await contentMatches(store, id, range: 0..<65536))
         await #expect(throws: StoreError.corruptPiece(id, index: 2)) { try await store.readBytes(id, range: 2 * 65536..<(2 * 65536 + 10)) }
-        #expect(store.info(id)?.committed == [true, true, false, true])
+        #expect(store.info(id, pieces: true)?.committed == [true, true, false, true])
         #expect(store.usage.corruptPiecesDropped == 1)
         // Zero-copy extents stop before the dropped piece.
         let extent = try #require(try await store.servableExtent(id, range: 0..<(4 * 65536)))
@@ -159,7 +159,7 @@ struct StoreBasicsTests {
         await store.close()
         // The drop is durable.
         let again = try await openTestStore(dir, io: BackendKind.uring.make())
-        #expect(again.info(id)?.committed == [true, true, false, true])
+        #expect(again.info(id, pieces: true)?.committed == [true, true, false, true])
         await again.close()
     }
 
@@ -190,7 +190,7 @@ struct StoreBasicsTests {
         try await fillTask(store, id, contentLength: 3 * 65536, pieceLength: 65536, pieces: 2..<3)
         await store.close()
         let again = try await openTestStore(dir, io: BackendKind.uring.make())
-        #expect(again.info(id)?.committedPieceCount == 3)
+        #expect(again.info(id, pieces: true)?.committedPieceCount == 3)
         await again.close()
     }
 

@@ -44,10 +44,10 @@ struct StoreCrashTests {
             totalReported += reported.count
             let store = try await openTestStore(dir + "/store", io: (round % 3 == 0 ? BackendKind.threads : .uring).make())
             for (id, index) in reported {
-                #expect(store.info(id)?.committed[index] == true, "round \(round): piece \(index) of \(id) was reported committed but is missing")
+                #expect(store.info(id, pieces: true)?.committed[index] == true, "round \(round): piece \(index) of \(id) was reported committed but is missing")
             }
             for id in store.taskIDs {
-                guard let info = store.info(id) else { continue }
+                guard let info = store.info(id, pieces: true) else { continue }
                 let length = try #require(info.contentLength)
                 for (index, isCommitted) in info.committed.enumerated() where isCommitted {
                     let start = PieceMath.offset(ofPiece: index, pieceLength: info.pieceLength)

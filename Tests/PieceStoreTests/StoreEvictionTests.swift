@@ -132,10 +132,10 @@ struct StoreEvictionTests {
         buffer.fillPattern(seed: id.hash.w0, streamOffset: 0, range: 0..<65536)
         faults.inject(.tornWrite(bytes: 4096), on: .write)
         await #expect(throws: StoreError.self) { try await store.writePiece(id, index: 0, from: buffer, length: 65536) }
-        #expect(store.info(id)?.committed == [false])
+        #expect(store.info(id, pieces: true)?.committed == [false])
         faults.inject(.fail(.ioError), on: .dataSync)
         await #expect(throws: StoreError.self) { try await store.writePiece(id, index: 0, from: buffer, length: 65536) }
-        #expect(store.info(id)?.committed == [false])
+        #expect(store.info(id, pieces: true)?.committed == [false])
         try await store.writePiece(id, index: 0, from: buffer, length: 65536)
         #expect(try await contentMatches(store, id, range: 0..<65536))
         await store.close()
