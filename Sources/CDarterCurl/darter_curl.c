@@ -119,22 +119,10 @@ const char *darter_curl_error_text(darter_curl *h, int code) {
     return curl_easy_strerror((CURLcode)code);
 }
 
-long darter_curl_response_code(darter_curl *h) {
-    long code = 0;
-    curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &code);
-    return code;
-}
-
 const char *darter_curl_effective_url(darter_curl *h) {
     char *url = NULL;
     curl_easy_getinfo(h->easy, CURLINFO_EFFECTIVE_URL, &url);
     return url ? url : "";
-}
-
-long darter_curl_os_errno(darter_curl *h) {
-    long e = 0;
-    curl_easy_getinfo(h->easy, CURLINFO_OS_ERRNO, &e);
-    return e;
 }
 
 struct thread_start { void (*fn)(void *); void *argument; };

@@ -17,14 +17,7 @@ int darter_fallocate(int fd, int mode, int64_t offset, int64_t length) {
     return r < 0 ? -errno : 0;
 }
 
-int64_t darter_splice(int fd_in, int64_t *off_in, int fd_out, int64_t *off_out, size_t len, unsigned flags) {
-    ssize_t r;
-    do { r = splice(fd_in, (loff_t *)off_in, fd_out, (loff_t *)off_out, len, flags); } while (r < 0 && errno == EINTR);
-    return r < 0 ? -errno : (int64_t)r;
-}
-unsigned darter_splice_f_move(void) { return SPLICE_F_MOVE; }
 unsigned darter_splice_f_more(void) { return SPLICE_F_MORE; }
-unsigned darter_splice_f_nonblock(void) { return SPLICE_F_NONBLOCK; }
 
 int64_t darter_sendfile(int out_fd, int in_fd, int64_t *offset, size_t count) {
     ssize_t r;

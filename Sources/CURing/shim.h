@@ -12,8 +12,6 @@
 
 // Flag macros Swift cannot import.
 static inline unsigned darter_iosqe_io_link(void) { return IOSQE_IO_LINK; }
-static inline unsigned darter_iosqe_fixed_file(void) { return IOSQE_FIXED_FILE; }
-static inline unsigned darter_iosqe_buffer_select(void) { return IOSQE_BUFFER_SELECT; }
 
 // struct statx is only forward-declared by liburing.h; these helpers keep its layout in C.
 #include <linux/stat.h>

@@ -234,14 +234,15 @@ public final class EventLoop: @unchecked Sendable {
         let enabled = darter_enable_rings(ring.raw)
         if enabled < 0 && enabled != -EBADFD { fatalError("io_uring_enable_rings: \(Errno(rawValue: -enabled))") }
         postWakeRead()
+        var completions: [(Int, Int32, UInt32)] = []  // reused: this loop runs per batch of CQEs
+        completions.reserveCapacity(256)
         while running {
             let r = io_uring_submit_and_wait(ring.raw, 1)
             if r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY { fatalError("io_uring_submit_and_wait: \(Errno(rawValue: -r))") }
             while true {
                 let n = Int(io_uring_peek_batch_cqe(ring.raw, batch, 256))
                 if n == 0 { break }
-                var completions: [(Int, Int32, UInt32)] = []
-                completions.reserveCapacity(n)
+                completions.removeAll(keepingCapacity: true)
                 for i in 0..<n {
                     let cqe = batch[i]!.pointee
                     completions.append((Int(cqe.user_data), cqe.res, cqe.flags))

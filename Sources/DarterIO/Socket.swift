@@ -75,20 +75,7 @@ public enum Socket {
         return Int(r)
     }
 
-    /// send(2) of `buffer[range]` without blocking: bytes sent, 0 when the socket is full.
-    public static func sendNow(_ socket: FileDescriptor, from buffer: borrowing IOBuffer, range: Range<Int>, more: Bool) throws(Errno) -> Int {
-        precondition(range.upperBound <= buffer.capacity)
-        let flags = Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT) | (more ? Int32(MSG_MORE) : 0)
-        while true {
-            let r = Glibc.send(socket.rawValue, buffer.base + range.lowerBound, range.count, flags)
-            if r >= 0 { return r }
-            if errno == EINTR { continue }
-            if errno == EAGAIN { return 0 }
-            throw Errno.current
-        }
-    }
-
-    /// pipe(2), close-on-exec,, enlarged to `capacity` bytes (F_SETPIPE_SZ) for splicing.
+    /// pipe(2), close-on-exec, enlarged to `capacity` bytes (F_SETPIPE_SZ) for splicing.
     public static func makePipe(capacity: Int) throws(Errno) -> (read: FileDescriptor, write: FileDescriptor) {
         var fds: [Int32] = [0, 0]
         _ = try retryingOnInterrupt { pipe(&fds) }

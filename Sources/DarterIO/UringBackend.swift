@@ -99,9 +99,9 @@ final class RingCore: @unchecked Sendable {
     }
 
     /// Submits and waits for the combined result: the first negative result, else the last.
-    func perform(expected: Int = 1, zeroCopySend: Bool = false, keepAlive: UnsafeMutableRawPointer? = nil,
+    func perform(expected: Int = 1, keepAlive: UnsafeMutableRawPointer? = nil,
                  _ prep: @escaping (UnsafeMutablePointer<io_uring_sqe>, Int) -> Void) async -> Int32 {
-        let op = PendingOperation(expected: zeroCopySend ? 2 : expected, isZeroCopySend: zeroCopySend)
+        let op = PendingOperation(expected: expected, isZeroCopySend: false)
         op.keepAlive = keepAlive
         return await withUnsafeContinuation { (c: UnsafeContinuation<Int32, Never>) in
             op.continuation = c

@@ -10,7 +10,6 @@ import Synchronization
 public final class HTTPServer: Sendable {
     public let configuration: ServerConfiguration
     public let metrics: ServerMetrics
-    let handler: any HTTPHandler
     private let loops: [LoopServer]
     /// The port actually bound (useful with port 0).
     public let port: UInt16
@@ -18,7 +17,6 @@ public final class HTTPServer: Sendable {
     public init(configuration: ServerConfiguration, handler: any HTTPHandler, metrics: ServerMetrics = ServerMetrics()) throws(Errno) {
         self.configuration = configuration
         self.metrics = metrics
-        self.handler = handler
         Socket.raiseOpenFileLimit()
         var loops: [LoopServer] = []
         var port = configuration.port

@@ -6,7 +6,6 @@ public final class ServerMetrics: Sendable {
     private let requests = Mutex<[Key: Int]>([:])
     private let bytes = Atomic<Int>(0)
     private let connections = Atomic<Int>(0)
-    private let accepted = Atomic<Int>(0)
 
     public init() {}
 
@@ -14,11 +13,10 @@ public final class ServerMetrics: Sendable {
         requests.withLock { $0[Key(route: route, status: status), default: 0] += 1 }
     }
     func addBytes(_ n: Int) { bytes.add(n, ordering: .relaxed) }
-    func connectionOpened() { connections.add(1, ordering: .relaxed); accepted.add(1, ordering: .relaxed) }
+    func connectionOpened() { connections.add(1, ordering: .relaxed) }
     func connectionClosed() { connections.subtract(1, ordering: .relaxed) }
 
     public var activeConnections: Int { connections.load(ordering: .relaxed) }
-    public var acceptedConnections: Int { accepted.load(ordering: .relaxed) }
     public var responseBytes: Int { bytes.load(ordering: .relaxed) }
     /// (route, status, count), sorted.
     public var requestCounts: [(route: String, status: Int, count: Int)] {

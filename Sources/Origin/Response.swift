@@ -106,8 +106,6 @@ public struct OriginChunk {
     /// A copy as an array (tests, small bodies).
     public var bytes: [UInt8] { [UInt8](storage) }
 
-    /// Feeds the bytes to a SHA-256 without copying them.
-    public func update(_ hasher: inout SHA256Hasher) { hasher.update(storage.assumingMemoryBound(to: UInt8.self)) }
 }
 
 /// Receives one transfer, on the transfer's own thread, in order, never concurrently.

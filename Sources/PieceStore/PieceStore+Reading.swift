@@ -6,8 +6,8 @@ import DarterIO
 extension PieceStore {
     // MARK: Reading
 
-    /// Marks a read in progress (protects from eviction) and returns what the read needs.
-    private func beginRead(_ id: TaskID, range: Range<Int64>) throws(StoreError) -> (pieceLength: Int, pieces: Range<Int>) {
+    /// Marks a read in progress (protects from eviction) and returns the pieces `range` covers.
+    private func beginRead(_ id: TaskID, range: Range<Int64>) throws(StoreError) -> Range<Int> {
         try state.withLock { s throws(StoreError) in
             guard var t = s.index.tasks[id], !t.deleting else { throw .unknownTask(id) }
             let end = t.contentLength ?? PieceMath.offset(ofPiece: t.pieces.count, pieceLength: t.pieceLength)
@@ -19,7 +19,7 @@ extension PieceStore {
             t.readers += 1
             t.lastAccess = Self.now()
             s.index.tasks[id] = t
-            return (t.pieceLength, pieces)
+            return pieces
         }
     }
 
@@ -33,7 +33,7 @@ extension PieceStore {
     /// against their CRC32C first, and a corrupt one is dropped and reported.
     /// `buffer` must hold `alignUp(range.count) + 4096` bytes.
     public func read(_ id: TaskID, range: Range<Int64>, into buffer: borrowing IOBuffer) async throws -> Range<Int> {
-        let (_, pieces) = try beginRead(id, range: range)
+        let pieces = try beginRead(id, range: range)
         defer { endRead(id) }
         for i in pieces { try await verifyIfNeeded(id, index: i) }
         let fd = try await directDescriptor(id)

@@ -70,7 +70,6 @@ public final class PieceStore: Sendable {
     /// A torn journal tail from a crash is cut off; data files no record names are removed.
     public static func open(_ configuration: StoreConfiguration, io: any IOBackend) async throws -> PieceStore {
         let dir = configuration.directory
-        let journalPath = dir + "/journal"
         do {
             try SystemCalls.makeDirectories(dir + "/tasks")
         } catch { throw StoreError.io("creating \(dir)/tasks", error) }

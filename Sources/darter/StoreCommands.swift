@@ -10,14 +10,14 @@ let storeFlags: [Arguments.Flag] = [
     .init(name: "quota", defaultValue: "", help: "byte quota for the cache, e.g. 100g (empty: none)"),
 ]
 
-/// Opens the store named by the flags. `fixedBuffers` × 4 MiB are registered with the ring
+/// Opens the store named by the flags. Four 4 MiB buffers are registered with the ring
 /// (pinned memory): a seed needs few, as its disk reads are piece verifications and ingest.
-func openStore(_ args: Arguments, fixedBuffers: Int = 4, configure: (inout StoreConfiguration) -> Void = { _ in }) async throws -> PieceStore {
+func openStore(_ args: Arguments, configure: (inout StoreConfiguration) -> Void = { _ in }) async throws -> PieceStore {
     let choice = args.string("io-backend")
     guard let backendChoice = IOBackendChoice(rawValue: choice) else {
         throw UsageError("\(args.command): --io-backend must be auto, uring or threads, got '\(choice)'")
     }
-    let io = try makeIOBackend(backendChoice, fixedBuffers: fixedBuffers, log: log)
+    let io = try makeIOBackend(backendChoice, fixedBuffers: 4, log: log)
     var config = StoreConfiguration(directory: args.string("data-dir"))
     if let quota = try args.optionalInt("quota") { config.eviction.quotaBytes = Int64(quota) }
     configure(&config)

@@ -39,10 +39,8 @@ int darter_curl_cancelled(darter_curl *handle);
 
 /// The error text of the last transfer: the error buffer, else curl_easy_strerror(code).
 const char *darter_curl_error_text(darter_curl *handle, int code);
-/// CURLINFO_RESPONSE_CODE, CURLINFO_EFFECTIVE_URL ("" if none), CURLINFO_OS_ERRNO.
-long darter_curl_response_code(darter_curl *handle);
+/// CURLINFO_EFFECTIVE_URL ("" if none).
 const char *darter_curl_effective_url(darter_curl *handle);
-long darter_curl_os_errno(darter_curl *handle);
 
 /// A detached thread running fn(argument). Returns 0 or an errno.
 int darter_thread_start(void (*fn)(void *), void *argument, size_t stack_size);

@@ -10,11 +10,8 @@ int darter_o_direct(void);
 /// fallocate(2) (GNU-only in glibc headers). Returns 0 or -errno.
 int darter_fallocate(int fd, int mode, int64_t offset, int64_t length);
 
-/// splice(2); returns bytes moved or -errno.
-int64_t darter_splice(int fd_in, int64_t *off_in, int fd_out, int64_t *off_out, size_t len, unsigned flags);
-unsigned darter_splice_f_move(void);
+/// SPLICE_F_MORE for io_uring splice (GNU-only in glibc headers).
 unsigned darter_splice_f_more(void);
-unsigned darter_splice_f_nonblock(void);
 
 /// sendfile(2); returns bytes sent or -errno.
 int64_t darter_sendfile(int out_fd, int in_fd, int64_t *offset, size_t count);
