@@ -59,8 +59,7 @@ uint32_t darter_crc32c_sw(uint32_t crc, const void *data, size_t length) {
 }
 
 #if defined(__x86_64__)
-/* Three independent streams hide the 3-cycle latency of crc32q; the partial
-   CRCs are merged by running the software "shift" (crc of zeros) step. */
+/* One stream of crc32q: for short inputs and the tails of the three-stream version below. */
 __attribute__((target("sse4.2")))
 static uint32_t crc32c_hw_simple(uint32_t crc, const uint8_t *p, size_t length) {
     uint64_t c = crc;
@@ -95,6 +94,8 @@ static uint32_t x_pow_8n(size_t n) {
 #define BLOCK 8192
 static uint32_t shift_block = 0;
 
+/* Three independent streams hide the 3-cycle latency of crc32q; the partial
+   CRCs are merged by running the software "shift" (crc of zeros) step. */
 __attribute__((target("sse4.2")))
 static uint32_t crc32c_hw(uint32_t crc, const void *data, size_t length) {
     const uint8_t *p = data;

@@ -158,6 +158,20 @@ public enum SystemCalls {
         }
     }
 
+    /// The process environment (`environ`), as name → value.
+    public static func environment() -> [String: String] {
+        var result: [String: String] = [:]
+        var p = environ
+        while let entry = p.pointee {
+            let s = String(cString: entry)
+            if let eq = s.firstIndex(of: "=") {
+                result[String(s[..<eq])] = String(s[s.index(after: eq)...])
+            }
+            p += 1
+        }
+        return result
+    }
+
     /// Resident set size of this process in bytes (from /proc/self/statm).
     public static func residentBytes() -> Int {
         guard let f = fopen("/proc/self/statm", "r") else { return 0 }

@@ -62,7 +62,7 @@ public enum HTTPDate: Sendable {
            b[(comma + 20)...].elementsEqual(" GMT".utf8),
            let day = digits(b[(comma + 2)..<(comma + 4)]), let month = monthIndex(b[(comma + 5)..<(comma + 8)]),
            let yy = digits(b[(comma + 9)..<(comma + 11)]), let time = clock(b[(comma + 12)..<(comma + 20)]) {
-            // RFC 9110 §5.6.7: a two-digit year more than 50 years ahead is in the past century.
+            // A fixed pivot for RFC 850's two-digit years: 70-99 are 19xx, 00-69 are 20xx.
             let year = yy >= 70 ? 1900 + yy : 2000 + yy
             return epoch(year: year, month: month, day: day, time: time)
         }

@@ -49,18 +49,13 @@ public struct HTTPHeaders: Sendable {
     /// anything that is not a token character becomes `-`).
     public mutating func add(name: String, value: String) {
         let nameStart = bytes.count
-        var name = name, value = value
         // Responses add fields on every request: copy whole valid strings at once, and fix
         // byte by byte only the rare invalid one.
-        name.withUTF8 { n in
-            if n.allSatisfy(isTokenByte) { bytes.append(contentsOf: n) }
-            else { for b in n { bytes.append(isTokenByte(b) ? b : UInt8(ascii: "-")) } }
-        }
+        if name.utf8.allSatisfy(isTokenByte) { bytes.append(contentsOf: name.utf8) }
+        else { for b in name.utf8 { bytes.append(isTokenByte(b) ? b : UInt8(ascii: "-")) } }
         let nameEnd = bytes.count
-        value.withUTF8 { v in
-            if v.allSatisfy(isFieldValueByte) { bytes.append(contentsOf: v) }
-            else { for b in v { bytes.append(isFieldValueByte(b) ? b : asciiSpace) } }
-        }
+        if value.utf8.allSatisfy(isFieldValueByte) { bytes.append(contentsOf: value.utf8) }
+        else { for b in value.utf8 { bytes.append(isFieldValueByte(b) ? b : asciiSpace) } }
         fields.append(Field(name: nameStart..<nameEnd, value: nameEnd..<bytes.count))
     }
 
@@ -70,7 +65,7 @@ public struct HTTPHeaders: Sendable {
         add(name: name, value: value)
     }
 
-    /// Removes every line with this name (the bytes stay until the value is copied).
+    /// Removes every line with this name (its bytes stay in the buffer, unreferenced).
     public mutating func remove(name: String) {
         fields.removeAll { bytesEqualCaseInsensitive(bytes[$0.name], name) }
     }

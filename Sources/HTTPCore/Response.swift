@@ -1,7 +1,7 @@
 /// A response status line and header block, ready to serialize.
 ///
-/// The head says nothing about the body: the server sets `Content-Length` (or chooses to
-/// close) itself, and sends no body for HEAD, 204 and 304.
+/// The head says nothing about the body: the handler sets `Content-Length`, and the server
+/// sends no body for HEAD.
 public struct HTTPResponseHead: Sendable, Equatable {
     /// The status code, 100...999.
     public var status: Int

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import DarterIO
 
 /// Where and how `s3://bucket/key` URLs are fetched.
 public struct S3Configuration: Sendable {
@@ -31,18 +32,7 @@ public struct S3Configuration: Sendable {
 
 /// The process environment (for configuration defaults).
 @usableFromInline
-func processEnvironment() -> [String: String] {
-    var result: [String: String] = [:]
-    var p = environ
-    while let entry = p.pointee {
-        let s = String(cString: entry)
-        if let eq = s.firstIndex(of: "=") {
-            result[String(s[..<eq])] = String(s[s.index(after: eq)...])
-        }
-        p += 1
-    }
-    return result
-}
+func processEnvironment() -> [String: String] { SystemCalls.environment() }
 
 /// Transport settings for every origin transfer.
 public struct OriginConfiguration: Sendable {

@@ -77,7 +77,7 @@ struct StoreIndex {
     var bytesUsed: Int64 = 0
     private var nextGeneration: UInt64 = 1
 
-    /// Applies one record. Returns the task whose pieces changed, for waking readers.
+    /// Applies one record (the committer then wakes the readers it concerns).
     mutating func apply(_ record: JournalRecord) {
         switch record {
         case .taskCreated(let d):

@@ -33,23 +33,20 @@ public struct TaskID: Hashable, Sendable, Comparable, CustomStringConvertible {
     }
 
     /// ``init(_:)`` from UTF-8 bytes (a request path segment), without building a String.
-    /// (Parsed from contiguous bytes by non-generic code: this runs on every request, and the
-    /// unspecialized generic loop cost ~8 % of a 64 KiB request's CPU.)
+    /// (Request paths arrive as `ArraySlice<UInt8>` and take the concrete overload below: this
+    /// runs on every request, and the unspecialized generic loop cost ~8 % of a 64 KiB
+    /// request's CPU.)
     public init?<C: Collection<UInt8>>(utf8 bytes: C) {
-        let parsed = bytes.withContiguousStorageIfAvailable { TaskID(utf8Buffer: UnsafeRawBufferPointer($0)) }
-        guard let id = parsed ?? Array(bytes).withUnsafeBytes({ TaskID(utf8Buffer: $0) }) else { return nil }
-        self = id
+        self.init(utf8: ArraySlice(bytes))
     }
 
-    /// ``init(utf8:)`` over a byte buffer.
-    public init?(utf8Buffer b: UnsafeRawBufferPointer) {
+    /// ``init(utf8:)`` for a slice of bytes, without generics.
+    public init?(utf8 b: ArraySlice<UInt8>) {
         if b.count == 71 {
-            let prefix: StaticString = "sha256:"
-            for i in 0..<7 where b[i] != prefix.utf8Start[i] { return nil }
-            guard let h = SHA256Digest(hexBuffer: UnsafeRawBufferPointer(rebasing: b[7...])) else { return nil }
+            guard b.prefix(7).elementsEqual("sha256:".utf8), let h = SHA256Digest(hexBytes: b.dropFirst(7)) else { return nil }
             self.init(kind: .digest, hash: h)
         } else {
-            guard let h = SHA256Digest(hexBuffer: b) else { return nil }
+            guard let h = SHA256Digest(hexBytes: b) else { return nil }
             self.init(kind: .url, hash: h)
         }
     }
@@ -97,17 +94,15 @@ public struct SHA256Digest: Hashable, Sendable, Comparable {
 
     /// Exactly 64 lowercase hex digits, as UTF-8 bytes.
     public init?<C: Collection<UInt8>>(hexBytes: C) {
-        let parsed = hexBytes.withContiguousStorageIfAvailable { SHA256Digest(hexBuffer: UnsafeRawBufferPointer($0)) }
-        guard let d = parsed ?? Array(hexBytes).withUnsafeBytes({ SHA256Digest(hexBuffer: $0) }) else { return nil }
-        self = d
+        self.init(hexBytes: ArraySlice(hexBytes))
     }
 
-    /// Exactly 64 lowercase hex digits in a byte buffer.
-    public init?(hexBuffer b: UnsafeRawBufferPointer) {
+    /// Exactly 64 lowercase hex digits in a slice of bytes, without generics.
+    public init?(hexBytes b: ArraySlice<UInt8>) {
         guard b.count == 64 else { return nil }
         func word(_ start: Int) -> UInt64? {
             var w: UInt64 = 0
-            for i in start..<(start + 16) {
+            for i in (b.startIndex + start)..<(b.startIndex + start + 16) {
                 guard let v = hexValue(b[i]) else { return nil }
                 w = w << 4 | UInt64(v)
             }

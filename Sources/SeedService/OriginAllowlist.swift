@@ -31,7 +31,7 @@ public struct OriginAllowlist: Sendable, Equatable {
 
     public init() {}
 
-    /// Parses `--origin-allow`: comma-separated hosts and CIDRs. Nil (with the bad entry) on error.
+    /// Parses `--origin-allow`: comma-separated hosts and CIDRs. On error, a failure naming the bad entry.
     public static func parse(_ list: String) -> Result<OriginAllowlist, AllowlistError> {
         var a = OriginAllowlist()
         for raw in list.split(separator: ",") {

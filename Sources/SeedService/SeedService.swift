@@ -24,19 +24,19 @@ public final class SeedService: HTTPHandler {
 
     public func handle(_ request: HTTPRequestHead, body: [UInt8], respond: @escaping @Sendable (Response) -> Void) {
         if request.method == .connect {
-            return respond(.text(405, "CONNECT (HTTPS tunnelling) is not supported; ask for http:// URLs through the proxy or use /download?url=\n", route: "proxy"))
+            return respond(methodNotAllowed("CONNECT (HTTPS tunnelling) is not supported; ask for http:// URLs through the proxy or use /download?url=", allow: "GET, HEAD", route: "proxy"))
         }
         // Forward proxy: `GET http://host/path` (curl -x, wget, pip).
         if request.targetForm == .absolute {
             guard request.method == .get || request.method == .head else {
-                return respond(.text(405, "the proxy caches GET and HEAD only\n", route: "proxy"))
+                return respond(methodNotAllowed("the proxy caches GET and HEAD only", allow: "GET, HEAD", route: "proxy"))
             }
             return shield(request, url: request.target, digest: nil, respond: respond)
         }
         let path = request.target.utf8.prefix { $0 != UInt8(ascii: "?") }
         if path.elementsEqual("/download".utf8) {
             guard request.method == .get || request.method == .head else {
-                return respond(.text(405, "use GET or HEAD\n", route: "download"))
+                return respond(methodNotAllowed("use GET or HEAD", allow: "GET, HEAD", route: "download"))
             }
             guard let query = try? HTTPQueryParameters(parsing: request.query ?? ""), let url = query["url"], !url.isEmpty else {
                 return respond(.text(400, "/download needs ?url=<percent-encoded URL>\n", route: "download"))
@@ -44,7 +44,7 @@ public final class SeedService: HTTPHandler {
             return shield(request, url: url, digest: query["digest"], respond: respond)
         }
         if path.elementsEqual("/preheat".utf8) {
-            guard request.method == .post else { return respond(.text(405, "POST a JSON job to /preheat\n", route: "preheat")) }
+            guard request.method == .post else { return respond(methodNotAllowed("POST a JSON job to /preheat", allow: "POST", route: "preheat")) }
             return preheat(body, respond: respond)
         }
         if path.starts(with: "/preheat/".utf8) {
@@ -56,11 +56,16 @@ public final class SeedService: HTTPHandler {
         respond(route(request))
     }
 
+    /// 405 with its one-line reason and the `Allow` header RFC 9110 §15.5.6 requires.
+    func methodNotAllowed(_ reason: String, allow: String, route: String) -> Response {
+        var r = Response.text(405, reason + "\n", route: route)
+        r.head.headers.add(name: "Allow", value: allow)
+        return r
+    }
+
     func route(_ request: HTTPRequestHead) -> Response {
         guard request.method == .get || request.method == .head else {
-            var r = Response.text(405, "method \(request.method) is not allowed here; use GET or HEAD\n", route: "invalid")
-            r.head.headers.add(name: "Allow", value: "GET, HEAD")
-            return r
+            return methodNotAllowed("method \(request.method) is not allowed here; use GET or HEAD", allow: "GET, HEAD", route: "invalid")
         }
         // Routing works on bytes: this runs for every request.
         var path = request.targetForm == .origin ? Array(request.target.utf8.prefix { $0 != UInt8(ascii: "?") }) : Array(request.path.utf8)

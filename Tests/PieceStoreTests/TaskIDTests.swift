@@ -44,9 +44,21 @@ struct TaskIDTests {
         String(repeating: "0", count: 63) + "\0",
     ]
 
-    @Test("malformed ids are rejected", arguments: malformed)
+    @Test("malformed ids are rejected, from text and from request-path bytes (a slice inside a larger buffer)", arguments: malformed)
     func rejectsMalformed(text: String) {
         #expect(TaskID(text) == nil)
+        let padded = Array(("/tasks/" + text + "/meta").utf8)
+        #expect(TaskID(utf8: padded[7..<(padded.count - 5)]) == nil)
+    }
+
+    @Test("request-path bytes parse like text, also as a slice that does not start at index 0")
+    func parsesPathBytes() throws {
+        for text in [hex64, "sha256:" + hex64] {
+            let padded = Array(("/tasks/" + text + "/meta").utf8)
+            let slice = padded[7..<(padded.count - 5)]
+            #expect(TaskID(utf8: slice) == TaskID(text) && TaskID(text) != nil, "\(text)")
+            #expect(TaskID(utf8: Array(text.utf8)) == TaskID(text))  // the generic entry
+        }
     }
 
     @Test("description round-trips through the parser")
