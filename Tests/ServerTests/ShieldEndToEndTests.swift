@@ -377,7 +377,7 @@ struct ShieldEndToEndTests {
         #expect(try await fx.settledStats().requests(path: f.path) == before, "the second proxied GET is served from the cache")
     }
 
-    @Test("CONNECT is 405 with a one-line reason")
+    @Test("CONNECT is 405 with a one-line reason; every 405 carries Allow")
     func connectRefused() async throws {
         let fx = try ShieldFixture.get()
         let port = fx.seed.port
@@ -387,8 +387,15 @@ struct ShieldEndToEndTests {
             return try c.readResponse()
         }
         #expect(r.status == 405, "\(r.statusLine)")
+        #expect(r.headers["allow"] == "GET, HEAD")
         let reason = r.text.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(!reason.isEmpty && !reason.contains("\n"), "reason: \(printable(r.body))")
+        // Every 405 names what is allowed.
+        for (args, path, allow) in [(["-X", "PUT"], "/download?url=x", "GET, HEAD"), (["-X", "GET"], "/preheat", "POST"),
+                                    (["-X", "DELETE"], "/healthz", "GET, HEAD")] {
+            let other = try await curl(fx.seed.base + path, args, scratch: fx.dir)
+            #expect(other.status == 405 && other.headers["allow"] == allow, "\(args) \(path): \(other.status) Allow \(other.headers["allow"] ?? "none")")
+        }
     }
 
     // MARK: allowlist and bad URLs
