@@ -23,8 +23,6 @@ public struct ShieldConfiguration: Sendable {
     public var segmentThreshold: Int64 = 64 << 20
     /// Default upstream for `/v2/` requests without containerd's `ns`.
     public var registryMirror: String?
-    /// The S3-compatible endpoint `s3://` URLs go to (for the allowlist check), if not AWS.
-    public var s3Endpoint: String?
     public init() {}
 }
 

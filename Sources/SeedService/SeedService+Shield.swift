@@ -65,8 +65,9 @@ extension SeedService {
         var rest = url[url.index(schemeEnd, offsetBy: 3)...]
         if let end = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) { rest = rest[..<end] }
         if let at = rest.lastIndex(of: "@") { rest = rest[rest.index(after: at)...] }
-        if url.hasPrefix("s3://") {
-            return ingestor?.configuration.s3Endpoint.flatMap(originHost) ?? "s3.amazonaws.com"
+        if url.hasPrefix("s3://") {  // the host curl will connect to (rest is the bucket)
+            guard let s3 = ingestor?.origin.configuration.s3 else { return nil }
+            return s3.endpoint.flatMap(originHost) ?? "\(rest).s3.\(s3.region).amazonaws.com"
         }
         if rest.hasPrefix("["), let close = rest.firstIndex(of: "]") { return String(rest[rest.index(after: rest.startIndex)..<close]) }
         if let colon = rest.lastIndex(of: ":") { rest = rest[..<colon] }

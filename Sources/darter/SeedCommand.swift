@@ -80,7 +80,6 @@ enum SeedCommand {
         }
         if !args.string("s3-endpoint").isEmpty {
             originConfig.s3.endpoint = args.string("s3-endpoint")
-            shield.s3Endpoint = args.string("s3-endpoint")
         }
         let origin = OriginClient(configuration: originConfig)
 
