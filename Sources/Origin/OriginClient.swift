@@ -143,10 +143,10 @@ struct TransferPlan: Sendable {
             guard let id = s3.accessKeyID, !id.isEmpty, let secret = s3.secretAccessKey, !secret.isEmpty else {
                 throw .missingCredentials("\(request.url): no AWS credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
             }
-            let encodedKey = percentEncodePath(key)
+            let encodedKey = percentEncode(key, keepingSlash: true)
             if var endpoint = s3.endpoint {
                 while endpoint.hasSuffix("/") { endpoint.removeLast() }
-                url = "\(endpoint)/\(percentEncodePath(bucket))/\(encodedKey)"
+                url = "\(endpoint)/\(percentEncode(bucket, keepingSlash: true))/\(encodedKey)"
             } else {
                 url = "https://\(bucket).s3.\(s3.region).amazonaws.com/\(encodedKey)"
             }
@@ -206,15 +206,18 @@ struct TransferPlan: Sendable {
     }
 }
 
-/// Percent-encodes everything but RFC 3986 unreserved characters and "/" (S3's canonical URI).
-func percentEncodePath(_ s: String) -> String {
+/// Percent-encodes everything but RFC 3986's unreserved characters (and `/` when
+/// `keepingSlash`, for paths): S3 keys in URLs, registry token query values.
+func percentEncode(_ s: String, keepingSlash: Bool) -> String {
     let hex = Array("0123456789ABCDEF")
     var out = ""
     for b in s.utf8 {
         switch b {
         case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-             UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "~"), UInt8(ascii: "/"):
+             UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "~"):
             out.unicodeScalars.append(Unicode.Scalar(b))
+        case UInt8(ascii: "/") where keepingSlash:
+            out.append("/")
         default:
             out.append("%"); out.append(hex[Int(b >> 4)]); out.append(hex[Int(b & 15)])
         }

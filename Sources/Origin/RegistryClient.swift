@@ -97,8 +97,8 @@ public final class RegistryClient: Sendable {
                              credential: Credential?, rejected: String?) async throws(OriginError) -> String {
         if let t = cachedToken(registry: registry, scope: scope), rejected != "Bearer \(t)" { return t }
         var query: [String] = []
-        if let service { query.append("service=" + queryEncode(service)) }
-        for s in scope.split(separator: " ") where !s.isEmpty { query.append("scope=" + queryEncode(String(s))) }
+        if let service { query.append("service=" + percentEncode(service, keepingSlash: false)) }
+        for s in scope.split(separator: " ") where !s.isEmpty { query.append("scope=" + percentEncode(String(s), keepingSlash: false)) }
         let url = realm + (query.isEmpty ? "" : (realm.contains("?") ? "&" : "?") + query.joined(separator: "&"))
         var headers: [(String, String)] = [("Accept", "application/json")]
         if let credential { headers.append(("Authorization", "Basic \(base64("\(credential.username):\(credential.password)"))")) }
@@ -232,33 +232,20 @@ final class ChallengeGate: OriginSink, @unchecked Sendable {
 }
 
 /// Collects a small body (token responses); aborts past `limit`.
-final class BoundedCollector: OriginSink, @unchecked Sendable {
+/// Collects a small body in memory (tokens, manifests), refusing more than `limit` bytes.
+public final class BoundedCollector: OriginSink, @unchecked Sendable {
     // Used on the transfer's thread only, read after fetch returns.
-    let limit: Int
-    var bytes: [UInt8] = []
-    var overflowed = false
-    init(limit: Int) { self.limit = limit }
-    func receive(head: OriginResponseHead) -> Bool { true }
-    func receive(body: OriginChunk) -> Bool {
+    public let limit: Int
+    public private(set) var bytes: [UInt8] = []
+    /// The body was larger than `limit` (the transfer was stopped).
+    public private(set) var overflowed = false
+    public init(limit: Int) { self.limit = limit }
+    public func receive(head: OriginResponseHead) -> Bool { true }
+    public func receive(body: OriginChunk) -> Bool {
         guard bytes.count + body.count <= limit else { overflowed = true; return false }
         bytes += body.bytes
         return true
     }
-}
-
-func queryEncode(_ s: String) -> String {
-    let hex = Array("0123456789ABCDEF")
-    var out = ""
-    for b in s.utf8 {
-        switch b {
-        case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-             UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "~"):
-            out.unicodeScalars.append(Unicode.Scalar(b))
-        default:
-            out.append("%"); out.append(hex[Int(b >> 4)]); out.append(hex[Int(b & 15)])
-        }
-    }
-    return out
 }
 
 func base64(_ s: String) -> String {

@@ -169,7 +169,7 @@ extension SeedService {
         let method = request.method == .head ? "HEAD" : "GET"
         Task { [self] in
             if let refused = refusedUpstream(upstream) { return respond(refused) }
-            let sink = MemorySink(limit: 4 << 20)
+            let sink = BoundedCollector(limit: 4 << 20)
             do {
                 let head = try await ingestor.registry.fetch(registry: upstream, path: p, method: method, headers: accept, into: sink)
                 var h = HTTPResponseHead(status: head.status)
@@ -185,7 +185,8 @@ extension SeedService {
                     respond(Response(head: h, body: .bytes(body), route: "registry"))
                 }
             } catch {
-                respond(.text(502, "registry \(upstream): \(error)\n", route: "registry"))
+                let why = sink.overflowed ? "the manifest is larger than \(sink.limit >> 20) MiB" : "\(error)"
+                respond(.text(502, "registry \(upstream): \(why)\n", route: "registry"))
             }
         }
     }
@@ -206,19 +207,6 @@ extension SeedService {
         if host == "docker.io" { return "https://registry-1.docker.io" }
         if host.hasPrefix("127.") || host.hasPrefix("localhost") || host.hasPrefix("[::1]") { return "http://" + host }
         return "https://" + host
-    }
-}
-
-/// Collects a small body in memory (manifests), refusing more than `limit` bytes.
-final class MemorySink: OriginSink, @unchecked Sendable {
-    let limit: Int
-    private(set) var bytes: [UInt8] = []
-    init(limit: Int) { self.limit = limit }
-    func receive(head: OriginResponseHead) -> Bool { true }
-    func receive(body: OriginChunk) -> Bool {
-        guard bytes.count + body.count <= limit else { return false }
-        bytes += body.bytes
-        return true
     }
 }
 

@@ -38,6 +38,7 @@ struct ParsingTests {
         #expect(OriginContentRange(parsing: "bytes 5-9/*") == OriginContentRange(first: 5, last: 9, total: nil))
         #expect(OriginContentRange(parsing: "bytes 9-5/100") == nil)
         #expect(OriginContentRange(parsing: "bytes */100") == nil)
-        #expect(percentEncodePath("a b/c+d~") == "a%20b/c%2Bd~")
+        #expect(percentEncode("a b/c+d~", keepingSlash: true) == "a%20b/c%2Bd~")
+        #expect(percentEncode("repository:a/b:pull", keepingSlash: false) == "repository%3Aa%2Fb%3Apull")
     }
 }
