@@ -50,6 +50,11 @@ public struct EvictionPolicy: Sendable, Equatable {
         }
     }
 
+    /// The tasks that may go (neither pinned nor in use), least recently used first.
+    public static func evictionOrder(_ candidates: [EvictionCandidate]) -> [EvictionCandidate] {
+        candidates.filter { !$0.pinned && !$0.inUse }.sorted { ($0.lastAccess, $0.id) < ($1.lastAccess, $1.id) }
+    }
+
     /// - Parameters:
     ///   - storeBytes: bytes the store holds now.
     ///   - incomingBytes: bytes about to be allocated.
@@ -58,8 +63,7 @@ public struct EvictionPolicy: Sendable, Equatable {
                        fileSystem: FileSystemSpace?, now: Int64) -> Decision {
         var evicted: [(TaskID, Reason)] = []
         var freed: Int64 = 0
-        let evictable = candidates.filter { !$0.pinned && !$0.inUse }
-            .sorted { ($0.lastAccess, $0.id) < ($1.lastAccess, $1.id) }
+        let evictable = Self.evictionOrder(candidates)
         var taken = Set<TaskID>()
         for c in evictable where now - c.lastAccess > timeToLive {
             evicted.append((c.id, .ttl)); freed += c.bytes; taken.insert(c.id)

@@ -38,7 +38,7 @@ extension PieceStore {
         let (list, _) = candidates(excluding: id)
         var freed: Int64 = 0
         var victims: [TaskID] = []
-        for c in list.filter({ !$0.pinned && !$0.inUse }).sorted(by: { ($0.lastAccess, $0.id) < ($1.lastAccess, $1.id) }) {
+        for c in EvictionPolicy.evictionOrder(list) {
             if freed >= bytes { break }
             victims.append(c.id)
             freed += c.bytes

@@ -130,20 +130,28 @@ extension PieceStore {
         if let knownFD { fd = knownFD } else { fd = try await directDescriptor(id) }
         if padded > length { buffer.fill(0, range: length..<padded) }
         if growing { try await allocateWithEviction(fd, offset: offset, length: Int64(padded), task: id) }
+        try await retryingOnceAfterEviction(bytes: Int64(padded), task: id, doing: "writing piece \(index) of \(id)") { () async throws(Errno) in
+            _ = try await io.writeAll(fd, from: buffer, range: 0..<padded, at: offset)
+        }
+        return fd
+    }
+
+    /// Runs `operation`; on ENOSPC evicts idle tasks for `bytes` and runs it once more. A second
+    /// ENOSPC fails the task (other tasks go on); other errors are reported as `what` failing.
+    private func retryingOnceAfterEviction(bytes: Int64, task id: TaskID, doing what: String,
+                                           _ operation: () async throws(Errno) -> Void) async throws {
         do {
-            try await io.writeAll(fd, from: buffer, range: 0..<padded, at: offset)
-            return fd
+            return try await operation()
         } catch where error == .noSpace {
         } catch {
-            throw StoreError.io("writing piece \(index) of \(id)", error)
+            throw StoreError.io(what, error)
         }
-        try await evictForSpace(bytes: Int64(padded), excluding: id)
+        try await evictForSpace(bytes: bytes, excluding: id)
         do {
-            try await io.writeAll(fd, from: buffer, range: 0..<padded, at: offset)
-            return fd
+            try await operation()
         } catch {
             await failTask(id, reason: "no space left on device")
-            throw error == .noSpace ? StoreError.noSpace(id, "no space left on device after eviction") : StoreError.io("writing piece \(index) of \(id)", error)
+            throw error == .noSpace ? StoreError.noSpace(id, "no space left on device after eviction") : StoreError.io(what, error)
         }
     }
 
@@ -151,19 +159,8 @@ extension PieceStore {
     /// blocks are reserved but the file keeps its size: pieces written in order then extend
     /// it, the faster direct-write path on ext4 (see ``IOBackend/allocate(_:offset:length:keepingSize:)``).
     func allocateWithEviction(_ fd: FileDescriptor, offset: Int64, length: Int64, task id: TaskID) async throws {
-        do {
+        try await retryingOnceAfterEviction(bytes: length, task: id, doing: "fallocate for \(id)") { () async throws(Errno) in
             try await io.allocate(fd, offset: offset, length: length, keepingSize: true)
-            return
-        } catch where error == .noSpace {
-        } catch {
-            throw StoreError.io("fallocate for \(id)", error)
-        }
-        try await evictForSpace(bytes: length, excluding: id)
-        do {
-            try await io.allocate(fd, offset: offset, length: length, keepingSize: true)
-        } catch {
-            await failTask(id, reason: "no space left on device")
-            throw error == .noSpace ? StoreError.noSpace(id, "no space left on device after eviction") : StoreError.io("fallocate for \(id)", error)
         }
     }
 
