@@ -155,13 +155,7 @@ public final class EventLoop: @unchecked Sendable {
     public func read(_ file: FileDescriptor, into buffer: borrowing IOBuffer, range: Range<Int>, at offset: Int64, _ handler: @escaping Handler) {
         precondition(range.upperBound <= buffer.capacity)
         let address = buffer.base + range.lowerBound, index = buffer.fixedIndex
-        prepare(handler) { sqe in
-            if index >= 0 {
-                io_uring_prep_read_fixed(sqe, file.rawValue, address, UInt32(range.count), UInt64(offset), Int32(index))
-            } else {
-                io_uring_prep_read(sqe, file.rawValue, address, UInt32(range.count), UInt64(offset))
-            }
-        }
+        prepare(handler) { prepareRead($0, from: file, into: address, count: range.count, at: offset, fixedIndex: Int32(index)) }
     }
 
     /// A READ of `file` into `buffer[readRange]` linked to a SEND of `buffer[sendRange]`: one
@@ -173,12 +167,8 @@ public final class EventLoop: @unchecked Sendable {
         precondition(readRange.upperBound <= buffer.capacity && sendRange.upperBound <= buffer.capacity)
         var readResult: Int32 = 0
         let index = buffer.fixedIndex, readAddress = buffer.base + readRange.lowerBound
-        prepareLinked({ r, _ in readResult = r }) { sqe in
-            if index >= 0 {
-                io_uring_prep_read_fixed(sqe, file.rawValue, readAddress, UInt32(readRange.count), UInt64(offset), Int32(index))
-            } else {
-                io_uring_prep_read(sqe, file.rawValue, readAddress, UInt32(readRange.count), UInt64(offset))
-            }
+        prepareLinked({ r, _ in readResult = r }) {
+            prepareRead($0, from: file, into: readAddress, count: readRange.count, at: offset, fixedIndex: Int32(index))
         }
         send(socket, from: buffer, range: sendRange, more: more) { r, more in
             handler(readResult < 0 ? readResult : (r == -ECANCELED && readResult >= 0 ? -EIO : r), more)

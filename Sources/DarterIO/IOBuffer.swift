@@ -219,3 +219,14 @@ final class FixedBufferPool: Sendable {
 
     var freeCount: Int { free.withLock { $0.count } }
 }
+
+/// Prepares IORING_OP_READ_FIXED into registered buffer `fixedIndex` (≥ 0), else
+/// IORING_OP_READ. Takes the address, not the buffer: the prep closures that call it escape.
+func prepareRead(_ sqe: UnsafeMutablePointer<io_uring_sqe>, from file: FileDescriptor, into address: UnsafeMutableRawPointer,
+                 count: Int, at offset: Int64, fixedIndex: Int32) {
+    if fixedIndex >= 0 {
+        io_uring_prep_read_fixed(sqe, file.rawValue, address, UInt32(count), UInt64(offset), fixedIndex)
+    } else {
+        io_uring_prep_read(sqe, file.rawValue, address, UInt32(count), UInt64(offset))
+    }
+}

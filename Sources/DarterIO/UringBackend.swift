@@ -242,14 +242,8 @@ public final class UringBackend: IOBackend, @unchecked Sendable {
 
     public func read(_ fd: FileDescriptor, into buffer: borrowing IOBuffer, range: Range<Int>, at offset: Int64) async throws(Errno) -> Int {
         precondition(range.lowerBound >= 0 && range.upperBound <= buffer.capacity)
-        let address = buffer.base + range.lowerBound, index = buffer.fixedIndex, count = UInt32(range.count)
-        return Int(try await run { sqe in
-            if index >= 0 {
-                io_uring_prep_read_fixed(sqe, fd.rawValue, address, count, UInt64(offset), Int32(index))
-            } else {
-                io_uring_prep_read(sqe, fd.rawValue, address, count, UInt64(offset))
-            }
-        })
+        let address = buffer.base + range.lowerBound, index = buffer.fixedIndex, count = range.count
+        return Int(try await run { prepareRead($0, from: fd, into: address, count: count, at: offset, fixedIndex: Int32(index)) })
     }
 
     public func write(_ fd: FileDescriptor, from buffer: borrowing IOBuffer, range: Range<Int>, at offset: Int64) async throws(Errno) -> Int {
@@ -356,10 +350,10 @@ public final class UringBackend: IOBackend, @unchecked Sendable {
         precondition(range.upperBound <= buffer.capacity)
         let address = buffer.base + range.lowerBound, count = range.count, index = buffer.fixedIndex
         return Int(try await cancellable(zeroCopy: true) { sqe in
-            io_uring_prep_send_zc(sqe, socket.rawValue, address, count, Int32(MSG_NOSIGNAL), 0)
             if index >= 0 {
-                sqe.pointee.ioprio |= UInt16(IORING_RECVSEND_FIXED_BUF)
-                sqe.pointee.buf_index = UInt16(index)
+                io_uring_prep_send_zc_fixed(sqe, socket.rawValue, address, count, Int32(MSG_NOSIGNAL), 0, UInt32(index))
+            } else {
+                io_uring_prep_send_zc(sqe, socket.rawValue, address, count, Int32(MSG_NOSIGNAL), 0)
             }
         })
     }
