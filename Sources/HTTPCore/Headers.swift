@@ -91,12 +91,7 @@ public struct HTTPHeaders: Sendable {
     ///
     /// Do not use this for `Set-Cookie`, which is not a list; use ``values(for:)``.
     public subscript(name: String) -> String? {
-        var joined: [UInt8]? = nil
-        for field in fields where bytesEqualCaseInsensitive(bytes[field.name], name) {
-            if joined == nil { joined = [] } else { joined!.append(contentsOf: [asciiComma, asciiSpace]) }
-            joined!.append(contentsOf: bytes[field.value])
-        }
-        return joined.map { string($0[...]) }
+        combinedValueBytes(name).map(string)
     }
 
     /// The elements of a comma-separated list header across all its lines, trimmed, empty ones dropped.

@@ -11,7 +11,7 @@ public enum HTTPTarget: Sendable {
         case .authority, .asterisk:
             return ("", nil)
         case .absolute:
-            guard let schemeEnd = rest.range(of: "://") else { return ("/", nil) }
+            guard let schemeEnd = rest.firstRange(of: "://") else { return ("/", nil) }
             rest = rest[schemeEnd.upperBound...]
             if let pathStart = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) {
                 rest = rest[pathStart...]
@@ -30,21 +30,6 @@ public enum HTTPTarget: Sendable {
         }
         if form == .absolute && path.isEmpty { path = "/" }
         return (path, query)
-    }
-}
-
-extension Substring {
-    /// `range(of:)` without Foundation, for short ASCII needles.
-    fileprivate func range(of needle: String) -> Range<Index>? {
-        let n = Array(needle.utf8)
-        var i = startIndex
-        while i < endIndex {
-            if self[i...].utf8.starts(with: n) {
-                return i..<self.utf8.index(i, offsetBy: n.count)
-            }
-            i = index(after: i)
-        }
-        return nil
     }
 }
 
