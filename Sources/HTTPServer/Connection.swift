@@ -117,14 +117,11 @@ final class Connection: @unchecked Sendable {
         head.serialize(into: &pending)
         position = 0
         switch response.body {
-        case .none:
-            sendPendingThenBody()
-        case .bytes(let bytes):
-            if !isHead { pending += bytes }
-            sendPendingThenBody()
-        case .file(let source):
-            if isHead || source.length == 0 { sendPendingThenBody() } else { body = source; sendPendingThenBody() }
+        case .none: break
+        case .bytes(let bytes): if !isHead { pending += bytes }
+        case .file(let source): if !isHead && source.length > 0 { body = source }
         }
+        sendPendingThenBody()
     }
 
     private func buffer() -> SendBuffer {

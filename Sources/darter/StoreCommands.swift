@@ -31,12 +31,12 @@ enum ImportCommand {
         ], arguments: argv)
         if args.wantsHelp { print(args.usage + "\nPrints one line per file: <task-id> <path>"); return }
         guard !args.positional.isEmpty else { throw UsageError("import: name at least one FILE") }
+        let pieceLength = try args.optionalInt("piece-length")  // a bad value stops before the store opens
         let store = try await openStore(args)
-        defer { Task { await store.close() } }
         var failed = false
         for path in args.positional {
             do {
-                let id = try await importFile(path, store: store, pieceLength: try args.optionalInt("piece-length"))
+                let id = try await importFile(path, store: store, pieceLength: pieceLength)
                 print("\(id) \(path)")
             } catch {
                 writeError("darter import: \(path): \(error)\n")
