@@ -12,10 +12,28 @@ extension SeedService {
     /// `GET|HEAD /download?url=<URL>[&digest=sha256:<hex>]` and absolute-form proxy requests.
     func shield(_ request: HTTPRequestHead, url: String, digest: String?, respond: @escaping @Sendable (Response) -> Void) {
         guard let ingestor else { return respond(.text(501, "this seed has no origin access configured\n", route: "download")) }
+        let source: ObjectSource, host: String
+        switch urlSource(url, digest: digest) {
+        case .success(let s): (source, host) = s
+        case .failure(let reason): return respond(.text(400, reason.message, route: "download"))
+        }
+        Task { [self] in
+            guard ingestor.configuration.allowlist.allows(host: host, addresses: OriginAllowlist.resolve(host)) else {
+                return respond(.text(403, "origin host '\(host)' is not allowed (see --origin-allow)\n", route: "download"))
+            }
+            respond(await answer(request, source, route: "download"))
+        }
+    }
+
+    struct BadSource: Error { var message: String }
+
+    /// A client's URL and optional `sha256:` digest as a source to fetch, with the host the
+    /// allowlist must pass; else the 400 reason (one line).
+    func urlSource(_ url: String, digest: String?, headers: [(String, String)] = []) -> Result<(ObjectSource, String), BadSource> {
         var expected: SHA256Digest?
         if let digest {
             guard digest.hasPrefix("sha256:"), let d = SHA256Digest(hex: digest.dropFirst(7)) else {
-                return respond(.text(400, "digest must be sha256:<64 lowercase hex>, got '\(digest.prefix(80))'\n", route: "download"))
+                return .failure(BadSource(message: "digest must be sha256:<64 lowercase hex>, got '\(digest.prefix(80))'\n"))
             }
             expected = d
         }
@@ -23,17 +41,10 @@ extension SeedService {
         do {
             id = try expected.map { TaskID(kind: .digest, hash: $0) } ?? TaskID.forURL(url)
         } catch {
-            return respond(.text(400, "url: \(error)\n", route: "download"))
+            return .failure(BadSource(message: "url: \(error)\n"))
         }
-        guard let host = originHost(url) else { return respond(.text(400, "url '\(url.prefix(200))' has no host\n", route: "download")) }
-        let source = ObjectSource(kind: .url(url), expectedDigest: expected, id: id)
-        Task { [self] in
-            let allowlist = ingestor.configuration.allowlist
-            guard allowlist.allows(host: host, addresses: OriginAllowlist.resolve(host)) else {
-                return respond(.text(403, "origin host '\(host)' is not allowed (see --origin-allow)\n", route: "download"))
-            }
-            respond(await answer(request, source, route: "download"))
-        }
+        guard let host = originHost(url) else { return .failure(BadSource(message: "url '\(url.prefix(200))' has no host\n")) }
+        return .success((ObjectSource(kind: .url(url), headers: headers, expectedDigest: expected, id: id), host))
     }
 
     /// Waits for the fetch to start, then answers from the store.
@@ -92,17 +103,12 @@ extension SeedService {
         guard let url = req.url else {
             return respond(.text(400, "preheat needs \"url\" (image references are not supported yet)\n", route: "preheat"))
         }
-        var expected: SHA256Digest?
-        if let d = req.digest {
-            guard d.hasPrefix("sha256:"), let h = SHA256Digest(hex: d.dropFirst(7)) else {
-                return respond(.text(400, "digest must be sha256:<64 lowercase hex>\n", route: "preheat"))
-            }
-            expected = h
+        let source: ObjectSource, host: String
+        switch urlSource(url, digest: req.digest, headers: (req.headers ?? [:]).map { ($0.key, $0.value) }) {
+        case .success(let s): (source, host) = s
+        case .failure(let reason): return respond(.text(400, reason.message, route: "preheat"))
         }
-        guard let id = try? (expected.map { TaskID(kind: .digest, hash: $0) } ?? TaskID.forURL(url)), let host = originHost(url) else {
-            return respond(.text(400, "url '\(url.prefix(200))' is not an http, https or s3 URL\n", route: "preheat"))
-        }
-        let source = ObjectSource(kind: .url(url), headers: (req.headers ?? [:]).map { ($0.key, $0.value) }, expectedDigest: expected, id: id)
+        let id = source.id
         let preheatID = preheats.start(task: id)
         Task { [self] in
             guard ingestor.configuration.allowlist.allows(host: host, addresses: OriginAllowlist.resolve(host)) else {
