@@ -16,8 +16,7 @@ extension PieceStore {
             for i in pieces where i >= t.pieces.count || t.pieces[i].state != .committed {
                 throw .pieceNotCommitted(id, index: i)
             }
-            t.readers += 1
-            t.lastAccess = Self.now()
+            t.addReader(now: Self.now())
             s.index.tasks[id] = t
             return pieces
         }
@@ -50,7 +49,7 @@ extension PieceStore {
 
     /// Reads one whole piece into `buffer[0..<length]` and returns its length.
     public func readPiece(_ id: TaskID, index: Int, into buffer: borrowing IOBuffer) async throws -> Int {
-        let (offset, length) = try pieceExtent(id, index: index)
+        let (offset, length, _) = try pieceExtent(id, index: index)
         let r = try await read(id, range: offset..<(offset + Int64(length)), into: buffer)
         precondition(r.lowerBound == 0)  // pieces start aligned
         return length
@@ -63,26 +62,18 @@ extension PieceStore {
         return buffer.bytes(r)
     }
 
-    func pieceExtent(_ id: TaskID, index: Int) throws(StoreError) -> (offset: Int64, length: Int) {
+    func pieceExtent(_ id: TaskID, index: Int) throws(StoreError) -> (offset: Int64, length: Int, crc32c: UInt32) {
         try state.withLock { s throws(StoreError) in
             guard let t = s.index.tasks[id], !t.deleting else { throw .unknownTask(id) }
             guard index >= 0, index < t.pieces.count, t.pieces[index].state == .committed else { throw .pieceNotCommitted(id, index: index) }
-            return (PieceMath.offset(ofPiece: index, pieceLength: t.pieceLength), Int(t.pieces[index].length))
+            return (PieceMath.offset(ofPiece: index, pieceLength: t.pieceLength), Int(t.pieces[index].length), t.pieces[index].crc32c)
         }
     }
 
-    /// The byte range of piece `index` if it is committed.
-    public func committedPieceRange(_ id: TaskID, index: Int) -> Range<Int64>? {
-        guard let (offset, length) = try? pieceExtent(id, index: index) else { return nil }
-        return offset..<(offset + Int64(length))
-    }
-
-    /// The CRC32C recorded for a committed piece.
-    public func pieceChecksum(_ id: TaskID, index: Int) -> UInt32? {
-        state.withLock { s in
-            guard let t = s.index.tasks[id], index >= 0, index < t.pieces.count, t.pieces[index].state == .committed else { return nil }
-            return t.pieces[index].crc32c
-        }
+    /// The byte range and recorded CRC32C of piece `index`, if it is committed.
+    public func committedPiece(_ id: TaskID, index: Int) -> (range: Range<Int64>, crc32c: UInt32)? {
+        guard let (offset, length, crc) = try? pieceExtent(id, index: index) else { return nil }
+        return (offset..<(offset + Int64(length)), crc)
     }
 
     /// Checks a piece against its CRC32C once per process lifetime (pieces written by this
@@ -120,8 +111,7 @@ extension PieceStore {
             guard var t = s.index.tasks[id], !t.deleting else { throw .unknownTask(id) }
             let length = min(t.committedRun(from: range.lowerBound), range.upperBound - range.lowerBound)
             guard length > 0 else { return nil }
-            t.readers += 1
-            t.lastAccess = Self.now()
+            t.addReader(now: Self.now())
             s.index.tasks[id] = t
             return (length, PieceMath.pieces(covering: range.lowerBound..<(range.lowerBound + length), pieceLength: t.pieceLength))
         }
@@ -148,8 +138,7 @@ extension PieceStore {
                 }
             }
             guard length > 0 else { return nil }
-            t.readers += 1
-            t.lastAccess = Self.now()
+            t.addReader(now: Self.now())
             s.index.tasks[id] = t
             return (fd, length)
         }
@@ -160,7 +149,7 @@ extension PieceStore {
     /// Asks the kernel to bring a committed piece into the page cache (POSIX_FADV_WILLNEED),
     /// so readers streaming behind a writer read memory, not the disk (writes are O_DIRECT).
     public func prefetchPiece(_ id: TaskID, index: Int) async {
-        guard let range = committedPieceRange(id, index: index), let fd = try? await bufferedDescriptor(id) else { return }
+        guard let range = committedPiece(id, index: index)?.range, let fd = try? await bufferedDescriptor(id) else { return }
         SystemCalls.prefetch(fd, offset: range.lowerBound, length: Int64(range.count))
     }
 

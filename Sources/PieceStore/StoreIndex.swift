@@ -47,6 +47,12 @@ struct TaskEntry {
     var contentLength: Int64? { descriptor.contentLength }
     var inUse: Bool { readers > 0 || writers > 0 }
 
+    /// A read begins: it protects the task from eviction and counts as use (LRU).
+    mutating func addReader(now: Int64) {
+        readers += 1
+        lastAccess = now
+    }
+
     /// The piece count when the length is known.
     var pieceCount: Int? { contentLength.map { PieceMath.pieceCount(contentLength: $0, pieceLength: pieceLength) } }
 

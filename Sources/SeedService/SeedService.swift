@@ -153,7 +153,7 @@ public final class SeedService: HTTPHandler {
 
     /// `GET /tasks/{id}/pieces/{n}`: one committed piece with its CRC32C.
     private func piece(_ request: HTTPRequestHead, _ info: TaskInfo, _ n: Int) -> Response {
-        guard let range = store.committedPieceRange(info.id, index: n), let crc = store.pieceChecksum(info.id, index: n) else {
+        guard let (range, crc) = store.committedPiece(info.id, index: n) else {
             return .text(404, "piece \(n) of task \(info.id) is not committed\n", route: "pieces")
         }
         var head = HTTPResponseHead(status: 200)
