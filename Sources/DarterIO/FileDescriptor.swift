@@ -158,6 +158,20 @@ public enum SystemCalls {
         }
     }
 
+    /// Wall-clock seconds since the epoch (CLOCK_REALTIME): persisted times, Date headers.
+    public static func wallClockSeconds() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec)
+    }
+
+    /// Monotonic milliseconds (CLOCK_MONOTONIC): timeouts and intervals.
+    public static func monotonicMilliseconds() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+    }
+
     /// The process environment (`environ`), as name → value.
     public static func environment() -> [String: String] {
         var result: [String: String] = [:]

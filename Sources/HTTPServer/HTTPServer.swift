@@ -166,10 +166,9 @@ final class LoopServer: @unchecked Sendable {
 
     /// The Date header value, formatted once per second.
     func dateHeader() -> String {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        if Int64(ts.tv_sec) != dateSecond {
-            dateSecond = Int64(ts.tv_sec)
+        let second = SystemCalls.wallClockSeconds()
+        if second != dateSecond {
+            dateSecond = second
             dateValue = HTTPDate.format(epochSeconds: dateSecond)
         }
         return dateValue

@@ -398,11 +398,7 @@ public final class PieceStore: Sendable {
         try? SystemCalls.close(lock)
     }
 
-    static func now() -> Int64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return Int64(ts.tv_sec)
-    }
+    static func now() -> Int64 { SystemCalls.wallClockSeconds() }
 }
 
 /// The outcome of one queued journal append: set once by the committer, awaited by its writer.

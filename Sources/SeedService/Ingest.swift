@@ -546,12 +546,8 @@ final class IngestSink: OriginSink, @unchecked Sendable {
     }
 }
 
-private let processStart = ContinuousClock.now
-
-/// Seconds since this process started (monotonic).
-func monotonicSeconds() -> Int64 {
-    processStart.duration(to: .now).components.seconds
-}
+/// Monotonic seconds (for TTLs of the negative cache and revalidation).
+func monotonicSeconds() -> Int64 { SystemCalls.monotonicMilliseconds() / 1000 }
 
 /// Reads only the status and validators of a conditional request.
 final class RevalidationSink: OriginSink, @unchecked Sendable {
