@@ -1,4 +1,5 @@
 import DarterIO
+import Dispatch
 import FoundationEssentials
 import HTTPCore
 import HTTPServer
@@ -18,11 +19,25 @@ extension SeedService {
         case .failure(let reason): return respond(.text(400, reason.message, route: "download"))
         }
         Task { [self] in
-            guard ingestor.configuration.allowlist.allows(host: host, addresses: OriginAllowlist.resolve(host)) else {
+            guard await originAllowed(host) else {
                 return respond(.text(403, "origin host '\(host)' is not allowed (see --origin-allow)\n", route: "download"))
             }
             respond(await answer(request, source, route: "download"))
         }
+    }
+
+    /// Whether `host` passes `--origin-allow`, checking every address it resolves to. The
+    /// lookup is blocking, so it runs on a Dispatch thread, not Swift's cooperative pool; the
+    /// verdict is kept 30 s (a cache hit does not pay a DNS lookup each time).
+    func originAllowed(_ host: String) async -> Bool {
+        guard let allowlist = ingestor?.configuration.allowlist else { return false }
+        let now = SystemCalls.monotonicMilliseconds()
+        if let verdict = hostVerdicts.get(host, now: now) { return verdict }
+        let allowed = await withCheckedContinuation { c in
+            DispatchQueue.global().async { c.resume(returning: allowlist.allows(host: host, addresses: OriginAllowlist.resolve(host))) }
+        }
+        hostVerdicts.set(host, allowed, until: now + 30_000)
+        return allowed
     }
 
     struct BadSource: Error { var message: String }
@@ -111,7 +126,7 @@ extension SeedService {
         let id = source.id
         let preheatID = preheats.start(task: id)
         Task { [self] in
-            guard ingestor.configuration.allowlist.allows(host: host, addresses: OriginAllowlist.resolve(host)) else {
+            guard await originAllowed(host) else {
                 preheats.update(preheatID, state: "failed", error: "origin host '\(host)' is not allowed")
                 return
             }
@@ -163,7 +178,7 @@ extension SeedService {
             }
             let source = ObjectSource(kind: .registry(base: upstream, path: p), expectedDigest: id.hash, id: id)
             Task { [self] in
-                if let refused = refusedUpstream(upstream) { return respond(refused) }
+                if let refused = await refusedUpstream(upstream) { return respond(refused) }
                 var r = await answer(request, source, route: "registry")
                 r.head.headers.add(name: "Docker-Content-Digest", value: reference)
                 respond(r)
@@ -174,7 +189,7 @@ extension SeedService {
         let accept = request.headers.values(for: "Accept").map { ("Accept", $0) }
         let method = request.method == .head ? "HEAD" : "GET"
         Task { [self] in
-            if let refused = refusedUpstream(upstream) { return respond(refused) }
+            if let refused = await refusedUpstream(upstream) { return respond(refused) }
             let sink = BoundedCollector(limit: 4 << 20)
             do {
                 let head = try await ingestor.registry.fetch(registry: upstream, path: p, method: method, headers: accept, into: sink)
@@ -198,11 +213,11 @@ extension SeedService {
     }
 
     /// The allowlist applies to registries as to any origin: `?ns=` comes from the client.
-    private func refusedUpstream(_ upstream: String) -> Response? {
-        guard let ingestor, let host = originHost(upstream) else {
+    private func refusedUpstream(_ upstream: String) async -> Response? {
+        guard let host = originHost(upstream) else {
             return .text(400, "registry '\(upstream.prefix(200))' has no host\n", route: "registry")
         }
-        guard ingestor.configuration.allowlist.allows(host: host, addresses: OriginAllowlist.resolve(host)) else {
+        guard await originAllowed(host) else {
             return .text(403, "registry host '\(host)' is not allowed (see --origin-allow)\n", route: "registry")
         }
         return nil
@@ -232,4 +247,20 @@ final class PreheatRegistry: Sendable {
         jobs.withLock { $0[id]?.state = state; $0[id]?.error = error; $0[id]?.bytes = bytes }
     }
     func get(_ id: String) -> Job? { jobs.withLock { $0[id] } }
+}
+
+/// Allowlist verdicts by host, each until a monotonic deadline (milliseconds).
+final class HostVerdicts: Sendable {
+    private let verdicts = Mutex<[String: (allowed: Bool, until: Int64)]>([:])
+
+    func get(_ host: String, now: Int64) -> Bool? {
+        verdicts.withLock { v in v[host].flatMap { $0.until > now ? $0.allowed : nil } }
+    }
+
+    func set(_ host: String, _ allowed: Bool, until: Int64) {
+        verdicts.withLock { v in
+            if v.count > 4096 { v.removeAll() }  // bounded: hosts come from clients
+            v[host] = (allowed, until)
+        }
+    }
 }

@@ -32,4 +32,15 @@ struct OriginHostTests {
         await store1.close(); await store2.close()
         _ = system("rm -rf '\(dir1)' '\(dir2)'")
     }
+
+    @Test("allowlist verdicts are kept until their deadline, then asked again")
+    func verdictsExpire() {
+        let v = HostVerdicts()
+        #expect(v.get("a.example", now: 0) == nil)
+        v.set("a.example", false, until: 30_000)
+        v.set("b.example", true, until: 30_000)
+        #expect(v.get("a.example", now: 29_999) == false)
+        #expect(v.get("b.example", now: 29_999) == true)
+        #expect(v.get("a.example", now: 30_000) == nil)
+    }
 }
