@@ -230,3 +230,12 @@ func prepareRead(_ sqe: UnsafeMutablePointer<io_uring_sqe>, from file: FileDescr
         io_uring_prep_read(sqe, file.rawValue, address, UInt32(count), UInt64(offset))
     }
 }
+
+/// An ``IOBuffer`` shared by reference: bytes that several senders read at once (a piece kept
+/// in memory while clients stream it). The memory is freed, or goes back to its pool, when the
+/// last holder lets go. Whoever fills it does so before sharing it; after that it is read only,
+/// which is why it may cross threads.
+public final class SharedIOBuffer: @unchecked Sendable {
+    public let buffer: IOBuffer
+    public init(_ buffer: consuming IOBuffer) { self.buffer = buffer }
+}

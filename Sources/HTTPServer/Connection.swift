@@ -183,9 +183,14 @@ final class Connection: @unchecked Sendable {
         }
     }
 
-    /// Next extent of the body, or nil after arranging to continue when it is ready.
+    /// Next extent of the body to send from its file, or nil after arranging to continue:
+    /// when the bytes are ready, or after sending them from memory (a resident extent).
     private func nextExtent(_ body: any FileBodySource, maxLength: Int) -> FileExtent? {
-        if let e = body.extent(at: position, maxLength: maxLength) { return e }
+        if let e = body.extent(at: position, maxLength: maxLength) {
+            guard e.resident != nil else { return e }
+            sendResident(e, last: position + Int64(e.length) >= body.length)
+            return nil
+        }
         inFlight += 1
         let loop = self.loop
         body.waitForData(at: position) { [self] error in
@@ -200,6 +205,34 @@ final class Connection: @unchecked Sendable {
             }
         }
         return nil
+    }
+
+    /// Sends a resident extent straight from its memory (after any pending head bytes), whatever
+    /// the serve mode: one copy into the socket instead of a read and a copy.
+    private func sendResident(_ e: FileExtent, last: Bool) {
+        guard let (memory, start) = e.resident else { return }
+        if !pending.isEmpty {
+            let b = buffer()
+            let n = min(pending.count, b.buffer.capacity)
+            b.buffer.copyBytes(from: pending[0..<n])
+            pending.removeFirst(n)
+            return sendAll(b, 0..<n, more: true) { [self] in sendResident(e, last: last) }
+        }
+        sendResidentBytes(e, memory, start..<(start + e.length), last: last)
+    }
+
+    private func sendResidentBytes(_ e: FileExtent, _ memory: SharedIOBuffer, _ range: Range<Int>, last: Bool) {
+        inFlight += 1
+        loop.send(fd, from: memory.buffer, range: range, more: !last) { [self] r, _ in
+            inFlight -= 1
+            if phase == .closing { return finishClosing() }
+            guard r > 0 else { return close() }
+            progress(Int(r))
+            position += Int64(r)
+            if Int(r) < range.count { return sendResidentBytes(e, memory, (range.lowerBound + Int(r))..<range.upperBound, last: last) }
+            withExtendedLifetime(e) {}
+            continueBody()
+        }
     }
 
     /// copy: READ the next extent after any pending head bytes, linked to one SEND.

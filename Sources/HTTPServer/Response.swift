@@ -39,11 +39,16 @@ public struct FileExtent: Sendable {
     public var length: Int
     /// Kept alive while the extent is being sent (a store lease).
     public var owner: (any Sendable)?
-    public init(fd: FileDescriptor, offset: Int64, length: Int, owner: (any Sendable)? = nil) {
+    /// The same bytes in memory, at `offset` in a shared buffer: sent from there instead of
+    /// read from `fd` (a piece of a fetch in flight that has not been read back from disk).
+    public var resident: (buffer: SharedIOBuffer, offset: Int)?
+    public init(fd: FileDescriptor, offset: Int64, length: Int, owner: (any Sendable)? = nil,
+                resident: (buffer: SharedIOBuffer, offset: Int)? = nil) {
         self.fd = fd
         self.offset = offset
         self.length = length
         self.owner = owner
+        self.resident = resident
     }
 }
 

@@ -23,6 +23,10 @@ public struct ShieldConfiguration: Sendable {
     public var segmentThreshold: Int64 = 64 << 20
     /// Default upstream for `/v2/` requests without containerd's `ns`.
     public var registryMirror: String?
+    /// Bytes of arriving pieces kept in memory for the clients following their fetches (over
+    /// all fetches), so they need not read them back from disk. Past it, the oldest pieces are
+    /// read from the store by whoever still needs them.
+    public var followMemory = 256 << 20
     public init() {}
 }
 
@@ -58,6 +62,8 @@ final class Ingestor: Sendable {
     let origin: OriginClient
     let registry: RegistryClient
     let configuration: ShieldConfiguration
+    /// The latest pieces of fetches in flight, for the clients streaming them.
+    let resident: ResidentPieces
     private let jobs = Mutex<[TaskID: IngestJob]>([:])
     private let negative = Mutex<[TaskID: (status: Int, reason: String, until: Int64)]>([:])
     /// When each cached URL task was last confirmed fresh by its origin (monotonic seconds).
@@ -68,6 +74,7 @@ final class Ingestor: Sendable {
         self.origin = origin
         self.registry = registry
         self.configuration = configuration
+        resident = ResidentPieces(capacity: configuration.followMemory)
     }
 
     /// Starts or joins the fetch of `source`; returns once clients can be answered.
@@ -135,7 +142,7 @@ final class Ingestor: Sendable {
 
     private func run(_ job: IngestJob, _ source: ObjectSource) async {
         let segments = Mutex<[Task<String?, Never>]>([])
-        let first = IngestSink(store: store, source: source, piecesInFlight: configuration.piecesInFlight) { info in
+        let first = IngestSink(store: store, source: source, piecesInFlight: configuration.piecesInFlight, resident: resident) { info in
             job.resolveStart(.ready(info, hit: false))
         }
         // A large object on an origin that takes ranges is fetched over a few connections,
@@ -150,7 +157,7 @@ final class Ingestor: Sendable {
             guard bounds.count > 2 else { return nil }
             for k in 1..<(bounds.count - 1) {
                 let range = bounds[k]..<bounds[k + 1]
-                let sink = IngestSink(store: store, source: source, piecesInFlight: configuration.piecesInFlight,
+                let sink = IngestSink(store: store, source: source, piecesInFlight: configuration.piecesInFlight, resident: resident,
                                       segment: range, contentLength: total, pieceLength: pieceLength)
                 segments.withLock { $0.append(Task { await self.drive(sink, source) }) }
             }
@@ -160,6 +167,7 @@ final class Ingestor: Sendable {
         for t in segments.withLock({ $0 }) {
             if let e = await t.value, failure == nil { failure = e }
         }
+        resident.endFetch(source.id)
         if let status = first.passThroughStatus {
             negative.withLock { $0[source.id] = (status.0, status.1, monotonicSeconds() + configuration.negativeCacheSeconds) }
             job.resolveStart(.originStatus(status.0, status.1))
@@ -312,11 +320,15 @@ final class IngestSink: OriginSink, @unchecked Sendable {
     let source: ObjectSource
     let onStart: @Sendable (TaskInfo) -> Void
     private let slots: DispatchSemaphore
+    private let piecesInFlight: Int
     private let writes = Mutex<[Task<Void, Never>]>([])
     private let writeError = Mutex<String?>(nil)
-    /// Piece buffers whose data writes are done, reused for the next pieces (a fresh 4 MiB
-    /// allocation per piece cost page faults and zero-filling: ~6 % of a cold miss's CPU).
-    private let spareBuffers = Mutex<[PieceBox]>([])
+    /// Where filled pieces are published for the clients following this fetch.
+    let resident: ResidentPieces
+    /// Piece buffers that left `resident`, reused for the next pieces once nobody else holds
+    /// them (a fresh 4 MiB allocation per piece cost page faults and zero-filling: ~6 % of a
+    /// cold miss's CPU). Transfer thread only.
+    private var retired: [SharedIOBuffer] = []
 
     // Transfer-thread state (one attempt at a time; read by the job between attempts).
     private(set) var position: Int64 = 0
@@ -335,14 +347,17 @@ final class IngestSink: OriginSink, @unchecked Sendable {
     private var contentLength: Int64?
     private var pieceLength = PieceMath.minimumDefaultPieceLength
     private var skip: Int64 = 0
-    private var current: PieceBox?
+    private var current: SharedIOBuffer?
     private var fill = 0
     private var nextPiece = 0
     private var expectedEnd: Int64?
 
-    final class PieceBox: @unchecked Sendable {
-        let buffer: IOBuffer
-        init(_ b: consuming IOBuffer) { buffer = b }
+    /// A filled piece on its way to the store: the write task lets go of it once the data is
+    /// written, so the buffer can be reused while the commit is still to come.
+    final class PendingPiece: @unchecked Sendable {
+        private let piece = Mutex<SharedIOBuffer?>(nil)
+        init(_ p: SharedIOBuffer) { piece.withLock { $0 = p } }
+        func take() -> SharedIOBuffer? { piece.withLock { $0.take() } }
     }
 
     /// Decides segments once the length is known; returns where this (first) connection stops.
@@ -351,22 +366,28 @@ final class IngestSink: OriginSink, @unchecked Sendable {
     private(set) var limitEnd: Int64?
 
     /// The first connection of a fetch: creates the task from the first response.
-    init(store: PieceStore, source: ObjectSource, piecesInFlight: Int, onStart: @escaping @Sendable (TaskInfo) -> Void) {
+    init(store: PieceStore, source: ObjectSource, piecesInFlight: Int, resident: ResidentPieces,
+         onStart: @escaping @Sendable (TaskInfo) -> Void) {
         self.store = store
         self.source = source
+        self.resident = resident
         self.onStart = onStart
-        slots = DispatchSemaphore(value: max(1, piecesInFlight))
+        self.piecesInFlight = max(1, piecesInFlight)
+        slots = DispatchSemaphore(value: self.piecesInFlight)
         // Content that must match a digest is hashed as it streams in, so completion need not
         // read it back; other content gets its digest in the background after completion.
         if source.expectedDigest != nil { hasher = SHA256Hasher() }
     }
 
     /// A further connection for `segment` of a task that exists already.
-    init(store: PieceStore, source: ObjectSource, piecesInFlight: Int, segment: Range<Int64>, contentLength: Int64, pieceLength: Int) {
+    init(store: PieceStore, source: ObjectSource, piecesInFlight: Int, resident: ResidentPieces,
+         segment: Range<Int64>, contentLength: Int64, pieceLength: Int) {
         self.store = store
         self.source = source
+        self.resident = resident
         onStart = { _ in }
-        slots = DispatchSemaphore(value: max(1, piecesInFlight))
+        self.piecesInFlight = max(1, piecesInFlight)
+        slots = DispatchSemaphore(value: self.piecesInFlight)
         taskCreated = true
         self.contentLength = contentLength
         self.pieceLength = pieceLength
@@ -455,6 +476,7 @@ final class IngestSink: OriginSink, @unchecked Sendable {
         done.wait()
         switch result.withLock({ $0 })! {
         case .success(let info):
+            resident.beginFetch(info.id, pieceLength: info.pieceLength)
             onStart(info)
             return nil
         case .failure(let e):
@@ -477,7 +499,7 @@ final class IngestSink: OriginSink, @unchecked Sendable {
                 return false
             }
             if current == nil {
-                current = spareBuffers.withLock { $0.popLast() } ?? PieceBox(store.io.makeBuffer(capacity: pieceLength))
+                current = takeBuffer()
                 fill = 0
             }
             var n = min(chunk.count - start, pieceLength - fill)
@@ -499,30 +521,47 @@ final class IngestSink: OriginSink, @unchecked Sendable {
         return true
     }
 
-    /// Hands the filled piece to the store; blocks while `piecesInFlight` data writes are
-    /// under way. A slot (and its buffer) frees once the data is written; the commit follows
-    /// in the store's next group commit, and the piece is then read ahead for its readers.
+    /// A buffer for the next piece: a retired one nobody holds any more, else a new one.
+    private func takeBuffer() -> SharedIOBuffer {
+        for i in retired.indices.reversed() {
+            if isKnownUniquelyReferenced(&retired[i]) { return retired.remove(at: i) }
+        }
+        return SharedIOBuffer(store.io.makeBuffer(capacity: pieceLength))
+    }
+
+    /// Hands the filled piece to the store and to the clients following the fetch (in
+    /// memory); blocks while `piecesInFlight` data writes are under way. A slot frees once the
+    /// data is written; the commit follows in the store's next group commit. A piece that a
+    /// client must read from the store (it is no longer in memory) is then read ahead.
     private func submitPiece() {
-        guard let box = current, fill > 0 else { return }
+        guard let piece = current, fill > 0 else { return }
         slots.wait()
         current = nil
         let (index, length) = (nextPiece, fill)
         nextPiece += 1
         fill = 0
+        let (left, stillNeeded) = resident.publish(source.id, index: index, piece)
+        retired.append(contentsOf: left)
+        if retired.count > piecesInFlight + 4 { retired.removeFirst(retired.count - piecesInFlight - 4) }
+        if !stillNeeded.isEmpty {
+            Task { [store, source] in
+                for i in stillNeeded { await store.prefetchPiece(source.id, index: i) }
+            }
+        }
+        let pending = PendingPiece(piece)
         let task = Task { [self] in
             let commit: Task<Void, any Error>
             do {
-                commit = try await store.startPieceWrite(source.id, index: index, from: box.buffer, length: length)
+                commit = try await writeData(pending, index: index, length: length)
             } catch {
                 writeError.withLock { $0 = $0 ?? "storing piece \(index): \(error)" }
                 slots.signal()
                 return
             }
-            spareBuffers.withLock { $0.append(box) }
             slots.signal()
             do {
                 try await commit.value
-                await store.prefetchPiece(source.id, index: index)
+                if resident.readerNeedsFromStore(source.id, index: index) { await store.prefetchPiece(source.id, index: index) }
             } catch {
                 writeError.withLock { $0 = $0 ?? "committing piece \(index): \(error)" }
             }
@@ -530,15 +569,21 @@ final class IngestSink: OriginSink, @unchecked Sendable {
         writes.withLock { $0.append(task) }
     }
 
+    private func writeData(_ pending: PendingPiece, index: Int, length: Int) async throws -> Task<Void, any Error> {
+        let piece = pending.take()!
+        return try await store.startPieceWrite(source.id, index: index, from: piece.buffer, length: length)
+    }
+
     /// After the transfer: an unknown-length stream ended cleanly means it is complete; the
     /// last partial piece is written and every write awaited.
     func flush() async throws {
-        if transferComplete, let box = current, fill > 0 {
+        if transferComplete, let piece = current, fill > 0 {
             current = nil
             let (index, length) = (nextPiece, fill)
             nextPiece += 1
             fill = 0
-            try await store.writePiece(source.id, index: index, from: box.buffer, length: length)
+            _ = resident.publish(source.id, index: index, piece)
+            try await store.writePiece(source.id, index: index, from: piece.buffer, length: length)
         }
         let tasks = writes.withLock { $0 }
         for t in tasks { await t.value }

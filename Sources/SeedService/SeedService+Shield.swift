@@ -12,7 +12,7 @@ import Synchronization
 extension SeedService {
     /// `GET|HEAD /download?url=<URL>[&digest=sha256:<hex>]` and absolute-form proxy requests.
     func shield(_ request: HTTPRequestHead, url: String, digest: String?, respond: @escaping @Sendable (Response) -> Void) {
-        guard let ingestor else { return respond(.text(501, "this seed has no origin access configured\n", route: "download")) }
+        guard ingestor != nil else { return respond(.text(501, "this seed has no origin access configured\n", route: "download")) }
         let source: ObjectSource, host: String
         switch urlSource(url, digest: digest) {
         case .success(let s): (source, host) = s
@@ -78,7 +78,7 @@ extension SeedService {
                 }
                 info = done
             }
-            var r = content(request, info, route: route)
+            var r = content(request, info, route: route, following: hit ? nil : ingestor.resident)
             r.head.headers.add(name: "X-Darter-Cache", value: hit ? "HIT" : "MISS")
             r.head.headers.add(name: "X-Darter-Task", value: info.id.description)
             return r

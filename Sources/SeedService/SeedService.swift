@@ -115,7 +115,7 @@ public final class SeedService: HTTPHandler {
 
     /// `GET|HEAD /tasks/{id}`: the content, with Range and conditionals; pieces still being
     /// written are waited for (read-while-write).
-    func content(_ request: HTTPRequestHead, _ info: TaskInfo, route: String) -> Response {
+    func content(_ request: HTTPRequestHead, _ info: TaskInfo, route: String, following resident: ResidentPieces? = nil) -> Response {
         guard let length = info.contentLength else {
             return .text(503, "task \(info.id) is still arriving and its length is not known yet\n", route: route)
         }
@@ -149,7 +149,7 @@ public final class SeedService: HTTPHandler {
             ? PieceMath.offset(ofPiece: max(0, PieceMath.pieceCount(contentLength: length, pieceLength: info.pieceLength) - 1), pieceLength: info.pieceLength)
             : nil
         let body: ResponseBody = request.method == .head ? .none
-            : .file(StoreBody(store: store, id: info.id, range: range, holdBackFrom: holdBack))
+            : .file(StoreBody(store: store, id: info.id, range: range, holdBackFrom: holdBack, following: resident))
         return Response(head: head, body: body, route: route)
     }
 
@@ -214,6 +214,17 @@ public final class SeedService: HTTPHandler {
         darter_store_corrupt_pieces_total \(u.corruptPiecesDropped)
 
         """
+        if let resident = ingestor?.resident {
+            out += """
+            # HELP darter_shield_memory_bytes Bytes of arriving pieces held in memory for the clients following their fetch.
+            # TYPE darter_shield_memory_bytes gauge
+            darter_shield_memory_bytes \(resident.residentBytes)
+            # HELP darter_shield_memory_sent_bytes_total Body bytes sent to clients from those pieces (not read back from disk).
+            # TYPE darter_shield_memory_sent_bytes_total counter
+            darter_shield_memory_sent_bytes_total \(resident.bytesSent)
+
+            """
+        }
         return out
     }
 }
@@ -226,12 +237,19 @@ final class StoreBody: FileBodySource {
     /// Task offset from which bytes are sent only once the task is complete (digest verified).
     let holdBackFrom: Int64?
 
-    init(store: PieceStore, id: TaskID, range: Range<Int64>, holdBackFrom: Int64? = nil) {
+    /// Pieces of the fetch this body follows, held in memory (nil: read the store only).
+    let resident: ResidentPieces?
+
+    init(store: PieceStore, id: TaskID, range: Range<Int64>, holdBackFrom: Int64? = nil, following resident: ResidentPieces? = nil) {
         self.store = store
         self.id = id
         self.range = range
         self.holdBackFrom = holdBackFrom
+        self.resident = resident
+        resident?.addReader(id, ObjectIdentifier(self), at: range.lowerBound)
     }
+
+    deinit { resident?.removeReader(id, ObjectIdentifier(self)) }
 
     /// Where bytes may be sent up to now.
     private func limit() -> Int64 {
@@ -245,6 +263,9 @@ final class StoreBody: FileBodySource {
         let start = range.lowerBound + position
         let end = min(limit(), start + Int64(maxLength))
         guard end > start, let e = store.servableExtentNow(id, range: start..<end) else { return nil }
+        if let memory = resident?.bytes(id, reader: ObjectIdentifier(self), at: start, maxLength: e.length) {
+            return FileExtent(fd: e.fd, offset: e.offset, length: memory.length, owner: e.lease, resident: (memory.buffer, memory.offset))
+        }
         return FileExtent(fd: e.fd, offset: e.offset, length: e.length, owner: e.lease)
     }
 

@@ -23,6 +23,7 @@ enum SeedCommand {
             .init(name: "origin-allow", defaultValue: "", help: "origins the shield may fetch: hosts and CIDRs, comma-separated (empty: any but link-local and cloud metadata)"),
             .init(name: "origin-connections", defaultValue: String(shieldDefaults.connections), help: "parallel ranged connections for one object of --origin-split-size or more"),
             .init(name: "origin-split-size", defaultValue: "\(shieldDefaults.segmentThreshold >> 20)m", help: "objects at least this large are fetched over --origin-connections connections"),
+            .init(name: "follow-memory", defaultValue: "\(shieldDefaults.followMemory >> 20)m", help: "memory for arriving pieces, so clients following a fetch are sent them without a disk read (0: none)"),
             .init(name: "origin-retries", defaultValue: String(shieldDefaults.retries), help: "origin retries per fetch, each resuming with Range"),
             .init(name: "registry-mirror", defaultValue: "", help: "upstream registry for /v2/ requests without ?ns= (e.g. https://registry-1.docker.io)"),
             .init(name: "ca-file", defaultValue: "", help: "CA bundle for verifying origin TLS certificates (default: the system's)"),
@@ -65,6 +66,10 @@ enum SeedCommand {
         shield.segmentThreshold = Int64(try args.int("origin-split-size"))
         guard shield.segmentThreshold >= 4 << 20 else {
             throw UsageError("seed: --origin-split-size must be at least 4m (one piece), got '\(args.string("origin-split-size"))'")
+        }
+        shield.followMemory = try args.int("follow-memory")
+        guard shield.followMemory >= 0 else {
+            throw UsageError("seed: --follow-memory must be a size of 0 or more (e.g. 256m), got '\(args.string("follow-memory"))'")
         }
         let mirror = args.string("registry-mirror")
         if !mirror.isEmpty {

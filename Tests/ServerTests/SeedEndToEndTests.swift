@@ -273,16 +273,9 @@ struct SeedEndToEndTests {
         }
         let requests = m.text.split(separator: "\n").filter { $0.hasPrefix("darter_http_requests_total{") }
         #expect(requests.contains { $0.contains("route=\"") && $0.contains("status=\"200\"") }, "\(requests)")
-        #expect(value(of: "darter_store_tasks", in: m.text).map { $0 >= Double(fx.files.count) } == true)
-        #expect(value(of: "darter_store_quota_bytes", in: m.text) == 0)
-        #expect(value(of: "darter_http_response_bytes_total", in: m.text).map { $0 > 0 } == true)
-    }
-
-    func value(of metric: String, in text: String) -> Double? {
-        for line in text.split(separator: "\n") where line.hasPrefix(metric + " ") || line.hasPrefix(metric + "{") {
-            return line.split(separator: " ").last.flatMap { Double($0) }
-        }
-        return nil
+        #expect(metricValue("darter_store_tasks", in: m.text).map { $0 >= Double(fx.files.count) } == true)
+        #expect(metricValue("darter_store_quota_bytes", in: m.text) == 0)
+        #expect(metricValue("darter_http_response_bytes_total", in: m.text).map { $0 > 0 } == true)
     }
 
     // MARK: connections

@@ -82,7 +82,7 @@ struct SharedShieldTrait: SuiteTrait, TestScoping {
             ("herd.bin", (8 << 20) + 123), ("late.bin", 12 << 20), ("drop.bin", (3 << 20) + 11), ("fail.bin", (1 << 20) + 5),
             ("chunked.bin", (2 << 20) + 17), ("short.bin", (2 << 20) + 19), ("norange.bin", (3 << 20) + 23),
             ("gone.bin", 1000), ("digest.bin", (1 << 20) + 29), ("proxy.bin", (2 << 20) + 31), ("preheat.bin", (4 << 20) + 37),
-            ("allow.bin", 4096), ("split.bin", (26 << 20) + 41),
+            ("allow.bin", 4096), ("split.bin", (26 << 20) + 41), ("follow.bin", (20 << 20) + 43),
         ]
         var files: [String: OriginFile] = [:]
         for (i, (name, size)) in specs.enumerated() {
@@ -224,7 +224,14 @@ struct ShieldEndToEndTests {
         }
         if codeA == nil { kill(a, SIGKILL); _ = await waitForExit(a, timeout: 5) }
         if let b, codeB == nil { kill(b, SIGKILL); _ = await waitForExit(b, timeout: 5) }
+        let metrics = try await curl(seed.base + "/metrics", scratch: dir).text
         _ = await seed.stop()
+        // The first client followed the fetch: its bytes came from the pieces in memory, not
+        // from the disk (the late joiner gets from memory what is still held when it asks).
+        let fromMemory = metricValue("darter_shield_memory_sent_bytes_total", in: metrics) ?? -1
+        #expect(fromMemory >= Double(f.bytes.count) * 0.9 && fromMemory <= Double(f.bytes.count) * 2,
+                "bytes sent from memory: \(fromMemory) for two clients of \(f.bytes.count) bytes")
+        #expect(metricValue("darter_shield_memory_bytes", in: metrics) == 0, "pieces still held after both clients finished")
         #expect(codeA == 0 && readText(dir + "/a.out") == "200", "first client: curl \(String(describing: codeA)), \(readText(dir + "/a.err"))")
         #expect(codeB == 0 && readText(dir + "/b.out") == "200", "late joiner: curl \(String(describing: codeB)), \(readText(dir + "/b.err"))")
         let diffA = bodyDiff((try? readFile(fileA)) ?? [], f.bytes), diffB = bodyDiff((try? readFile(fileB)) ?? [], f.bytes)
@@ -238,6 +245,33 @@ struct ShieldEndToEndTests {
                 "late joiner started at \(tB0 - tA0)s, first body byte at \(first - tA0)s, the fetch ended at \(fetch)s")
         let stats = try await fx.settledStats()
         #expect(stats.bodyBytes(path: f.path) == f.bytes.count, "one origin fetch for both clients")
+    }
+
+    @Test("--follow-memory 0: 8 clients behind a slow fetch read every piece from the store; all byte-exact, one origin fetch")
+    func followMemoryOverflow() async throws {
+        let fx = try ShieldFixture.get()
+        let f = fx.file("follow.bin")
+        let dir = makeServerTestDirectory("follow")
+        defer { removeTree(dir) }
+        let seed = try await SeedProcess.start(dataDir: dir + "/data", extra: ["--follow-memory", "0"])
+        defer { Task { _ = await seed.stop() } }
+        let port = seed.port, path = seed.downloadPath(fx.origin.url(f.name, "drip=16777216"))
+        let results = try await offPool { try concurrentGets(port: port, path: path, count: 8, timeout: 60) }
+        for (i, result) in results.enumerated() {
+            switch result {
+            case .success(let r):
+                let diff = bodyDiff(r.body, f.bytes)
+                #expect(r.status == 200 && diff == nil, "client \(i): \(r.status), \(diff ?? "exact")")
+            case .failure(let e):
+                Issue.record("client \(i): \(e)")
+            }
+        }
+        let metrics = try await curl(seed.base + "/metrics", scratch: dir).text
+        let fromMemory = metricValue("darter_shield_memory_sent_bytes_total", in: metrics) ?? -1
+        #expect(fromMemory == 0, "bytes sent from memory: \(fromMemory)")
+        #expect(metricValue("darter_shield_memory_bytes", in: metrics) == 0)
+        let stats = try await fx.settledStats()
+        #expect(stats.bodyBytes(path: f.path) == f.bytes.count, "origin body bytes \(stats.bodyBytes(path: f.path))")
     }
 
     // MARK: origin failures

@@ -692,3 +692,11 @@ func printable(_ bytes: [UInt8]) -> String {
     let ok = bytes.count <= 300 && bytes.allSatisfy { $0 == 9 || $0 == 10 || $0 == 13 || (32..<127).contains($0) }
     return ok ? String(decoding: bytes, as: UTF8.self) : "<\(bytes.count) bytes>"
 }
+
+/// The value of the first sample of `metric` in a Prometheus text page.
+func metricValue(_ metric: String, in text: String) -> Double? {
+    for line in text.split(separator: "\n") where line.hasPrefix(metric + " ") || line.hasPrefix(metric + "{") {
+        return line.split(separator: " ").last.flatMap { Double($0) }
+    }
+    return nil
+}
