@@ -250,9 +250,14 @@ extension PieceStore {
         let chunk = 4 << 20
         let buffer = IOBuffer(capacity: chunk)
         var offset: Int64 = 0
+        // A descriptor of its own: clients reading the task through the shared page-cache
+        // descriptor at the same time keep their own readahead state (sharing one made a hit
+        // right after a cold miss read at 1.5 instead of 2.6 GB/s).
+        guard let fd = try? SystemCalls.open(dataPath(id), [.readOnly]) else { return nil }
+        defer { try? SystemCalls.close(fd) }
         while offset < length {
             guard let extent = servableExtentNow(id, range: offset..<min(length, offset + Int64(chunk))) else { return nil }
-            guard let n = try? SystemCalls.readFully(extent.fd, into: buffer, range: 0..<extent.length, at: offset),
+            guard let n = try? SystemCalls.readFully(fd, into: buffer, range: 0..<extent.length, at: offset),
                   n == extent.length else { return nil }
             hasher.update(buffer, range: 0..<n)
             offset += Int64(n)

@@ -27,6 +27,11 @@ public struct ShieldConfiguration: Sendable {
     /// all fetches), so they need not read them back from disk. Past it, the oldest pieces are
     /// read from the store by whoever still needs them.
     public var followMemory = 256 << 20
+    /// Reads each piece into the page cache right after its data is written, so a hit that
+    /// comes right after a miss reads memory. Off by default: here it cost about 30 % of a cold
+    /// miss's throughput (page-cache CPU), and the background hash pass after each fetch
+    /// brings the object into the page cache within seconds anyway.
+    public var pageCacheOnIngest = false
     public init() {}
 }
 
@@ -142,7 +147,7 @@ final class Ingestor: Sendable {
 
     private func run(_ job: IngestJob, _ source: ObjectSource) async {
         let segments = Mutex<[Task<String?, Never>]>([])
-        let first = IngestSink(store: store, source: source, piecesInFlight: configuration.piecesInFlight, resident: resident) { info in
+        let first = IngestSink(store: store, source: source, configuration: configuration, resident: resident) { info in
             job.resolveStart(.ready(info, hit: false))
         }
         // A large object on an origin that takes ranges is fetched over a few connections,
@@ -157,7 +162,7 @@ final class Ingestor: Sendable {
             guard bounds.count > 2 else { return nil }
             for k in 1..<(bounds.count - 1) {
                 let range = bounds[k]..<bounds[k + 1]
-                let sink = IngestSink(store: store, source: source, piecesInFlight: configuration.piecesInFlight, resident: resident,
+                let sink = IngestSink(store: store, source: source, configuration: configuration, resident: resident,
                                       segment: range, contentLength: total, pieceLength: pieceLength)
                 segments.withLock { $0.append(Task { await self.drive(sink, source) }) }
             }
@@ -321,6 +326,7 @@ final class IngestSink: OriginSink, @unchecked Sendable {
     let onStart: @Sendable (TaskInfo) -> Void
     private let slots: DispatchSemaphore
     private let piecesInFlight: Int
+    private let pageCacheOnIngest: Bool
     private let writes = Mutex<[Task<Void, Never>]>([])
     private let writeError = Mutex<String?>(nil)
     /// Where filled pieces are published for the clients following this fetch.
@@ -366,11 +372,13 @@ final class IngestSink: OriginSink, @unchecked Sendable {
     private(set) var limitEnd: Int64?
 
     /// The first connection of a fetch: creates the task from the first response.
-    init(store: PieceStore, source: ObjectSource, piecesInFlight: Int, resident: ResidentPieces,
+    init(store: PieceStore, source: ObjectSource, configuration: ShieldConfiguration, resident: ResidentPieces,
          onStart: @escaping @Sendable (TaskInfo) -> Void) {
         self.store = store
         self.source = source
         self.resident = resident
+        pageCacheOnIngest = configuration.pageCacheOnIngest
+        let piecesInFlight = configuration.piecesInFlight
         self.onStart = onStart
         self.piecesInFlight = max(1, piecesInFlight)
         slots = DispatchSemaphore(value: self.piecesInFlight)
@@ -380,11 +388,13 @@ final class IngestSink: OriginSink, @unchecked Sendable {
     }
 
     /// A further connection for `segment` of a task that exists already.
-    init(store: PieceStore, source: ObjectSource, piecesInFlight: Int, resident: ResidentPieces,
+    init(store: PieceStore, source: ObjectSource, configuration: ShieldConfiguration, resident: ResidentPieces,
          segment: Range<Int64>, contentLength: Int64, pieceLength: Int) {
         self.store = store
         self.source = source
         self.resident = resident
+        pageCacheOnIngest = configuration.pageCacheOnIngest
+        let piecesInFlight = configuration.piecesInFlight
         onStart = { _ in }
         self.piecesInFlight = max(1, piecesInFlight)
         slots = DispatchSemaphore(value: self.piecesInFlight)
@@ -559,6 +569,9 @@ final class IngestSink: OriginSink, @unchecked Sendable {
                 return
             }
             slots.signal()
+            // Before the commit's fdatasync: on this VM's disk, data read back after a flush came at
+            // about 0.7 GB/s, before it at several GB/s.
+            if pageCacheOnIngest { await store.prefetchPiece(source.id, index: index, evenIfUncommitted: true) }
             do {
                 try await commit.value
                 if resident.readerNeedsFromStore(source.id, index: index) { await store.prefetchPiece(source.id, index: index) }

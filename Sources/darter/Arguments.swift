@@ -51,6 +51,15 @@ struct Arguments {
         return v
     }
 
+    /// `true`/`false` (also `yes`/`no`, `1`/`0`).
+    func bool(_ name: String) throws(UsageError) -> Bool {
+        switch string(name).lowercased() {
+        case "true", "yes", "1": return true
+        case "false", "no", "0": return false
+        default: throw UsageError("\(command): --\(name) must be true or false, got '\(string(name))'")
+        }
+    }
+
     func optionalInt(_ name: String) throws(UsageError) -> Int? {
         string(name).isEmpty ? nil : try int(name)
     }

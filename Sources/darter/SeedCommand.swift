@@ -24,6 +24,7 @@ enum SeedCommand {
             .init(name: "origin-connections", defaultValue: String(shieldDefaults.connections), help: "parallel ranged connections for one object of --origin-split-size or more"),
             .init(name: "origin-split-size", defaultValue: "\(shieldDefaults.segmentThreshold >> 20)m", help: "objects at least this large are fetched over --origin-connections connections"),
             .init(name: "follow-memory", defaultValue: "\(shieldDefaults.followMemory >> 20)m", help: "memory for arriving pieces, so clients following a fetch are sent them without a disk read (0: none)"),
+            .init(name: "page-cache-on-ingest", defaultValue: "false", help: "read each arriving piece into the page cache as it is stored, so a hit right after a miss reads memory (slows cold misses)"),
             .init(name: "origin-retries", defaultValue: String(shieldDefaults.retries), help: "origin retries per fetch, each resuming with Range"),
             .init(name: "registry-mirror", defaultValue: "", help: "upstream registry for /v2/ requests without ?ns= (e.g. https://registry-1.docker.io)"),
             .init(name: "ca-file", defaultValue: "", help: "CA bundle for verifying origin TLS certificates (default: the system's)"),
@@ -67,6 +68,7 @@ enum SeedCommand {
         guard shield.segmentThreshold >= 4 << 20 else {
             throw UsageError("seed: --origin-split-size must be at least 4m (one piece), got '\(args.string("origin-split-size"))'")
         }
+        shield.pageCacheOnIngest = try args.bool("page-cache-on-ingest")
         shield.followMemory = try args.int("follow-memory")
         guard shield.followMemory >= 0 else {
             throw UsageError("seed: --follow-memory must be a size of 0 or more (e.g. 256m), got '\(args.string("follow-memory"))'")

@@ -274,6 +274,30 @@ struct ShieldEndToEndTests {
         #expect(stats.bodyBytes(path: f.path) == f.bytes.count, "origin body bytes \(stats.bodyBytes(path: f.path))")
     }
 
+    @Test("--page-cache-on-ingest true: a client following a fetch and a hit right after it get exact bytes")
+    func pageCacheOnIngest() async throws {
+        let fx = try ShieldFixture.get()
+        let f = fx.file("medium.bin")
+        let dir = makeServerTestDirectory("pagecache")
+        defer { removeTree(dir) }
+        let seed = try await SeedProcess.start(dataDir: dir + "/data", extra: ["--page-cache-on-ingest", "true"])
+        defer { Task { _ = await seed.stop() } }
+        let url = seed.download(fx.origin.url(f.name, "pagecache=1"))
+        let cold = try await curl(url, scratch: dir)
+        let warm = try await curl(url, scratch: dir)
+        #expect(cold.status == 200 && bodyDiff(cold.body, f.bytes) == nil, "cold: \(cold.status) \(bodyDiff(cold.body, f.bytes) ?? "exact")")
+        #expect(warm.status == 200 && bodyDiff(warm.body, f.bytes) == nil, "warm: \(warm.status) \(bodyDiff(warm.body, f.bytes) ?? "exact")")
+    }
+
+    @Test("bad shield flags are refused with a message naming the flag")
+    func badFlags() async throws {
+        let fx = try ShieldFixture.get()
+        for (flag, value) in [("--page-cache-on-ingest", "maybe"), ("--follow-memory", "lots"), ("--origin-split-size", "1m")] {
+            let r = try await runProcess(ShieldBinaries.darter, ["seed", "--data-dir", fx.dir + "/unused", flag, value], scratch: fx.dir, timeout: 10)
+            #expect(r.exitCode != 0 && r.stderr.contains(flag), "\(flag) \(value): exit \(r.exitCode), \(r.stderr)")
+        }
+    }
+
     // MARK: origin failures
 
     @Test("?drop=N: Darter resumes with Range; the client gets exact bytes")
