@@ -1,6 +1,10 @@
 #include "darter_curl.h"
 #include <curl/curl.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <stdio.h>
+#include <sys/socket.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +16,8 @@ struct darter_curl {
     darter_curl_data_fn body_fn;
     void *context;
     atomic_int cancelled;
+    darter_curl_connect_fn connect_fn;
+    char refused[INET6_ADDRSTRLEN];
     char error[CURL_ERROR_SIZE];
 };
 
@@ -38,6 +44,33 @@ static int progress_trampoline(void *user, curl_off_t dltotal, curl_off_t dlnow,
     return atomic_load(&h->cancelled) ? 1 : 0;
 }
 
+/* Every socket libcurl opens for a transfer (the first host, each redirect, another address of
+   the same host) passes here with the address it will connect to: the one place an allowlist
+   check cannot be bypassed by a redirect or by DNS answering differently the second time. */
+static curl_socket_t open_socket(void *user, curlsocktype purpose, struct curl_sockaddr *a) {
+    (void)purpose;
+    darter_curl *h = user;
+    if (h->connect_fn) {
+        const unsigned char *bytes = NULL;
+        size_t len = 0;
+        if (a->family == AF_INET) {
+            bytes = (const unsigned char *)&((const struct sockaddr_in *)&a->addr)->sin_addr;
+            len = 4;
+        } else if (a->family == AF_INET6) {
+            bytes = (const unsigned char *)&((const struct sockaddr_in6 *)&a->addr)->sin6_addr;
+            len = 16;
+        }
+        char *url = NULL;
+        curl_easy_getinfo(h->easy, CURLINFO_EFFECTIVE_URL, &url);
+        if (!bytes || !h->connect_fn(h->context, url ? url : "", bytes, len)) {
+            if (!bytes || !inet_ntop(a->family, bytes, h->refused, sizeof h->refused))
+                snprintf(h->refused, sizeof h->refused, "address family %d", a->family);
+            return CURL_SOCKET_BAD;
+        }
+    }
+    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
 static void apply_defaults(darter_curl *h) {
     h->error[0] = 0;
     curl_easy_setopt(h->easy, CURLOPT_ERRORBUFFER, h->error);
@@ -49,6 +82,8 @@ static void apply_defaults(darter_curl *h) {
     curl_easy_setopt(h->easy, CURLOPT_XFERINFOFUNCTION, progress_trampoline);
     curl_easy_setopt(h->easy, CURLOPT_XFERINFODATA, h);
     curl_easy_setopt(h->easy, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(h->easy, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+    curl_easy_setopt(h->easy, CURLOPT_OPENSOCKETDATA, h);
 }
 
 darter_curl *darter_curl_new(void) {
@@ -76,6 +111,8 @@ void darter_curl_reset(darter_curl *h) {
     h->header_fn = NULL;
     h->body_fn = NULL;
     h->context = NULL;
+    h->connect_fn = NULL;
+    h->refused[0] = 0;
     atomic_store(&h->cancelled, 0);
     apply_defaults(h);
 }
@@ -101,8 +138,13 @@ void darter_curl_set_callbacks(darter_curl *h, darter_curl_data_fn header, darte
     h->context = context;
 }
 
+void darter_curl_set_connect_filter(darter_curl *h, darter_curl_connect_fn filter) { h->connect_fn = filter; }
+
+const char *darter_curl_refused_address(darter_curl *h) { return h->refused; }
+
 int darter_curl_perform(darter_curl *h) {
     h->error[0] = 0;
+    h->refused[0] = 0;
     curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, h->headers);
     return (int)curl_easy_perform(h->easy);
 }

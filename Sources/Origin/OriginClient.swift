@@ -279,7 +279,9 @@ final class Transfer: @unchecked Sendable {
         // The callbacks get an unretained pointer to `self`: the thread holds a retain until
         // perform returns.
         darter_curl_set_callbacks(h, headerCallback, bodyCallback, Unmanaged.passUnretained(self).toOpaque())
+        if plan.configuration.connectFilter != nil { darter_curl_set_connect_filter(h, connectCallback) }
         let code = darter_curl_perform(h)
+        darter_curl_set_connect_filter(h, nil)
         darter_curl_set_callbacks(h, nil, nil, nil)
         if code == Int32(CURLE_OK.rawValue) {
             if head == nil { deliverHead() }
@@ -291,6 +293,11 @@ final class Transfer: @unchecked Sendable {
             return finish(.success(final))
         }
         if abortedBySink || darter_curl_cancelled(h) != 0 { return finish(.failure(.aborted)) }
+        let refused = String(cString: darter_curl_refused_address(h))
+        if !refused.isEmpty && code == Int32(CURLE_COULDNT_CONNECT.rawValue) {
+            let at = String(cString: darter_curl_effective_url(h))
+            return finish(.failure(.refused("\(plan.label): connecting to \(refused) for \(at) is not allowed")))
+        }
         let text = String(cString: darter_curl_error_text(h, code))
         finish(.failure(Self.error(code: code, message: "\(plan.label): \(text) (curl error \(code))")))
     }
@@ -365,6 +372,12 @@ private let headerCallback: @convention(c) (UnsafeMutableRawPointer?, UnsafePoin
     let transfer = Unmanaged<Transfer>.fromOpaque(context!).takeUnretainedValue()
     let line = String(decoding: UnsafeRawBufferPointer(start: data, count: count), as: UTF8.self)
     return transfer.receiveHeaderLine(line) ? count : 0
+}
+
+private let connectCallback: @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<CChar>?, UnsafePointer<UInt8>?, Int) -> Int32 = { context, url, address, count in
+    let transfer = Unmanaged<Transfer>.fromOpaque(context!).takeUnretainedValue()
+    guard let filter = transfer.plan.configuration.connectFilter, let url, let address else { return 1 }
+    return filter(String(cString: url), Array(UnsafeBufferPointer(start: address, count: count))) ? 1 : 0
 }
 
 private let bodyCallback: @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<CChar>?, Int) -> Int = { context, data, count in

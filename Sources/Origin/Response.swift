@@ -120,6 +120,8 @@ public enum OriginError: Error, Equatable, Sendable, CustomStringConvertible {
     case invalidURL(String), unsupportedScheme(String), missingCredentials(String)
     case connectFailed(String), tlsFailed(String), timedOut(String), transferFailed(String)
     case tooManyRedirects(String), aborted, registryAuthFailed(String)
+    /// The connect filter refused a connection (``OriginConfiguration/connectFilter``).
+    case refused(String)
 
     public var description: String {
         switch self {
@@ -133,6 +135,7 @@ public enum OriginError: Error, Equatable, Sendable, CustomStringConvertible {
         case .tooManyRedirects(let s): "too many redirects: \(s)"
         case .aborted: "aborted"
         case .registryAuthFailed(let s): "registry authentication failed: \(s)"
+        case .refused(let s): "refused: \(s)"
         }
     }
 }

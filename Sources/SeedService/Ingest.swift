@@ -232,6 +232,9 @@ final class Ingestor: Sendable {
                     _ = try await registry.fetch(registry: base, path: path, headers: request.headers, range: request.range, into: sink)
                 }
                 sink.transferEnded()
+            } catch .refused(let reason) {
+                // Not transient: a redirect (or token realm) outside the allowlist.
+                sink.refuse(reason)
             } catch {
                 lastError = error.description
                 sink.attemptFailed(lastError)
@@ -422,6 +425,12 @@ final class IngestSink: OriginSink, @unchecked Sendable {
     func beginAttempt() {
         attemptError = nil
         expectedEnd = nil
+    }
+
+    /// A connection the allowlist refused: before any response, the client gets 403; after the
+    /// task exists, the fetch fails.
+    func refuse(_ reason: String) {
+        if taskCreated { fatalError = reason } else { passThroughStatus = (403, reason) }
     }
 
     /// The transfer itself failed (connection, timeout, short body): retried from `position`.

@@ -66,6 +66,14 @@ public struct OriginAllowlist: Sendable, Equatable {
         return !addresses.isEmpty || (isEmpty || hostListed)
     }
 
+    /// Decides for one connection: the host of `url` (where a transfer is now, after any
+    /// redirect) and the one address it is about to connect to. Given to the origin client as
+    /// its connect filter, so redirects, registry token realms and a second DNS answer are
+    /// held to the same list as the URL a client asked for.
+    public func allowsConnection(to url: String, address: [UInt8]) -> Bool {
+        allows(host: urlHost(url) ?? "", addresses: [address])
+    }
+
     /// The addresses `host` resolves to (an IP literal resolves to itself).
     public static func resolve(_ host: String) -> [[UInt8]] {
         let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
@@ -93,4 +101,15 @@ extension Substring {
         while s.last == " " { s = s.dropLast() }
         return s
     }
+}
+
+/// The host of a URL (`scheme://[userinfo@]host[:port]/...`), without port or IPv6 brackets.
+func urlHost(_ url: String) -> String? {
+    guard let schemeEnd = url.firstIndex(of: ":"), url[schemeEnd...].hasPrefix("://") else { return nil }
+    var rest = url[url.index(schemeEnd, offsetBy: 3)...]
+    if let end = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) { rest = rest[..<end] }
+    if let at = rest.lastIndex(of: "@") { rest = rest[rest.index(after: at)...] }
+    if rest.hasPrefix("["), let close = rest.firstIndex(of: "]") { return String(rest[rest.index(after: rest.startIndex)..<close]) }
+    if let colon = rest.lastIndex(of: ":") { rest = rest[..<colon] }
+    return rest.isEmpty ? nil : String(rest)
 }

@@ -85,19 +85,13 @@ extension SeedService {
         }
     }
 
-    /// The host of an http/https URL (without port or brackets), or the bucket for s3://.
+    /// The host an http/https URL connects to, or for s3:// the host of the S3 endpoint.
     func originHost(_ url: String) -> String? {
-        guard let schemeEnd = url.firstIndex(of: ":"), url[schemeEnd...].hasPrefix("://") else { return nil }
-        var rest = url[url.index(schemeEnd, offsetBy: 3)...]
-        if let end = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) { rest = rest[..<end] }
-        if let at = rest.lastIndex(of: "@") { rest = rest[rest.index(after: at)...] }
-        if url.hasPrefix("s3://") {  // the host curl will connect to (rest is the bucket)
-            guard let s3 = ingestor?.origin.configuration.s3 else { return nil }
-            return s3.endpoint.flatMap(originHost) ?? "\(rest).s3.\(s3.region).amazonaws.com"
+        if url.hasPrefix("s3://") {  // the host curl will connect to (the URL names the bucket)
+            guard let s3 = ingestor?.origin.configuration.s3, let bucket = urlHost(url) else { return nil }
+            return s3.endpoint.flatMap(urlHost) ?? "\(bucket).s3.\(s3.region).amazonaws.com"
         }
-        if rest.hasPrefix("["), let close = rest.firstIndex(of: "]") { return String(rest[rest.index(after: rest.startIndex)..<close]) }
-        if let colon = rest.lastIndex(of: ":") { rest = rest[..<colon] }
-        return rest.isEmpty ? nil : String(rest)
+        return urlHost(url)
     }
 
     // MARK: Preheat

@@ -88,6 +88,11 @@ enum SeedCommand {
         if !args.string("s3-endpoint").isEmpty {
             originConfig.s3.endpoint = args.string("s3-endpoint")
         }
+        // Every connection a fetch opens is checked, not only the URL asked for: redirects and
+        // registry token realms too.
+        originConfig.connectFilter = { [allowlist = shield.allowlist] url, address in
+            allowlist.allowsConnection(to: url, address: address)
+        }
         let origin = OriginClient(configuration: originConfig)
 
         signal(SIGPIPE, SIG_IGN)

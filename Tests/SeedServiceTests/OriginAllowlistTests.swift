@@ -20,6 +20,19 @@ struct OriginAllowlistTests {
         #expect(a.allows(host: "nowhere.invalid", addresses: []))
     }
 
+    @Test("a connection is judged by the host of the URL the transfer is at and the address it connects to")
+    func connections() throws {
+        let open = OriginAllowlist()
+        #expect(open.allowsConnection(to: "http://origin.example:8080/x?y", address: ip("10.1.2.3")))
+        #expect(!open.allowsConnection(to: "http://origin.example/latest", address: ip("169.254.169.254")), "a name that turns into metadata at connect time")
+        #expect(!open.allowsConnection(to: "http://[fd00:ec2::254]/", address: ip("fd00:ec2::254")))
+        let listed = try OriginAllowlist.parse("*.example.com, 10.0.0.0/8").get()
+        #expect(listed.allowsConnection(to: "https://cdn.example.com/blob", address: ip("203.0.113.9")))
+        #expect(!listed.allowsConnection(to: "https://cdn.other.net/blob", address: ip("203.0.113.9")), "a redirect to an unlisted host")
+        #expect(listed.allowsConnection(to: "https://cdn.other.net/blob", address: ip("10.9.9.9")), "an address in a listed block")
+        #expect(urlHost("http://user:pw@[::1]:80/p") == "::1" && urlHost("s3://bucket/key") == "bucket" && urlHost("nonsense") == nil)
+    }
+
     @Test("entries restrict origins to listed hosts and blocks; an explicit entry can allow a denied block")
     func entries() throws {
         let a = try OriginAllowlist.parse("registry.local, *.example.com, 10.0.0.0/8, ::1, 169.254.10.0/24").get()

@@ -492,6 +492,18 @@ struct ShieldEndToEndTests {
 
     // MARK: preheat
 
+    @Test("a redirect to cloud metadata (169.254.169.254) from an allowed origin is 403, checked at connect time")
+    func redirectToMetadataRefused() async throws {
+        let fx = try ShieldFixture.get()
+        let target = "http://169.254.169.254/latest/meta-data/"
+        let url = fx.seed.download(fx.origin.url("redirect.bin", "redirect=\(target)"))
+        let started = now()
+        let r = try await curl(url, scratch: fx.dir)
+        #expect(r.status == 403 && r.text.contains("169.254.169.254") && r.text.contains("not allowed"), "\(r.status) \(r.text)")
+        // Refused before connecting: no connect timeout, no retries with backoff.
+        #expect(now() - started < 3, "took \(now() - started)s")
+    }
+
     @Test("POST /preheat → 202; GET /preheat/{id} reaches succeeded; a following /download is a HIT")
     func preheat() async throws {
         let fx = try ShieldFixture.get()

@@ -15,6 +15,10 @@ typedef struct darter_curl darter_curl;
 /// else to abort the transfer.
 typedef size_t (*darter_curl_data_fn)(void *context, const char *data, size_t len);
 
+/// Decides whether a connection to `address` (4 or 16 bytes, network order) may be opened for
+/// the transfer now at `url`. Return nonzero to allow.
+typedef int (*darter_curl_connect_fn)(void *context, const char *url, const unsigned char *address, size_t length);
+
 /// A new handle (curl_global_init happens once, first). NULL when libcurl fails.
 darter_curl *darter_curl_new(void);
 void darter_curl_free(darter_curl *handle);
@@ -29,6 +33,13 @@ int darter_curl_add_header(darter_curl *handle, const char *line);
 /// Sets the header and body callbacks and their context; also the progress callback that
 /// aborts when `darter_curl_cancel` was called.
 void darter_curl_set_callbacks(darter_curl *handle, darter_curl_data_fn header, darter_curl_data_fn body, void *context);
+
+/// Checks every socket the transfer opens with `filter` (called with the callbacks' context; NULL:
+/// no check). A refused connection fails like an unreachable one (CURLE_COULDNT_CONNECT when no
+/// other address is left), and `darter_curl_refused_address` names it.
+void darter_curl_set_connect_filter(darter_curl *handle, darter_curl_connect_fn filter);
+/// The last address the filter refused in this transfer, as text ("" if none).
+const char *darter_curl_refused_address(darter_curl *handle);
 
 /// curl_easy_perform; returns its CURLcode.
 int darter_curl_perform(darter_curl *handle);
