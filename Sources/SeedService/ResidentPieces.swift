@@ -27,7 +27,13 @@ final class ResidentPieces: Sendable {
     private struct State {
         var fetches: [TaskID: Fetch] = [:]
         var bytes = 0
+        /// Buffers of pieces that left, for the next pieces of any fetch (allocating and
+        /// zero-filling a fresh 4 MiB buffer per piece, and unmapping it later, took a third of
+        /// a cold miss's CPU). Dropped when no fetch is left.
+        var spares: [SharedIOBuffer] = []
     }
+    /// Spare buffers kept at most.
+    static let maximumSpares = 8
     private let state = Mutex(State())
     /// Bytes of pieces held at most, over all fetches.
     let capacity: Int
@@ -62,12 +68,15 @@ final class ResidentPieces: Sendable {
         }
     }
 
-    /// Keeps piece `index` of `id` (filled: it is not written to again). Returns the pieces
-    /// that left (this one included when no reader needs it) and, of those, the indexes a reader
-    /// still needs: they must be read from the store, so they are worth prefetching.
-    func publish(_ id: TaskID, index: Int, _ piece: SharedIOBuffer) -> (left: [SharedIOBuffer], stillNeeded: [Int]) {
+    /// Keeps piece `index` of `id` (filled: it is not written to again). Returns the indexes of
+    /// pieces that left while a reader still needs them: they must be read from the store, so
+    /// they are worth prefetching. Pieces that leave become spare buffers.
+    func publish(_ id: TaskID, index: Int, _ piece: SharedIOBuffer) -> [Int] {
         state.withLock { s in
-            guard var f = s.fetches[id], f.fetching else { return ([piece], []) }
+            guard var f = s.fetches[id], f.fetching else {
+                keepSpares([piece], &s)
+                return []
+            }
             f.pieces[index] = piece
             s.bytes += piece.buffer.capacity
             var left: [SharedIOBuffer] = []
@@ -81,8 +90,28 @@ final class ResidentPieces: Sendable {
                 needed.append(oldest)
             }
             s.fetches[id] = f
-            return (left, needed)
+            keepSpares(left, &s)
+            return needed
         }
+    }
+
+    /// A spare buffer of `capacity` bytes that nobody else holds any more (a client may still be
+    /// sending from a piece that left), or nil.
+    func takeSpare(capacity: Int) -> SharedIOBuffer? {
+        state.withLock { s in
+            for i in s.spares.indices where s.spares[i].buffer.capacity == capacity {
+                if isKnownUniquelyReferenced(&s.spares[i]) { return s.spares.remove(at: i) }
+            }
+            return nil
+        }
+    }
+
+    /// Spare buffers held now (tests).
+    var spareCount: Int { state.withLock { $0.spares.count } }
+
+    private func keepSpares(_ buffers: [SharedIOBuffer], _ s: inout State) {
+        guard !s.fetches.isEmpty else { return }
+        for b in buffers where s.spares.count < Self.maximumSpares { s.spares.append(b) }
     }
 
     /// Whether piece `index` of `id` must be read from the store by a registered reader (it is
@@ -112,6 +141,7 @@ final class ResidentPieces: Sendable {
             var left: [SharedIOBuffer] = []
             release(&f, &s.bytes, into: &left)
             s.fetches[id] = f
+            keepSpares(left, &s)
         }
     }
 
@@ -127,6 +157,7 @@ final class ResidentPieces: Sendable {
                 release(&f, &s.bytes, into: &left)
             }
             s.fetches[id] = f
+            keepSpares(left, &s)
             guard let piece = f.pieces[index] else { return nil }
             let within = Int(offset - Int64(index) * f.pieceLength)
             let length = min(maxLength, Int(f.pieceLength) - within)
@@ -149,5 +180,6 @@ final class ResidentPieces: Sendable {
         if let f = s.fetches.removeValue(forKey: id) {
             for b in f.pieces.values { s.bytes -= b.buffer.capacity }
         }
+        if s.fetches.isEmpty { s.spares.removeAll() }
     }
 }

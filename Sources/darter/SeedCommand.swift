@@ -24,7 +24,7 @@ enum SeedCommand {
             .init(name: "origin-connections", defaultValue: String(shieldDefaults.connections), help: "parallel ranged connections for one object of --origin-split-size or more"),
             .init(name: "origin-split-size", defaultValue: "\(shieldDefaults.segmentThreshold >> 20)m", help: "objects at least this large are fetched over --origin-connections connections"),
             .init(name: "follow-memory", defaultValue: "\(shieldDefaults.followMemory >> 20)m", help: "memory for arriving pieces, so clients following a fetch are sent them without a disk read (0: none)"),
-            .init(name: "page-cache-on-ingest", defaultValue: "false", help: "read each arriving piece into the page cache as it is stored, so a hit right after a miss reads memory (slows cold misses)"),
+            .init(name: "page-cache-on-ingest", defaultValue: String(shieldDefaults.pageCacheOnIngest), help: "read each arriving piece into the page cache as it is stored, so a hit right after a miss reads memory (false: faster cold misses)"),
             .init(name: "origin-retries", defaultValue: String(shieldDefaults.retries), help: "origin retries per fetch, each resuming with Range"),
             .init(name: "registry-mirror", defaultValue: "", help: "upstream registry for /v2/ requests without ?ns= (e.g. https://registry-1.docker.io)"),
             .init(name: "ca-file", defaultValue: "", help: "CA bundle for verifying origin TLS certificates (default: the system's)"),

@@ -18,13 +18,13 @@ struct ResidentPiecesTests {
 
     final class Reader {}
 
-    @Test("with no reader a published piece leaves at once; no fetch known: nothing is kept")
+    @Test("with no reader a published piece leaves at once (a spare buffer); no fetch known: nothing is kept")
     func noReader() {
         let r = ResidentPieces(capacity: 1 << 20)
-        #expect(r.publish(id, index: 0, piece(0)).left.count == 1, "no fetch begun")
+        #expect(r.publish(id, index: 0, piece(0)).isEmpty && r.spareCount == 0, "no fetch begun")
         r.beginFetch(id, pieceLength: pieceLength)
-        let (left, needed) = r.publish(id, index: 0, piece(0))
-        #expect(left.count == 1 && needed.isEmpty && r.residentBytes == 0)
+        let needed = r.publish(id, index: 0, piece(0))
+        #expect(needed.isEmpty && r.residentBytes == 0 && r.spareCount == 1)
         #expect(!r.addReader(TaskID(kind: .url, hash: SHA256Digest(bytes: SHA256Hasher.hash([9]))!), ObjectIdentifier(Reader()), at: 0))
     }
 
@@ -34,15 +34,16 @@ struct ResidentPiecesTests {
         r.beginFetch(id, pieceLength: pieceLength)
         let reader = Reader(), me = ObjectIdentifier(reader)
         #expect(r.addReader(id, me, at: 0))
-        #expect(r.publish(id, index: 0, piece(10)).left.isEmpty)
-        #expect(r.publish(id, index: 1, piece(11)).left.isEmpty)
+        #expect(r.publish(id, index: 0, piece(10)).isEmpty)
+        #expect(r.publish(id, index: 1, piece(11)).isEmpty)
+        #expect(r.spareCount == 0)
         #expect(r.residentBytes == 2 * pieceLength)
 
         let a = r.bytes(id, reader: me, at: 100, maxLength: 1 << 20)
         #expect(a?.offset == 100 && a?.length == pieceLength - 100 && a?.buffer.buffer[100] == 10)
         let b = r.bytes(id, reader: me, at: Int64(pieceLength) + 8, maxLength: 16)
         #expect(b?.offset == 8 && b?.length == 16 && b?.buffer.buffer[8] == 11)
-        #expect(r.residentBytes == pieceLength, "piece 0 was passed by the only reader")
+        #expect(r.residentBytes == pieceLength && r.spareCount == 1, "piece 0 was passed by the only reader")
         #expect(r.bytes(id, reader: me, at: 0, maxLength: 10) == nil, "piece 0 is gone: read the store")
         #expect(r.bytesSent == (pieceLength - 100) + 16)
         #expect(r.bytes(id, reader: ObjectIdentifier(Reader()), at: 0, maxLength: 10) == nil, "unregistered readers get nothing")
@@ -54,16 +55,32 @@ struct ResidentPiecesTests {
         r.beginFetch(id, pieceLength: pieceLength)
         let reader = Reader(), me = ObjectIdentifier(reader)
         r.addReader(id, me, at: 0)
-        #expect(r.publish(id, index: 0, piece(0)).stillNeeded.isEmpty)
-        #expect(r.publish(id, index: 1, piece(1)).stillNeeded.isEmpty)
-        let third = r.publish(id, index: 2, piece(2))
-        #expect(third.stillNeeded == [0] && third.left.count == 1 && third.left[0].buffer[0] == 0)
+        #expect(r.publish(id, index: 0, piece(0)).isEmpty)
+        #expect(r.publish(id, index: 1, piece(1)).isEmpty)
+        #expect(r.publish(id, index: 2, piece(2)) == [0])
+        #expect(r.spareCount == 1)
         #expect(r.residentBytes == 2 * pieceLength)
         #expect(r.readerNeedsFromStore(id, index: 0))
         #expect(!r.readerNeedsFromStore(id, index: 1), "piece 1 is in memory")
         // The reader moves on to piece 1: piece 0 is no longer needed by anyone.
         _ = r.bytes(id, reader: me, at: Int64(pieceLength), maxLength: 1)
         #expect(!r.readerNeedsFromStore(id, index: 0))
+    }
+
+    @Test("a spare buffer is handed out only once nobody else holds it, and only at its size")
+    func spares() {
+        let r = ResidentPieces(capacity: 1 << 20)
+        r.beginFetch(id, pieceLength: pieceLength)
+        var sending: SharedIOBuffer? = piece(1)  // a client still sending from it
+        _ = r.publish(id, index: 0, sending!)
+        #expect(r.spareCount == 1 && r.takeSpare(capacity: pieceLength) == nil)
+        sending = nil
+        #expect(r.takeSpare(capacity: 2 * pieceLength) == nil, "wrong size")
+        #expect(r.takeSpare(capacity: pieceLength)?.buffer[0] == 1 && r.spareCount == 0)
+        for i in 0..<20 { _ = r.publish(id, index: i + 1, piece(0)) }
+        #expect(r.spareCount == ResidentPieces.maximumSpares)
+        r.endFetch(id)
+        #expect(r.spareCount == 0, "spares go with the last fetch")
     }
 
     @Test("a fetch's record goes when it ended and its last reader left; a new fetch starts empty")
@@ -74,7 +91,7 @@ struct ResidentPiecesTests {
         r.addReader(id, me, at: 0)
         _ = r.publish(id, index: 0, piece(5))
         r.endFetch(id)
-        #expect(r.publish(id, index: 1, piece(6)).left.count == 1, "an ended fetch publishes nothing")
+        #expect(r.publish(id, index: 1, piece(6)).isEmpty && r.residentBytes == pieceLength, "an ended fetch publishes nothing")
         #expect(r.bytes(id, reader: me, at: 0, maxLength: 1)?.buffer.buffer[0] == 5, "its reader still gets what is held")
         r.removeReader(id, me)
         #expect(r.residentBytes == 0 && !r.addReader(id, me, at: 0))

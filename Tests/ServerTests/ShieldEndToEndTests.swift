@@ -274,13 +274,13 @@ struct ShieldEndToEndTests {
         #expect(stats.bodyBytes(path: f.path) == f.bytes.count, "origin body bytes \(stats.bodyBytes(path: f.path))")
     }
 
-    @Test("--page-cache-on-ingest true: a client following a fetch and a hit right after it get exact bytes")
+    @Test("--page-cache-on-ingest false: a client following a fetch and a hit right after it (from disk) get exact bytes")
     func pageCacheOnIngest() async throws {
         let fx = try ShieldFixture.get()
         let f = fx.file("medium.bin")
         let dir = makeServerTestDirectory("pagecache")
         defer { removeTree(dir) }
-        let seed = try await SeedProcess.start(dataDir: dir + "/data", extra: ["--page-cache-on-ingest", "true"])
+        let seed = try await SeedProcess.start(dataDir: dir + "/data", extra: ["--page-cache-on-ingest", "false"])
         defer { Task { _ = await seed.stop() } }
         let url = seed.download(fx.origin.url(f.name, "pagecache=1"))
         let cold = try await curl(url, scratch: dir)
