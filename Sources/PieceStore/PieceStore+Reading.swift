@@ -107,6 +107,7 @@ extension PieceStore {
     /// extent of the data file for sendfile/splice. Nil when the first byte is not committed
     /// yet (wait with ``waitForOffset(_:offset:timeout:)``). The lease keeps the task alive.
     public func servableExtent(_ id: TaskID, range: Range<Int64>) async throws -> ServableExtent? {
+        lastClientRead.store(SystemCalls.monotonicMilliseconds(), ordering: .relaxed)
         let run = try state.withLock { s throws(StoreError) -> (Int64, Range<Int>)? in
             guard var t = s.index.tasks[id], !t.deleting else { throw .unknownTask(id) }
             let length = min(t.committedRun(from: range.lowerBound), range.upperBound - range.lowerBound)
@@ -126,6 +127,11 @@ extension PieceStore {
     /// byte is committed, its piece already verified and the page-cache descriptor open
     /// (otherwise the async variant does that work).
     public func servableExtentNow(_ id: TaskID, range: Range<Int64>) -> ServableExtent? {
+        servableExtentNow(id, range: range, byClient: true)
+    }
+
+    func servableExtentNow(_ id: TaskID, range: Range<Int64>, byClient: Bool) -> ServableExtent? {
+        if byClient { lastClientRead.store(SystemCalls.monotonicMilliseconds(), ordering: .relaxed) }
         let verify = configuration.verifyAfterRestart
         let found = state.withLock { s -> (FileDescriptor, Int64)? in
             guard var t = s.index.tasks[id], !t.deleting, let fd = t.bufferedFD else { return nil }

@@ -17,6 +17,9 @@ public final class PieceStore: Sendable {
     public let io: any IOBackend
     /// Hashes completed downloads (their SHA-256, for lookups by digest) when CPUs are idle.
     let digestWorker = IdleWorker()
+    /// When a client last took an extent to read (monotonic milliseconds): background hashing
+    /// waits for a quiet moment, since idle CPU alone still let it halve a hit's throughput.
+    let lastClientRead = Atomic<Int64>(0)
     let state: Mutex<StoreState>
     let journalPath: String
     let tasksPath: String

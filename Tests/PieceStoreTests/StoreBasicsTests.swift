@@ -72,6 +72,31 @@ struct StoreBasicsTests {
         await reopened.close()
     }
 
+    @Test("the background SHA-256 waits while clients are being served, then runs")
+    func backgroundDigestYieldsToClients() async throws {
+        let dir = makeTestDirectory(); defer { removeTree(dir) }
+        let store = try await openTestStore(dir, io: BackendKind.uring.make())
+        let id = taskID("background-digest-yields")
+        let length: Int64 = 3 * 65536
+        try await store.createTask(id, pieceLength: 65536, contentLength: length)
+        try await fillTask(store, id, contentLength: length, pieceLength: 65536)
+        _ = try await store.servableExtent(id, range: 0..<length)  // opens the page-cache descriptor
+        try await store.completeTask(id, digestInBackground: true)
+        // A client takes an extent every 50 ms for a second: the hash does not start.
+        for _ in 0..<20 {
+            #expect(store.servableExtentNow(id, range: 0..<4096) != nil)
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(store.info(id)?.sha256 == nil, "hashed while a client was being served")
+        var found: SHA256Digest?
+        for _ in 0..<300 where found == nil {
+            found = store.info(id)?.sha256
+            if found == nil { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        #expect(found != nil, "no digest 3 s after the client stopped")
+        await store.close()
+    }
+
     @Test("wrong piece lengths, unknown tasks and out-of-range pieces are refused")
     func validation() async throws {
         let dir = makeTestDirectory(); defer { removeTree(dir) }
