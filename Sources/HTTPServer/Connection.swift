@@ -150,13 +150,20 @@ final class Connection: @unchecked Sendable {
     private func sendAll(_ b: SendBuffer, _ range: Range<Int>, more: Bool, then: @escaping () -> Void) {
         inFlight += 1
         loop.send(fd, from: b.buffer, range: range, more: more) { [self] r, _ in
-            inFlight -= 1
-            if phase == .closing { return finishClosing() }
-            guard r > 0 else { return close() }
-            progress(Int(r))
+            guard sent(r) else { return }
             if Int(r) < range.count { return sendAll(b, (range.lowerBound + Int(r))..<range.upperBound, more: more, then: then) }
             then()
         }
+    }
+
+    /// The common start of a send's completion: ends the operation, and unless the connection
+    /// is closing or the send failed (both handled here) counts the bytes and returns true.
+    private func sent(_ r: Int32) -> Bool {
+        inFlight -= 1
+        if phase == .closing { finishClosing(); return false }
+        guard r > 0 else { close(); return false }
+        progress(Int(r))
+        return true
     }
 
     private func progress(_ bytes: Int) {
@@ -224,10 +231,7 @@ final class Connection: @unchecked Sendable {
     private func sendResidentBytes(_ e: FileExtent, _ memory: SharedIOBuffer, _ range: Range<Int>, last: Bool) {
         inFlight += 1
         loop.send(fd, from: memory.buffer, range: range, more: !last) { [self] r, _ in
-            inFlight -= 1
-            if phase == .closing { return finishClosing() }
-            guard r > 0 else { return close() }
-            progress(Int(r))
+            guard sent(r) else { return }
             position += Int64(r)
             if Int(r) < range.count { return sendResidentBytes(e, memory, (range.lowerBound + Int(r))..<range.upperBound, last: last) }
             withExtendedLifetime(e) {}
@@ -245,11 +249,8 @@ final class Connection: @unchecked Sendable {
         let last = position + Int64(e.length) >= body.length
         inFlight += 1
         loop.readThenSend(e.fd, at: e.offset, into: b.buffer, readRange: lead..<total, to: fd, sendRange: 0..<total, more: !last) { [self] r, _ in
-            inFlight -= 1
             withExtendedLifetime(e) {}
-            if phase == .closing { return finishClosing() }
-            guard r > 0 else { return close() }
-            progress(Int(r))
+            guard sent(r) else { return }
             position += Int64(e.length)
             if Int(r) < total { return sendAll(b, Int(r)..<total, more: !last) { [self] in continueBody() } }
             continueBody()
@@ -272,10 +273,7 @@ final class Connection: @unchecked Sendable {
     private func sendZeroCopy(_ b: SendBuffer, _ range: Range<Int>, extent e: FileExtent) {
         inFlight += 1
         loop.sendZeroCopy(fd, from: b.buffer, range: range) { [self] r, _ in
-            inFlight -= 1
-            if phase == .closing { return finishClosing() }
-            guard r > 0 else { return close() }
-            progress(Int(r))
+            guard sent(r) else { return }
             if Int(r) < range.count { return sendZeroCopy(b, (range.lowerBound + Int(r))..<range.upperBound, extent: e) }
             position += Int64(e.length)
             continueBody()
@@ -311,11 +309,8 @@ final class Connection: @unchecked Sendable {
         guard let e = nextExtent(body, maxLength: owner.configuration.chunkSize) else { return }
         inFlight += 1
         loop.spliceToSocket(e.fd, at: e.offset, through: pipe!, to: fd, count: e.length) { [self] r, _ in
-            inFlight -= 1
             withExtendedLifetime(e) {}
-            if phase == .closing { return finishClosing() }
-            guard r > 0 else { return close() }
-            progress(Int(r))
+            guard sent(r) else { return }
             position += Int64(e.length)
             drainPipe(Int(e.length) - Int(r))
         }
@@ -325,10 +320,7 @@ final class Connection: @unchecked Sendable {
         guard remaining > 0 else { return continueBody() }
         inFlight += 1
         loop.spliceToSocket(fromPipe: pipe!.read, to: fd, count: remaining) { [self] r, _ in
-            inFlight -= 1
-            if phase == .closing { return finishClosing() }
-            guard r > 0 else { return close() }
-            progress(Int(r))
+            guard sent(r) else { return }
             drainPipe(remaining - Int(r))
         }
     }

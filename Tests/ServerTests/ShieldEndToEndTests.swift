@@ -26,6 +26,19 @@ struct OriginFile: Sendable {
     var digest: String { "sha256:" + hexString(SHA256Hasher.hash(bytes)) }
 }
 
+/// Every concurrent client got a 200 with exactly `bytes`.
+func expectEveryClientExact(_ results: [Result<RawResponse, TestError>], _ bytes: [UInt8], sourceLocation: SourceLocation = #_sourceLocation) {
+    for (i, result) in results.enumerated() {
+        switch result {
+        case .success(let r):
+            let diff = bodyDiff(r.body, bytes)
+            #expect(r.status == 200 && diff == nil, "client \(i): \(r.status), \(diff ?? "exact")", sourceLocation: sourceLocation)
+        case .failure(let e):
+            Issue.record("client \(i): \(e)", sourceLocation: sourceLocation)
+        }
+    }
+}
+
 /// One origin and one `darter seed` (default flags) shared by the suite.
 struct ShieldFixture: Sendable {
     let origin: OriginProcess
@@ -152,15 +165,7 @@ struct ShieldEndToEndTests {
         let f = fx.file("herd.bin")
         let port = fx.seed.port, path = fx.seed.downloadPath(fx.origin.url(f.name))
         let results = try await offPool { try concurrentGets(port: port, path: path, count: 20, timeout: 60) }
-        for (i, result) in results.enumerated() {
-            switch result {
-            case .success(let r):
-                let diff = bodyDiff(r.body, f.bytes)
-                #expect(r.status == 200 && diff == nil, "client \(i): \(r.status), \(diff ?? "exact")")
-            case .failure(let e):
-                Issue.record("client \(i): \(e)")
-            }
-        }
+        expectEveryClientExact(results, f.bytes)
         let stats = try await fx.settledStats()
         #expect(stats.bodyBytes(path: f.path) == f.bytes.count,
                 "origin body bytes \(stats.bodyBytes(path: f.path)) for an object of \(f.bytes.count) (requests: \(stats.requests(path: f.path)))")
@@ -257,15 +262,7 @@ struct ShieldEndToEndTests {
         defer { Task { _ = await seed.stop() } }
         let port = seed.port, path = seed.downloadPath(fx.origin.url(f.name, "drip=16777216"))
         let results = try await offPool { try concurrentGets(port: port, path: path, count: 8, timeout: 60) }
-        for (i, result) in results.enumerated() {
-            switch result {
-            case .success(let r):
-                let diff = bodyDiff(r.body, f.bytes)
-                #expect(r.status == 200 && diff == nil, "client \(i): \(r.status), \(diff ?? "exact")")
-            case .failure(let e):
-                Issue.record("client \(i): \(e)")
-            }
-        }
+        expectEveryClientExact(results, f.bytes)
         let metrics = try await curl(seed.base + "/metrics", scratch: dir).text
         let fromMemory = metricValue("darter_shield_memory_sent_bytes_total", in: metrics) ?? -1
         #expect(fromMemory == 0, "bytes sent from memory: \(fromMemory)")
