@@ -38,11 +38,13 @@ let package = Package(
         .executableTarget(name: "darter-bench", dependencies: ["PieceStore", "DarterIO"],
                           path: "Benchmarks/DarterBench", swiftSettings: strict),
 
-        .testTarget(name: "DarterIOTests", dependencies: ["DarterIO"], swiftSettings: strict),
-        .testTarget(name: "PieceStoreTests", dependencies: ["PieceStore", "DarterIO"], swiftSettings: strict),
+        // Helpers the test targets share (scratch directories, files, child processes).
+        .target(name: "DarterTestSupport", dependencies: ["DarterIO"], path: "Tests/DarterTestSupport", swiftSettings: strict),
+        .testTarget(name: "DarterIOTests", dependencies: ["DarterIO", "DarterTestSupport"], swiftSettings: strict),
+        .testTarget(name: "PieceStoreTests", dependencies: ["PieceStore", "DarterIO", "DarterTestSupport"], swiftSettings: strict),
         .testTarget(name: "SeedServiceTests", dependencies: ["SeedService"], swiftSettings: strict),
         .testTarget(name: "HTTPCoreTests", dependencies: ["HTTPCore"], swiftSettings: strict),
-        .testTarget(name: "OriginTests", dependencies: ["Origin", "DarterIO"], swiftSettings: strict),
-        .testTarget(name: "ServerTests", dependencies: ["DarterIO", "PieceStore"], swiftSettings: [.swiftLanguageMode(.v6)]),
+        .testTarget(name: "OriginTests", dependencies: ["Origin", "DarterIO", "DarterTestSupport"], swiftSettings: strict),
+        .testTarget(name: "ServerTests", dependencies: ["DarterIO", "PieceStore", "DarterTestSupport"], swiftSettings: [.swiftLanguageMode(.v6)]),
     ]
 )

@@ -36,7 +36,7 @@ struct BackendContractTests {
         try await backend.close(fd)
 
         // An independent reader sees the same bytes.
-        let onDisk = try readFileSync(path)
+        let onDisk = try readFile(path)
         #expect(onDisk.count == 3 * segment)
         #expect(onDisk[(2 * segment)..<(2 * segment + 64)].elementsEqual(out.bytes(0..<64)))
     }
@@ -112,15 +112,15 @@ struct BackendContractTests {
         let backend = try kind.make()
         let dir = try TempDirectory(kind.rawValue)
         let a = dir.file("a"), b = dir.file("b with spaces é")
-        try writeFileSync(a, Array("hello".utf8))
+        try writeFile(a, Array("hello".utf8))
         try await backend.rename(a, to: b)
         #expect(!SystemCalls.exists(a))
         #expect(SystemCalls.exists(b))
-        #expect(try readFileSync(b) == Array("hello".utf8))
+        #expect(try readFile(b) == Array("hello".utf8))
         // Rename over an existing file replaces it.
-        try writeFileSync(a, Array("other".utf8))
+        try writeFile(a, Array("other".utf8))
         try await backend.rename(a, to: b)
-        #expect(try readFileSync(b) == Array("other".utf8))
+        #expect(try readFile(b) == Array("other".utf8))
 
         await #expect(throws: Errno.noEntry) { try await backend.rename(dir.file("missing"), to: dir.file("x")) }
         try await backend.unlink(b)
@@ -286,8 +286,8 @@ struct SystemCallsTests {
         try SystemCalls.makeDirectories(deep)
         try SystemCalls.makeDirectories(deep)  // idempotent
         #expect(SystemCalls.exists(deep))
-        try writeFileSync(deep + "/x", [1, 2, 3])
-        try writeFileSync(deep + "/y", [])
+        try writeFile(deep + "/x", [1, 2, 3])
+        try writeFile(deep + "/y", [])
         #expect(Set(try SystemCalls.listDirectory(deep)) == ["x", "y"])
         try SystemCalls.rename(deep + "/x", deep + "/z")
         #expect(Set(try SystemCalls.listDirectory(deep)) == ["y", "z"])

@@ -1,10 +1,6 @@
 import Testing
 import DarterIO
 
-private func hex(_ bytes: [UInt8]) -> String {
-    bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
-}
-
 @Suite("CRC32C")
 struct CRC32CTests {
     static let vectors: [([UInt8], UInt32)] = [
@@ -116,7 +112,7 @@ struct SHA256Tests {
     func knownVectors(input: String, expected: String) {
         let digest = SHA256Hasher.hash(Array(input.utf8))
         #expect(digest.count == 32)
-        #expect(hex(digest) == expected)
+        #expect(hexString(digest) == expected)
     }
 
     @Test("one million 'a' fed in uneven chunks")
@@ -130,7 +126,7 @@ struct SHA256Tests {
             left -= n
             chunk = chunk * 7 % 65_537 + 1
         }
-        #expect(hex(h.finalize()) == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
+        #expect(hexString(h.finalize()) == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
     }
 
     @Test("incremental equals one-shot, at every split point of a small input")

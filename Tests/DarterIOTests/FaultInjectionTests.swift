@@ -30,7 +30,7 @@ struct FaultInjectionTests {
     func skipAndTimes() async throws {
         let backend = try make()
         let dir = try TempDirectory("fault")
-        try writeFileSync(dir.file("f"), SplitMix64.bytes(4096, seed: 1))
+        try writeFile(dir.file("f"), SplitMix64.bytes(4096, seed: 1))
         let fd = try await backend.open(dir.file("f"), .readOnly)
         backend.inject(.fail(.ioError), on: .read, skip: 2, times: 2)
         let b = backend.makeBuffer(capacity: 4096)
@@ -60,14 +60,14 @@ struct FaultInjectionTests {
         backend.inject(.tornWrite(bytes: 1234), on: .write)
         await #expect(throws: Errno.ioError) { _ = try await backend.write(fd, from: b, range: 8..<3008, at: 100) }
         #expect(try SystemCalls.fileSize(fd) == 100 + 1234)
-        let onDisk = try readFileSync(dir.file("torn"))
+        let onDisk = try readFile(dir.file("torn"))
         #expect(onDisk[0..<100].allSatisfy { $0 == 0 })
         #expect(Array(onDisk[100...]) == b.bytes(8..<(8 + 1234)))
 
         // The fault was used up: the retry writes everything.
         try await backend.writeAll(fd, from: b, range: 8..<3008, at: 100)
         #expect(try SystemCalls.fileSize(fd) == 3100)
-        #expect(Array(try readFileSync(dir.file("torn"))[100...]) == b.bytes(8..<3008))
+        #expect(Array(try readFile(dir.file("torn"))[100...]) == b.bytes(8..<3008))
 
         // A torn write asking for more than the range keeps the whole range, still EIO.
         backend.inject(.tornWrite(bytes: 1 << 20), on: .write)
@@ -94,7 +94,7 @@ struct FaultInjectionTests {
     func metadataFaults() async throws {
         let backend = try make()
         let dir = try TempDirectory("fault")
-        try writeFileSync(dir.file("a"), [1, 2, 3])
+        try writeFile(dir.file("a"), [1, 2, 3])
 
         backend.inject(.fail(.permissionDenied), on: .open)
         await #expect(throws: Errno.permissionDenied) { try await backend.open(dir.file("new"), [.create, .readWrite]) }

@@ -172,7 +172,7 @@ struct UringOperationTests {
         let dir = try TempDirectory("statx")
         for size in [0, 1, 12_345, 1 << 20] {
             let path = dir.file("f\(size)")
-            try writeFileSync(path, SplitMix64.bytes(size, seed: UInt64(size)))
+            try writeFile(path, SplitMix64.bytes(size, seed: UInt64(size)))
             let st = try await uring.statx(path)
             #expect(st.size == Int64(size))
             let a = st.directIOOffsetAlignment
@@ -270,7 +270,7 @@ struct UringOperationTests {
         let uring = try makeUring()
         let dir = try TempDirectory("splice")
         let data = SplitMix64.bytes(20_000, seed: 12)
-        try writeFileSync(dir.file("src"), data)
+        try writeFile(dir.file("src"), data)
         let file = try SystemCalls.open(dir.file("src"), .readOnly)
         var p: [Int32] = [0, 0]
         #expect(pipe(&p) == 0)

@@ -10,10 +10,7 @@ import Origin
 // Support for the origin tests: real local servers (origin.py, moto_server, docker-registry)
 // started as child processes, temporary files, and sinks.
 
-struct TestError: Error, CustomStringConvertible {
-    let description: String
-    init(_ d: String) { description = d }
-}
+@_exported import DarterTestSupport
 
 /// The repository root (from this file's path: Tests/OriginTests/<file>).
 let repositoryRoot: String = {
@@ -35,27 +32,6 @@ func findExecutable(_ name: String) -> String? {
     return nil
 }
 
-/// A fresh directory under /var/tmp, removed on deinit.
-final class TempDirectory: Sendable {
-    let path: String
-
-    init(_ label: String) throws {
-        var template = Array("/var/tmp/darter-origin-\(label)-XXXXXX".utf8CString)
-        let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-        guard made != nil else { throw TestError("mkdtemp failed: errno \(errno)") }
-        path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
-
-    func file(_ name: String) -> String { path + "/" + name }
-
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-}
-
-
-func writeFile(_ path: String, _ bytes: [UInt8]) throws {
-    guard FileManager.default.createFile(atPath: path, contents: Data(bytes)) else { throw TestError("cannot write \(path)") }
-}
-
 /// A sparse file of `size` zero bytes (no disk blocks, served from the page cache).
 func makeSparseFile(_ path: String, size: Int) throws {
     let fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0o644)
@@ -64,14 +40,7 @@ func makeSparseFile(_ path: String, size: Int) throws {
     guard ftruncate(fd, off_t(size)) == 0 else { throw TestError("ftruncate: errno \(errno)") }
 }
 
-func sha256Hex(_ bytes: [UInt8]) -> String { hex(SHA256Hasher.hash(bytes)) }
-
-func hex(_ bytes: [UInt8]) -> String {
-    let digits = Array("0123456789abcdef")
-    var s = ""
-    for b in bytes { s.append(digits[Int(b >> 4)]); s.append(digits[Int(b & 15)]) }
-    return s
-}
+func sha256Hex(_ bytes: [UInt8]) -> String { hexString(SHA256Hasher.hash(bytes)) }
 
 // MARK: - Processes
 
@@ -83,32 +52,7 @@ final class ChildProcess: Sendable {
     let reaped = Mutex(false)
 
     init(_ path: String, _ args: [String], logPath: String, environment: [String: String] = [:]) throws {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var empty = sigset_t(), defaults = sigset_t()
-        sigemptyset(&empty)
-        sigemptyset(&defaults)
-        for s in [SIGTERM, SIGINT, SIGHUP, SIGPIPE] { sigaddset(&defaults, s) }
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        var env = ProcessInfo.processInfo.environment
-        for (k, v) in environment { env[k] = v }
-        let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer { envp.forEach { free($0) } }
-        let argv = ([path] + args).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var pid: pid_t = 0
-        let r = posix_spawnp(&pid, path, &actions, &attributes, argv, envp)
-        if r != 0 { throw TestError("posix_spawnp \(path): error \(r)") }
-        self.pid = pid
+        pid = try spawnProcess(path, args, stdout: logPath, stderr: logPath, environment: environment)
         self.logPath = logPath
     }
 

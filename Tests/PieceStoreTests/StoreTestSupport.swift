@@ -4,23 +4,10 @@ import Glibc
 import DarterIO
 @testable import PieceStore
 
-/// A fresh directory on a filesystem with O_DIRECT (not tmpfs): under .build/ by default.
-func makeTestDirectory(_ name: String = #function) -> String {
-    let base = (getenv("DARTER_TEST_DIR").map { String(cString: $0) }) ?? (currentDirectory() + "/.build/store-tests")
-    let safe = name.filter { $0.isLetter || $0.isNumber }
-    let dir = base + "/" + safe + "-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
-    try! SystemCalls.makeDirectories(dir)
-    return dir
-}
+@_exported import DarterTestSupport
 
-func currentDirectory() -> String {
-    var buf = [CChar](repeating: 0, count: 4096)
-    return getcwd(&buf, buf.count).map { String(cString: $0) } ?? "/var/tmp"
-}
-
-func removeTree(_ path: String) {
-    _ = system("rm -rf '\(path)'")
-}
+/// A fresh directory on a filesystem with O_DIRECT (not tmpfs): under .build/store-tests by default.
+func makeTestDirectory(_ name: String = #function) -> String { makeTestDirectory(name, area: "store-tests") }
 
 /// Backends every store test runs against.
 enum BackendKind: String, CaseIterable, Sendable, CustomStringConvertible {

@@ -10,27 +10,10 @@ import Foundation
 // spawning `darter seed`, the Python origin fixture and `curl`, raw client sockets, files.
 // Blocking socket work runs on Dispatch threads (`offPool`), never on Swift's cooperative pool.
 
-struct TestError: Error, CustomStringConvertible {
-    let description: String
-    init(_ d: String) { description = d }
-}
-
-func currentDirectory() -> String {
-    var buf = [CChar](repeating: 0, count: 4096)
-    return getcwd(&buf, buf.count).map { String(cString: $0) } ?? "/var/tmp"
-}
+@_exported import DarterTestSupport
 
 /// A fresh directory on a disk filesystem (the store uses O_DIRECT; tmpfs has none).
-func makeServerTestDirectory(_ name: String) -> String {
-    let base = (getenv("DARTER_TEST_DIR").map { String(cString: $0) }) ?? (currentDirectory() + "/.build/shield-tests")
-    let dir = base + "/" + name.filter { $0.isLetter || $0.isNumber } + "-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
-    try! SystemCalls.makeDirectories(dir)
-    return dir
-}
-
-func removeTree(_ path: String) {
-    _ = system("rm -rf '\(path)'")
-}
+func makeServerTestDirectory(_ name: String) -> String { makeTestDirectory(name, area: "shield-tests") }
 
 /// Raises the soft open-file limit to the hard limit (children inherit it).
 func raiseFileLimit() {
@@ -41,36 +24,10 @@ func raiseFileLimit() {
 }
 
 
-func hexString(_ bytes: [UInt8]) -> String {
-    let digits = Array("0123456789abcdef")
-    var s = ""
-    for b in bytes { s.append(digits[Int(b >> 4)]); s.append(digits[Int(b & 15)]) }
-    return s
-}
-
 /// 8 lowercase hex digits.
 func hex8(_ v: UInt32) -> String {
     let s = String(v, radix: 16)
     return String(repeating: "0", count: 8 - s.count) + s
-}
-
-func writeFile(_ path: String, _ bytes: [UInt8]) throws {
-    guard let f = fopen(path, "wb") else { throw TestError("fopen \(path): errno \(errno)") }
-    defer { fclose(f) }
-    guard bytes.isEmpty || fwrite(bytes, 1, bytes.count, f) == bytes.count else { throw TestError("fwrite \(path)") }
-}
-
-func readFile(_ path: String) throws -> [UInt8] {
-    guard let f = fopen(path, "rb") else { throw TestError("fopen \(path): errno \(errno)") }
-    defer { fclose(f) }
-    var out: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 1 << 16)
-    while true {
-        let n = fread(&chunk, 1, chunk.count, f)
-        if n <= 0 { break }
-        out += chunk[0..<n]
-    }
-    return out
 }
 
 func readText(_ path: String) -> String {
@@ -78,63 +35,6 @@ func readText(_ path: String) -> String {
 }
 
 // MARK: - Processes
-
-/// posix_spawnp with stdout and stderr sent to files (the same file may be given twice).
-func spawnProcess(_ path: String, _ args: [String], stdout: String, stderr: String) throws -> pid_t {
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    if stderr == stdout {
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-    } else {
-        posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    }
-    // Swift's concurrency threads are Dispatch threads, which block most signals; a child would
-    // inherit that mask (and never see SIGTERM). Start children with no signal blocked and the
-    // usual dispositions.
-    var attributes = posix_spawnattr_t()
-    posix_spawnattr_init(&attributes)
-    defer { posix_spawnattr_destroy(&attributes) }
-    var empty = sigset_t(), defaults = sigset_t()
-    sigemptyset(&empty)
-    sigemptyset(&defaults)
-    for s in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGQUIT, SIGUSR1, SIGUSR2] { sigaddset(&defaults, s) }
-    posix_spawnattr_setsigmask(&attributes, &empty)
-    posix_spawnattr_setsigdefault(&attributes, &defaults)
-    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-    let argv = ([path] + args).map { strdup($0) } + [nil]
-    defer { argv.forEach { free($0) } }
-    var pid: pid_t = 0
-    let r = posix_spawnp(&pid, path, &actions, &attributes, argv, environ)
-    if r != 0 { throw TestError("posix_spawnp \(path): error \(r)") }
-    return pid
-}
-
-/// The exit code of a wait status, or 128 + the signal that ended the process.
-func exitCode(_ status: Int32) -> Int32 {
-    (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-}
-
-/// Waits (polling, without blocking a pool thread) for a child; nil on timeout.
-func waitForExit(_ pid: pid_t, timeout: Double) async -> Int32? {
-    let deadline = now() + timeout
-    var status: Int32 = 0
-    while true {
-        let r = waitpid(pid, &status, WNOHANG)
-        if r == pid { return exitCode(status) }
-        if r < 0 && errno != EINTR { return nil }
-        if now() > deadline { return nil }
-        try? await Task.sleep(for: .milliseconds(5))
-    }
-}
-
-func now() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
 
 struct ProcessResult {
     var exitCode: Int32
