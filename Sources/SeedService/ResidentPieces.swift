@@ -9,13 +9,19 @@ import Synchronization
 ///
 /// A piece stays while a registered reader has not passed it, up to `capacity` bytes over all
 /// fetches; past that the oldest pieces leave, and readers behind them read the store (which the
-/// fetch then prefetches into the page cache). Readers get bytes from here only after the store
-/// said the range is committed and servable, so the store's rules (commit, digest hold-back)
-/// apply unchanged: this only changes where the bytes are copied from.
+/// fetch then prefetches into the page cache). A piece is here once it has arrived whole, before
+/// the store has committed it: followers get the origin's bytes without waiting for a disk
+/// flush, and since nobody waits on the store for them, its group commit can gather pieces
+/// (one fdatasync per group instead of one per piece). The digest hold-back still applies
+/// (the reader's limit), and a fetch that fails closes its followers' connections as before.
 final class ResidentPieces: Sendable {
     private struct Fetch {
         let pieceLength: Int64
         var pieces: [Int: SharedIOBuffer] = [:]
+        /// Readers waiting for a piece to arrive, woken when it does or when the fetch ends.
+        var waiters: [(index: Int, wake: @Sendable () -> Void)] = []
+        /// Pieces published so far (a piece not held but published has left: read the store).
+        var published = Set<Int>()
         /// Each registered reader's next task offset.
         var readers: [ObjectIdentifier: Int64] = [:]
         var fetching = true
@@ -49,35 +55,60 @@ final class ResidentPieces: Sendable {
 
     /// A fetch of `id` starts (again): pieces it publishes may be kept.
     func beginFetch(_ id: TaskID, pieceLength: Int) {
-        state.withLock { s in
+        let woken = state.withLock { s -> [(index: Int, wake: @Sendable () -> Void)] in
             var f = Fetch(pieceLength: Int64(pieceLength))
-            if let old = s.fetches[id] {
+            let old = s.fetches[id]
+            if let old {
                 for b in old.pieces.values { s.bytes -= b.buffer.capacity }
                 f.readers = old.readers
             }
             s.fetches[id] = f
+            return old?.waiters ?? []
         }
+        for w in woken { w.wake() }
     }
 
     /// The fetch of `id` publishes no more pieces; its record goes once no reader is left.
     func endFetch(_ id: TaskID) {
-        state.withLock { s in
-            guard s.fetches[id] != nil else { return }
+        let woken = state.withLock { s -> [(index: Int, wake: @Sendable () -> Void)] in
+            guard s.fetches[id] != nil else { return [] }
             s.fetches[id]!.fetching = false
+            let waiters = s.fetches[id]!.waiters
+            s.fetches[id]!.waiters = []
             if s.fetches[id]!.readers.isEmpty { remove(id, &s) }
+            return waiters
         }
+        for w in woken { w.wake() }
+    }
+
+    /// Calls `wake` (from any thread) once piece `index` of `id` is held here, at once if it is,
+    /// or when the fetch ends without it. False (and no call) when no fetch of `id` is under way:
+    /// the reader then waits on the store.
+    func whenHeld(_ id: TaskID, index: Int, _ wake: @escaping @Sendable () -> Void) -> Bool {
+        let (known, now) = state.withLock { s -> (Bool, Bool) in
+            guard s.fetches[id]?.fetching == true else { return (false, false) }
+            if s.fetches[id]!.pieces[index] != nil { return (true, true) }
+            if s.fetches[id]!.published.contains(index) { return (false, false) }
+            s.fetches[id]!.waiters.append((index, wake))
+            return (true, false)
+        }
+        if now { wake() }
+        return known
     }
 
     /// Keeps piece `index` of `id` (filled: it is not written to again). Returns the indexes of
     /// pieces that left while a reader still needs them: they must be read from the store, so
     /// they are worth prefetching. Pieces that leave become spare buffers.
     func publish(_ id: TaskID, index: Int, _ piece: SharedIOBuffer) -> [Int] {
-        state.withLock { s in
+        let (needed, woken) = state.withLock { s -> ([Int], [@Sendable () -> Void]) in
             guard var f = s.fetches[id], f.fetching else {
                 keepSpares([piece], &s)
-                return []
+                return ([], [])
             }
             f.pieces[index] = piece
+            f.published.insert(index)
+            let woken = f.waiters.filter { $0.index == index }.map(\.wake)
+            f.waiters.removeAll { $0.index == index }
             s.bytes += piece.buffer.capacity
             var left: [SharedIOBuffer] = []
             var needed: [Int] = []
@@ -91,8 +122,10 @@ final class ResidentPieces: Sendable {
             }
             s.fetches[id] = f
             keepSpares(left, &s)
-            return needed
+            return (needed, woken)
         }
+        for w in woken { w() }
+        return needed
     }
 
     /// A spare buffer of `capacity` bytes that nobody else holds any more (a client may still be

@@ -262,10 +262,12 @@ final class StoreBody: FileBodySource {
     func extent(at position: Int64, maxLength: Int) -> FileExtent? {
         let start = range.lowerBound + position
         let end = min(limit(), start + Int64(maxLength))
-        guard end > start, let e = store.servableExtentNow(id, range: start..<end) else { return nil }
-        if let memory = resident?.bytes(id, reader: ObjectIdentifier(self), at: start, maxLength: e.length) {
-            return FileExtent(fd: e.fd, offset: e.offset, length: memory.length, owner: e.lease, resident: (memory.buffer, memory.offset))
+        guard end > start else { return nil }
+        // A piece of the fetch in flight is sent from memory as soon as it has arrived whole.
+        if let memory = resident?.bytes(id, reader: ObjectIdentifier(self), at: start, maxLength: Int(end - start)) {
+            return FileExtent(fd: FileDescriptor(rawValue: -1), offset: start, length: memory.length, resident: (memory.buffer, memory.offset))
         }
+        guard let e = store.servableExtentNow(id, range: start..<end) else { return nil }
         return FileExtent(fd: e.fd, offset: e.offset, length: e.length, owner: e.lease)
     }
 
@@ -273,6 +275,12 @@ final class StoreBody: FileBodySource {
         let start = range.lowerBound + position
         let end = range.upperBound
         let held = holdBackFrom.map { start >= $0 } ?? false
+        // Following a fetch: wait for the piece to arrive (not for the store's commit, so the
+        // store's group commit is not forced to flush for every piece).
+        if !held, let resident, let pieceLength = store.info(id)?.pieceLength,
+           resident.whenHeld(id, index: Int(start / Int64(pieceLength)), { ready(nil) }) {
+            return
+        }
         Task { [store, id] in
             do {
                 if held {  // wait for verification: the task completes, or fails

@@ -1,3 +1,4 @@
+import Synchronization
 import Testing
 import DarterIO
 import PieceStore
@@ -81,6 +82,28 @@ struct ResidentPiecesTests {
         #expect(r.spareCount == ResidentPieces.maximumSpares)
         r.endFetch(id)
         #expect(r.spareCount == 0, "spares go with the last fetch")
+    }
+
+    @Test("a reader waiting for a piece is woken when it arrives, or when the fetch ends; a piece that came and left is read from the store")
+    func waitingForPieces() {
+        let r = ResidentPieces(capacity: 4096)
+        let woken = Mutex<[String]>([])
+        #expect(!r.whenHeld(id, index: 0) { woken.withLock { $0.append("none") } }, "no fetch: wait on the store")
+        r.beginFetch(id, pieceLength: pieceLength)
+        let reader = Reader(), me = ObjectIdentifier(reader)
+        r.addReader(id, me, at: 0)
+        #expect(r.whenHeld(id, index: 1) { woken.withLock { $0.append("1") } })
+        #expect(r.whenHeld(id, index: 3) { woken.withLock { $0.append("3") } })
+        _ = r.publish(id, index: 0, piece(0))
+        #expect(woken.withLock { $0 }.isEmpty)
+        _ = r.publish(id, index: 1, piece(1))  // over capacity: piece 0 leaves (the reader still needs it)
+        #expect(woken.withLock { $0 } == ["1"])
+        #expect(r.whenHeld(id, index: 1) { woken.withLock { $0.append("1 again") } }, "held: at once")
+        #expect(woken.withLock { $0 } == ["1", "1 again"])
+        #expect(!r.whenHeld(id, index: 0) { woken.withLock { $0.append("0") } }, "came and left: the store has it")
+        r.endFetch(id)
+        #expect(woken.withLock { $0 } == ["1", "1 again", "3"], "the end of the fetch wakes the rest")
+        #expect(!r.whenHeld(id, index: 3) { woken.withLock { $0.append("late") } })
     }
 
     @Test("a fetch's record goes when it ended and its last reader left; a new fetch starts empty")
