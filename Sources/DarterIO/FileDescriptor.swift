@@ -146,6 +146,12 @@ public enum SystemCalls {
         _ = posix_fadvise(fd.rawValue, off_t(offset), off_t(length), POSIX_FADV_WILLNEED)
     }
 
+    /// Bytes of physical memory (sysconf(_SC_PHYS_PAGES) × page size; 0 if unknown).
+    public static func physicalMemory() -> Int {
+        let pages = sysconf(Int32(_SC_PHYS_PAGES)), size = sysconf(Int32(_SC_PAGESIZE))
+        return pages > 0 && size > 0 ? pages * size : 0
+    }
+
     /// write(2) of `text` to standard error, unbuffered (logs and diagnostics).
     public static func writeStandardError(_ text: String) {
         var bytes = Array(text.utf8)

@@ -13,6 +13,20 @@ public let directIOAlignment = 4096
 /// Rounds `n` down to a multiple of ``directIOAlignment``.
 @inlinable public func alignDown(_ n: Int) -> Int { n & ~(directIOAlignment - 1) }
 
+/// `size` bytes of zeroed, page-aligned memory, and how much of it is an own mapping.
+private func allocateZeroed(_ size: Int) -> (UnsafeMutableRawPointer, Int) {
+    if size >= 1 << 20 {
+        let raw = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0)
+        precondition(raw != MAP_FAILED && raw != nil, "mmap(\(size)) failed: errno \(errno)")
+        return (raw!, size)
+    }
+    var p: UnsafeMutableRawPointer?
+    let r = posix_memalign(&p, directIOAlignment, size)
+    precondition(r == 0 && p != nil, "posix_memalign(\(size)) failed: \(r)")
+    memset(p!, 0, size)
+    return (p!, 0)
+}
+
 /// A page-aligned byte buffer that I/O reads into and writes from. It is the only way bytes
 /// reach the disk, so it owns its memory: when the buffer came from a backend's registered
 /// pool, dropping it hands the slot back; otherwise it frees the allocation.
@@ -23,26 +37,28 @@ public struct IOBuffer: ~Copyable, @unchecked Sendable {
     /// Index among the ring's registered buffers, or -1.
     let fixedIndex: Int32
     let pool: FixedBufferPool?
+    /// Bytes mapped with mmap(2) for this buffer (0: from posix_memalign).
+    let mappedLength: Int
 
-    init(base: UnsafeMutableRawPointer, capacity: Int, fixedIndex: Int32, pool: FixedBufferPool?) {
+    init(base: UnsafeMutableRawPointer, capacity: Int, fixedIndex: Int32, pool: FixedBufferPool?, mappedLength: Int = 0) {
         self.base = base
         self.capacity = capacity
         self.fixedIndex = fixedIndex
         self.pool = pool
+        self.mappedLength = mappedLength
     }
 
-    /// A fresh aligned allocation (posix_memalign), zero-filled.
+    /// A fresh aligned allocation, zero-filled. From 1 MiB up it is its own anonymous mapping,
+    /// populated at once (MAP_POPULATE: the kernel zero-fills the pages in one call instead of
+    /// a page fault per 4 KiB on first touch, and no memset follows).
     public init(capacity: Int) {
         let size = max(alignUp(capacity), directIOAlignment)
-        var p: UnsafeMutableRawPointer?
-        let r = posix_memalign(&p, directIOAlignment, size)
-        precondition(r == 0 && p != nil, "posix_memalign(\(size)) failed: \(r)")
-        memset(p!, 0, size)
-        self.init(base: p!, capacity: size, fixedIndex: -1, pool: nil)
+        let (memory, mapped) = allocateZeroed(size)
+        self.init(base: memory, capacity: size, fixedIndex: -1, pool: nil, mappedLength: mapped)
     }
 
     deinit {
-        if let pool { pool.release(slot: fixedIndex) } else { free(base) }
+        if let pool { pool.release(slot: fixedIndex) } else if mappedLength > 0 { munmap(base, mappedLength) } else { free(base) }
     }
 
     /// Whether this buffer is registered with an io_uring (READ_FIXED / WRITE_FIXED apply).

@@ -154,19 +154,8 @@ extension PieceStore {
 
     /// Asks the kernel to bring a committed piece into the page cache (POSIX_FADV_WILLNEED),
     /// so readers streaming behind a writer read memory, not the disk (writes are O_DIRECT).
-    /// With `evenIfUncommitted`, a piece whose data write is done but whose commit is still to
-    /// come is read too (only the cache warms: readers still wait for the commit).
-    public func prefetchPiece(_ id: TaskID, index: Int, evenIfUncommitted: Bool = false) async {
-        let range: Range<Int64>
-        if let committed = committedPiece(id, index: index)?.range {
-            range = committed
-        } else if evenIfUncommitted, let t = info(id) {
-            let start = PieceMath.offset(ofPiece: index, pieceLength: t.pieceLength)
-            range = start..<(start + Int64(t.pieceLength))
-        } else {
-            return
-        }
-        guard let fd = try? await bufferedDescriptor(id) else { return }
+    public func prefetchPiece(_ id: TaskID, index: Int) async {
+        guard let range = committedPiece(id, index: index)?.range, let fd = try? await bufferedDescriptor(id) else { return }
         SystemCalls.prefetch(fd, offset: range.lowerBound, length: Int64(range.count))
     }
 

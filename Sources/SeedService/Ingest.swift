@@ -23,15 +23,14 @@ public struct ShieldConfiguration: Sendable {
     public var segmentThreshold: Int64 = 64 << 20
     /// Default upstream for `/v2/` requests without containerd's `ns`.
     public var registryMirror: String?
-    /// Bytes of arriving pieces kept in memory for the clients following their fetches (over
-    /// all fetches), so they need not read them back from disk. Past it, the oldest pieces are
-    /// read from the store by whoever still needs them.
-    public var followMemory = 256 << 20
-    /// Reads each piece into the page cache right after its data is written (writes bypass it),
-    /// so a hit that comes right after a miss reads memory, as it would from nginx's cache. It
-    /// costs cold-miss throughput (here 1.1 against 1.65 GB/s); without it a hit in the first
-    /// seconds after a miss reads the disk (here 0.6 GB/s), until the background hash pass has
-    /// brought the object into the page cache.
+    /// Bytes of fresh pieces kept in memory (over all objects) for the clients following a fetch
+    /// and the hits that come before the object has been read through the page cache. Default:
+    /// a sixteenth of physical memory, from 256 MiB to 4 GiB.
+    public var followMemory = min(4 << 30, max(256 << 20, SystemCalls.physicalMemory() / 16))
+    /// Reads pieces that leave that memory before their object was read through the page cache
+    /// into it (writes bypass it), so a hit right after a miss reads memory as it would from
+    /// nginx's cache. It costs only when an object does not fit in `followMemory`; without it,
+    /// hits read such pieces from disk until the background pass after the fetch.
     public var pageCacheOnIngest = true
     public init() {}
 }
@@ -183,7 +182,7 @@ final class Ingestor: Sendable {
         do {
             if let failure { throw IngestError.failed(failure) }
             try await store.completeTask(source.id, contentLength: first.contentLengthKnown ?? first.position, sha256: first.takeDigest(),
-                                         digestInBackground: true)
+                                         digestInBackground: true, whenReadThrough: { [resident] in resident.settled(source.id) })
             validated.withLock { $0[source.id] = monotonicSeconds() }
             if first.noStore {
                 // `Cache-Control: no-store`: the clients of this fetch got it; nobody else will.
@@ -549,10 +548,10 @@ final class IngestSink: OriginSink, @unchecked Sendable {
         let (index, length) = (nextPiece, fill)
         nextPiece += 1
         fill = 0
-        let stillNeeded = resident.publish(source.id, index: index, piece)
-        if !stillNeeded.isEmpty {
-            Task { [store, source] in
-                for i in stillNeeded { await store.prefetchPiece(source.id, index: i) }
+        let departed = resident.publish(source.id, index: index, piece).filter { $0.needed || pageCacheOnIngest }
+        if !departed.isEmpty {
+            Task { [store] in
+                for d in departed { await store.prefetchPiece(d.id, index: d.index) }
             }
         }
         let pending = PendingPiece(piece)
@@ -566,9 +565,6 @@ final class IngestSink: OriginSink, @unchecked Sendable {
                 return
             }
             slots.signal()
-            // Before the commit's fdatasync: on this VM's disk, data read back after a flush came at
-            // about 0.7 GB/s, before it at several GB/s.
-            if pageCacheOnIngest { await store.prefetchPiece(source.id, index: index, evenIfUncommitted: true) }
             do {
                 try await commit.value
                 if resident.readerNeedsFromStore(source.id, index: index) { await store.prefetchPiece(source.id, index: index) }

@@ -2,18 +2,24 @@ import DarterIO
 import PieceStore
 import Synchronization
 
-/// Pieces of fetches in flight, kept in the memory they arrived in, so that clients following a
-/// fetch are sent those bytes instead of reading them back. Writes bypass the page cache
-/// (O_DIRECT), so a read-back is a disk read (or a prefetch) that competes with the writes: on
-/// this class of disk a cold miss that wrote and read back ran at about 1 GB/s.
+/// Pieces of fresh objects, kept in the memory they arrived in: clients following a fetch, and
+/// hits soon after it, are sent those bytes instead of reading them back. Writes bypass the
+/// page cache (O_DIRECT), so a read-back is a disk read that competes with the writes: on this
+/// class of disk a cold miss that read its pieces back ran at about 1.1 GB/s, against 1.9
+/// without.
 ///
-/// A piece stays while a registered reader has not passed it, up to `capacity` bytes over all
-/// fetches; past that the oldest pieces leave, and readers behind them read the store (which the
-/// fetch then prefetches into the page cache). A piece is here once it has arrived whole, before
-/// the store has committed it: followers get the origin's bytes without waiting for a disk
-/// flush, and since nobody waits on the store for them, its group commit can gather pieces
-/// (one fdatasync per group instead of one per piece). The digest hold-back still applies
-/// (the reader's limit), and a fetch that fails closes its followers' connections as before.
+/// A piece is here once it has arrived whole, before the store has committed it: followers get
+/// the origin's bytes without waiting for a disk flush, and since nobody waits on the store for
+/// them, its group commit can gather pieces (one fdatasync per group instead of one per piece).
+/// The digest hold-back still applies (the reader's limit), and a fetch that fails closes its
+/// followers' connections as before.
+///
+/// Pieces stay until their object has been read through the page cache once (``settled(_:)``:
+/// the background pass after a fetch), within `capacity` bytes over all objects. Over it, pieces
+/// leave in this order: those of finished fetches (the oldest fetch first), then pieces no reader
+/// of a running fetch still needs, then the oldest a reader needs (it reads them from the store).
+/// ``publish(_:index:_:)`` says which left before their object was settled, so they can be read
+/// into the page cache.
 final class ResidentPieces: Sendable {
     private struct Fetch {
         let pieceLength: Int64
@@ -25,23 +31,34 @@ final class ResidentPieces: Sendable {
         /// Each registered reader's next task offset.
         var readers: [ObjectIdentifier: Int64] = [:]
         var fetching = true
+        /// When the fetch ended (a counter: older fetches' pieces leave first).
+        var endedAt = 0
 
         /// The lowest offset a reader still needs (none: no piece is needed).
         var lowestReader: Int64 { readers.values.min() ?? .max }
         func end(of index: Int) -> Int64 { Int64(index + 1) * pieceLength }
+        var removable: Bool { !fetching && readers.isEmpty && pieces.isEmpty }
     }
     private struct State {
         var fetches: [TaskID: Fetch] = [:]
         var bytes = 0
+        var ended = 0
         /// Buffers of pieces that left, for the next pieces of any fetch (allocating and
         /// zero-filling a fresh 4 MiB buffer per piece, and unmapping it later, took a third of
-        /// a cold miss's CPU). Dropped when no fetch is left.
+        /// a cold miss's CPU). Dropped when nothing is held.
         var spares: [SharedIOBuffer] = []
+    }
+    /// A piece that left memory before its object was read through the page cache.
+    struct Departure: Equatable {
+        var id: TaskID
+        var index: Int
+        /// A reader of the running fetch has not passed it yet.
+        var needed: Bool
     }
     /// Spare buffers kept at most.
     static let maximumSpares = 8
     private let state = Mutex(State())
-    /// Bytes of pieces held at most, over all fetches.
+    /// Bytes of pieces held at most, over all objects.
     let capacity: Int
 
     init(capacity: Int) { self.capacity = capacity }
@@ -52,8 +69,11 @@ final class ResidentPieces: Sendable {
     var residentBytes: Int { state.withLock { $0.bytes } }
     /// Bytes handed to clients from memory so far (`/metrics`).
     var bytesSent: Int { sent.load(ordering: .relaxed) }
+    /// Spare buffers held now (tests).
+    var spareCount: Int { state.withLock { $0.spares.count } }
 
-    /// A fetch of `id` starts (again): pieces it publishes may be kept.
+    /// A fetch of `id` starts (again): pieces it publishes are kept. What an earlier fetch of
+    /// `id` left here goes.
     func beginFetch(_ id: TaskID, pieceLength: Int) {
         let woken = state.withLock { s -> [(index: Int, wake: @Sendable () -> Void)] in
             var f = Fetch(pieceLength: Int64(pieceLength))
@@ -68,27 +88,45 @@ final class ResidentPieces: Sendable {
         for w in woken { w.wake() }
     }
 
-    /// The fetch of `id` publishes no more pieces; its record goes once no reader is left.
+    /// The fetch of `id` publishes no more pieces; what it holds stays until ``settled(_:)``.
     func endFetch(_ id: TaskID) {
         let woken = state.withLock { s -> [(index: Int, wake: @Sendable () -> Void)] in
-            guard s.fetches[id] != nil else { return [] }
-            s.fetches[id]!.fetching = false
-            let waiters = s.fetches[id]!.waiters
-            s.fetches[id]!.waiters = []
-            if s.fetches[id]!.readers.isEmpty { remove(id, &s) }
+            guard var f = s.fetches[id] else { return [] }
+            f.fetching = false
+            s.ended += 1
+            f.endedAt = s.ended
+            let waiters = f.waiters
+            f.waiters = []
+            s.fetches[id] = f
+            removeIfDone(id, &s)
             return waiters
         }
         for w in woken { w.wake() }
     }
 
+    /// The object `id` has been read through the page cache: its pieces are no longer needed
+    /// here (hits read the page cache as fast).
+    func settled(_ id: TaskID) {
+        state.withLock { s in
+            guard var f = s.fetches[id] else { return }
+            let left = Array(f.pieces.values)
+            for b in left { s.bytes -= b.buffer.capacity }
+            f.pieces = [:]
+            s.fetches[id] = f
+            keepSpares(left, &s)
+            removeIfDone(id, &s)
+        }
+    }
+
     /// Calls `wake` (from any thread) once piece `index` of `id` is held here, at once if it is,
-    /// or when the fetch ends without it. False (and no call) when no fetch of `id` is under way:
-    /// the reader then waits on the store.
+    /// or when the fetch ends without it. False (and no call) when the piece is not coming here:
+    /// no fetch of `id` is under way, or the piece came and left. The reader then waits on the
+    /// store.
     func whenHeld(_ id: TaskID, index: Int, _ wake: @escaping @Sendable () -> Void) -> Bool {
         let (known, now) = state.withLock { s -> (Bool, Bool) in
-            guard s.fetches[id]?.fetching == true else { return (false, false) }
-            if s.fetches[id]!.pieces[index] != nil { return (true, true) }
-            if s.fetches[id]!.published.contains(index) { return (false, false) }
+            guard let f = s.fetches[id] else { return (false, false) }
+            if f.pieces[index] != nil { return (true, true) }
+            guard f.fetching, !f.published.contains(index) else { return (false, false) }
             s.fetches[id]!.waiters.append((index, wake))
             return (true, false)
         }
@@ -96,11 +134,10 @@ final class ResidentPieces: Sendable {
         return known
     }
 
-    /// Keeps piece `index` of `id` (filled: it is not written to again). Returns the indexes of
-    /// pieces that left while a reader still needs them: they must be read from the store, so
-    /// they are worth prefetching. Pieces that leave become spare buffers.
-    func publish(_ id: TaskID, index: Int, _ piece: SharedIOBuffer) -> [Int] {
-        let (needed, woken) = state.withLock { s -> ([Int], [@Sendable () -> Void]) in
+    /// Keeps piece `index` of `id` (filled: it is not written to again), making room if needed.
+    /// Returns the pieces that left before their object was settled.
+    func publish(_ id: TaskID, index: Int, _ piece: SharedIOBuffer) -> [Departure] {
+        let (departures, woken) = state.withLock { s -> ([Departure], [@Sendable () -> Void]) in
             guard var f = s.fetches[id], f.fetching else {
                 keepSpares([piece], &s)
                 return ([], [])
@@ -109,23 +146,39 @@ final class ResidentPieces: Sendable {
             f.published.insert(index)
             let woken = f.waiters.filter { $0.index == index }.map(\.wake)
             f.waiters.removeAll { $0.index == index }
-            s.bytes += piece.buffer.capacity
-            var left: [SharedIOBuffer] = []
-            var needed: [Int] = []
-            release(&f, &s.bytes, into: &left)
-            // Over capacity: the oldest pieces of this fetch go first.
-            while s.bytes > capacity, let oldest = f.pieces.keys.min() {
-                let b = f.pieces.removeValue(forKey: oldest)!
-                s.bytes -= b.buffer.capacity
-                left.append(b)
-                needed.append(oldest)
-            }
             s.fetches[id] = f
-            keepSpares(left, &s)
-            return (needed, woken)
+            s.bytes += piece.buffer.capacity
+            return (makeRoom(&s), woken)
         }
         for w in woken { w() }
-        return needed
+        return departures
+    }
+
+    /// Over capacity, drops pieces in the documented order until it fits.
+    private func makeRoom(_ s: inout State) -> [Departure] {
+        var departures: [Departure] = []
+        var left: [SharedIOBuffer] = []
+        while s.bytes > capacity {
+            // (class, age, index): finished fetches first, oldest first; then pieces no reader
+            // needs; then the oldest needed ones.
+            var best: (rank: (Int, Int, Int), id: TaskID, index: Int, needed: Bool)?
+            for (id, f) in s.fetches {
+                let lowest = f.lowestReader
+                for index in f.pieces.keys {
+                    let needed = f.fetching && f.end(of: index) > lowest
+                    let rank = (!f.fetching ? 0 : needed ? 2 : 1, f.fetching ? 0 : f.endedAt, index)
+                    if best == nil || rank < best!.rank { best = (rank, id, index, needed) }
+                }
+            }
+            guard let victim = best else { break }
+            let b = s.fetches[victim.id]!.pieces.removeValue(forKey: victim.index)!
+            s.bytes -= b.buffer.capacity
+            left.append(b)
+            departures.append(Departure(id: victim.id, index: victim.index, needed: victim.needed))
+            removeIfDone(victim.id, &s)
+        }
+        keepSpares(left, &s)
+        return departures
     }
 
     /// A spare buffer of `capacity` bytes that nobody else holds any more (a client may still be
@@ -139,14 +192,6 @@ final class ResidentPieces: Sendable {
         }
     }
 
-    /// Spare buffers held now (tests).
-    var spareCount: Int { state.withLock { $0.spares.count } }
-
-    private func keepSpares(_ buffers: [SharedIOBuffer], _ s: inout State) {
-        guard !s.fetches.isEmpty else { return }
-        for b in buffers where s.spares.count < Self.maximumSpares { s.spares.append(b) }
-    }
-
     /// Whether piece `index` of `id` must be read from the store by a registered reader (it is
     /// not held here and a reader has not passed it yet).
     func readerNeedsFromStore(_ id: TaskID, index: Int) -> Bool {
@@ -156,8 +201,8 @@ final class ResidentPieces: Sendable {
         }
     }
 
-    /// Registers a reader that will read `id` from `offset` on; false when no fetch of `id` is
-    /// known here (the reader then reads the store only).
+    /// Registers a reader that will read `id` from `offset` on; false when nothing of `id` is
+    /// here (the reader then reads the store only).
     @discardableResult
     func addReader(_ id: TaskID, _ reader: ObjectIdentifier, at offset: Int64) -> Bool {
         state.withLock { s in
@@ -169,12 +214,8 @@ final class ResidentPieces: Sendable {
 
     func removeReader(_ id: TaskID, _ reader: ObjectIdentifier) {
         state.withLock { s in
-            guard var f = s.fetches[id], f.readers.removeValue(forKey: reader) != nil else { return }
-            if !f.fetching && f.readers.isEmpty { return remove(id, &s) }
-            var left: [SharedIOBuffer] = []
-            release(&f, &s.bytes, into: &left)
-            s.fetches[id] = f
-            keepSpares(left, &s)
+            guard s.fetches[id]?.readers.removeValue(forKey: reader) != nil else { return }
+            removeIfDone(id, &s)
         }
     }
 
@@ -182,15 +223,10 @@ final class ResidentPieces: Sendable {
     /// `maxLength` bytes up to the piece's end), and records that `reader` is at `offset`.
     func bytes(_ id: TaskID, reader: ObjectIdentifier, at offset: Int64, maxLength: Int) -> (buffer: SharedIOBuffer, offset: Int, length: Int)? {
         state.withLock { s in
-            guard var f = s.fetches[id], f.readers[reader] != nil else { return nil }
-            f.readers[reader] = offset
+            guard s.fetches[id]?.readers[reader] != nil else { return nil }
+            s.fetches[id]!.readers[reader] = offset
+            let f = s.fetches[id]!
             let index = Int(offset / f.pieceLength)
-            var left: [SharedIOBuffer] = []
-            if let lowest = f.pieces.keys.min(), f.end(of: lowest) <= f.lowestReader {
-                release(&f, &s.bytes, into: &left)
-            }
-            s.fetches[id] = f
-            keepSpares(left, &s)
             guard let piece = f.pieces[index] else { return nil }
             let within = Int(offset - Int64(index) * f.pieceLength)
             let length = min(maxLength, Int(f.pieceLength) - within)
@@ -199,20 +235,14 @@ final class ResidentPieces: Sendable {
         }
     }
 
-    /// Drops the pieces every reader has passed (all of them when there is no reader).
-    private func release(_ f: inout Fetch, _ bytes: inout Int, into left: inout [SharedIOBuffer]) {
-        let lowest = f.lowestReader
-        for (index, b) in f.pieces where f.end(of: index) <= lowest {
-            f.pieces[index] = nil
-            bytes -= b.buffer.capacity
-            left.append(b)
-        }
+    private func keepSpares(_ buffers: [SharedIOBuffer], _ s: inout State) {
+        guard !s.fetches.isEmpty else { return }
+        for b in buffers where s.spares.count < Self.maximumSpares { s.spares.append(b) }
     }
 
-    private func remove(_ id: TaskID, _ s: inout State) {
-        if let f = s.fetches.removeValue(forKey: id) {
-            for b in f.pieces.values { s.bytes -= b.buffer.capacity }
-        }
+    private func removeIfDone(_ id: TaskID, _ s: inout State) {
+        guard s.fetches[id]?.removable == true else { return }
+        s.fetches[id] = nil
         if s.fetches.isEmpty { s.spares.removeAll() }
     }
 }

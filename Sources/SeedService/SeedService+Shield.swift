@@ -78,7 +78,7 @@ extension SeedService {
                 }
                 info = done
             }
-            var r = content(request, info, route: route, following: hit ? nil : ingestor.resident)
+            var r = content(request, info, route: route, following: ingestor.resident)
             r.head.headers.add(name: "X-Darter-Cache", value: hit ? "HIT" : "MISS")
             r.head.headers.add(name: "X-Darter-Task", value: info.id.description)
             return r

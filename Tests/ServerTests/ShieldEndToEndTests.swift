@@ -230,13 +230,19 @@ struct ShieldEndToEndTests {
         if codeA == nil { kill(a, SIGKILL); _ = await waitForExit(a, timeout: 5) }
         if let b, codeB == nil { kill(b, SIGKILL); _ = await waitForExit(b, timeout: 5) }
         let metrics = try await curl(seed.base + "/metrics", scratch: dir).text
+        // Fresh pieces stay in memory until the object has been read through the page cache
+        // (the background pass once no client is served), then go.
+        var held = metricValue("darter_shield_memory_bytes", in: metrics) ?? -1
+        for _ in 0..<100 where held != 0 {
+            try await Task.sleep(for: .milliseconds(50))
+            held = metricValue("darter_shield_memory_bytes", in: try await curl(seed.base + "/metrics", scratch: dir).text) ?? -1
+        }
         _ = await seed.stop()
-        // The first client followed the fetch: its bytes came from the pieces in memory, not
-        // from the disk (the late joiner gets from memory what is still held when it asks).
+        // Both clients' bytes came from the pieces in memory, not from the disk.
         let fromMemory = metricValue("darter_shield_memory_sent_bytes_total", in: metrics) ?? -1
-        #expect(fromMemory >= Double(f.bytes.count) * 0.9 && fromMemory <= Double(f.bytes.count) * 2,
+        #expect(fromMemory >= Double(f.bytes.count) * 1.9 && fromMemory <= Double(f.bytes.count) * 2,
                 "bytes sent from memory: \(fromMemory) for two clients of \(f.bytes.count) bytes")
-        #expect(metricValue("darter_shield_memory_bytes", in: metrics) == 0, "pieces still held after both clients finished")
+        #expect(held == 0, "pieces still held 5 s after both clients finished: \(held)")
         #expect(codeA == 0 && readText(dir + "/a.out") == "200", "first client: curl \(String(describing: codeA)), \(readText(dir + "/a.err"))")
         #expect(codeB == 0 && readText(dir + "/b.out") == "200", "late joiner: curl \(String(describing: codeB)), \(readText(dir + "/b.err"))")
         let diffA = bodyDiff((try? readFile(fileA)) ?? [], f.bytes), diffB = bodyDiff((try? readFile(fileB)) ?? [], f.bytes)
