@@ -186,17 +186,19 @@ final class Ingestor: Sendable {
             validated.withLock { $0[source.id] = monotonicSeconds() }
             if first.noStore {
                 // `Cache-Control: no-store`: the clients of this fetch got it; nobody else will.
-                Task { [store] in
+                Task { [store, resident] in
                     for _ in 0..<600 where store.info(source.id) != nil {
                         if (try? await store.deleteTask(source.id)) == true { break }
                         try? await Task.sleep(for: .milliseconds(100))
                     }
+                    resident.settled(source.id)
                 }
             }
         } catch {
             let reason = "fetching \(source.describe): \(error)"
             SystemCalls.writeStandardError("shield: \(reason)\n")
             if first.taskCreated { await store.failTask(source.id, reason: reason) }
+            resident.settled(source.id)  // nothing of a failed fetch is served from memory again
             job.resolveStart(.failed(reason))
         }
         job.finish()
