@@ -254,19 +254,18 @@ extension PieceStore {
         return SHA256Digest(bytes: hasher.finalize())!
     }
 
-    /// ``computeDigest(_:length:)`` with blocking reads, for a thread of its own. Each chunk is
-    /// read under its own lease, so a task waiting to be hashed can still be evicted (nil then).
-    /// Reads a task's content through the page cache on the calling (background) thread, once
-    /// no client is being served, and returns its SHA-256 when `hashing` (nil on failure or
-    /// when not hashing).
+    /// Reads a task's content through the page cache with blocking reads on the calling
+    /// (background) thread, once no client is being served, and returns its SHA-256 when
+    /// `hashing` (nil on failure or when not hashing). Each chunk is read under its own lease,
+    /// so a task waiting to be read can still be evicted (nil then).
     func readThroughOnThisThread(_ id: TaskID, length: Int64, hashing: Bool) -> SHA256Digest? {
         var hasher = SHA256Hasher()
         let chunk = 4 << 20
         let buffer = IOBuffer(capacity: chunk)
         var offset: Int64 = 0
         // A descriptor of its own: clients reading the task through the shared page-cache
-        // descriptor at the same time keep their own readahead state (sharing one made a hit
-        // right after a cold miss read at 1.5 instead of 2.6 GB/s).
+        // descriptor keep their sequential readahead state (a file's readahead window is kept
+        // per open file, and this pass reads at another offset).
         guard let fd = try? SystemCalls.open(dataPath(id), [.readOnly]) else { return nil }
         defer { try? SystemCalls.close(fd) }
         var patience = 30_000  // milliseconds it yields to clients in all; then it goes on regardless
@@ -282,9 +281,9 @@ extension PieceStore {
     }
 
     /// Blocks (a background thread) while the store served a client in the last 250 ms or piece
-    /// data is being written, up to `patience` milliseconds in all. A hash pass running at idle
-    /// CPU priority right after a cold miss still halved the throughput of a hit on the same
-    /// object (memory bandwidth and caches are shared): 3.5 against 0.8 GB/s.
+    /// data is being written, up to `patience` milliseconds in all. Idle CPU priority alone was
+    /// not enough: with the pass starting at once, the hit right after a cold miss in
+    /// `tools/bench shield` measured 2.05 GB/s (median of 5 rounds); waiting like this, 3.0.
     private func waitWhileClientsAreServed(patience: inout Int) {
         while patience > 0 {
             let quietFor = SystemCalls.monotonicMilliseconds() - lastClientRead.load(ordering: .relaxed)

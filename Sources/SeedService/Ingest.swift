@@ -67,7 +67,7 @@ final class Ingestor: Sendable {
     let origin: OriginClient
     let registry: RegistryClient
     let configuration: ShieldConfiguration
-    /// The latest pieces of fetches in flight, for the clients streaming them.
+    /// Fresh pieces in memory, for the clients following a fetch and the hits soon after it.
     let resident: ResidentPieces
     private let jobs = Mutex<[TaskID: IngestJob]>([:])
     private let negative = Mutex<[TaskID: (status: Int, reason: String, until: Int64)]>([:])
@@ -569,7 +569,10 @@ final class IngestSink: OriginSink, @unchecked Sendable {
             slots.signal()
             do {
                 try await commit.value
-                if resident.readerNeedsFromStore(source.id, index: index) { await store.prefetchPiece(source.id, index: index) }
+                // A piece that left memory before it was committed could not be read ahead then.
+                if resident.leftEarly(source.id, index: index, orOnlyNeeded: !pageCacheOnIngest) {
+                    await store.prefetchPiece(source.id, index: index)
+                }
             } catch {
                 writeError.withLock { $0 = $0 ?? "committing piece \(index): \(error)" }
             }

@@ -192,12 +192,13 @@ final class ResidentPieces: Sendable {
         }
     }
 
-    /// Whether piece `index` of `id` must be read from the store by a registered reader (it is
-    /// not held here and a reader has not passed it yet).
-    func readerNeedsFromStore(_ id: TaskID, index: Int) -> Bool {
+    /// Whether piece `index` of `id` was published and has left again while its object is still
+    /// unsettled (so it is worth reading into the page cache); with `orOnlyNeeded`, only when a
+    /// registered reader has not passed it yet (it will read it from the store).
+    func leftEarly(_ id: TaskID, index: Int, orOnlyNeeded onlyNeeded: Bool) -> Bool {
         state.withLock { s in
-            guard let f = s.fetches[id] else { return false }
-            return f.pieces[index] == nil && f.lowestReader < f.end(of: index)
+            guard let f = s.fetches[id], f.published.contains(index), f.pieces[index] == nil else { return false }
+            return !onlyNeeded || f.lowestReader < f.end(of: index)
         }
     }
 

@@ -69,7 +69,9 @@ struct ResidentPiecesTests {
         _ = r.bytes(id, reader: me, at: Int64(pieceLength), maxLength: 1)  // the reader passed piece 0
         #expect(r.publish(id, index: 3, piece(3)) == [.init(id: id, index: 0, needed: false)])
         #expect(r.publish(id, index: 4, piece(4)) == [.init(id: id, index: 1, needed: true)], "only needed pieces left: the oldest")
-        #expect(r.readerNeedsFromStore(id, index: 1) && !r.readerNeedsFromStore(id, index: 2) && !r.readerNeedsFromStore(id, index: 0))
+        #expect(r.leftEarly(id, index: 1, orOnlyNeeded: true), "needed by the reader")
+        #expect(!r.leftEarly(id, index: 0, orOnlyNeeded: true) && r.leftEarly(id, index: 0, orOnlyNeeded: false), "passed, not yet in the page cache")
+        #expect(!r.leftEarly(id, index: 2, orOnlyNeeded: false) && !r.leftEarly(id, index: 9, orOnlyNeeded: false), "held; never published")
         #expect(r.residentBytes == 3 * pieceLength)
     }
 
