@@ -216,7 +216,7 @@ public final class SeedService: HTTPHandler {
         """
         if let resident = ingestor?.resident {
             out += """
-            # HELP darter_shield_memory_bytes Bytes of arriving pieces held in memory for the clients following their fetch.
+            # HELP darter_shield_memory_bytes Bytes of fresh pieces held in memory, for clients following a fetch and hits before the object is in the page cache.
             # TYPE darter_shield_memory_bytes gauge
             darter_shield_memory_bytes \(resident.residentBytes)
             # HELP darter_shield_memory_sent_bytes_total Body bytes sent to clients from those pieces (not read back from disk).
