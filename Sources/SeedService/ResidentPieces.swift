@@ -45,8 +45,13 @@ final class ResidentPieces: Sendable {
         var ended = 0
         /// Buffers of pieces that left, for the next pieces of any fetch (allocating and
         /// zero-filling a fresh 4 MiB buffer per piece, and unmapping it later, took a third of
-        /// a cold miss's CPU). Dropped when nothing is held.
+        /// a cold miss's CPU). Pieces and spares together stay within `capacity`; spares are
+        /// let go once no fetch has needed one for `spareIdleSeconds`.
         var spares: [SharedIOBuffer] = []
+        var spareBytes = 0
+        /// When a piece was last published or a spare taken (monotonic milliseconds).
+        var lastUse: Int64 = 0
+        var trimScheduled = false
     }
     /// A piece that left memory before its object was read through the page cache.
     struct Departure: Equatable {
@@ -55,13 +60,16 @@ final class ResidentPieces: Sendable {
         /// A reader of the running fetch has not passed it yet.
         var needed: Bool
     }
-    /// Spare buffers kept at most.
-    static let maximumSpares = 8
     private let state = Mutex(State())
-    /// Bytes of pieces held at most, over all objects.
+    /// Bytes of pieces (and spare buffers) held at most, over all objects.
     let capacity: Int
+    /// Seconds without a fetch after which spare buffers are let go.
+    let spareIdleSeconds: Int
 
-    init(capacity: Int) { self.capacity = capacity }
+    init(capacity: Int, spareIdleSeconds: Int = 30) {
+        self.capacity = capacity
+        self.spareIdleSeconds = spareIdleSeconds
+    }
 
     private let sent = Atomic<Int>(0)
 
@@ -71,6 +79,8 @@ final class ResidentPieces: Sendable {
     var bytesSent: Int { sent.load(ordering: .relaxed) }
     /// Spare buffers held now (tests).
     var spareCount: Int { state.withLock { $0.spares.count } }
+    /// Bytes of spare buffers held now (`/metrics`).
+    var spareBytes: Int { state.withLock { $0.spareBytes } }
 
     /// A fetch of `id` starts (again): pieces it publishes are kept. What an earlier fetch of
     /// `id` left here goes.
@@ -148,6 +158,7 @@ final class ResidentPieces: Sendable {
             f.waiters.removeAll { $0.index == index }
             s.fetches[id] = f
             s.bytes += piece.buffer.capacity
+            s.lastUse = SystemCalls.monotonicMilliseconds()
             return (makeRoom(&s), woken)
         }
         for w in woken { w() }
@@ -158,6 +169,8 @@ final class ResidentPieces: Sendable {
     private func makeRoom(_ s: inout State) -> [Departure] {
         var departures: [Departure] = []
         var left: [SharedIOBuffer] = []
+        // Spare buffers give way to pieces first.
+        while s.bytes + s.spareBytes > capacity, let spare = s.spares.popLast() { s.spareBytes -= spare.buffer.capacity }
         while s.bytes > capacity {
             // (class, age, index): finished fetches first, oldest first; then pieces no reader
             // needs; then the oldest needed ones.
@@ -185,8 +198,12 @@ final class ResidentPieces: Sendable {
     /// sending from a piece that left), or nil.
     func takeSpare(capacity: Int) -> SharedIOBuffer? {
         state.withLock { s in
-            for i in s.spares.indices where s.spares[i].buffer.capacity == capacity {
-                if isKnownUniquelyReferenced(&s.spares[i]) { return s.spares.remove(at: i) }
+            for i in s.spares.indices.reversed() where s.spares[i].buffer.capacity == capacity {
+                if isKnownUniquelyReferenced(&s.spares[i]) {
+                    s.spareBytes -= capacity
+                    s.lastUse = SystemCalls.monotonicMilliseconds()
+                    return s.spares.remove(at: i)
+                }
             }
             return nil
         }
@@ -237,13 +254,35 @@ final class ResidentPieces: Sendable {
     }
 
     private func keepSpares(_ buffers: [SharedIOBuffer], _ s: inout State) {
-        guard !s.fetches.isEmpty else { return }
-        for b in buffers where s.spares.count < Self.maximumSpares { s.spares.append(b) }
+        for b in buffers where s.bytes + s.spareBytes + b.buffer.capacity <= capacity {
+            s.spares.append(b)
+            s.spareBytes += b.buffer.capacity
+        }
+        scheduleTrim(&s)
     }
 
     private func removeIfDone(_ id: TaskID, _ s: inout State) {
         guard s.fetches[id]?.removable == true else { return }
         s.fetches[id] = nil
-        if s.fetches.isEmpty { s.spares.removeAll() }
+    }
+
+    /// Lets the spare buffers go once no fetch has used memory for `spareIdleSeconds`.
+    private func scheduleTrim(_ s: inout State) {
+        guard !s.spares.isEmpty, !s.trimScheduled else { return }
+        s.trimScheduled = true
+        Task { [self] in
+            while true {
+                try? await Task.sleep(for: .seconds(spareIdleSeconds))
+                let done = state.withLock { s -> Bool in
+                    let idle = SystemCalls.monotonicMilliseconds() - s.lastUse >= Int64(spareIdleSeconds) * 1000
+                    guard idle && s.fetches.values.allSatisfy({ !$0.fetching }) else { return false }
+                    s.spares.removeAll()
+                    s.spareBytes = 0
+                    s.trimScheduled = false
+                    return true
+                }
+                if done { return }
+            }
+        }
     }
 }

@@ -219,6 +219,9 @@ public final class SeedService: HTTPHandler {
             # HELP darter_shield_memory_bytes Bytes of fresh pieces held in memory, for clients following a fetch and hits before the object is in the page cache.
             # TYPE darter_shield_memory_bytes gauge
             darter_shield_memory_bytes \(resident.residentBytes)
+            # HELP darter_shield_memory_spare_bytes Bytes of piece buffers kept for the next fetches (let go after 30 s without one).
+            # TYPE darter_shield_memory_spare_bytes gauge
+            darter_shield_memory_spare_bytes \(resident.spareBytes)
             # HELP darter_shield_memory_sent_bytes_total Body bytes sent to clients from those pieces (not read back from disk).
             # TYPE darter_shield_memory_sent_bytes_total counter
             darter_shield_memory_sent_bytes_total \(resident.bytesSent)

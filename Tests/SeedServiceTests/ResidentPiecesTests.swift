@@ -75,9 +75,9 @@ struct ResidentPiecesTests {
         #expect(r.residentBytes == 3 * pieceLength)
     }
 
-    @Test("a spare buffer is handed out only once nobody else holds it, and only at its size")
+    @Test("a spare buffer is handed out only once nobody else holds it, and only at its size; spares and pieces share the capacity, pieces first")
     func spares() {
-        let r = ResidentPieces(capacity: 1 << 20)
+        let r = ResidentPieces(capacity: 4 * 4096)
         r.beginFetch(id, pieceLength: pieceLength)
         var sending: SharedIOBuffer? = piece(1)  // a client still sending from it
         _ = r.publish(id, index: 0, sending!)
@@ -86,11 +86,24 @@ struct ResidentPiecesTests {
         sending = nil
         #expect(r.takeSpare(capacity: 2 * pieceLength) == nil, "wrong size")
         #expect(r.takeSpare(capacity: pieceLength)?.buffer[0] == 1 && r.spareCount == 0)
-        for i in 0..<20 { _ = r.publish(id, index: i + 1, piece(0)) }
+        for i in 0..<3 { _ = r.publish(id, index: i + 1, piece(0)) }
         r.settled(id)
-        #expect(r.spareCount == ResidentPieces.maximumSpares)
+        #expect(r.spareCount == 3 && r.spareBytes == 3 * pieceLength)
+        r.beginFetch(other, pieceLength: pieceLength)
+        for i in 0..<3 { _ = r.publish(other, index: i, piece(2)) }
+        #expect(r.residentBytes == 3 * pieceLength && r.spareCount == 1, "spares gave way to pieces")
+    }
+
+    @Test("spare buffers are let go once no fetch has used memory for a while")
+    func sparesTrimmed() async throws {
+        let r = ResidentPieces(capacity: 1 << 20, spareIdleSeconds: 1)
+        r.beginFetch(id, pieceLength: pieceLength)
+        _ = r.publish(id, index: 0, piece(0))
         r.endFetch(id)
-        #expect(r.spareCount == 0, "spares go with the last record")
+        r.settled(id)
+        #expect(r.spareCount == 1)
+        for _ in 0..<40 where r.spareCount > 0 { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(r.spareCount == 0 && r.spareBytes == 0)
     }
 
     @Test("a reader waiting for a piece is woken when it arrives, or when the fetch ends; a piece that came and left is read from the store")
