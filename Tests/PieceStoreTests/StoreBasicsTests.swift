@@ -76,24 +76,38 @@ struct StoreBasicsTests {
     func backgroundDigestYieldsToClients() async throws {
         let dir = makeTestDirectory(); defer { removeTree(dir) }
         let store = try await openTestStore(dir, io: BackendKind.uring.make())
-        let id = taskID("background-digest-yields")
-        let length: Int64 = 3 * 65536
-        try await store.createTask(id, pieceLength: 65536, contentLength: length)
-        try await fillTask(store, id, contentLength: length, pieceLength: 65536)
-        _ = try await store.servableExtent(id, range: 0..<length)  // opens the page-cache descriptor
-        try await store.completeTask(id, digestInBackground: true)
-        // A client takes an extent every 50 ms for a second: the hash does not start.
-        for _ in 0..<20 {
-            #expect(store.servableExtentNow(id, range: 0..<4096) != nil)
-            try await Task.sleep(for: .milliseconds(50))
+        // A client takes an extent every 20 ms for a second: the hash must not start. The store
+        // waits for 250 ms without a client; if this test itself stalls that long (a loaded
+        // machine), the round proves nothing and runs again with a new task.
+        var proven = false
+        for round in 0..<5 where !proven {
+            let id = taskID("background-digest-yields-\(round)")
+            let length: Int64 = 3 * 65536
+            try await store.createTask(id, pieceLength: 65536, contentLength: length)
+            try await fillTask(store, id, contentLength: length, pieceLength: 65536)
+            _ = try await store.servableExtent(id, range: 0..<length)  // opens the page-cache descriptor
+            try await store.completeTask(id, digestInBackground: true)
+            var last = now(), longestGap = 0.0
+            for _ in 0..<50 {
+                #expect(store.servableExtentNow(id, range: 0..<4096) != nil)
+                longestGap = max(longestGap, now() - last)
+                last = now()
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            longestGap = max(longestGap, now() - last)
+            let hashed = store.info(id)?.sha256 != nil
+            if longestGap < 0.2 {
+                #expect(!hashed, "hashed while a client was being served (longest pause \(longestGap) s)")
+                proven = true
+            }
+            var found: SHA256Digest?
+            for _ in 0..<300 where found == nil {
+                found = store.info(id)?.sha256
+                if found == nil { try await Task.sleep(for: .milliseconds(10)) }
+            }
+            #expect(found != nil, "no digest 3 s after the client stopped")
         }
-        #expect(store.info(id)?.sha256 == nil, "hashed while a client was being served")
-        var found: SHA256Digest?
-        for _ in 0..<300 where found == nil {
-            found = store.info(id)?.sha256
-            if found == nil { try await Task.sleep(for: .milliseconds(10)) }
-        }
-        #expect(found != nil, "no digest 3 s after the client stopped")
+        #expect(proven, "every round had a pause of 200 ms or more between client reads: the machine is too loaded to tell")
         await store.close()
     }
 

@@ -233,7 +233,7 @@ struct ShieldEndToEndTests {
         // Fresh pieces stay in memory until the object has been read through the page cache
         // (the background pass once no client is served), then go.
         var held = metricValue("darter_shield_memory_bytes", in: metrics) ?? -1
-        for _ in 0..<100 where held != 0 {
+        for _ in 0..<400 where held != 0 {  // up to 20 s: the pass runs at idle CPU priority
             try await Task.sleep(for: .milliseconds(50))
             held = metricValue("darter_shield_memory_bytes", in: try await curl(seed.base + "/metrics", scratch: dir).text) ?? -1
         }
@@ -242,7 +242,7 @@ struct ShieldEndToEndTests {
         let fromMemory = metricValue("darter_shield_memory_sent_bytes_total", in: metrics) ?? -1
         #expect(fromMemory >= Double(f.bytes.count) * 1.9 && fromMemory <= Double(f.bytes.count) * 2,
                 "bytes sent from memory: \(fromMemory) for two clients of \(f.bytes.count) bytes")
-        #expect(held == 0, "pieces still held 5 s after both clients finished: \(held)")
+        #expect(held == 0, "pieces still held 20 s after both clients finished: \(held)")
         #expect(codeA == 0 && readText(dir + "/a.out") == "200", "first client: curl \(String(describing: codeA)), \(readText(dir + "/a.err"))")
         #expect(codeB == 0 && readText(dir + "/b.out") == "200", "late joiner: curl \(String(describing: codeB)), \(readText(dir + "/b.err"))")
         let diffA = bodyDiff((try? readFile(fileA)) ?? [], f.bytes), diffB = bodyDiff((try? readFile(fileB)) ?? [], f.bytes)
