@@ -60,9 +60,17 @@ static curl_socket_t open_socket(void *user, curlsocktype purpose, struct curl_s
             bytes = (const unsigned char *)&((const struct sockaddr_in6 *)&a->addr)->sin6_addr;
             len = 16;
         }
-        char *url = NULL;
+        /* The host as libcurl itself parses the URL it is at (after any redirect): no second
+           parser to disagree with it. */
+        char *url = NULL, *host = NULL;
         curl_easy_getinfo(h->easy, CURLINFO_EFFECTIVE_URL, &url);
-        if (!bytes || !h->connect_fn(h->context, url ? url : "", bytes, len)) {
+        CURLU *parsed = curl_url();
+        if (parsed && url && curl_url_set(parsed, CURLUPART_URL, url, 0) == CURLUE_OK)
+            curl_url_get(parsed, CURLUPART_HOST, &host, 0);
+        int allowed = bytes && host && h->connect_fn(h->context, host, bytes, len);
+        curl_free(host);
+        curl_url_cleanup(parsed);
+        if (!allowed) {
             if (!bytes || !inet_ntop(a->family, bytes, h->refused, sizeof h->refused))
                 snprintf(h->refused, sizeof h->refused, "address family %d", a->family);
             return CURL_SOCKET_BAD;

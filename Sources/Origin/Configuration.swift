@@ -47,9 +47,10 @@ public struct OriginConfiguration: Sendable {
     public var userAgent = "darter"
     public var s3 = S3Configuration()
     /// Decides, for every connection a transfer opens (the first host, each redirect, a registry's
-    /// token realm), whether it may connect to `address` (4 or 16 bytes) for the URL it is at.
-    /// Checked by libcurl's open-socket callback, just before connect(2). nil: no check.
-    public var connectFilter: (@Sendable (_ url: String, _ address: [UInt8]) -> Bool)? = nil
+    /// token realm), whether it may connect to `address` (4 or 16 bytes) for the host of the URL
+    /// it is at (as libcurl parses it; an IPv6 literal in brackets). Checked by libcurl's
+    /// open-socket callback, just before connect(2). nil: no check.
+    public var connectFilter: (@Sendable (_ host: String, _ address: [UInt8]) -> Bool)? = nil
     public init() {}
 }
 

@@ -374,10 +374,10 @@ private let headerCallback: @convention(c) (UnsafeMutableRawPointer?, UnsafePoin
     return transfer.receiveHeaderLine(line) ? count : 0
 }
 
-private let connectCallback: @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<CChar>?, UnsafePointer<UInt8>?, Int) -> Int32 = { context, url, address, count in
+private let connectCallback: @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<CChar>?, UnsafePointer<UInt8>?, Int) -> Int32 = { context, host, address, count in
     let transfer = Unmanaged<Transfer>.fromOpaque(context!).takeUnretainedValue()
-    guard let filter = transfer.plan.configuration.connectFilter, let url, let address else { return 1 }
-    return filter(String(cString: url), Array(UnsafeBufferPointer(start: address, count: count))) ? 1 : 0
+    guard let filter = transfer.plan.configuration.connectFilter, let host, let address else { return 1 }
+    return filter(String(cString: host), Array(UnsafeBufferPointer(start: address, count: count))) ? 1 : 0
 }
 
 private let bodyCallback: @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<CChar>?, Int) -> Int = { context, data, count in

@@ -66,12 +66,14 @@ public struct OriginAllowlist: Sendable, Equatable {
         return !addresses.isEmpty || (isEmpty || hostListed)
     }
 
-    /// Decides for one connection: the host of `url` (where a transfer is now, after any
-    /// redirect) and the one address it is about to connect to. Given to the origin client as
-    /// its connect filter, so redirects, registry token realms and a second DNS answer are
-    /// held to the same list as the URL a client asked for.
-    public func allowsConnection(to url: String, address: [UInt8]) -> Bool {
-        allows(host: urlHost(url) ?? "", addresses: [address])
+    /// Decides for one connection: the host of the URL a transfer is at now (after any
+    /// redirect; an IPv6 literal may come in brackets) and the one address it is about to
+    /// connect to. Given to the origin client as its connect filter, so redirects, registry
+    /// token realms and a second DNS answer are held to the same list as the URL a client asked
+    /// for.
+    public func allowsConnection(host: String, address: [UInt8]) -> Bool {
+        let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+        return allows(host: bare, addresses: [address])
     }
 
     /// The addresses `host` resolves to (an IP literal resolves to itself).

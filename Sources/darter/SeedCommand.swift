@@ -90,8 +90,8 @@ enum SeedCommand {
         }
         // Every connection a fetch opens is checked, not only the URL asked for: redirects and
         // registry token realms too.
-        originConfig.connectFilter = { [allowlist = shield.allowlist] url, address in
-            allowlist.allowsConnection(to: url, address: address)
+        originConfig.connectFilter = { [allowlist = shield.allowlist] host, address in
+            allowlist.allowsConnection(host: host, address: address)
         }
         let origin = OriginClient(configuration: originConfig)
 

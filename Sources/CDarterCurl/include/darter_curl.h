@@ -16,8 +16,9 @@ typedef struct darter_curl darter_curl;
 typedef size_t (*darter_curl_data_fn)(void *context, const char *data, size_t len);
 
 /// Decides whether a connection to `address` (4 or 16 bytes, network order) may be opened for
-/// the transfer now at `url`. Return nonzero to allow.
-typedef int (*darter_curl_connect_fn)(void *context, const char *url, const unsigned char *address, size_t length);
+/// the transfer now at a URL whose host (as libcurl parses it; IPv6 in brackets) is `host`.
+/// Return nonzero to allow.
+typedef int (*darter_curl_connect_fn)(void *context, const char *host, const unsigned char *address, size_t length);
 
 /// A new handle (curl_global_init happens once, first). NULL when libcurl fails.
 darter_curl *darter_curl_new(void);
