@@ -191,12 +191,16 @@ final class Connection: @unchecked Sendable {
     }
 
     /// Next extent of the body to send from its file, or nil after arranging to continue:
-    /// when the bytes are ready, or after sending them from memory (a resident extent).
+    /// when the bytes are ready, or after sending them from memory.
     private func nextExtent(_ body: any FileBodySource, maxLength: Int) -> FileExtent? {
-        if let e = body.extent(at: position, maxLength: maxLength) {
-            guard e.resident != nil else { return e }
-            sendResident(e, last: position + Int64(e.length) >= body.length)
+        switch body.extent(at: position, maxLength: maxLength) {
+        case .file(let e)?:
+            return e
+        case .memory(let buffer, let offset, let length)?:
+            sendFromMemory(buffer, offset..<(offset + length), last: position + Int64(length) >= body.length)
             return nil
+        case nil:
+            break
         }
         inFlight += 1
         let loop = self.loop
@@ -214,27 +218,21 @@ final class Connection: @unchecked Sendable {
         return nil
     }
 
-    /// Sends a resident extent straight from its memory (after any pending head bytes), whatever
-    /// the serve mode: one copy into the socket instead of a read and a copy.
-    private func sendResident(_ e: FileExtent, last: Bool) {
-        guard let (memory, start) = e.resident else { return }
+    /// Sends `memory[range]` (after any pending head bytes), whatever the serve mode: one copy
+    /// into the socket instead of a read and a copy. The closure holds `memory` until sent.
+    private func sendFromMemory(_ memory: SharedIOBuffer, _ range: Range<Int>, last: Bool) {
         if !pending.isEmpty {
             let b = buffer()
             let n = min(pending.count, b.buffer.capacity)
             b.buffer.copyBytes(from: pending[0..<n])
             pending.removeFirst(n)
-            return sendAll(b, 0..<n, more: true) { [self] in sendResident(e, last: last) }
+            return sendAll(b, 0..<n, more: true) { [self] in sendFromMemory(memory, range, last: last) }
         }
-        sendResidentBytes(e, memory, start..<(start + e.length), last: last)
-    }
-
-    private func sendResidentBytes(_ e: FileExtent, _ memory: SharedIOBuffer, _ range: Range<Int>, last: Bool) {
         inFlight += 1
         loop.send(fd, from: memory.buffer, range: range, more: !last) { [self] r, _ in
             guard sent(r) else { return }
             position += Int64(r)
-            if Int(r) < range.count { return sendResidentBytes(e, memory, (range.lowerBound + Int(r))..<range.upperBound, last: last) }
-            withExtendedLifetime(e) {}
+            if Int(r) < range.count { return sendFromMemory(memory, (range.lowerBound + Int(r))..<range.upperBound, last: last) }
             continueBody()
         }
     }

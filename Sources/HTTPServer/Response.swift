@@ -39,17 +39,20 @@ public struct FileExtent: Sendable {
     public var length: Int
     /// Kept alive while the extent is being sent (a store lease).
     public var owner: (any Sendable)?
-    /// The same bytes in memory, at `offset` in a shared buffer: sent from there instead of
-    /// read from `fd` (a piece of a fetch in flight that has not been read back from disk).
-    public var resident: (buffer: SharedIOBuffer, offset: Int)?
-    public init(fd: FileDescriptor, offset: Int64, length: Int, owner: (any Sendable)? = nil,
-                resident: (buffer: SharedIOBuffer, offset: Int)? = nil) {
+    public init(fd: FileDescriptor, offset: Int64, length: Int, owner: (any Sendable)? = nil) {
         self.fd = fd
         self.offset = offset
         self.length = length
         self.owner = owner
-        self.resident = resident
     }
+}
+
+/// The next bytes of a body: a span of a file, or bytes already in memory (a piece of a fetch
+/// in flight), which are sent from there whatever the serve mode.
+public enum BodyExtent: Sendable {
+    case file(FileExtent)
+    /// `length` bytes at `offset` in `buffer` (kept alive by the send).
+    case memory(SharedIOBuffer, offset: Int, length: Int)
 }
 
 /// Where a file body comes from, piece by piece. `extent(at:maxLength:)` is called on the event
@@ -59,7 +62,7 @@ public protocol FileBodySource: AnyObject, Sendable {
     /// Bytes in the body.
     var length: Int64 { get }
     /// The sendable extent starting at body position `position`, at most `maxLength` bytes.
-    func extent(at position: Int64, maxLength: Int) -> FileExtent?
+    func extent(at position: Int64, maxLength: Int) -> BodyExtent?
     func waitForData(at position: Int64, _ ready: @escaping @Sendable ((any Error)?) -> Void)
 }
 

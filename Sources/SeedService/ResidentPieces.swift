@@ -128,13 +128,14 @@ final class ResidentPieces: Sendable {
         }
     }
 
-    /// Calls `wake` (from any thread) once piece `index` of `id` is held here, at once if it is,
-    /// or when the fetch ends without it. False (and no call) when the piece is not coming here:
-    /// no fetch of `id` is under way, or the piece came and left. The reader then waits on the
-    /// store.
-    func whenHeld(_ id: TaskID, index: Int, _ wake: @escaping @Sendable () -> Void) -> Bool {
+    /// Calls `wake` (from any thread) once the piece holding byte `offset` of `id` is held here,
+    /// at once if it is, or when the fetch ends without it. False (and no call) when the piece is
+    /// not coming here: no fetch of `id` is under way, or the piece came and left. The reader
+    /// then waits on the store.
+    func whenHeld(_ id: TaskID, offset: Int64, _ wake: @escaping @Sendable () -> Void) -> Bool {
         let (known, now) = state.withLock { s -> (Bool, Bool) in
             guard let f = s.fetches[id] else { return (false, false) }
+            let index = Int(offset / f.pieceLength)
             if f.pieces[index] != nil { return (true, true) }
             guard f.fetching, !f.published.contains(index) else { return (false, false) }
             s.fetches[id]!.waiters.append((index, wake))

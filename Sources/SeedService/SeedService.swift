@@ -262,16 +262,16 @@ final class StoreBody: FileBodySource {
 
     var length: Int64 { range.upperBound - range.lowerBound }
 
-    func extent(at position: Int64, maxLength: Int) -> FileExtent? {
+    func extent(at position: Int64, maxLength: Int) -> BodyExtent? {
         let start = range.lowerBound + position
         let end = min(limit(), start + Int64(maxLength))
         guard end > start else { return nil }
-        // A piece of the fetch in flight is sent from memory as soon as it has arrived whole.
+        // A fresh piece still in memory is sent from there (it may not be committed yet).
         if let memory = resident?.bytes(id, reader: ObjectIdentifier(self), at: start, maxLength: Int(end - start)) {
-            return FileExtent(fd: FileDescriptor(rawValue: -1), offset: start, length: memory.length, resident: (memory.buffer, memory.offset))
+            return .memory(memory.buffer, offset: memory.offset, length: memory.length)
         }
         guard let e = store.servableExtentNow(id, range: start..<end) else { return nil }
-        return FileExtent(fd: e.fd, offset: e.offset, length: e.length, owner: e.lease)
+        return .file(FileExtent(fd: e.fd, offset: e.offset, length: e.length, owner: e.lease))
     }
 
     func waitForData(at position: Int64, _ ready: @escaping @Sendable ((any Error)?) -> Void) {
@@ -280,8 +280,7 @@ final class StoreBody: FileBodySource {
         let held = holdBackFrom.map { start >= $0 } ?? false
         // Following a fetch: wait for the piece to arrive (not for the store's commit, so the
         // store's group commit is not forced to flush for every piece).
-        if !held, let resident, let pieceLength = store.info(id)?.pieceLength,
-           resident.whenHeld(id, index: Int(start / Int64(pieceLength)), { ready(nil) }) {
+        if !held, let resident, resident.whenHeld(id, offset: start, { ready(nil) }) {
             return
         }
         Task { [store, id] in
