@@ -97,34 +97,6 @@ public enum Socket {
         return nil
     }
 
-    /// The addresses a host name resolves to (getaddrinfo; blocking: call off event loops).
-    /// An IP literal resolves to itself.
-    public static func resolveAddresses(_ host: String) -> [[UInt8]] {
-        if let ip = parseIPAddress(host) { return [ip] }
-        var hints = addrinfo()
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var result: UnsafeMutablePointer<addrinfo>?
-        guard getaddrinfo(host, nil, &hints, &result) == 0 else { return [] }
-        defer { freeaddrinfo(result) }
-        var out: [[UInt8]] = []
-        var p = result
-        while let ai = p {
-            if ai.pointee.ai_family == AF_INET {
-                ai.pointee.ai_addr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
-                    var a = $0.pointee.sin_addr
-                    out.append(withUnsafeBytes(of: &a) { Array($0) })
-                }
-            } else if ai.pointee.ai_family == AF_INET6 {
-                ai.pointee.ai_addr.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) {
-                    var a = $0.pointee.sin6_addr
-                    out.append(withUnsafeBytes(of: &a) { Array($0) })
-                }
-            }
-            p = ai.pointee.ai_next
-        }
-        return out
-    }
-
     /// The number of online CPUs.
     public static var processorCount: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 }

@@ -424,7 +424,8 @@ final class IngestSink: OriginSink, @unchecked Sendable {
     /// A connection the allowlist refused: before any response, the client gets 403; after the
     /// task exists, the fetch fails.
     func refuse(_ reason: String) {
-        if taskCreated { fatalError = reason } else { passThroughStatus = (403, reason) }
+        let why = reason + " (see --origin-allow)"
+        if taskCreated { fatalError = why } else { passThroughStatus = (403, why) }
     }
 
     /// The transfer itself failed (connection, timeout, short body): retried from `position`.

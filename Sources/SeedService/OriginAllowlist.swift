@@ -75,12 +75,6 @@ public struct OriginAllowlist: Sendable, Equatable {
         let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
         return allows(host: bare, addresses: [address])
     }
-
-    /// The addresses `host` resolves to (an IP literal resolves to itself).
-    public static func resolve(_ host: String) -> [[UInt8]] {
-        let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
-        return Socket.resolveAddresses(bare)
-    }
 }
 
 public struct AllowlistError: Error, Sendable, Equatable, CustomStringConvertible {

@@ -1,5 +1,4 @@
 import DarterIO
-import Dispatch
 import FoundationEssentials
 import HTTPCore
 import HTTPServer
@@ -11,40 +10,21 @@ import Synchronization
 /// requests), `/preheat`, and the OCI registry mirror under `/v2/`.
 extension SeedService {
     /// `GET|HEAD /download?url=<URL>[&digest=sha256:<hex>]` and absolute-form proxy requests.
+    /// `--origin-allow` is enforced where connections are opened (the origin client's connect
+    /// filter): a refused origin is answered 403 by the fetch itself.
     func shield(_ request: HTTPRequestHead, url: String, digest: String?, respond: @escaping @Sendable (Response) -> Void) {
         guard ingestor != nil else { return respond(.text(501, "this seed has no origin access configured\n", route: "download")) }
-        let source: ObjectSource, host: String
         switch urlSource(url, digest: digest) {
-        case .success(let s): (source, host) = s
-        case .failure(let reason): return respond(.text(400, reason.message, route: "download"))
+        case .success(let source): Task { [self] in respond(await answer(request, source, route: "download")) }
+        case .failure(let reason): respond(.text(400, reason.message, route: "download"))
         }
-        Task { [self] in
-            guard await originAllowed(host) else {
-                return respond(.text(403, "origin host '\(host)' is not allowed (see --origin-allow)\n", route: "download"))
-            }
-            respond(await answer(request, source, route: "download"))
-        }
-    }
-
-    /// Whether `host` passes `--origin-allow`, checking every address it resolves to. The
-    /// lookup is blocking, so it runs on a Dispatch thread, not Swift's cooperative pool; the
-    /// verdict is kept 30 s (a cache hit does not pay a DNS lookup each time).
-    func originAllowed(_ host: String) async -> Bool {
-        guard let allowlist = ingestor?.configuration.allowlist else { return false }
-        let now = SystemCalls.monotonicMilliseconds()
-        if let verdict = hostVerdicts.get(host, now: now) { return verdict }
-        let allowed = await withCheckedContinuation { c in
-            DispatchQueue.global().async { c.resume(returning: allowlist.allows(host: host, addresses: OriginAllowlist.resolve(host))) }
-        }
-        hostVerdicts.set(host, allowed, until: now + 30_000)
-        return allowed
     }
 
     struct BadSource: Error { var message: String }
 
-    /// A client's URL and optional `sha256:` digest as a source to fetch, with the host the
-    /// allowlist must pass; else the 400 reason (one line).
-    func urlSource(_ url: String, digest: String?, headers: [(String, String)] = []) -> Result<(ObjectSource, String), BadSource> {
+    /// A client's URL and optional `sha256:` digest as a source to fetch; else the 400 reason
+    /// (one line).
+    func urlSource(_ url: String, digest: String?, headers: [(String, String)] = []) -> Result<ObjectSource, BadSource> {
         var expected: SHA256Digest?
         if let digest {
             guard digest.hasPrefix("sha256:"), let d = SHA256Digest(hex: digest.dropFirst(7)) else {
@@ -58,8 +38,8 @@ extension SeedService {
         } catch {
             return .failure(BadSource(message: "url: \(error)\n"))
         }
-        guard let host = originHost(url) else { return .failure(BadSource(message: "url '\(url.prefix(200))' has no host\n")) }
-        return .success((ObjectSource(kind: .url(url), headers: headers, expectedDigest: expected, id: id), host))
+        guard urlHost(url) != nil else { return .failure(BadSource(message: "url '\(url.prefix(200))' has no host\n")) }
+        return .success(ObjectSource(kind: .url(url), headers: headers, expectedDigest: expected, id: id))
     }
 
     /// Waits for the fetch to start, then answers from the store.
@@ -85,15 +65,6 @@ extension SeedService {
         }
     }
 
-    /// The host an http/https URL connects to, or for s3:// the host of the S3 endpoint.
-    func originHost(_ url: String) -> String? {
-        if url.hasPrefix("s3://") {  // the host curl will connect to (the URL names the bucket)
-            guard let s3 = ingestor?.origin.configuration.s3, let bucket = urlHost(url) else { return nil }
-            return s3.endpoint.flatMap(urlHost) ?? "\(bucket).s3.\(s3.region).amazonaws.com"
-        }
-        return urlHost(url)
-    }
-
     // MARK: Preheat
 
     struct PreheatRequest: Decodable {
@@ -112,18 +83,14 @@ extension SeedService {
         guard let url = req.url else {
             return respond(.text(400, "preheat needs \"url\" (image references are not supported yet)\n", route: "preheat"))
         }
-        let source: ObjectSource, host: String
+        let source: ObjectSource
         switch urlSource(url, digest: req.digest, headers: (req.headers ?? [:]).map { ($0.key, $0.value) }) {
-        case .success(let s): (source, host) = s
+        case .success(let s): source = s
         case .failure(let reason): return respond(.text(400, reason.message, route: "preheat"))
         }
         let id = source.id
         let preheatID = preheats.start(task: id)
         Task { [self] in
-            guard await originAllowed(host) else {
-                preheats.update(preheatID, state: "failed", error: "origin host '\(host)' is not allowed")
-                return
-            }
             preheats.update(preheatID, state: "running", error: nil)
             switch await ingestor.open(source) {
             case .ready(let info, _):
@@ -160,6 +127,9 @@ extension SeedService {
         guard let upstream = ns.map(registryURL(forHost:)) ?? ingestor.configuration.registryMirror else {
             return respond(.text(400, "no upstream registry: pass containerd's ?ns=<host> or start the seed with --registry-mirror\n", route: "registry"))
         }
+        guard urlHost(upstream) != nil else {
+            return respond(.text(400, "registry '\(upstream.prefix(200))' has no host\n", route: "registry"))
+        }
         let parts = p.split(separator: "/")  // ["v2", name..., "blobs"|"manifests", ref]
         guard parts.count >= 4, parts[parts.count - 2] == "blobs" || parts[parts.count - 2] == "manifests" else {
             return respond(.text(404, "unsupported registry path \(p.prefix(200))\n", route: "registry"))
@@ -172,7 +142,6 @@ extension SeedService {
             }
             let source = ObjectSource(kind: .registry(base: upstream, path: p), expectedDigest: id.hash, id: id)
             Task { [self] in
-                if let refused = await refusedUpstream(upstream) { return respond(refused) }
                 var r = await answer(request, source, route: "registry")
                 r.head.headers.add(name: "Docker-Content-Digest", value: reference)
                 respond(r)
@@ -183,7 +152,6 @@ extension SeedService {
         let accept = request.headers.values(for: "Accept").map { ("Accept", $0) }
         let method = request.method == .head ? "HEAD" : "GET"
         Task { [self] in
-            if let refused = await refusedUpstream(upstream) { return respond(refused) }
             let sink = BoundedCollector(limit: 4 << 20)
             do {
                 let head = try await ingestor.registry.fetch(registry: upstream, path: p, method: method, headers: accept, into: sink)
@@ -199,22 +167,13 @@ extension SeedService {
                     h.setContentLength(body.count)
                     respond(Response(head: h, body: .bytes(body), route: "registry"))
                 }
+            } catch OriginError.refused(let why) {
+                respond(.text(403, "registry \(upstream): \(why) (see --origin-allow)\n", route: "registry"))
             } catch {
                 let why = sink.overflowed ? "the manifest is larger than \(sink.limit >> 20) MiB" : "\(error)"
                 respond(.text(502, "registry \(upstream): \(why)\n", route: "registry"))
             }
         }
-    }
-
-    /// The allowlist applies to registries as to any origin: `?ns=` comes from the client.
-    private func refusedUpstream(_ upstream: String) async -> Response? {
-        guard let host = originHost(upstream) else {
-            return .text(400, "registry '\(upstream.prefix(200))' has no host\n", route: "registry")
-        }
-        guard await originAllowed(host) else {
-            return .text(403, "registry host '\(host)' is not allowed (see --origin-allow)\n", route: "registry")
-        }
-        return nil
     }
 
     /// containerd's `ns` host → registry base URL (docker.io → registry-1.docker.io; loopback → http).
@@ -241,20 +200,4 @@ final class PreheatRegistry: Sendable {
         jobs.withLock { $0[id]?.state = state; $0[id]?.error = error; $0[id]?.bytes = bytes }
     }
     func get(_ id: String) -> Job? { jobs.withLock { $0[id] } }
-}
-
-/// Allowlist verdicts by host, each until a monotonic deadline (milliseconds).
-final class HostVerdicts: Sendable {
-    private let verdicts = Mutex<[String: (allowed: Bool, until: Int64)]>([:])
-
-    func get(_ host: String, now: Int64) -> Bool? {
-        verdicts.withLock { v in v[host].flatMap { $0.until > now ? $0.allowed : nil } }
-    }
-
-    func set(_ host: String, _ allowed: Bool, until: Int64) {
-        verdicts.withLock { v in
-            if v.count > 4096 { v.removeAll() }  // bounded: hosts come from clients
-            v[host] = (allowed, until)
-        }
-    }
 }

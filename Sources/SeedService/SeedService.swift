@@ -12,8 +12,6 @@ public final class SeedService: HTTPHandler {
     let metrics: ServerMetrics
     let ingestor: Ingestor?
     let preheats = PreheatRegistry()
-    /// Allowlist verdicts per origin host, so cache hits do not resolve the host every time.
-    let hostVerdicts = HostVerdicts()
 
     /// - Parameters:
     ///   - origin: origin access for the shield front doors; nil serves the store only.

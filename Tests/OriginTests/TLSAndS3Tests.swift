@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import Synchronization
 import Testing
 import DarterIO
 import Origin
@@ -130,6 +131,25 @@ struct S3Tests {
 
         let missing = try await OriginClient(configuration: s3.configuration()).fetch(OriginRequest(url: "s3://darter-bucket/nope"), into: CollectingSink())
         #expect(missing.status == 404)
+    }
+
+    /// The allowlist is checked against the host an s3:// fetch really connects to: the
+    /// configured endpoint (path-style). (AWS's own hosts cannot be resolved here, so the
+    /// virtual-hosted default is not reached in this sandbox.)
+    @Test func connectFilterSeesTheS3Host() async throws {
+        let seen = Mutex<[String]>([])
+        func refusedHost(endpoint: String) async -> String? {
+            var c = OriginConfiguration()
+            c.s3 = S3Configuration(environment: ["AWS_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "secret"])
+            c.s3.endpoint = endpoint
+            c.connectFilter = { host, _ in seen.withLock { $0.append(host) }; return false }
+            let error = await expectOriginError { () async throws(OriginError) in
+                try await OriginClient(configuration: c).fetch(OriginRequest(url: "s3://my-bucket/a/b.bin"), into: CollectingSink())
+            }
+            guard case .refused = error else { return "not refused: \(String(describing: error))" }
+            return seen.withLock { $0.popLast() }
+        }
+        #expect(await refusedHost(endpoint: "http://127.0.0.1:\(closedPort())") == "127.0.0.1")
     }
 
     @Test func environmentDefaults() {
