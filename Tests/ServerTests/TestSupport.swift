@@ -79,7 +79,20 @@ final class SeedProcess: Sendable {
 
     /// Starts `darter seed --listen 127.0.0.1:<free port> --data-dir <dataDir> <extra>` and waits
     /// for its `seed: listening on` line.
+    /// Starts `darter seed` on a free port; a port another process took between the probe and
+    /// the seed's bind (suites run in parallel) is retried with a new one.
     static func start(dataDir: String, extra: [String] = [], timeout: Double = 30) async throws -> SeedProcess {
+        var attempt = 0
+        while true {
+            do {
+                return try await startOnce(dataDir: dataDir, extra: extra, timeout: timeout)
+            } catch let e as TestError where e.description.contains("Address already in use") && attempt < 5 {
+                attempt += 1
+            }
+        }
+    }
+
+    private static func startOnce(dataDir: String, extra: [String], timeout: Double) async throws -> SeedProcess {
         let port = try freePort()
         let logPath = dataDir + ".seed.log"
         let pid = try spawnProcess(ShieldBinaries.darter, ["seed", "--listen", "127.0.0.1:\(port)", "--data-dir", dataDir] + extra,
