@@ -75,6 +75,7 @@ static curl_socket_t open_socket(void *user, curlsocktype purpose, struct curl_s
                 snprintf(h->refused, sizeof h->refused, "address family %d", a->family);
             return CURL_SOCKET_BAD;
         }
+        h->refused[0] = 0;  /* a later address passed: a failure now is not the filter's */
     }
     return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
 }

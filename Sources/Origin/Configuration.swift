@@ -17,7 +17,7 @@ public struct S3Configuration: Sendable {
     /// Default: env AWS_SESSION_TOKEN (sent as `x-amz-security-token`).
     public var sessionToken: String?
 
-    public init(environment: [String: String] = processEnvironment()) {
+    public init(environment: [String: String] = SystemCalls.environment()) {
         func value(_ name: String) -> String? {
             guard let v = environment[name], !v.isEmpty else { return nil }
             return v
@@ -29,10 +29,6 @@ public struct S3Configuration: Sendable {
         sessionToken = value("AWS_SESSION_TOKEN")
     }
 }
-
-/// The process environment (for configuration defaults).
-@usableFromInline
-func processEnvironment() -> [String: String] { SystemCalls.environment() }
 
 /// Transport settings for every origin transfer.
 public struct OriginConfiguration: Sendable {
@@ -46,11 +42,11 @@ public struct OriginConfiguration: Sendable {
     public var maxRedirects = 10
     public var userAgent = "darter"
     public var s3 = S3Configuration()
-    /// Decides, for every connection a transfer opens (the first host, each redirect, a registry's
-    /// token realm), whether it may connect to `address` (4 or 16 bytes) for the host of the URL
-    /// it is at (as libcurl parses it; an IPv6 literal in brackets). Checked by libcurl's
-    /// open-socket callback, just before connect(2). nil: no check.
-    public var connectFilter: (@Sendable (_ host: String, _ address: [UInt8]) -> Bool)? = nil
+    /// Origins every connection a transfer opens (the first host, each redirect, a registry's
+    /// token realm) must pass: checked in libcurl's open-socket callback just before connect(2),
+    /// with the host of the URL it is at (as libcurl parses it) and the address. The default
+    /// refuses link-local and cloud metadata addresses only.
+    public var allowlist = OriginAllowlist()
     public init() {}
 }
 

@@ -1,7 +1,7 @@
 import DarterIO
 
-/// Which origins the shield may fetch from, so the seed is no SSRF tool. Pure except for
-/// `resolve`, which asks the system resolver (through DarterIO).
+/// Which origins may be connected to, so a seed is no SSRF tool. Pure: the origin client checks
+/// it on every connection it opens (``OriginConfiguration/allowlist``).
 ///
 /// Entries are host names (exact, case-insensitive; `*.example.com` for subdomains) and CIDR
 /// blocks (`10.0.0.0/8`, `fd00::/8`). With no entries every origin is allowed except the
@@ -68,9 +68,8 @@ public struct OriginAllowlist: Sendable, Equatable {
 
     /// Decides for one connection: the host of the URL a transfer is at now (after any
     /// redirect; an IPv6 literal may come in brackets) and the one address it is about to
-    /// connect to. Given to the origin client as its connect filter, so redirects, registry
-    /// token realms and a second DNS answer are held to the same list as the URL a client asked
-    /// for.
+    /// connect to. The origin client asks this for every connection, so redirects, registry
+    /// token realms and a second DNS answer are held to the same list as the URL asked for.
     public func allowsConnection(host: String, address: [UInt8]) -> Bool {
         let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
         return allows(host: bare, addresses: [address])
@@ -97,15 +96,4 @@ extension Substring {
         while s.last == " " { s = s.dropLast() }
         return s
     }
-}
-
-/// The host of a URL (`scheme://[userinfo@]host[:port]/...`), without port or IPv6 brackets.
-func urlHost(_ url: String) -> String? {
-    guard let schemeEnd = url.firstIndex(of: ":"), url[schemeEnd...].hasPrefix("://") else { return nil }
-    var rest = url[url.index(schemeEnd, offsetBy: 3)...]
-    if let end = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) { rest = rest[..<end] }
-    if let at = rest.lastIndex(of: "@") { rest = rest[rest.index(after: at)...] }
-    if rest.hasPrefix("["), let close = rest.firstIndex(of: "]") { return String(rest[rest.index(after: rest.startIndex)..<close]) }
-    if let colon = rest.lastIndex(of: ":") { rest = rest[..<colon] }
-    return rest.isEmpty ? nil : String(rest)
 }

@@ -279,7 +279,7 @@ final class Transfer: @unchecked Sendable {
         // The callbacks get an unretained pointer to `self`: the thread holds a retain until
         // perform returns.
         darter_curl_set_callbacks(h, headerCallback, bodyCallback, Unmanaged.passUnretained(self).toOpaque())
-        if plan.configuration.connectFilter != nil { darter_curl_set_connect_filter(h, connectCallback) }
+        darter_curl_set_connect_filter(h, connectCallback)
         let code = darter_curl_perform(h)
         darter_curl_set_connect_filter(h, nil)
         darter_curl_set_callbacks(h, nil, nil, nil)
@@ -376,8 +376,8 @@ private let headerCallback: @convention(c) (UnsafeMutableRawPointer?, UnsafePoin
 
 private let connectCallback: @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<CChar>?, UnsafePointer<UInt8>?, Int) -> Int32 = { context, host, address, count in
     let transfer = Unmanaged<Transfer>.fromOpaque(context!).takeUnretainedValue()
-    guard let filter = transfer.plan.configuration.connectFilter, let host, let address else { return 1 }
-    return filter(String(cString: host), Array(UnsafeBufferPointer(start: address, count: count))) ? 1 : 0
+    guard let host, let address else { return 0 }
+    return transfer.plan.configuration.allowlist.allowsConnection(host: String(cString: host), address: Array(UnsafeBufferPointer(start: address, count: count))) ? 1 : 0
 }
 
 private let bodyCallback: @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<CChar>?, Int) -> Int = { context, data, count in

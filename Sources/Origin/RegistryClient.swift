@@ -231,7 +231,6 @@ final class ChallengeGate: OriginSink, @unchecked Sendable {
     }
 }
 
-/// Collects a small body (token responses); aborts past `limit`.
 /// Collects a small body in memory (tokens, manifests), refusing more than `limit` bytes.
 public final class BoundedCollector: OriginSink, @unchecked Sendable {
     // Used on the transfer's thread only, read after fetch returns.

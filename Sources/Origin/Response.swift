@@ -120,7 +120,7 @@ public enum OriginError: Error, Equatable, Sendable, CustomStringConvertible {
     case invalidURL(String), unsupportedScheme(String), missingCredentials(String)
     case connectFailed(String), tlsFailed(String), timedOut(String), transferFailed(String)
     case tooManyRedirects(String), aborted, registryAuthFailed(String)
-    /// The connect filter refused a connection (``OriginConfiguration/connectFilter``).
+    /// The allowlist refused a connection (``OriginConfiguration/allowlist``).
     case refused(String)
 
     public var description: String {

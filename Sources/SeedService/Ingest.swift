@@ -6,7 +6,6 @@ import Synchronization
 
 /// Settings of the origin shield.
 public struct ShieldConfiguration: Sendable {
-    public var allowlist = OriginAllowlist()
     /// Attempts after the first, each resuming from the last byte received.
     public var retries = 5
     /// Pieces handed to the store while more arrive (memory: this many pieces per fetch).

@@ -201,3 +201,14 @@ final class PreheatRegistry: Sendable {
     }
     func get(_ id: String) -> Job? { jobs.withLock { $0[id] } }
 }
+
+/// The host of a URL (`scheme://[userinfo@]host[:port]/...`), without port or IPv6 brackets.
+func urlHost(_ url: String) -> String? {
+    guard let schemeEnd = url.firstIndex(of: ":"), url[schemeEnd...].hasPrefix("://") else { return nil }
+    var rest = url[url.index(schemeEnd, offsetBy: 3)...]
+    if let end = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) { rest = rest[..<end] }
+    if let at = rest.lastIndex(of: "@") { rest = rest[rest.index(after: at)...] }
+    if rest.hasPrefix("["), let close = rest.firstIndex(of: "]") { return String(rest[rest.index(after: rest.startIndex)..<close]) }
+    if let colon = rest.lastIndex(of: ":") { rest = rest[..<colon] }
+    return rest.isEmpty ? nil : String(rest)
+}

@@ -23,7 +23,7 @@ enum SeedCommand {
             .init(name: "origin-allow", defaultValue: "", help: "origins the shield may fetch: hosts and CIDRs, comma-separated (empty: any but link-local and cloud metadata)"),
             .init(name: "origin-connections", defaultValue: String(shieldDefaults.connections), help: "parallel ranged connections for one object of --origin-split-size or more"),
             .init(name: "origin-split-size", defaultValue: "\(shieldDefaults.segmentThreshold >> 20)m", help: "objects at least this large are fetched over --origin-connections connections"),
-            .init(name: "follow-memory", defaultValue: "\(shieldDefaults.followMemory >> 20)m", help: "memory for fresh pieces: clients following a fetch, and hits before the object is in the page cache, get them without a disk read (default: 1/16 of RAM, 256m-4g; 0: none)"),
+            .init(name: "follow-memory", defaultValue: "\(shieldDefaults.followMemory >> 20)m", help: "memory for fresh pieces: clients following a fetch, and hits before the object is in the page cache, get them without a disk read (1/16 of RAM, 256m-4g; 0: none)"),
             .init(name: "page-cache-on-ingest", defaultValue: String(shieldDefaults.pageCacheOnIngest), help: "read pieces that leave --follow-memory before their object is in the page cache into it (false: hits read them from disk)"),
             .init(name: "origin-retries", defaultValue: String(shieldDefaults.retries), help: "origin retries per fetch, each resuming with Range"),
             .init(name: "registry-mirror", defaultValue: "", help: "upstream registry for /v2/ requests without ?ns= (e.g. https://registry-1.docker.io)"),
@@ -58,8 +58,10 @@ enum SeedCommand {
         }
 
         var shield = ShieldConfiguration()
+        var originConfig = OriginConfiguration()
+        // Enforced by the origin client on every connection a fetch opens.
         switch OriginAllowlist.parse(args.string("origin-allow")) {
-        case .success(let a): shield.allowlist = a
+        case .success(let a): originConfig.allowlist = a
         case .failure(let e): throw UsageError("seed: \(e)")
         }
         shield.retries = max(0, try args.int("origin-retries"))
@@ -80,18 +82,12 @@ enum SeedCommand {
             }
             shield.registryMirror = mirror.hasSuffix("/") ? String(mirror.dropLast()) : mirror
         }
-        var originConfig = OriginConfiguration()
         if !args.string("ca-file").isEmpty {
             guard SystemCalls.exists(args.string("ca-file")) else { throw UsageError("seed: --ca-file \(args.string("ca-file")) does not exist") }
             originConfig.caFile = args.string("ca-file")
         }
         if !args.string("s3-endpoint").isEmpty {
             originConfig.s3.endpoint = args.string("s3-endpoint")
-        }
-        // Every connection a fetch opens is checked, not only the URL asked for: redirects and
-        // registry token realms too.
-        originConfig.connectFilter = { [allowlist = shield.allowlist] host, address in
-            allowlist.allowsConnection(host: host, address: address)
         }
         let origin = OriginClient(configuration: originConfig)
 

@@ -121,31 +121,41 @@ struct HTTPTests {
         #expect(names.contains("x-custom"))
     }
 
-    /// The connect filter sees every connection with the host of the URL the transfer is at
-    /// (as libcurl parses it): the first host, and a redirect's target, which it can refuse
-    /// before anything is sent there.
-    @Test func connectFilterChecksEveryConnectionIncludingRedirects() async throws {
+    /// The allowlist is asked on every connection, with the host of the URL the transfer is at
+    /// (as libcurl parses it) and the address: a redirect's target is refused before anything
+    /// is sent there.
+    @Test func allowlistChecksEveryConnectionIncludingRedirects() async throws {
         let origin = try await SharedOrigin.get()
-        let seen = Mutex<[(String, [UInt8])]>([])
         var config = OriginConfiguration()
-        config.connectFilter = { host, address in
-            seen.withLock { $0.append((host, address)) }
-            return host != "localhost"
-        }
+        config.allowlist = try OriginAllowlist.parse("127.0.0.1").get()
         let client = OriginClient(configuration: config)
         let ok = try await client.fetch(OriginRequest(url: origin.url("/files/small.bin")), into: CollectingSink())
         #expect(ok.status == 200)
-        let first = seen.withLock { $0 }
-        #expect(first.count == 1 && first[0].0 == "127.0.0.1" && first[0].1 == [127, 0, 0, 1], "\(first)")
-
-        let other = "http://localhost:\(origin.server.port)/__echo"
+        // 127.0.0.2 is loopback too, but not in the list: refused at connect, never contacted.
+        let other = "http://127.0.0.2:\(origin.server.port)/__echo"
         let error = await expectOriginError { () async throws(OriginError) in
             try await client.fetch(OriginRequest(url: origin.url("/files/r?redirect=\(other)")), into: CollectingSink())
         }
         guard case .refused(let message) = error else { Issue.record("got \(String(describing: error))"); return }
-        #expect(message.contains("localhost") && message.contains("is not allowed"), "\(message)")
-        let redirected = seen.withLock { $0.filter { $0.0 == "localhost" } }
-        #expect(!redirected.isEmpty, "the redirect's connection was not checked: \(seen.withLock { $0 })")
+        #expect(message.contains("127.0.0.2") && message.contains("is not allowed"), "\(message)")
+
+        // A host-name entry is matched against the URL's host, not the address it resolves to.
+        config.allowlist = try OriginAllowlist.parse("localhost").get()
+        let byName = OriginClient(configuration: config)
+        let named = try await byName.fetch(OriginRequest(url: "http://localhost:\(origin.server.port)/files/small.bin"), into: CollectingSink())
+        #expect(named.status == 200)
+        let byAddress = await expectOriginError { () async throws(OriginError) in
+            try await byName.fetch(OriginRequest(url: origin.url("/files/small.bin")), into: CollectingSink())
+        }
+        guard case .refused = byAddress else { Issue.record("127.0.0.1 passed a list naming only localhost: \(String(describing: byAddress))"); return }
+    }
+
+    @Test func metadataAddressesAreRefusedByDefault() async throws {
+        let error = await expectOriginError { () async throws(OriginError) in
+            try await OriginClient().fetch(OriginRequest(url: "http://169.254.169.254/latest/meta-data/"), into: CollectingSink())
+        }
+        guard case .refused(let message) = error else { Issue.record("got \(String(describing: error))"); return }
+        #expect(message.contains("169.254.169.254"))
     }
 
     @Test func requestHeadersAreSentWithoutAcceptEncoding() async throws {

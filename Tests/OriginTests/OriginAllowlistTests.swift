@@ -1,5 +1,5 @@
 import Testing
-@testable import SeedService
+@testable import Origin
 
 @Suite("OriginAllowlist")
 struct OriginAllowlistTests {
@@ -30,7 +30,6 @@ struct OriginAllowlistTests {
         #expect(listed.allowsConnection(host: "cdn.example.com", address: ip("203.0.113.9")))
         #expect(!listed.allowsConnection(host: "cdn.other.net", address: ip("203.0.113.9")), "a redirect to an unlisted host")
         #expect(listed.allowsConnection(host: "cdn.other.net", address: ip("10.9.9.9")), "an address in a listed block")
-        #expect(urlHost("http://user:pw@[::1]:80/p") == "::1" && urlHost("s3://bucket/key") == "bucket" && urlHost("nonsense") == nil)
     }
 
     @Test("entries restrict origins to listed hosts and blocks; an explicit entry can allow a denied block")

@@ -39,7 +39,8 @@ void darter_curl_set_callbacks(darter_curl *handle, darter_curl_data_fn header, 
 /// no check). A refused connection fails like an unreachable one (CURLE_COULDNT_CONNECT when no
 /// other address is left), and `darter_curl_refused_address` names it.
 void darter_curl_set_connect_filter(darter_curl *handle, darter_curl_connect_fn filter);
-/// The last address the filter refused in this transfer, as text ("" if none).
+/// The address the filter refused in this transfer, as text ("" if none, or if a later
+/// connection passed the filter).
 const char *darter_curl_refused_address(darter_curl *handle);
 
 /// curl_easy_perform; returns its CURLcode.
