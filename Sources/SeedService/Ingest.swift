@@ -355,6 +355,8 @@ final class IngestSink: OriginSink, @unchecked Sendable {
     private var skip: Int64 = 0
     private var current: SharedIOBuffer?
     private var fill = 0
+    /// Bytes `current` is to hold: the piece length, less for an object's last piece.
+    private var pieceSize = 0
     private var nextPiece = 0
     private var expectedEnd: Int64?
 
@@ -515,7 +517,7 @@ final class IngestSink: OriginSink, @unchecked Sendable {
                 current = takeBuffer()
                 fill = 0
             }
-            var n = min(chunk.count - start, pieceLength - fill)
+            var n = min(chunk.count - start, pieceSize - fill)
             if let end = expectedEnd { n = Int(min(Int64(n), end - position)) }
             chunk.copy(into: current!.buffer, at: fill, from: start, count: n)
             if hasher != nil && limitEnd == nil && hashed == position {
@@ -525,7 +527,7 @@ final class IngestSink: OriginSink, @unchecked Sendable {
             fill += n
             start += n
             position += Int64(n)
-            if fill == pieceLength { submitPiece() }
+            if fill == pieceSize { submitPiece() }
         }
         if let end = expectedEnd, position == end {
             transferComplete = true
@@ -534,9 +536,15 @@ final class IngestSink: OriginSink, @unchecked Sendable {
         return true
     }
 
-    /// A buffer for the next piece: a spare one nobody holds any more, else a new one.
+    /// A buffer for the next piece: a spare one nobody holds any more, else a new one. It holds
+    /// ``pieceSize`` bytes: an object's last piece (or its only one) gets only what it needs,
+    /// so a 10 KiB object takes 12 KiB of memory and not a whole piece length (nor one of the
+    /// I/O backend's few registered buffers, which are a whole piece each).
     private func takeBuffer() -> SharedIOBuffer {
-        resident.takeSpare(capacity: alignUp(pieceLength)) ?? SharedIOBuffer(store.io.makeBuffer(capacity: pieceLength))
+        pieceSize = pieceLength
+        if let total = contentLength, total - position < Int64(pieceLength) { pieceSize = max(1, Int(total - position)) }
+        if let spare = resident.takeSpare(capacity: alignUp(pieceSize)) { return spare }
+        return SharedIOBuffer(pieceSize < pieceLength ? IOBuffer(capacity: pieceSize) : store.io.makeBuffer(capacity: pieceSize))
     }
 
     /// Hands the filled piece to the store and to the clients following the fetch (in

@@ -96,6 +96,7 @@ struct SharedShieldTrait: SuiteTrait, TestScoping {
             ("chunked.bin", (2 << 20) + 17), ("short.bin", (2 << 20) + 19), ("norange.bin", (3 << 20) + 23),
             ("gone.bin", 1000), ("digest.bin", (1 << 20) + 29), ("proxy.bin", (2 << 20) + 31), ("preheat.bin", (4 << 20) + 37),
             ("allow.bin", 4096), ("split.bin", (26 << 20) + 41), ("follow.bin", (20 << 20) + 43),
+            ("tail.bin", (4 << 20) + 10_000),
         ]
         var files: [String: OriginFile] = [:]
         for (i, (name, size)) in specs.enumerated() {
@@ -256,6 +257,26 @@ struct ShieldEndToEndTests {
                 "late joiner started at \(tB0 - tA0)s, first body byte at \(first - tA0)s, the fetch ended at \(fetch)s")
         let stats = try await fx.settledStats()
         #expect(stats.bodyBytes(path: f.path) == f.bytes.count, "one origin fetch for both clients")
+    }
+
+    @Test("a fetch holds in memory what its pieces need: 4 MiB + 10,000 bytes take 4 MiB + 12 KiB, not two whole pieces")
+    func lastPieceBufferFitsTheObject() async throws {
+        let fx = try ShieldFixture.get()
+        let f = fx.file("tail.bin")
+        let dir = makeServerTestDirectory("tail")
+        defer { removeTree(dir) }
+        let seed = try await SeedProcess.start(dataDir: dir + "/data")
+        defer { Task { _ = await seed.stop() } }
+        // The pieces are held until the object has been read through the page cache, which
+        // waits for 250 ms without clients: a machine that stalls longer between the download
+        // and the metrics request sees 0, so up to three fetches (each a new object).
+        var seen: [Double] = []
+        for round in 0..<3 where seen.allSatisfy({ $0 == 0 }) {
+            let r = try await curl(seed.download(fx.origin.url(f.name, "round=\(round)")), scratch: dir)
+            #expect(r.status == 200 && bodyDiff(r.body, f.bytes) == nil, "round \(round): \(r.status)")
+            seen.append(metricValue("darter_shield_memory_bytes", in: try await curl(seed.base + "/metrics", scratch: dir).text) ?? -1)
+        }
+        #expect(seen.last == Double((4 << 20) + alignUp(10_000)), "bytes held in memory right after each fetch: \(seen)")
     }
 
     @Test("--follow-memory 0: 8 clients behind a slow fetch read every piece from the store; all byte-exact, one origin fetch")
