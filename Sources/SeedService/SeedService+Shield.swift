@@ -65,52 +65,6 @@ extension SeedService {
         }
     }
 
-    // MARK: Preheat
-
-    struct PreheatRequest: Decodable {
-        var url: String?
-        var image: String?
-        var digest: String?
-        var headers: [String: String]?
-    }
-
-    /// `POST /preheat`: start fetching in the background; `GET /preheat/{id}`: its state.
-    func preheat(_ body: [UInt8], respond: @escaping @Sendable (Response) -> Void) {
-        guard let ingestor else { return respond(.text(501, "this seed has no origin access configured\n", route: "preheat")) }
-        guard let req = try? JSONDecoder().decode(PreheatRequest.self, from: Data(body)) else {
-            return respond(.text(400, "preheat body must be JSON like {\"url\": \"http://...\", \"digest\": \"sha256:...\"}\n", route: "preheat"))
-        }
-        guard let url = req.url else {
-            return respond(.text(400, "preheat needs \"url\" (image references are not supported yet)\n", route: "preheat"))
-        }
-        let source: ObjectSource
-        switch urlSource(url, digest: req.digest, headers: (req.headers ?? [:]).map { ($0.key, $0.value) }) {
-        case .success(let s): source = s
-        case .failure(let reason): return respond(.text(400, reason.message, route: "preheat"))
-        }
-        let id = source.id
-        let preheatID = preheats.start(task: id)
-        Task { [self] in
-            preheats.update(preheatID, state: "running", error: nil)
-            switch await ingestor.open(source) {
-            case .ready(let info, _):
-                await ingestor.waitForCompletion(info.id)
-                let done = store.info(id)
-                if done?.complete == true { preheats.update(preheatID, state: "succeeded", error: nil, bytes: done?.contentLength ?? 0) }
-                else { preheats.update(preheatID, state: "failed", error: done?.failure ?? "the fetch did not complete") }
-            case .originStatus(let s, let reason): preheats.update(preheatID, state: "failed", error: "\(s): \(reason)")
-            case .failed(let reason): preheats.update(preheatID, state: "failed", error: reason)
-            }
-        }
-        respond(.text(202, "{\"id\":\(json(preheatID)),\"task\":\(json(id.description))}\n", contentType: "application/json", route: "preheat"))
-    }
-
-    func preheatStatus(_ id: String) -> Response {
-        guard let p = preheats.get(id) else { return .text(404, "no preheat job \(id.prefix(80))\n", route: "preheat") }
-        let text = "{\"id\":\(json(id)),\"task\":\(json(p.task.description)),\"state\":\(json(p.state)),\"error\":\(p.error.map(json) ?? "null"),\"bytes\":\(p.bytes)}\n"
-        return .text(200, text, contentType: "application/json", route: "preheat")
-    }
-
     // MARK: OCI registry mirror
 
     /// `/v2/...`: `GET /v2/` answers; manifests are passed through (revalidated on every
@@ -151,7 +105,7 @@ extension SeedService {
         // Manifests: small, passed through with the client's Accept headers, never cached by tag.
         let accept = request.headers.values(for: "Accept").map { ("Accept", $0) }
         let method = request.method == .head ? "HEAD" : "GET"
-        Task { [self] in
+        Task {
             let sink = BoundedCollector(limit: 4 << 20)
             do {
                 let head = try await ingestor.registry.fetch(registry: upstream, path: p, method: method, headers: accept, into: sink)
@@ -182,24 +136,6 @@ extension SeedService {
         if host.hasPrefix("127.") || host.hasPrefix("localhost") || host.hasPrefix("[::1]") { return "http://" + host }
         return "https://" + host
     }
-}
-
-/// Preheat jobs, by id.
-final class PreheatRegistry: Sendable {
-    struct Job: Sendable { var task: TaskID; var state: String; var error: String?; var bytes: Int64 }
-    private let jobs = Mutex<[String: Job]>([:])
-    private let counter = Mutex(0)
-
-    func start(task: TaskID) -> String {
-        let n = counter.withLock { c in c += 1; return c }
-        let id = "p\(n)-" + String(task.hash.w0, radix: 16)
-        jobs.withLock { $0[id] = Job(task: task, state: "pending", error: nil, bytes: 0) }
-        return id
-    }
-    func update(_ id: String, state: String, error: String?, bytes: Int64 = 0) {
-        jobs.withLock { $0[id]?.state = state; $0[id]?.error = error; $0[id]?.bytes = bytes }
-    }
-    func get(_ id: String) -> Job? { jobs.withLock { $0[id] } }
 }
 
 /// The host of a URL (`scheme://[userinfo@]host[:port]/...`), without port or IPv6 brackets.

@@ -12,13 +12,17 @@ import Testing
 struct RegistryMirrorTests {
     /// A registry on a free port with one test image (`test/app:v1`: one random 3 MiB layer)
     /// pushed by skopeo; the caller kills `pid`.
-    struct Registry { var port: UInt16; var pid: pid_t; var layerDigest: String }
+    /// With `multi`, also `test/app:multi`, an index of a linux/amd64 and a linux/arm64/v8
+    /// image (a layer each): `multiDigests` = [amd64 layer, arm64 layer, arm64 config].
+    struct Registry { var port: UInt16; var pid: pid_t; var layerDigest: String; var multiDigests: [String] = [] }
 
-    func startRegistryWithImage(_ dir: String) async throws -> Registry {
+    func startRegistryWithImage(_ dir: String, multi: Bool = false) async throws -> Registry {
         // An image: one random 3 MiB layer, in an OCI layout.
-        let made = try await runProcess("/usr/bin/python3", [currentDirectory() + "/Tests/Fixtures/mkimage.py", dir + "/image", "\(3 << 20)"], scratch: dir)
+        let made = try await runProcess("/usr/bin/python3", [currentDirectory() + "/Tests/Fixtures/mkimage.py", dir + "/image", "\(3 << 20)"]
+                                        + (multi ? ["multi"] : []), scratch: dir)
         #expect(made.exitCode == 0, "mkimage: \(made.stderr)")
-        let layerDigest = String(made.stdoutText.filter { !$0.isWhitespace })
+        let digests = made.stdoutText.split(whereSeparator: \.isWhitespace).map(String.init)
+        let layerDigest = digests.first ?? ""
 
         // The registry.
         let regPort = try freePort()
@@ -47,8 +51,12 @@ struct RegistryMirrorTests {
             throw error
         }
         #expect(pushed, "could not push the test image: \(readText(dir + "/registry.log"))")
-
-        return Registry(port: regPort, pid: regPid, layerDigest: layerDigest)
+        if multi {
+            let push = try await runProcess("/usr/bin/skopeo", ["copy", "--all", "--dest-tls-verify=false", "oci:\(dir)/image:multi",
+                                                                "docker://127.0.0.1:\(regPort)/test/app:multi"], scratch: dir)
+            #expect(push.exitCode == 0, "could not push the multi-platform index: \(push.stderr)")
+        }
+        return Registry(port: regPort, pid: regPid, layerDigest: layerDigest, multiDigests: Array(digests.dropFirst()))
     }
 
     @Test("an image pushed to the registry is pulled through the mirror; blobs come from the seed's cache the second time")
@@ -137,5 +145,60 @@ struct RegistryMirrorTests {
         // Without ns and without --registry-mirror there is no upstream: a clear 400.
         let none = try await curl(seed.base + "/v2/test/app/manifests/v1", scratch: dir)
         #expect(none.status == 400 && none.text.contains("ns="), "\(none.status) \(none.text)")
+    }
+
+    /// Polls `GET /preheat/{id}` until the job leaves pending/running (30 s at most).
+    func preheatResult(_ seed: SeedProcess, _ job: String, scratch: String) async throws -> String {
+        var text = ""
+        for _ in 0..<300 {
+            text = try await curl(seed.base + "/preheat/" + job, scratch: scratch).text
+            if !text.contains("\"state\":\"pending\"") && !text.contains("\"state\":\"running\"") { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return text
+    }
+
+    func startPreheat(_ seed: SeedProcess, _ body: String, scratch: String) async throws -> String {
+        let r = try await curl(seed.base + "/preheat", ["-X", "POST", "-H", "Content-Type: application/json", "-d", body], scratch: scratch)
+        #expect(r.status == 202, "POST /preheat \(body): \(r.status) \(r.text)")
+        let id = r.text.split(separator: "\"").dropFirst(3).first.map(String.init)  // {"id":"<id>",...
+        return try #require(id, "no id in \(r.text)")
+    }
+
+    @Test("POST /preheat {\"image\"}: the image's config and layers are fetched into the cache (a later pull through the mirror hits); an index is resolved to the asked platform")
+    func preheatImage() async throws {
+        let dir = makeServerTestDirectory("preheat-image")
+        defer { if getenv("KEEP_TEST_DIR") == nil { removeTree(dir) } }
+        let registry = try await startRegistryWithImage(dir, multi: true)
+        defer { kill(registry.pid, SIGKILL); _ = waitpid(registry.pid, nil, 0) }
+        let seed = try await SeedProcess.start(dataDir: dir + "/seed")
+        defer { Task { _ = await seed.stop() } }
+        let host = "127.0.0.1:\(registry.port)"
+
+        // By tag: one image manifest, its config and one layer.
+        let job = try await startPreheat(seed, "{\"image\": \"\(host)/test/app:v1\"}", scratch: dir)
+        let status = try await preheatResult(seed, job, scratch: dir)
+        let layer = try readFile(dir + "/image/blobs/sha256/" + registry.layerDigest.dropFirst(7))
+        #expect(status.contains("\"state\":\"succeeded\"") && status.contains("\"blobs\":2") && status.contains("\"blobs_done\":2"), "\(status)")
+        #expect(status.contains("\"image\":\"\(host)/test/app:v1\""), "\(status)")
+        let blob = try await curl(seed.base + "/v2/test/app/blobs/\(registry.layerDigest)?ns=" + host, scratch: dir)
+        #expect(blob.status == 200 && blob.headers["x-darter-cache"] == "HIT", "after the preheat: \(blob.status) \(blob.headers["x-darter-cache"] ?? "-")")
+        #expect(bodyDiff(blob.body, layer) == nil)
+
+        // An index: only the asked platform's blobs are fetched.
+        let (amdLayer, armLayer, armConfig) = (registry.multiDigests[0], registry.multiDigests[1], registry.multiDigests[2])
+        let multi = try await startPreheat(seed, "{\"image\": \"\(host)/test/app:multi\", \"platform\": \"linux/arm64\"}", scratch: dir)
+        let multiStatus = try await preheatResult(seed, multi, scratch: dir)
+        #expect(multiStatus.contains("\"state\":\"succeeded\"") && multiStatus.contains("\"blobs_done\":2"), "\(multiStatus)")
+        for (digest, cached) in [(armLayer, true), (armConfig, true), (amdLayer, false)] {
+            let meta = try await curl(seed.base + "/tasks/" + digest + "/meta", scratch: dir)
+            #expect((meta.status == 200 && meta.text.contains("\"complete\":true")) == cached, "\(digest): \(meta.status) \(meta.text)")
+        }
+
+        // A platform the index does not list, and a tag the registry does not have: failed, saying why.
+        let none = try await preheatResult(seed, try await startPreheat(seed, "{\"image\": \"\(host)/test/app:multi\", \"platform\": \"linux/s390x\"}", scratch: dir), scratch: dir)
+        #expect(none.contains("\"state\":\"failed\"") && none.contains("no manifest for linux/s390x") && none.contains("linux/arm64/v8"), "\(none)")
+        let missing = try await preheatResult(seed, try await startPreheat(seed, "{\"image\": \"\(host)/test/app:nope\"}", scratch: dir), scratch: dir)
+        #expect(missing.contains("\"state\":\"failed\"") && missing.contains("404"), "\(missing)")
     }
 }

@@ -565,4 +565,21 @@ struct ShieldEndToEndTests {
         let unknown = try await curlResult(fx.seed.base + "/preheat/no-such-id", scratch: fx.dir, maxTime: 10)
         #expect(unknown.status == 404, "unknown preheat id: \(unknown.status)")
     }
+
+    @Test("bad preheat jobs are 400 with a reason naming the field", arguments: [
+        (#"{"url": "http://127.0.0.1:1/a", "image": "alpine"}"#, "not both"),
+        (#"{}"#, "needs \"url\""),
+        (#"{"image": "Alpine"}"#, "\"image\""),
+        (#"{"image": "alpine@sha256:00"}"#, "sha256:<64 lowercase hex>"),
+        (#"{"image": "alpine", "digest": "sha256:00"}"#, "\"digest\" is for \"url\""),
+        (#"{"image": "alpine", "headers": {"A": "b"}}"#, "\"headers\" are for \"url\""),
+        (#"{"image": "alpine", "platform": "linux"}"#, "\"platform\" must be"),
+        (#"{"url": "http://127.0.0.1:1/a", "platform": "linux/amd64"}"#, "\"platform\" is for \"image\""),
+        (#"{"url": 1}"#, "must be JSON"),
+    ])
+    func badPreheatJobs(body: String, reason: String) async throws {
+        let fx = try ShieldFixture.get()
+        let r = try await curl(fx.seed.base + "/preheat", ["-X", "POST", "-H", "Content-Type: application/json", "--data-binary", body], scratch: fx.dir)
+        #expect(r.status == 400 && r.text.contains(reason), "\(body): \(r.status) \(r.text)")
+    }
 }
