@@ -1,11 +1,12 @@
 /// Why a URL cannot name a task.
 public enum URLNormalizationError: Error, Equatable, Sendable, CustomStringConvertible {
-    case missingScheme, unsupportedScheme(String), missingHost, invalidPort(String)
+    case missingScheme, unsupportedScheme(String), missingHost, invalidHost(String), invalidPort(String)
     public var description: String {
         switch self {
         case .missingScheme: return "URL has no scheme (expected http://, https:// or s3://)"
         case .unsupportedScheme(let s): return "URL scheme '\(s)' is not supported (expected http, https or s3)"
         case .missingHost: return "URL has no host"
+        case .invalidHost(let h): return "URL host '\(h.prefix(200))' is not a host name or an IP address"
         case .invalidPort(let p): return "URL port '\(p)' is not a number from 1 to 65535"
         }
     }
@@ -43,15 +44,20 @@ public enum URLNormalizer {
         var authority = rest[..<authorityEnd]
         if let at = authority.lastIndex(of: "@") { authority = authority[authority.index(after: at)...] }  // userinfo is not identity
         var host = authority.lowercased()
+        var portSuffix = ""
         // Port: after the last colon that is outside an IPv6 literal.
         if let colon = host.lastIndex(of: ":"), !host[colon...].contains("]") {
             let port = String(host[host.index(after: colon)...])
             guard colon != host.startIndex else { throw .missingHost }
             guard port.allSatisfy(\.isASCII), port.allSatisfy(\.isNumber), let p = Int(port), (1...65535).contains(p) else { throw .invalidPort(port) }
             let isDefault = (scheme == "http" && p == 80) || (scheme == "https" && p == 443)
-            host = String(host[..<colon]) + (isDefault ? "" : ":\(p)")
+            portSuffix = isDefault ? "" : ":\(p)"
+            host = String(host[..<colon])
         }
         guard !host.isEmpty else { throw .missingHost }
+        // A colon left in the host would read as a port the second time (not idempotent).
+        guard isHost(host) else { throw .invalidHost(host) }
+        host += portSuffix
         var pathAndQuery = rest[authorityEnd...]
         var query: Substring = ""
         if let q = pathAndQuery.firstIndex(of: "?") {
@@ -69,5 +75,20 @@ public enum URLNormalizer {
             }
             .map { String($0.element) }
         return scheme + "://" + host + path + (kept.isEmpty ? "" : "?" + kept.joined(separator: "&"))
+    }
+}
+
+/// A registered name (RFC 3986: unreserved, sub-delims and percent signs, no colon) or an IPv6
+/// literal in brackets (with an optional `%25` zone of unreserved characters).
+private func isHost(_ host: String) -> Bool {
+    if host.hasPrefix("[") {
+        guard host.hasSuffix("]"), host.count > 2 else { return false }
+        let inner = host.dropFirst().dropLast()
+        let address = inner.prefix { $0 != "%" }, zone = inner.dropFirst(address.count)
+        return !address.isEmpty && address.allSatisfy { $0.isHexDigit || $0 == ":" || $0 == "." }
+            && zone.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-._~%".contains($0)) }
+    }
+    return host.unicodeScalars.allSatisfy { c in
+        c.isASCII && (c.properties.isAlphabetic || ("0"..."9").contains(c) || "-._~%!$&'()*+,;=".unicodeScalars.contains(c))
     }
 }
