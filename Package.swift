@@ -7,7 +7,10 @@ let package = Package(
     name: "Darter",
     products: [
         .executable(name: "darter", targets: ["darter"]),
+        // For the libFuzzer harnesses in Fuzz/.
         .library(name: "HTTPCore", targets: ["HTTPCore"]),
+        .library(name: "Origin", targets: ["Origin"]),
+        .library(name: "PieceStore", targets: ["PieceStore"]),
     ],
     targets: [
         // System libraries from Debian (see tools/bootstrap).

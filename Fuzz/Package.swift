@@ -13,5 +13,10 @@ let package = Package(
             dependencies: [.product(name: "HTTPCore", package: "Darter")],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
+        .executableTarget(
+            name: "OriginFuzz",
+            dependencies: [.product(name: "Origin", package: "Darter"), .product(name: "PieceStore", package: "Darter")],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
     ]
 )
