@@ -62,6 +62,21 @@ public enum SystemCalls {
         return Int64(st.st_size)
     }
 
+    /// A small file's bytes (configuration, credentials): open(2), read(2) until EOF, close(2).
+    /// Throws EFBIG past `limit` bytes.
+    public static func readSmallFile(_ path: String, limit: Int = 1 << 20) throws(Errno) -> [UInt8] {
+        let fd = try open(path, .readOnly)
+        defer { try? close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 << 10)
+        while true {
+            let n = try chunk.withUnsafeMutableBytes { b in Result { () throws(Errno) in try retryingOnInterrupt { Glibc.read(fd.rawValue, b.baseAddress, b.count) } } }.get()
+            if n == 0 { return bytes }
+            bytes += chunk[..<n]
+            if bytes.count > limit { throw Errno(rawValue: EFBIG) }
+        }
+    }
+
     /// Whether a path exists (stat(2) succeeds).
     public static func exists(_ path: String) -> Bool {
         var st = stat()

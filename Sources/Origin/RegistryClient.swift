@@ -110,7 +110,9 @@ public final class RegistryClient: Sendable {
             throw .registryAuthFailed("\(realm): token response over 1 MiB")
         }
         guard head.status == 200 else {
-            throw .registryAuthFailed("\(realm): token request for scope '\(scope)' got status \(head.status)")
+            let why = "\(realm): token request for scope '\(scope)' \(credential == nil ? "without" : "with") credentials got status \(head.status)"
+            if head.status == 401 || head.status == 403 { throw .registryDenied(head.status, why) }
+            throw .registryAuthFailed(why)
         }
         guard case .object(let fields)? = try? JSONValue.parse(sink.bytes) else {
             throw .registryAuthFailed("\(realm): token response is not a JSON object")

@@ -122,6 +122,9 @@ public enum OriginError: Error, Equatable, Sendable, CustomStringConvertible {
     case tooManyRedirects(String), aborted, registryAuthFailed(String)
     /// The allowlist refused a connection (``OriginConfiguration/allowlist``).
     case refused(String)
+    /// A registry's token server refused the credentials (or their absence) with this status
+    /// (401 or 403): not transient, so not worth a retry.
+    case registryDenied(Int, String)
 
     public var description: String {
         switch self {
@@ -136,6 +139,7 @@ public enum OriginError: Error, Equatable, Sendable, CustomStringConvertible {
         case .aborted: "aborted"
         case .registryAuthFailed(let s): "registry authentication failed: \(s)"
         case .refused(let s): "refused: \(s)"
+        case .registryDenied(let status, let s): "registry authentication failed (\(status)): \(s)"
         }
     }
 }

@@ -236,6 +236,9 @@ final class Ingestor: Sendable {
             } catch .refused(let reason) {
                 // Not transient: a redirect (or token realm) outside the allowlist.
                 sink.refuse(reason)
+            } catch .registryDenied(let status, let reason) {
+                // Not transient either: the registry wants other credentials.
+                sink.deny(status, reason + " (registry credentials: --registry-auth-file)")
             } catch {
                 lastError = error.description
                 sink.attemptFailed(lastError)
@@ -427,6 +430,12 @@ final class IngestSink: OriginSink, @unchecked Sendable {
     func refuse(_ reason: String) {
         let why = reason + " (see --origin-allow)"
         if taskCreated { fatalError = why } else { passThroughStatus = (403, why) }
+    }
+
+    /// The registry refused the seed's credentials: before any response, the client gets its
+    /// status; after the task exists, the fetch fails.
+    func deny(_ status: Int, _ reason: String) {
+        if taskCreated { fatalError = reason } else { passThroughStatus = (status, reason) }
     }
 
     /// The transfer itself failed (connection, timeout, short body): retried from `position`.

@@ -170,6 +170,8 @@ extension SeedService {
                                                      headers: [("Accept", ImageManifest.acceptedMediaTypes.joined(separator: ", "))], into: sink)
         } catch OriginError.refused(let why) {
             throw PreheatFailure("\(what): \(why) (see --origin-allow)")
+        } catch OriginError.registryDenied(let status, let why) {
+            throw PreheatFailure("\(what): \(status) \(why) (registry credentials: --registry-auth-file)")
         } catch {
             throw PreheatFailure("\(what): " + (sink.overflowed ? "larger than \(sink.limit >> 20) MiB" : "\(error)"))
         }

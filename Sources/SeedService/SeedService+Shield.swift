@@ -123,6 +123,8 @@ extension SeedService {
                 }
             } catch OriginError.refused(let why) {
                 respond(.text(403, "registry \(upstream): \(why) (see --origin-allow)\n", route: "registry"))
+            } catch OriginError.registryDenied(let status, let why) {
+                respond(.text(status, "registry \(upstream): \(why) (registry credentials: --registry-auth-file)\n", route: "registry"))
             } catch {
                 let why = sink.overflowed ? "the manifest is larger than \(sink.limit >> 20) MiB" : "\(error)"
                 respond(.text(502, "registry \(upstream): \(why)\n", route: "registry"))

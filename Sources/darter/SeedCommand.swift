@@ -27,6 +27,8 @@ enum SeedCommand {
             .init(name: "page-cache-on-ingest", defaultValue: String(shieldDefaults.pageCacheOnIngest), help: "read pieces that leave --follow-memory before their object is in the page cache into it (false: hits read them from disk)"),
             .init(name: "origin-retries", defaultValue: String(shieldDefaults.retries), help: "origin retries per fetch, each resuming with Range"),
             .init(name: "registry-mirror", defaultValue: "", help: "upstream registry for /v2/ requests without ?ns= (e.g. https://registry-1.docker.io)"),
+            .init(name: "registry-auth-file", defaultValue: SystemCalls.environment()["REGISTRY_AUTH_FILE"] ?? "",
+                  help: "registry credentials, in podman/skopeo auth.json or Docker config.json format (default: $REGISTRY_AUTH_FILE; empty: anonymous)"),
             .init(name: "ca-file", defaultValue: "", help: "CA bundle for verifying origin TLS certificates (default: the system's)"),
             .init(name: "s3-endpoint", defaultValue: "", help: "S3-compatible endpoint for s3:// URLs, path-style (default: AWS)"),
             .init(name: "chunk-size", defaultValue: "\(defaults.chunkSize >> 10)k", help: "bytes per read/send (or splice) of a file body"),
@@ -90,6 +92,16 @@ enum SeedCommand {
             originConfig.s3.endpoint = args.string("s3-endpoint")
         }
         let origin = OriginClient(configuration: originConfig)
+        var registryCredentials: [String: (username: String, password: String)] = [:]
+        if case let path = args.string("registry-auth-file"), !path.isEmpty {
+            let auth: RegistryAuthFile
+            do { auth = try RegistryAuthFile(parsing: try SystemCalls.readSmallFile(path)) } catch {
+                throw UsageError("seed: --registry-auth-file \(path): \(error)")
+            }
+            registryCredentials = auth.credentials
+            log("seed: registry credentials for \(auth.credentials.keys.sorted().joined(separator: ", ")) from \(path)"
+                + (auth.skipped.isEmpty ? "" : " (skipped, no user and password: \(auth.skipped.joined(separator: ", ")))"))
+        }
 
         signal(SIGPIPE, SIG_IGN)
         SystemCalls.returnLargeAllocationsToKernel()
@@ -97,7 +109,7 @@ enum SeedCommand {
         let metrics = ServerMetrics()
         let server: HTTPServer
         do {
-            let service = SeedService(store: store, metrics: metrics, origin: origin, registry: RegistryClient(origin: origin), shield: shield)
+            let service = SeedService(store: store, metrics: metrics, origin: origin, registry: RegistryClient(origin: origin, credentials: registryCredentials), shield: shield)
             server = try HTTPServer(configuration: config, handler: service, metrics: metrics)
         } catch {
             await store.close()

@@ -87,3 +87,32 @@ struct ImageReferenceTests {
         #expect(throws: ImageManifest.ParseError.self, "\(json)") { try ImageManifest(parsing: Array(json.utf8)) }
     }
 }
+
+@Suite("Registry auth files (auth.json, Docker config.json)")
+struct RegistryAuthFileTests {
+    @Test("auth (base64 user:password) and username/password entries; keys reduced to host[:port]; entries without either are skipped")
+    func entries() throws {
+        let json = #"""
+        {"auths": {
+          "https://index.docker.io/v1/": {"auth": "YWxpY2U6czNjcjp0"},
+          "Registry.Example:5000": {"username": "bob", "password": "pw"},
+          "ghcr.io": {"identitytoken": "x"}
+        }, "credsStore": "desktop"}
+        """#
+        let auth = try RegistryAuthFile(parsing: Array(json.utf8))
+        #expect(auth.credentials["index.docker.io"]?.username == "alice")
+        #expect(auth.credentials["index.docker.io"]?.password == "s3cr:t", "the password may hold colons")
+        #expect(auth.credentials["registry.example:5000"]?.username == "bob")
+        #expect(auth.credentials["registry.example:5000"]?.password == "pw")
+        #expect(auth.credentials.count == 2)
+        #expect(auth.skipped == ["ghcr.io"])
+    }
+
+    @Test("files that are not auth files are refused with a reason", arguments: [
+        "", "[]", #"{"auths": []}"#, #"{"other": {}}"#, #"{"auths": {"a": "x"}}"#, #"{"auths": {"": {"auth": "dTpw"}}}"#,
+        #"{"auths": {"a": {"auth": "!!!!"}}}"#, #"{"auths": {"a": {"auth": "dXNlcg=="}}}"#, #"{"auths": {"a": {"auth": "dTpw=x"}}}"#,
+    ])
+    func invalid(json: String) {
+        #expect(throws: RegistryAuthFile.ParseError.self, "\(json)") { try RegistryAuthFile(parsing: Array(json.utf8)) }
+    }
+}

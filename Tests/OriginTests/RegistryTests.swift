@@ -104,13 +104,14 @@ struct RegistryTests {
         let anonymous = await expectOriginError { () async throws(OriginError) in
             try await RegistryClient(origin: origin).fetch(registry: reg.registry, path: "/v2/\(repo)/manifests/v1", into: CollectingSink())
         }
-        guard case .registryAuthFailed(let message) = anonymous else { Issue.record("got \(String(describing: anonymous))"); return }
-        #expect(message.contains("401"))
+        guard case .registryDenied(let status, let message) = anonymous else { Issue.record("got \(String(describing: anonymous))"); return }
+        #expect(status == 401 && message.contains("without credentials"), "\(message)")
         let wrong = await expectOriginError { () async throws(OriginError) in
             try await RegistryClient(origin: origin, credentials: [reg.host: ("alice", "nope")])
                 .fetch(registry: reg.registry, path: "/v2/\(repo)/manifests/v1", into: CollectingSink())
         }
-        guard case .registryAuthFailed = wrong else { Issue.record("got \(String(describing: wrong))"); return }
+        guard case .registryDenied(401, let wrongMessage) = wrong else { Issue.record("got \(String(describing: wrong))"); return }
+        #expect(wrongMessage.contains("with credentials"), "\(wrongMessage)")
     }
 
     @Test func anonymousBearerTokens() async throws {

@@ -1,7 +1,9 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Foundation
 import Testing
+import DarterIO
 
 /// The OCI registry mirror with a real registry (Debian's `docker-registry`) and a real client
 /// (`skopeo`, containers/image: the same code podman and CRI-O use), configured through a
@@ -200,5 +202,43 @@ struct RegistryMirrorTests {
         #expect(none.contains("\"state\":\"failed\"") && none.contains("no manifest for linux/s390x") && none.contains("linux/arm64/v8"), "\(none)")
         let missing = try await preheatResult(seed, try await startPreheat(seed, "{\"image\": \"\(host)/test/app:nope\"}", scratch: dir), scratch: dir)
         #expect(missing.contains("\"state\":\"failed\"") && missing.contains("404"), "\(missing)")
+    }
+
+    @Test("--registry-auth-file: a registry that wants a user (token flow with Basic credentials) is mirrored and preheated; without the file its 401 reaches the client")
+    func registryCredentials() async throws {
+        let dir = makeServerTestDirectory("registry-auth")
+        defer { if getenv("KEEP_TEST_DIR") == nil { removeTree(dir) } }
+        let layer = SplitMix64.bytes(300_000, seed: 77)
+        try writeFile(dir + "/layer.bin", layer)
+        // Tests/Fixtures/registry.py: docker-registry with token auth whose token server wants alice.
+        let pid = try spawnProcess("/usr/bin/python3", [currentDirectory() + "/Tests/Fixtures/registry.py", "--dir", dir + "/registry",
+                                                        "--blob", dir + "/layer.bin", "--user", "alice:s3cret", "--exit-with-parent"],
+                                   stdout: dir + "/registry.out", stderr: dir + "/registry.err")
+        defer { kill(pid, SIGTERM); _ = waitpid(pid, nil, 0) }
+        var info: [String: Any]? = nil
+        for _ in 0..<300 where info == nil {
+            try await Task.sleep(for: .milliseconds(100))
+            if let line = readText(dir + "/registry.out").split(separator: "\n").first(where: { $0.hasPrefix("{\"registry\"") }) {
+                info = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            }
+        }
+        let registry = try #require(info, "registry.py did not start: \(readText(dir + "/registry.err"))")
+        let host = try #require((registry["registry"] as? String)?.dropFirst("http://".count)).description
+        let repository = try #require(registry["repository"] as? String), tag = try #require(registry["tag"] as? String)
+        let blobDigest = try #require(registry["blob_digest"] as? String)
+        try writeFile(dir + "/auth.json", Array(#"{"auths": {"http://\#(host)": {"auth": "\#(Data("alice:s3cret".utf8).base64EncodedString())"}}}"#.utf8))
+
+        let seed = try await SeedProcess.start(dataDir: dir + "/seed", extra: ["--registry-auth-file", dir + "/auth.json"])
+        defer { Task { _ = await seed.stop() } }
+        let blob = try await curl(seed.base + "/v2/\(repository)/blobs/\(blobDigest)?ns=" + host, scratch: dir)
+        #expect(blob.status == 200 && bodyDiff(blob.body, layer) == nil, "blob through the mirror: \(blob.status) \(blob.text.prefix(300))")
+        let job = try await startPreheat(seed, "{\"image\": \"\(host)/\(repository):\(tag)\"}", scratch: dir)
+        let status = try await preheatResult(seed, job, scratch: dir)
+        #expect(status.contains("\"state\":\"succeeded\"") && status.contains("\"blobs\":2"), "\(status)")
+
+        let anonymous = try await SeedProcess.start(dataDir: dir + "/anonymous")
+        defer { Task { _ = await anonymous.stop() } }
+        let denied = try await curl(anonymous.base + "/v2/\(repository)/blobs/\(blobDigest)?ns=" + host, scratch: dir)
+        #expect(denied.status == 401 && denied.text.contains("--registry-auth-file"), "without credentials: \(denied.status) \(denied.text.prefix(300))")
     }
 }

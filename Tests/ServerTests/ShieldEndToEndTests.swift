@@ -316,7 +316,9 @@ struct ShieldEndToEndTests {
     @Test("bad shield flags are refused with a message naming the flag")
     func badFlags() async throws {
         let fx = try ShieldFixture.get()
-        for (flag, value) in [("--page-cache-on-ingest", "maybe"), ("--follow-memory", "lots"), ("--origin-split-size", "1m")] {
+        try writeFile(fx.dir + "/not-auth.json", Array(#"{"auths": {"r.example": {"auth": "not base64!"}}}"#.utf8))
+        for (flag, value) in [("--page-cache-on-ingest", "maybe"), ("--follow-memory", "lots"), ("--origin-split-size", "1m"),
+                              ("--registry-auth-file", fx.dir + "/no-such-file"), ("--registry-auth-file", fx.dir + "/not-auth.json")] {
             let r = try await runProcess(ShieldBinaries.darter, ["seed", "--data-dir", fx.dir + "/unused", flag, value], scratch: fx.dir, timeout: 10)
             #expect(r.exitCode != 0 && r.stderr.contains(flag), "\(flag) \(value): exit \(r.exitCode), \(r.stderr)")
         }

@@ -1,6 +1,7 @@
 // libFuzzer entry point for the parsers of what origins and users send the shield: image
 // references and platforms (POST /preheat), OCI manifests and indexes (registries), the JSON
-// under them, Content-Range (origins), --origin-allow lists and URL normalization (task ids).
+// under them, Content-Range (origins), --origin-allow lists, registry auth files and URL
+// normalization (task ids).
 // Not main.swift: libFuzzer supplies main(). Each input goes through every parser; the
 // invariants are that what parses reads back the same and stays within its grammar.
 import Origin
@@ -58,6 +59,11 @@ func allowlists(_ text: String) {
     }
 }
 
+func authFiles(_ bytes: [UInt8]) {
+    guard let file = try? RegistryAuthFile(parsing: bytes) else { return }
+    for host in file.credentials.keys { check(!host.isEmpty && host == host.lowercased() && !host.contains("/"), "auth key \(host)") }
+}
+
 func urls(_ text: String) {
     guard let n = try? URLNormalizer.normalize(text) else { return }
     let again = try? URLNormalizer.normalize(n)
@@ -73,6 +79,7 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     manifests(bytes)
     contentRanges(text)
     allowlists(text)
+    authFiles(bytes)
     urls(text)
     return 0
 }
