@@ -201,8 +201,12 @@ final class PreheatRegistry: Sendable {
         var blobs: Int?
         var blobsDone = 0
     }
-    private let jobs = Mutex<[String: Job]>([:])
-    private let counter = Mutex(0)
+    private struct Table { var jobs: [String: Job] = [:]; var order: [String] = []; var counter = 0 }
+    private let table = Mutex(Table())
+    /// Jobs remembered: past it, the oldest finished ones are forgotten (their ids answer 404).
+    let capacity: Int
+
+    init(capacity: Int = 10_000) { self.capacity = capacity }
 
     func start(task: TaskID) -> String { add(Job(task: task), tag: task.hash.w0) }
 
@@ -212,15 +216,23 @@ final class PreheatRegistry: Sendable {
     }
 
     private func add(_ job: Job, tag: UInt64) -> String {
-        let n = counter.withLock { c in c += 1; return c }
-        let id = "p\(n)-" + String(tag, radix: 16)
-        jobs.withLock { $0[id] = job }
-        return id
+        table.withLock { t in
+            t.counter += 1
+            let id = "p\(t.counter)-" + String(tag, radix: 16)
+            t.jobs[id] = job
+            t.order.append(id)
+            if t.order.count > capacity {
+                let finished = t.order.filter { ["succeeded", "failed"].contains(t.jobs[$0]?.state) }
+                for old in finished.prefix(t.order.count - capacity) { t.jobs[old] = nil }
+                t.order.removeAll { t.jobs[$0] == nil }
+            }
+            return id
+        }
     }
 
     func update(_ id: String, _ change: (inout Job) -> Void) {
-        jobs.withLock { if var j = $0[id] { change(&j); $0[id] = j } }
+        table.withLock { if var j = $0.jobs[id] { change(&j); $0.jobs[id] = j } }
     }
 
-    func get(_ id: String) -> Job? { jobs.withLock { $0[id] } }
+    func get(_ id: String) -> Job? { table.withLock { $0.jobs[id] } }
 }
