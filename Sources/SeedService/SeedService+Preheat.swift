@@ -27,7 +27,7 @@ extension SeedService {
         case (nil, nil): return badRequest("preheat needs \"url\" (an object) or \"image\" (an image reference)")
         case (nil, .some(let image)):
             if req.digest != nil { return badRequest("\"digest\" is for \"url\"; pin an image by its manifest digest: name@sha256:<hex>") }
-            if req.headers != nil { return badRequest("\"headers\" are for \"url\"; registries are asked with the seed's token flow") }
+            if req.headers != nil { return badRequest("\"headers\" are for \"url\"; the seed's registry credentials come from --registry-auth-file") }
             let reference: ImageReference
             do { reference = try ImageReference(parsing: image) } catch { return badRequest("\"image\": \(error)") }
             var platform = ImagePlatform.current

@@ -93,7 +93,8 @@ enum SeedCommand {
         }
         let origin = OriginClient(configuration: originConfig)
         var registryCredentials: [String: (username: String, password: String)] = [:]
-        if case let path = args.string("registry-auth-file"), !path.isEmpty {
+        let path = args.string("registry-auth-file")
+        if !path.isEmpty {
             let auth: RegistryAuthFile
             do { auth = try RegistryAuthFile(parsing: try SystemCalls.readSmallFile(path)) } catch {
                 throw UsageError("seed: --registry-auth-file \(path): \(error)")
