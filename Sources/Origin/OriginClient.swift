@@ -141,7 +141,7 @@ struct TransferPlan: Sendable {
             let bucket = String(rest[..<slash])
             let key = String(rest[rest.index(after: slash)...])
             guard let id = s3.accessKeyID, !id.isEmpty, let secret = s3.secretAccessKey, !secret.isEmpty else {
-                throw .missingCredentials("\(request.url): no AWS credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
+                throw .missingCredentials("\(request.url): no AWS credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile in ~/.aws/credentials)")
             }
             let encodedKey = percentEncode(key, keepingSlash: true)
             if var endpoint = s3.endpoint {

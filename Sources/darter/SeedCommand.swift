@@ -91,6 +91,9 @@ enum SeedCommand {
         if !args.string("s3-endpoint").isEmpty {
             originConfig.s3.endpoint = args.string("s3-endpoint")
         }
+        if let source = originConfig.s3.credentialSource {
+            log("seed: s3 credentials from \(source), region \(originConfig.s3.region)")
+        }
         let origin = OriginClient(configuration: originConfig)
         var registryCredentials: [String: (username: String, password: String)] = [:]
         let path = args.string("registry-auth-file")

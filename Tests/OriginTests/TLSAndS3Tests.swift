@@ -131,6 +131,18 @@ struct S3Tests {
 
         let missing = try await OriginClient(configuration: s3.configuration()).fetch(OriginRequest(url: "s3://darter-bucket/nope"), into: CollectingSink())
         #expect(missing.status == 404)
+
+        // The same credentials from ~/.aws/credentials, and the endpoint and region from ~/.aws/config.
+        try SystemCalls.makeDirectories(dir.file(".aws"))
+        try writeFile(dir.file(".aws/credentials"), Array("[default]\naws_access_key_id = \(s3.accessKeyID)\naws_secret_access_key = \(s3.secretAccessKey)\n".utf8))
+        try writeFile(dir.file(".aws/config"), Array("[default]\nregion = us-east-1\nendpoint_url = \(s3.endpoint)\n".utf8))
+        var fromFiles = OriginConfiguration()
+        fromFiles.s3 = S3Configuration(environment: ["HOME": dir.path])
+        #expect(fromFiles.s3.credentialSource == dir.file(".aws/credentials") + " [default]")
+        let shared = CollectingSink()
+        let sharedHead = try await OriginClient(configuration: fromFiles).fetch(OriginRequest(url: url), into: shared)
+        #expect(sharedHead.status == 200, "\(shared.text.prefix(400))")
+        expectSameBytes(shared.body, body)
     }
 
     /// The allowlist is checked against the host an s3:// fetch really connects to: the
@@ -159,5 +171,50 @@ struct S3Tests {
         let empty = S3Configuration(environment: [:])
         #expect(empty.region == "us-east-1")
         #expect(empty.accessKeyID == nil)
+    }
+
+    @Test("shared files: the profile from AWS_PROFILE in ~/.aws/credentials, then ~/.aws/config ([profile NAME]); the environment wins")
+    func sharedFiles() {
+        let files: [String: String] = [
+            "/h/.aws/credentials": """
+            # comment
+            [default]
+            aws_access_key_id = AKDEFAULT
+            aws_secret_access_key = sdefault
+            [dev]
+            AWS_Access_Key_ID=AKDEV
+              nested = skipped
+            aws_secret_access_key =  sdev  
+            aws_session_token = tdev
+            """,
+            "/h/.aws/config": """
+            [default]
+            region = eu-central-1
+            [profile dev]
+            region = ap-south-1
+            endpoint_url = http://127.0.0.1:9000
+            [profile cfg]
+            aws_access_key_id = AKCFG
+            aws_secret_access_key = scfg
+            """,
+            "/elsewhere/creds": "[default]\naws_access_key_id = AKOTHER\naws_secret_access_key = sother\n",
+        ]
+        func make(_ env: [String: String]) -> S3Configuration {
+            S3Configuration(environment: env, readFile: { files[$0].map { Array($0.utf8) } })
+        }
+        let d = make(["HOME": "/h"])
+        #expect(d.accessKeyID == "AKDEFAULT" && d.secretAccessKey == "sdefault" && d.sessionToken == nil && d.region == "eu-central-1")
+        #expect(d.credentialSource == "/h/.aws/credentials [default]" && d.endpoint == nil)
+        let dev = make(["HOME": "/h", "AWS_PROFILE": "dev"])
+        #expect(dev.accessKeyID == "AKDEV" && dev.secretAccessKey == "sdev" && dev.sessionToken == "tdev")
+        #expect(dev.region == "ap-south-1" && dev.endpoint == "http://127.0.0.1:9000")
+        let cfg = make(["HOME": "/h", "AWS_PROFILE": "cfg"])
+        #expect(cfg.accessKeyID == "AKCFG" && cfg.credentialSource == "/h/.aws/config [cfg]" && cfg.region == "us-east-1")
+        let env = make(["HOME": "/h", "AWS_ACCESS_KEY_ID": "AKENV", "AWS_SECRET_ACCESS_KEY": "senv", "AWS_REGION": "us-west-2"])
+        #expect(env.accessKeyID == "AKENV" && env.credentialSource == "environment" && env.region == "us-west-2")
+        let moved = make(["HOME": "/h", "AWS_SHARED_CREDENTIALS_FILE": "/elsewhere/creds", "AWS_CONFIG_FILE": "/none"])
+        #expect(moved.accessKeyID == "AKOTHER" && moved.region == "us-east-1")
+        let none = make(["HOME": "/nobody"])
+        #expect(none.accessKeyID == nil && none.credentialSource == nil)
     }
 }

@@ -1,7 +1,7 @@
 // libFuzzer entry point for the parsers of what origins and users send the shield: image
 // references and platforms (POST /preheat), OCI manifests and indexes (registries), the JSON
-// under them, Content-Range (origins), --origin-allow lists, registry auth files and URL
-// normalization (task ids).
+// under them, Content-Range (origins), --origin-allow lists, registry auth files, AWS shared
+// config files and URL normalization (task ids).
 // Not main.swift: libFuzzer supplies main(). Each input goes through every parser; the
 // invariants are that what parses reads back the same and stays within its grammar.
 import Origin
@@ -64,6 +64,13 @@ func authFiles(_ bytes: [UInt8]) {
     for host in file.credentials.keys { check(!host.isEmpty && host == host.lowercased() && !host.contains("/"), "auth key \(host)") }
 }
 
+func awsFiles(_ text: String) {
+    for (name, values) in AWSSharedFile(parsing: text).sections {
+        check(!name.hasPrefix(" ") && !name.hasSuffix(" "), "section '\(name)'")
+        for key in values.keys { check(!key.isEmpty && key == key.lowercased(), "key '\(key)'") }
+    }
+}
+
 func urls(_ text: String) {
     guard let n = try? URLNormalizer.normalize(text) else { return }
     let again = try? URLNormalizer.normalize(n)
@@ -80,6 +87,7 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     contentRanges(text)
     allowlists(text)
     authFiles(bytes)
+    awsFiles(text)
     urls(text)
     return 0
 }
