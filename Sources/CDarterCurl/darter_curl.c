@@ -176,6 +176,18 @@ const char *darter_curl_effective_url(darter_curl *h) {
     return url ? url : "";
 }
 
+int darter_curl_http_version(darter_curl *h) {
+    long v = 0;
+    curl_easy_getinfo(h->easy, CURLINFO_HTTP_VERSION, &v);
+    switch (v) {
+    case CURL_HTTP_VERSION_1_0: return 10;
+    case CURL_HTTP_VERSION_1_1: return 11;
+    case CURL_HTTP_VERSION_2_0: return 20;
+    case CURL_HTTP_VERSION_3: return 30;
+    default: return 0;
+    }
+}
+
 struct thread_start { void (*fn)(void *); void *argument; };
 
 static void *thread_main(void *p) {

@@ -344,7 +344,8 @@ final class Transfer: @unchecked Sendable {
     private func deliverHead() {
         guard status != 0 else { return }
         let url = String(cString: darter_curl_effective_url(handle.raw))
-        let h = OriginResponseHead(status: status, headers: headers, effectiveURL: url)
+        var h = OriginResponseHead(status: status, headers: headers, effectiveURL: url)
+        h.httpVersion = [10: "1.0", 11: "1.1", 20: "2", 30: "3"][darter_curl_http_version(handle.raw)] ?? ""
         head = h
         if !sinkBox.sink.receive(head: h) { abortedBySink = true }
     }

@@ -47,6 +47,8 @@ public struct OriginResponseHead: Sendable {
     /// Accept-Ranges: bytes, or the response was a 206.
     public var acceptsRanges: Bool
     public var effectiveURL: String
+    /// The protocol the response came over: "1.0", "1.1", "2" or "3" ("" when unknown).
+    public var httpVersion = ""
 
     public init(status: Int, headers: [(name: String, value: String)], effectiveURL: String) {
         self.status = status

@@ -43,6 +43,64 @@ struct TLSTests {
         let head2 = try await OriginClient(configuration: unverified).fetch(OriginRequest(url: url), into: plain)
         #expect(head2.status == 200)
         expectSameBytes(plain.body, body)
+        #expect(head2.httpVersion == "1.1", "origin.py speaks HTTP/1.1 only")
+    }
+
+    /// nginx offering h2 by ALPN: the fetch goes over HTTP/2 (whole and ranged bytes exact).
+    @Test func http2WhenOffered() async throws {
+        guard let openssl = findExecutable("openssl"), let nginx = findExecutable("nginx") ?? findExecutable("/usr/sbin/nginx") else {
+            Issue.record("openssl or nginx is not installed (tools/bootstrap installs them)"); return
+        }
+        let dir = try TempDirectory("h2")
+        let body = SplitMix64.bytes(3_000_000, seed: 12)
+        try SystemCalls.makeDirectories(dir.file("www"))
+        try writeFile(dir.file("www/file.bin"), body)
+        let (code, output) = try await runCommand(openssl, [
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", dir.file("key.pem"), "-out", dir.file("cert.pem"),
+        ], scratch: dir.path)
+        try #require(code == 0, "openssl: \(output)")
+        let port = closedPort()
+        try writeFile(dir.file("nginx.conf"), Array("""
+        daemon off;
+        master_process off;
+        pid \(dir.file("nginx.pid"));
+        error_log \(dir.file("error.log")) warn;
+        events { worker_connections 64; }
+        http {
+            access_log off;
+            client_body_temp_path \(dir.path)/tmp-body;
+            proxy_temp_path \(dir.path)/tmp-proxy;
+            fastcgi_temp_path \(dir.path)/tmp-fastcgi;
+            uwsgi_temp_path \(dir.path)/tmp-uwsgi;
+            scgi_temp_path \(dir.path)/tmp-scgi;
+            server {
+                listen 127.0.0.1:\(port) ssl http2;
+                ssl_certificate \(dir.file("cert.pem"));
+                ssl_certificate_key \(dir.file("key.pem"));
+                root \(dir.file("www"));
+            }
+        }
+
+        """.utf8))
+        let server = try ChildProcess(nginx, ["-e", dir.file("error.log"), "-c", dir.file("nginx.conf")], logPath: dir.file("nginx.log"))
+        var config = OriginConfiguration()
+        config.caFile = dir.file("cert.pem")
+        let url = "https://127.0.0.1:\(port)/file.bin"
+        var head: OriginResponseHead? = nil
+        let sink = CollectingSink()
+        for _ in 0..<100 where head == nil {
+            head = try? await OriginClient(configuration: config).fetch(OriginRequest(url: url), into: sink)
+            if head == nil { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        let whole = try #require(head, "nginx did not come up: \(server.log)")
+        #expect(whole.status == 200 && whole.httpVersion == "2", "status \(whole.status) over HTTP/\(whole.httpVersion)")
+        expectSameBytes(sink.body, body)
+        let ranged = CollectingSink()
+        let part = try await OriginClient(configuration: config).fetch(OriginRequest(url: url, range: 1_000_000..<2_500_000), into: ranged)
+        #expect(part.status == 206 && part.httpVersion == "2")
+        expectSameBytes(ranged.body, Array(body[1_000_000..<2_500_000]))
+        withExtendedLifetime(server) {}  // nginx runs until here
     }
 }
 

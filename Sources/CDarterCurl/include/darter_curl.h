@@ -54,6 +54,8 @@ int darter_curl_cancelled(darter_curl *handle);
 const char *darter_curl_error_text(darter_curl *handle, int code);
 /// CURLINFO_EFFECTIVE_URL ("" if none).
 const char *darter_curl_effective_url(darter_curl *handle);
+/// CURLINFO_HTTP_VERSION of the last response: 10, 11, 20 or 30 (0: unknown).
+int darter_curl_http_version(darter_curl *handle);
 
 /// A detached thread running fn(argument). Returns 0 or an errno.
 int darter_thread_start(void (*fn)(void *), void *argument, size_t stack_size);
