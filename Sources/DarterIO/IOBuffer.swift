@@ -13,12 +13,8 @@ public let directIOAlignment = 4096
 /// Rounds `n` down to a multiple of ``directIOAlignment``.
 @inlinable public func alignDown(_ n: Int) -> Int { n & ~(directIOAlignment - 1) }
 
-/// Size of a transparent huge page on x86-64 and arm64 with 4 KiB pages.
-private let hugePageSize = 2 << 20
-
 /// `size` bytes of zeroed, page-aligned memory, and how much of it is an own mapping.
 private func allocateZeroed(_ size: Int) -> (UnsafeMutableRawPointer, Int) {
-    if size >= hugePageSize && size % hugePageSize == 0, let huge = mapHugePageAligned(size) { return (huge, size) }
     if size >= 1 << 20 {
         let raw = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0)
         precondition(raw != MAP_FAILED && raw != nil, "mmap(\(size)) failed: errno \(errno)")
@@ -29,30 +25,6 @@ private func allocateZeroed(_ size: Int) -> (UnsafeMutableRawPointer, Int) {
     precondition(r == 0 && p != nil, "posix_memalign(\(size)) failed: \(r)")
     memset(p!, 0, size)
     return (p!, 0)
-}
-
-/// An anonymous mapping of `size` bytes (a multiple of 2 MiB) at a 2 MiB boundary, marked for
-/// transparent huge pages (madvise MADV_HUGEPAGE) and then populated (MADV_POPULATE_WRITE).
-/// The kernel then allocates, zeroes, charges and maps one 2 MiB page where it would handle
-/// 512 pages of 4 KiB: on this kind of VM that made populating 1 GiB 3-6x cheaper. The advice
-/// must come before the population: pages populated first stay 4 KiB until khugepaged copies
-/// them. Nil when the mapping or the population fails (no THP, kernel before 5.14): the caller
-/// takes 4 KiB pages instead.
-private func mapHugePageAligned(_ size: Int) -> UnsafeMutableRawPointer? {
-    let span = size + hugePageSize
-    guard let raw = mmap(nil, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), raw != MAP_FAILED else { return nil }
-    let start = UInt(bitPattern: raw)
-    let aligned = (start + UInt(hugePageSize) - 1) & ~UInt(hugePageSize - 1)
-    let head = Int(aligned - start)
-    if head > 0 { munmap(raw, head) }
-    let base = UnsafeMutableRawPointer(bitPattern: aligned)!
-    munmap(base + size, span - head - size)
-    _ = madvise(base, size, MADV_HUGEPAGE)
-    guard madvise(base, size, MADV_POPULATE_WRITE) == 0 else {
-        munmap(base, size)
-        return nil
-    }
-    return base
 }
 
 /// A page-aligned byte buffer that I/O reads into and writes from. It is the only way bytes
@@ -77,8 +49,12 @@ public struct IOBuffer: ~Copyable, @unchecked Sendable {
     }
 
     /// A fresh aligned allocation, zero-filled. From 1 MiB up it is its own anonymous mapping,
-    /// populated at once (the kernel zero-fills the pages in one call instead of a page fault
-    /// per page on first touch, and no memset follows); multiples of 2 MiB get huge pages.
+    /// populated at once (MAP_POPULATE: the kernel zero-fills the pages in one call instead of
+    /// a page fault per 4 KiB on first touch, and no memset follows). Not transparent huge
+    /// pages: under a hypervisor that takes back free memory (virtio-balloon free page
+    /// reporting, which reports free blocks of 2 MiB and more), a huge page is usually such a
+    /// block, and touching it cost 1.7-2.2 s per GiB after a few seconds idle against 0.3 s for
+    /// 4 KiB pages; a seed's first cold miss fell from 1.21 to 0.46 GB/s with them.
     public init(capacity: Int) {
         let size = max(alignUp(capacity), directIOAlignment)
         let (memory, mapped) = allocateZeroed(size)
