@@ -67,8 +67,8 @@ extension SeedService {
 
     // MARK: OCI registry mirror
 
-    /// `/v2/...`: `GET /v2/` answers; manifests are passed through (revalidated on every
-    /// request); blobs are cached by digest and verified.
+    /// `/v2/...`: `GET /v2/` answers; manifests by tag are passed through (revalidated on every
+    /// request); blobs and manifests by digest are cached by digest and verified.
     func registryMirror(_ request: HTTPRequestHead, path: [UInt8], query: Substring?, respond: @escaping @Sendable (Response) -> Void) {
         let p = String(decoding: path, as: UTF8.self)
         if p == "/v2/" || p == "/v2" {
@@ -90,11 +90,12 @@ extension SeedService {
         }
         let isBlob = parts[parts.count - 2] == "blobs"
         let reference = String(parts[parts.count - 1])
-        if isBlob {
-            guard let id = TaskID.forDigest(reference) else {
-                return respond(.text(400, "blob reference must be sha256:<64 hex>, got '\(reference.prefix(80))'\n", route: "registry"))
-            }
-            let source = ObjectSource(kind: .registry(base: upstream, path: p), expectedDigest: id.hash, id: id)
+        // Blobs, and manifests named by digest: immutable, so cached and verified by digest. A
+        // manifest is asked for with every manifest type in Accept, so the registry sends the
+        // bytes the digest names whatever the client accepts.
+        if let id = TaskID.forDigest(reference) {
+            let headers = isBlob ? [] : [("Accept", ImageManifest.acceptedMediaTypes.joined(separator: ", "))]
+            let source = ObjectSource(kind: .registry(base: upstream, path: p), headers: headers, expectedDigest: id.hash, id: id)
             Task { [self] in
                 var r = await answer(request, source, route: "registry")
                 r.head.headers.add(name: "Docker-Content-Digest", value: reference)
@@ -102,7 +103,10 @@ extension SeedService {
             }
             return
         }
-        // Manifests: small, passed through with the client's Accept headers, never cached by tag.
+        if isBlob {
+            return respond(.text(400, "blob reference must be sha256:<64 hex>, got '\(reference.prefix(80))'\n", route: "registry"))
+        }
+        // Manifests by tag: small, passed through with the client's Accept headers, never cached.
         let accept = request.headers.values(for: "Accept").map { ("Accept", $0) }
         let method = request.method == .head ? "HEAD" : "GET"
         Task {

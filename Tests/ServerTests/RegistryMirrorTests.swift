@@ -128,10 +128,20 @@ struct RegistryMirrorTests {
         #expect(head.headers["docker-content-digest"] == digest)
         #expect(head.headers["content-type"] == direct.headers["content-type"])
 
-        // Fetch the manifest by digest, as containerd does after resolving.
-        let manifest = try await curl(seed.base + "/v2/test/app/manifests/\(digest)?" + ns, accept, scratch: dir)
-        #expect(manifest.status == 200)
-        #expect(bodyDiff(manifest.body, direct.body) == nil)
+        // Fetch the manifest by digest, as containerd does after resolving: immutable, so cached
+        // (a miss, then a hit) with the registry's Content-Type; HEAD answers from the cache too.
+        for (round, expected) in [(1, "MISS"), (2, "HIT")] {
+            let manifest = try await curl(seed.base + "/v2/test/app/manifests/\(digest)?" + ns, accept, scratch: dir)
+            #expect(manifest.status == 200 && bodyDiff(manifest.body, direct.body) == nil, "manifest by digest, round \(round)")
+            #expect(manifest.headers["x-darter-cache"] == expected, "manifest by digest, round \(round)")
+            #expect(manifest.headers["content-type"] == direct.headers["content-type"] && manifest.headers["docker-content-digest"] == digest)
+        }
+        let headByDigest = try await curl(seed.base + "/v2/test/app/manifests/\(digest)?" + ns, accept + ["-I"], scratch: dir)
+        #expect(headByDigest.status == 200 && headByDigest.headers["x-darter-cache"] == "HIT"
+                && headByDigest.headers["content-length"] == String(direct.body.count), "HEAD by digest: \(headByDigest.headers)")
+        // A digest the registry does not have: its 404, passed through.
+        let unknown = try await curl(seed.base + "/v2/test/app/manifests/sha256:\(String(repeating: "0", count: 64))?" + ns, accept, scratch: dir)
+        #expect(unknown.status == 404, "unknown manifest digest: \(unknown.status)")
 
         // The layer, twice: a miss fetched from the registry, then a hit from the cache.
         let original = try readFile(dir + "/image/blobs/sha256/" + registry.layerDigest.dropFirst(7))
