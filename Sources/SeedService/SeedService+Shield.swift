@@ -106,22 +106,38 @@ extension SeedService {
         if isBlob {
             return respond(.text(400, "blob reference must be sha256:<64 hex>, got '\(reference.prefix(80))'\n", route: "registry"))
         }
-        // Manifests by tag: small, passed through with the client's Accept headers, never cached.
+        // Manifests by tag: small, passed through with the client's Accept headers on every
+        // request. The last good answer is kept only to stand in while the registry cannot be
+        // reached (stale-if-error), as a cached URL stays in use when its origin is down.
         let accept = request.headers.values(for: "Accept").map { ("Accept", $0) }
         let method = request.method == .head ? "HEAD" : "GET"
-        Task {
+        let key = upstream + p + "\n" + accept.map(\.1).joined(separator: ",")
+        Task { [tagManifests] in
+            func stale() -> Bool {
+                guard let kept = tagManifests.get(key) else { return false }
+                var h = HTTPResponseHead(status: 200)
+                for (name, value) in kept.headers { h.headers.add(name: name, value: value) }
+                h.headers.add(name: "X-Darter-Cache", value: "STALE")
+                h.headers.add(name: "Warning", value: "111 darter \"Revalidation Failed\"")
+                h.setContentLength(kept.body.count)
+                respond(method == "HEAD" ? Response(head: h, route: "registry") : Response(head: h, body: .bytes(kept.body), route: "registry"))
+                return true
+            }
             let sink = BoundedCollector(limit: 4 << 20)
             do {
                 let head = try await ingestor.registry.fetch(registry: upstream, path: p, method: method, headers: accept, into: sink)
+                if head.status >= 500, stale() { return }
                 var h = HTTPResponseHead(status: head.status)
+                var kept: [(String, String)] = []
                 for name in ["content-type", "docker-content-digest", "etag"] {
-                    if let v = head.header(name) { h.headers.add(name: name, value: v) }
+                    if let v = head.header(name) { h.headers.add(name: name, value: v); kept.append((name, v)) }
                 }
                 let body = sink.bytes
                 if method == "HEAD" {
                     h.setContentLength(Int(head.contentLength ?? Int64(body.count)))
                     respond(Response(head: h, route: "registry"))
                 } else {
+                    if head.status == 200 { tagManifests.store(key, headers: kept, body: body) }
                     h.setContentLength(body.count)
                     respond(Response(head: h, body: .bytes(body), route: "registry"))
                 }
@@ -131,6 +147,7 @@ extension SeedService {
                 respond(.text(status, "registry \(upstream): \(why) (registry credentials: --registry-auth-file)\n", route: "registry"))
             } catch {
                 let why = sink.overflowed ? "the manifest is larger than \(sink.limit >> 20) MiB" : "\(error)"
+                if !sink.overflowed, stale() { return }
                 respond(.text(502, "registry \(upstream): \(why)\n", route: "registry"))
             }
         }
@@ -153,4 +170,30 @@ func urlHost(_ url: String) -> String? {
     if rest.hasPrefix("["), let close = rest.firstIndex(of: "]") { return String(rest[rest.index(after: rest.startIndex)..<close]) }
     if let colon = rest.lastIndex(of: ":") { rest = rest[..<colon] }
     return rest.isEmpty ? nil : String(rest)
+}
+
+/// The last good `GET` answer for each manifest by tag (upstream, path and Accept), kept to
+/// answer while the registry cannot be reached. Bounded by bytes: the oldest go first.
+final class TagManifestCache: Sendable {
+    struct Entry: Sendable { var headers: [(String, String)]; var body: [UInt8] }
+    private struct State { var entries: [String: Entry] = [:]; var order: [String] = []; var bytes = 0 }
+    private let state = Mutex(State())
+    let limit: Int
+
+    init(limit: Int = 64 << 20) { self.limit = limit }
+
+    func store(_ key: String, headers: [(String, String)], body: [UInt8]) {
+        state.withLock { s in
+            if let old = s.entries[key] { s.bytes -= old.body.count; s.order.removeAll { $0 == key } }
+            s.entries[key] = Entry(headers: headers, body: body)
+            s.order.append(key)
+            s.bytes += body.count
+            while s.bytes > limit, let oldest = s.order.first {
+                s.order.removeFirst()
+                s.bytes -= s.entries.removeValue(forKey: oldest)?.body.count ?? 0
+            }
+        }
+    }
+
+    func get(_ key: String) -> Entry? { state.withLock { $0.entries[key] } }
 }

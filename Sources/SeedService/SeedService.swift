@@ -12,6 +12,7 @@ public final class SeedService: HTTPHandler {
     let metrics: ServerMetrics
     let ingestor: Ingestor?
     let preheats = PreheatRegistry()
+    let tagManifests = TagManifestCache()
 
     /// - Parameters:
     ///   - origin: origin access for the shield front doors; nil serves the store only.

@@ -18,3 +18,17 @@ struct PreheatRegistryTests {
         #expect(Set([a, b, c, d, e, f]).count == 6, "ids are never reused")
     }
 }
+
+@Suite("Manifests kept for stale-if-error")
+struct TagManifestCacheTests {
+    @Test("the last answer per key is kept; past the byte limit the oldest go first")
+    func bounded() {
+        let cache = TagManifestCache(limit: 10)
+        cache.store("a", headers: [("content-type", "x")], body: Array(repeating: 1, count: 4))
+        cache.store("b", headers: [], body: Array(repeating: 2, count: 4))
+        cache.store("a", headers: [], body: Array(repeating: 3, count: 4))  // replaces a, now the newest
+        #expect(cache.get("a")?.body == Array(repeating: 3, count: 4) && cache.get("b") != nil)
+        cache.store("c", headers: [], body: Array(repeating: 4, count: 4))  // 12 > 10: b, the oldest, goes
+        #expect(cache.get("b") == nil && cache.get("a") != nil && cache.get("c") != nil)
+    }
+}

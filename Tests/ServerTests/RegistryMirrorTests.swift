@@ -157,6 +157,23 @@ struct RegistryMirrorTests {
         // Without ns and without --registry-mirror there is no upstream: a clear 400.
         let none = try await curl(seed.base + "/v2/test/app/manifests/v1", scratch: dir)
         #expect(none.status == 400 && none.text.contains("ns="), "\(none.status) \(none.text)")
+
+        // The registry goes away: the tag still resolves from the last good answer (marked
+        // STALE), blobs and manifests by digest come from the cache; a tag never seen is 502.
+        let tagBefore = try await curl(seed.base + "/v2/test/app/manifests/v1?" + ns, accept, scratch: dir)
+        #expect(tagBefore.status == 200 && tagBefore.headers["x-darter-cache"] == nil, "a live tag is passed through")
+        kill(registry.pid, SIGKILL)
+        _ = waitpid(registry.pid, nil, 0)
+        let stale = try await curl(seed.base + "/v2/test/app/manifests/v1?" + ns, accept, scratch: dir)
+        #expect(stale.status == 200 && bodyDiff(stale.body, direct.body) == nil && stale.headers["x-darter-cache"] == "STALE"
+                && stale.headers["docker-content-digest"] == digest && stale.headers["content-type"] == direct.headers["content-type"],
+                "tag while the registry is down: \(stale.status) \(stale.headers)")
+        let staleHead = try await curl(seed.base + "/v2/test/app/manifests/v1?" + ns, accept + ["-I"], scratch: dir)
+        #expect(staleHead.status == 200 && staleHead.headers["content-length"] == String(direct.body.count), "\(staleHead.headers)")
+        let offlineBlob = try await curl(seed.base + "/v2/test/app/blobs/\(registry.layerDigest)?" + ns, scratch: dir)
+        #expect(offlineBlob.status == 200 && bodyDiff(offlineBlob.body, original) == nil)
+        let unseen = try await curl(seed.base + "/v2/test/app/manifests/v2?" + ns, accept, scratch: dir)
+        #expect(unseen.status == 502, "a tag never fetched while the registry is down: \(unseen.status)")
     }
 
     /// Polls `GET /preheat/{id}` until the job leaves pending/running (30 s at most).
