@@ -235,4 +235,13 @@ final class PreheatRegistry: Sendable {
     }
 
     func get(_ id: String) -> Job? { table.withLock { $0.jobs[id] } }
+
+    /// Remembered jobs per state (for /metrics).
+    var countsByState: [String: Int] {
+        table.withLock { t in
+            var counts = ["pending": 0, "running": 0, "succeeded": 0, "failed": 0]
+            for j in t.jobs.values { counts[j.state, default: 0] += 1 }
+            return counts
+        }
+    }
 }

@@ -117,6 +117,7 @@ extension SeedService {
                 guard let kept = tagManifests.get(key) else { return false }
                 var h = HTTPResponseHead(status: 200)
                 for (name, value) in kept.headers { h.headers.add(name: name, value: value) }
+                tagManifests.staleAnswers.add(1, ordering: .relaxed)
                 h.headers.add(name: "X-Darter-Cache", value: "STALE")
                 h.headers.add(name: "Warning", value: "111 darter \"Revalidation Failed\"")
                 h.setContentLength(kept.body.count)
@@ -179,6 +180,8 @@ final class TagManifestCache: Sendable {
     private struct State { var entries: [String: Entry] = [:]; var order: [String] = []; var bytes = 0 }
     private let state = Mutex(State())
     let limit: Int
+    /// Answers given from a kept manifest while the registry was unreachable.
+    let staleAnswers = Atomic<Int>(0)
 
     init(limit: Int = 64 << 20) { self.limit = limit }
 

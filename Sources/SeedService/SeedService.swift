@@ -224,8 +224,16 @@ public final class SeedService: HTTPHandler {
             # HELP darter_shield_memory_sent_bytes_total Body bytes sent to clients from those pieces (not read back from disk).
             # TYPE darter_shield_memory_sent_bytes_total counter
             darter_shield_memory_sent_bytes_total \(resident.bytesSent)
+            # HELP darter_registry_stale_manifests_total Manifests by tag answered from the last good copy while the registry could not be reached.
+            # TYPE darter_registry_stale_manifests_total counter
+            darter_registry_stale_manifests_total \(tagManifests.staleAnswers.load(ordering: .relaxed))
+            # HELP darter_preheat_jobs Preheat jobs the seed remembers, by state.
+            # TYPE darter_preheat_jobs gauge
 
             """
+            for (state, n) in preheats.countsByState.sorted(by: { $0.key < $1.key }) {
+                out += "darter_preheat_jobs{state=\"\(state)\"} \(n)\n"
+            }
         }
         return out
     }

@@ -174,6 +174,8 @@ struct RegistryMirrorTests {
         #expect(offlineBlob.status == 200 && bodyDiff(offlineBlob.body, original) == nil)
         let unseen = try await curl(seed.base + "/v2/test/app/manifests/v2?" + ns, accept, scratch: dir)
         #expect(unseen.status == 502, "a tag never fetched while the registry is down: \(unseen.status)")
+        let metrics = try await curl(seed.base + "/metrics", scratch: dir).text
+        #expect(metricValue("darter_registry_stale_manifests_total", in: metrics) == 2, "GET and HEAD answered stale")
     }
 
     /// Polls `GET /preheat/{id}` until the job leaves pending/running (30 s at most).
@@ -229,6 +231,10 @@ struct RegistryMirrorTests {
         #expect(none.contains("\"state\":\"failed\"") && none.contains("no manifest for linux/s390x") && none.contains("linux/arm64/v8"), "\(none)")
         let missing = try await preheatResult(seed, try await startPreheat(seed, "{\"image\": \"\(host)/test/app:nope\"}", scratch: dir), scratch: dir)
         #expect(missing.contains("\"state\":\"failed\"") && missing.contains("404"), "\(missing)")
+        let metrics = try await curl(seed.base + "/metrics", scratch: dir).text
+        #expect(metricValue("darter_preheat_jobs{state=\"succeeded\"}", in: metrics) == 2, "\(metrics)")
+        #expect(metricValue("darter_preheat_jobs{state=\"failed\"}", in: metrics) == 2)
+        #expect(metricValue("darter_preheat_jobs{state=\"running\"}", in: metrics) == 0)
     }
 
     @Test("--registry-auth-file: a registry that wants a user (token flow with Basic credentials) is mirrored and preheated; without the file its 401 reaches the client")
