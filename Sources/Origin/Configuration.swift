@@ -76,7 +76,7 @@ public struct AWSSharedFile: Sendable, Equatable {
             }
             guard let section = current, let eq = line.firstIndex(of: "=") else { continue }
             let key = line[..<eq].trimmingSpaces().lowercased()
-            let value = String(line[line.index(after: eq)...].trimmingSpaces())
+            let value = line[line.index(after: eq)...].trimmingSpaces()
             if !key.isEmpty { sections[section]![key] = value }
         }
     }

@@ -54,25 +54,16 @@ public struct OriginAllowlist: Sendable, Equatable {
 
     public var isEmpty: Bool { hosts.isEmpty && blocks.isEmpty }
 
-    /// Decides for a host name and the addresses it resolves to (every address must pass).
-    public func allows(host: String, addresses: [[UInt8]]) -> Bool {
-        let h = host.lowercased()
-        let hostListed = hosts.contains { $0 == h || ($0.hasPrefix("*.") && h.hasSuffix($0.dropFirst(1))) }
-        for ip in addresses {
-            let explicitlyAllowed = blocks.contains { $0.contains(ip) }
-            if Self.denied.contains(where: { $0.contains(ip) }) && !explicitlyAllowed { return false }
-            if !isEmpty && !hostListed && !explicitlyAllowed { return false }
-        }
-        return !addresses.isEmpty || (isEmpty || hostListed)
-    }
-
     /// Decides for one connection: the host of the URL a transfer is at now (after any
     /// redirect; an IPv6 literal may come in brackets) and the one address it is about to
     /// connect to. The origin client asks this for every connection, so redirects, registry
     /// token realms and a second DNS answer are held to the same list as the URL asked for.
     public func allowsConnection(host: String, address: [UInt8]) -> Bool {
-        let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
-        return allows(host: bare, addresses: [address])
+        let explicitlyAllowed = blocks.contains { $0.contains(address) }
+        if Self.denied.contains(where: { $0.contains(address) }) { return explicitlyAllowed }
+        if isEmpty || explicitlyAllowed { return true }
+        let bare = (host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host).lowercased()
+        return hosts.contains { $0 == bare || ($0.hasPrefix("*.") && bare.hasSuffix($0.dropFirst(1))) }
     }
 }
 
@@ -87,13 +78,4 @@ func parseCIDR(_ s: String) -> OriginAllowlist.CIDR? {
     let parts = s.split(separator: "/")
     guard parts.count == 2, let ip = parseIP(String(parts[0])), let prefix = Int(parts[1]), prefix >= 0, prefix <= ip.count * 8 else { return nil }
     return OriginAllowlist.CIDR(address: ip, prefix: prefix)
-}
-
-extension Substring {
-    func trimmingSpaces() -> Substring {
-        var s = self
-        while s.first == " " { s = s.dropFirst() }
-        while s.last == " " { s = s.dropLast() }
-        return s
-    }
 }

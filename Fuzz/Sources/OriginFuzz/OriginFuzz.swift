@@ -55,7 +55,7 @@ func contentRanges(_ text: String) {
 func allowlists(_ text: String) {
     guard case .success(let list) = OriginAllowlist.parse(text) else { return }
     for address: [UInt8] in [[127, 0, 0, 1], [169, 254, 169, 254], [10, 1, 2, 3], Array(repeating: 0, count: 15) + [1]] {
-        _ = list.allows(host: "example.com", addresses: [address])
+        _ = list.allowsConnection(host: "example.com", address: address)
     }
 }
 
