@@ -34,6 +34,19 @@ public struct ShieldConfiguration: Sendable {
     public init() {}
 }
 
+extension OriginError {
+    /// For a failure no retry can change, the status to answer and a reason naming the flag
+    /// that decides it: a connection `--origin-allow` refused (403), or a registry that refused
+    /// the seed's credentials (its 401 or 403). Nil for anything else.
+    var refusal: (status: Int, reason: String)? {
+        switch self {
+        case .refused(let why): (403, why + " (see --origin-allow)")
+        case .registryDenied(let status, let why): (status, why + " (registry credentials: --registry-auth-file)")
+        default: nil
+        }
+    }
+}
+
 /// Where an object comes from.
 struct ObjectSource: Sendable {
     enum Kind: Sendable { case url(String), registry(base: String, path: String) }
@@ -233,15 +246,13 @@ final class Ingestor: Sendable {
                     _ = try await registry.fetch(registry: base, path: path, headers: request.headers, range: request.range, into: sink)
                 }
                 sink.transferEnded()
-            } catch .refused(let reason) {
-                // Not transient: a redirect (or token realm) outside the allowlist.
-                sink.refuse(reason)
-            } catch .registryDenied(let status, let reason) {
-                // Not transient either: the registry wants other credentials.
-                sink.deny(status, reason + " (registry credentials: --registry-auth-file)")
             } catch {
-                lastError = error.description
-                sink.attemptFailed(lastError)
+                if let refusal = error.refusal {
+                    sink.refuse(refusal.status, refusal.reason)  // not transient: no retry
+                } else {
+                    lastError = error.description
+                    sink.attemptFailed(lastError)
+                }
             }
             if sink.passThroughStatus != nil { return "origin status" }
             if let fatal = sink.fatalError { return fatal }
@@ -425,16 +436,9 @@ final class IngestSink: OriginSink, @unchecked Sendable {
         expectedEnd = nil
     }
 
-    /// A connection the allowlist refused: before any response, the client gets 403; after the
-    /// task exists, the fetch fails.
-    func refuse(_ reason: String) {
-        let why = reason + " (see --origin-allow)"
-        if taskCreated { fatalError = why } else { passThroughStatus = (403, why) }
-    }
-
-    /// The registry refused the seed's credentials: before any response, the client gets its
-    /// status; after the task exists, the fetch fails.
-    func deny(_ status: Int, _ reason: String) {
+    /// A refusal no retry would change (``OriginError/refusal``): before any response, the
+    /// client gets `status`; after the task exists, the fetch fails.
+    func refuse(_ status: Int, _ reason: String) {
         if taskCreated { fatalError = reason } else { passThroughStatus = (status, reason) }
     }
 

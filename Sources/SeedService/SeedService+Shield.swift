@@ -142,11 +142,10 @@ extension SeedService {
                     h.setContentLength(body.count)
                     respond(Response(head: h, body: .bytes(body), route: "registry"))
                 }
-            } catch OriginError.refused(let why) {
-                respond(.text(403, "registry \(upstream): \(why) (see --origin-allow)\n", route: "registry"))
-            } catch OriginError.registryDenied(let status, let why) {
-                respond(.text(status, "registry \(upstream): \(why) (registry credentials: --registry-auth-file)\n", route: "registry"))
             } catch {
+                if let refusal = (error as? OriginError)?.refusal {
+                    return respond(.text(refusal.status, "registry \(upstream): \(refusal.reason)\n", route: "registry"))
+                }
                 let why = sink.overflowed ? "the manifest is larger than \(sink.limit >> 20) MiB" : "\(error)"
                 if !sink.overflowed, stale() { return }
                 respond(.text(502, "registry \(upstream): \(why)\n", route: "registry"))
