@@ -46,21 +46,17 @@ extension SeedService {
             case .success(let s): source = s
             case .failure(let reason): return respond(.text(400, reason.message, route: "preheat"))
             }
-            let id = source.id
-            let job = preheats.start(task: id)
+            let job = preheats.start(task: source.id)
             Task { [self] in
                 preheats.update(job) { $0.state = "running" }
-                switch await ingestor.open(source) {
-                case .ready(let info, _):
-                    await ingestor.waitForCompletion(info.id)
-                    let done = store.info(id)
-                    if done?.complete == true { preheats.update(job) { $0.state = "succeeded"; $0.bytes = done?.contentLength ?? 0 } }
-                    else { preheats.update(job) { $0.state = "failed"; $0.error = done?.failure ?? "the fetch did not complete" } }
-                case .originStatus(let s, let reason): preheats.update(job) { $0.state = "failed"; $0.error = "\(s): \(reason)" }
-                case .failed(let reason): preheats.update(job) { $0.state = "failed"; $0.error = reason }
+                do throws(PreheatFailure) {
+                    let bytes = try await fetchCompletely(source, ingestor)
+                    preheats.update(job) { $0.state = "succeeded"; $0.bytes = bytes }
+                } catch {
+                    preheats.update(job) { $0.state = "failed"; $0.error = error.description }
                 }
             }
-            respond(.text(202, "{\"id\":\(json(job)),\"task\":\(json(id.description))}\n", contentType: "application/json", route: "preheat"))
+            respond(.text(202, "{\"id\":\(json(job)),\"task\":\(json(source.id.description))}\n", contentType: "application/json", route: "preheat"))
         }
     }
 
@@ -147,15 +143,20 @@ extension SeedService {
     private func fetchBlob(_ blob: ImageManifest.Descriptor, upstream: String, repository: String, _ ingestor: Ingestor) async throws(PreheatFailure) -> Int64 {
         guard let id = TaskID.forDigest(blob.digest) else { throw PreheatFailure("blob \(blob.digest): not a sha256 digest") }
         let source = ObjectSource(kind: .registry(base: upstream, path: "/v2/\(repository)/blobs/\(blob.digest)"), expectedDigest: id.hash, id: id)
+        do { return try await fetchCompletely(source, ingestor) } catch { throw PreheatFailure("blob \(blob.digest): \(error)") }
+    }
+
+    /// Fetches `source` into the cache, or finds it there, and waits until it is complete; its length.
+    private func fetchCompletely(_ source: ObjectSource, _ ingestor: Ingestor) async throws(PreheatFailure) -> Int64 {
         switch await ingestor.open(source) {
         case .ready(let info, _):
             await ingestor.waitForCompletion(info.id)
-            guard let done = store.info(id), done.complete else {
-                throw PreheatFailure("blob \(blob.digest): \(store.info(id)?.failure ?? "the fetch did not complete")")
+            guard let done = store.info(source.id), done.complete else {
+                throw PreheatFailure(store.info(source.id)?.failure ?? "the fetch did not complete")
             }
-            return done.contentLength ?? blob.size
-        case .originStatus(let status, let reason): throw PreheatFailure("blob \(blob.digest): \(status) \(reason)")
-        case .failed(let reason): throw PreheatFailure("blob \(blob.digest): \(reason)")
+            return done.contentLength ?? 0
+        case .originStatus(let status, let reason): throw PreheatFailure("\(status): \(reason)")
+        case .failed(let reason): throw PreheatFailure(reason)
         }
     }
 
@@ -168,11 +169,8 @@ extension SeedService {
         do {
             head = try await ingestor.registry.fetch(registry: upstream, path: "/v2/\(repository)/manifests/\(reference)",
                                                      headers: [("Accept", ImageManifest.acceptedMediaTypes.joined(separator: ", "))], into: sink)
-        } catch OriginError.refused(let why) {
-            throw PreheatFailure("\(what): \(why) (see --origin-allow)")
-        } catch OriginError.registryDenied(let status, let why) {
-            throw PreheatFailure("\(what): \(status) \(why) (registry credentials: --registry-auth-file)")
         } catch {
+            if let refusal = error.refusal { throw PreheatFailure("\(what): \(refusal.status) \(refusal.reason)") }
             throw PreheatFailure("\(what): " + (sink.overflowed ? "larger than \(sink.limit >> 20) MiB" : "\(error)"))
         }
         guard head.status == 200 else { throw PreheatFailure("\(what): the registry answered \(head.status)") }
