@@ -30,7 +30,7 @@ enum SeedCommand {
             .init(name: "registry-auth-file", defaultValue: SystemCalls.environment()["REGISTRY_AUTH_FILE"] ?? "",
                   help: "registry credentials, in podman/skopeo auth.json or Docker config.json format (default: $REGISTRY_AUTH_FILE; empty: anonymous)"),
             .init(name: "ca-file", defaultValue: "", help: "CA bundle for verifying origin TLS certificates (default: the system's)"),
-            .init(name: "s3-endpoint", defaultValue: "", help: "S3-compatible endpoint for s3:// URLs, path-style (default: AWS)"),
+            .init(name: "s3-endpoint", defaultValue: "", help: "S3-compatible endpoint for s3:// URLs, path-style (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL or the AWS profile's endpoint_url, else AWS)"),
             .init(name: "chunk-size", defaultValue: "\(defaults.chunkSize >> 10)k", help: "bytes per read/send (or splice) of a file body"),
         ], arguments: argv)
         if args.wantsHelp { print(args.usage); return }

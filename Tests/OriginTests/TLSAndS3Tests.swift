@@ -7,6 +7,15 @@ import Testing
 import DarterIO
 import Origin
 
+/// A self-signed certificate for 127.0.0.1: `dir`/cert.pem and `dir`/key.pem.
+func makeSelfSignedCertificate(_ openssl: String, in dir: TempDirectory) async throws {
+    let (code, output) = try await runCommand(openssl, [
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+        "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", dir.file("key.pem"), "-out", dir.file("cert.pem"),
+    ], scratch: dir.path)
+    try #require(code == 0, "openssl: \(output)")
+}
+
 @Suite("OriginClient over HTTPS (origin.py --tls)")
 struct TLSTests {
     @Test func selfSignedCertificateNeedsItsCAFile() async throws {
@@ -16,11 +25,7 @@ struct TLSTests {
         let dir = try TempDirectory("tls")
         let body = SplitMix64.bytes(200_000, seed: 11)
         try writeFile(dir.file("file.bin"), body)
-        let (code, output) = try await runCommand(openssl, [
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", dir.file("key.pem"), "-out", dir.file("cert.pem"),
-        ], scratch: dir.path)
-        try #require(code == 0, "openssl: \(output)")
+        try await makeSelfSignedCertificate(openssl, in: dir)
         let server = try await OriginServer.start(dir: dir.path, tls: (dir.file("cert.pem"), dir.file("key.pem")), log: dir.file("origin.log"))
         let url = server.url("/files/file.bin")
 
@@ -55,11 +60,7 @@ struct TLSTests {
         let body = SplitMix64.bytes(3_000_000, seed: 12)
         try SystemCalls.makeDirectories(dir.file("www"))
         try writeFile(dir.file("www/file.bin"), body)
-        let (code, output) = try await runCommand(openssl, [
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", dir.file("key.pem"), "-out", dir.file("cert.pem"),
-        ], scratch: dir.path)
-        try #require(code == 0, "openssl: \(output)")
+        try await makeSelfSignedCertificate(openssl, in: dir)
         let port = closedPort()
         try writeFile(dir.file("nginx.conf"), Array("""
         daemon off;
