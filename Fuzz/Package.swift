@@ -15,7 +15,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "OriginFuzz",
-            dependencies: [.product(name: "Origin", package: "Darter"), .product(name: "PieceStore", package: "Darter")],
+            dependencies: [.product(name: "Origin", package: "Darter"), .product(name: "DarterCore", package: "Darter")],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
     ]

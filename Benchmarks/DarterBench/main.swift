@@ -6,6 +6,7 @@ import Glibc
 import DarterIO
 import PieceStore
 import Synchronization
+import DarterCore
 
 func monotonicSeconds() -> Double {
     var ts = timespec()

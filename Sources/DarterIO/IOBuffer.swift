@@ -2,8 +2,8 @@
 import Glibc
 #endif
 import Synchronization
-import CDarterShim
 import CURing
+import DarterCore
 
 /// Alignment for direct I/O: buffer address, file offset and length must be multiples of it.
 public let directIOAlignment = 4096
@@ -123,7 +123,7 @@ public struct IOBuffer: ~Copyable, @unchecked Sendable {
         let words = (base + range.lowerBound).bindMemory(to: UInt64.self, capacity: range.count / 8)
         var index = UInt64(streamOffset / 8)
         for i in 0..<(range.count / 8) {
-            words[i] = patternWord(seed: seed, index: index)
+            words[i] = SplitMix64.word(seed: seed, index: index)
             index &+= 1
         }
     }
@@ -135,7 +135,7 @@ public struct IOBuffer: ~Copyable, @unchecked Sendable {
         let words = (base + range.lowerBound).bindMemory(to: UInt64.self, capacity: range.count / 8)
         var index = UInt64(streamOffset / 8)
         for i in 0..<(range.count / 8) {
-            if words[i] != patternWord(seed: seed, index: index) { return false }
+            if words[i] != SplitMix64.word(seed: seed, index: index) { return false }
             index &+= 1
         }
         return true
@@ -144,7 +144,7 @@ public struct IOBuffer: ~Copyable, @unchecked Sendable {
     /// CRC32C of the bytes in `range`, continuing from `seed`.
     public func crc32c(_ range: Range<Int>, seed: UInt32 = 0) -> UInt32 {
         check(range)
-        return darter_crc32c(seed, base + range.lowerBound, range.count)
+        return CRC32C.checksum(UnsafeRawBufferPointer(start: base + range.lowerBound, count: range.count), seed: seed)
     }
 
     /// Whether two ranges hold the same bytes.
@@ -156,39 +156,6 @@ public struct IOBuffer: ~Copyable, @unchecked Sendable {
     /// Raw access for code that talks to C (the server's socket calls, libcurl callbacks).
     public func withUnsafeMutableBytes<R, E: Error>(_ body: (UnsafeMutableRawBufferPointer) throws(E) -> R) throws(E) -> R {
         try body(UnsafeMutableRawBufferPointer(start: base, count: capacity))
-    }
-}
-
-/// SplitMix64's mixing step: a cheap, well-mixed function of (seed, index).
-@inline(__always)
-func patternWord(seed: UInt64, index: UInt64) -> UInt64 {
-    var z = seed &+ index &* 0x9E37_79B9_7F4A_7C15
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-}
-
-/// A deterministic random generator (SplitMix64), so test and benchmark runs reproduce.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    private var counter: UInt64
-    private let seed: UInt64
-    public init(seed: UInt64) { self.seed = seed; counter = 0 }
-    public mutating func next() -> UInt64 {
-        counter &+= 1
-        return patternWord(seed: seed, index: counter)
-    }
-
-    /// `count` bytes of the stream seeded with `seed` (reproducible test and benchmark content).
-    public static func bytes(_ count: Int, seed: UInt64) -> [UInt8] {
-        var rng = SplitMix64(seed: seed)
-        var out = [UInt8](repeating: 0, count: count)
-        var i = 0
-        while i < count {
-            let w = rng.next()
-            for k in 0..<min(8, count - i) { out[i + k] = UInt8(truncatingIfNeeded: w >> (8 * UInt64(k))) }
-            i += 8
-        }
-        return out
     }
 }
 
@@ -258,4 +225,12 @@ func prepareRead(_ sqe: UnsafeMutablePointer<io_uring_sqe>, from file: FileDescr
 public final class SharedIOBuffer: @unchecked Sendable {
     public let buffer: IOBuffer
     public init(_ buffer: consuming IOBuffer) { self.buffer = buffer }
+}
+
+extension SHA256Hasher {
+    /// Hashes `buffer[range]`.
+    public mutating func update(_ buffer: borrowing IOBuffer, range: Range<Int>) {
+        precondition(range.lowerBound >= 0 && range.upperBound <= buffer.capacity)
+        update(UnsafeRawBufferPointer(start: buffer.base + range.lowerBound, count: range.count))
+    }
 }

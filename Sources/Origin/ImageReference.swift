@@ -1,3 +1,4 @@
+import DarterCore
 /// An image reference as `docker pull` reads it: `[registry/]repository[:tag][@sha256:<hex>]`.
 ///
 /// A first component with a `.` or a `:`, or `localhost`, names the registry; otherwise the

@@ -1,3 +1,4 @@
+import DarterCore
 /// Registry credentials from an auth file in the format podman, skopeo, buildah and Docker
 /// write (`auth.json`, `~/.docker/config.json`):
 ///

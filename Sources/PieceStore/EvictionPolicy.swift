@@ -1,4 +1,5 @@
 import DarterIO
+import DarterCore
 
 /// What the eviction policy sees of one task.
 public struct EvictionCandidate: Sendable, Equatable {

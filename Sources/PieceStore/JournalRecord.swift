@@ -1,4 +1,5 @@
 import DarterIO
+import DarterCore
 
 /// What the store knows about a task when it is created. Persisted in the journal.
 public struct TaskDescriptor: Equatable, Sendable {

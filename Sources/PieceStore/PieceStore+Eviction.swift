@@ -1,4 +1,5 @@
 import DarterIO
+import DarterCore
 
 extension PieceStore {
     // MARK: Eviction

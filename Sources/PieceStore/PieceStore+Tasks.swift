@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import DarterIO
+import DarterCore
 
 extension PieceStore {
     // MARK: Creating and writing

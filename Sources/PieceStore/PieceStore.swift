@@ -3,6 +3,7 @@ import Glibc
 #endif
 import DarterIO
 import Synchronization
+import DarterCore
 
 /// The content-addressed piece cache.
 ///

@@ -1,4 +1,5 @@
 import DarterIO
+import DarterCore
 
 /// State of one piece.
 public enum PieceState: UInt8, Sendable { case missing, writing, committed }

@@ -1,4 +1,5 @@
 import DarterIO
+import DarterCore
 
 /// How a store is set up.
 public struct StoreConfiguration: Sendable {

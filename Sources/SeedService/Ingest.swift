@@ -3,6 +3,7 @@ import DarterIO
 import Origin
 import PieceStore
 import Synchronization
+import DarterCore
 
 /// Settings of the origin shield.
 public struct ShieldConfiguration: Sendable {

@@ -1,6 +1,7 @@
 import DarterIO
 import PieceStore
 import Synchronization
+import DarterCore
 
 /// Pieces of fresh objects, kept in the memory they arrived in: clients following a fetch, and
 /// hits soon after it, are sent those bytes instead of reading them back. Writes bypass the

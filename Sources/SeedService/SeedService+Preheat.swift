@@ -4,6 +4,7 @@ import HTTPServer
 import Origin
 import PieceStore
 import Synchronization
+import DarterCore
 
 extension SeedService {
     struct PreheatRequest: Decodable {

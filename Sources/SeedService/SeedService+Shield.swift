@@ -5,6 +5,7 @@ import HTTPServer
 import Origin
 import PieceStore
 import Synchronization
+import DarterCore
 
 /// The origin-shield front doors: `/download?url=`, the forward proxy (absolute-form
 /// requests), `/preheat`, and the OCI registry mirror under `/v2/`.

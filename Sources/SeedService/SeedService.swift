@@ -3,6 +3,7 @@ import HTTPCore
 import HTTPServer
 import Origin
 import PieceStore
+import DarterCore
 
 /// The seed peer's HTTP routes over the piece store:
 /// `GET|HEAD /tasks/{id}`, `/tasks/{id}/pieces/{n}`, `/tasks/{id}/meta`, `/healthz`, `/metrics`.
@@ -159,7 +160,7 @@ public final class SeedService: HTTPHandler {
         }
         var head = HTTPResponseHead(status: 200)
         head.headers.add(name: "Content-Type", value: "application/octet-stream")
-        head.headers.add(name: "X-Darter-Piece-CRC32C", value: hex8(crc))
+        head.headers.add(name: "X-Darter-Piece-CRC32C", value: Hex.word(crc))
         head.setContentLength(range.count)
         let body: ResponseBody = request.method == .head ? .none : .file(StoreBody(store: store, id: info.id, range: range))
         return Response(head: head, body: body, route: "pieces")
@@ -312,24 +313,5 @@ final class StoreBody: FileBodySource {
     }
 }
 
-func hex8(_ v: UInt32) -> String {
-    let s = String(v, radix: 16)
-    return String(repeating: "0", count: 8 - s.count) + s
-}
-
 /// A JSON string literal.
-func json(_ s: String) -> String {
-    var out = "\""
-    for u in s.unicodeScalars {
-        switch u {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        case _ where u.value < 0x20: out += "\\u" + String(repeating: "0", count: 4 - String(u.value, radix: 16).count) + String(u.value, radix: 16)
-        default: out.unicodeScalars.append(u)
-        }
-    }
-    return out + "\""
-}
+func json(_ s: String) -> String { JSONValue.quoted(s) }

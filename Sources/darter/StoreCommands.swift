@@ -162,6 +162,7 @@ enum DebugIngestCommand {
 
 
 import Synchronization
+import DarterCore
 final class WorkQueue<T: Sendable>: Sendable {
     private let items: Mutex<[T]>
     init(_ items: [T]) { self.items = Mutex(items.reversed()) }

@@ -1,5 +1,6 @@
 import Testing
 import DarterIO
+import DarterCore
 
 @Suite("IOBuffer")
 struct IOBufferTests {
@@ -136,5 +137,23 @@ struct IOBufferTests {
             let b = IOBuffer(capacity: 4096)
             _ = b.bytes(0..<4097)
         }
+    }
+}
+
+@Suite("SHA-256 of IOBuffer ranges")
+struct IOBufferHashTests {
+    @Test("update from an IOBuffer range")
+    func ioBufferRange() {
+        let data = SplitMix64.bytes(10_000, seed: 11)
+        let buffer = IOBuffer(capacity: 16_384)
+        buffer.copyBytes(from: data, at: 1000)
+        var h = SHA256Hasher()
+        h.update(buffer, range: 1000..<4000)
+        h.update(buffer, range: 4000..<11_000)
+        #expect(h.finalize() == SHA256Hasher.hash(data))
+
+        var partial = SHA256Hasher()
+        partial.update(buffer, range: 1001..<1001)
+        #expect(partial.finalize() == SHA256Hasher.hash([UInt8]()))
     }
 }

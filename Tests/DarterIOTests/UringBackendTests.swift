@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import DarterCore
 import Glibc
 #endif
 import Testing

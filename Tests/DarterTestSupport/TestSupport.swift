@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import DarterIO
+import DarterCore
 
 // Helpers every test target shares: errors, scratch directories, whole-file I/O with plain
 // syscalls (independent of the backend under test), child processes and a monotonic clock.
@@ -78,12 +79,7 @@ public func writeFile(_ path: String, _ bytes: [UInt8]) throws {
 }
 
 /// Lowercase hex digits of `bytes`.
-public func hexString(_ bytes: [UInt8]) -> String {
-    let digits = Array("0123456789abcdef")
-    var s = ""
-    for b in bytes { s.append(digits[Int(b >> 4)]); s.append(digits[Int(b & 15)]) }
-    return s
-}
+public func hexString(_ bytes: [UInt8]) -> String { Hex.encode(bytes) }
 
 /// Seconds on the monotonic clock.
 public func now() -> Double {

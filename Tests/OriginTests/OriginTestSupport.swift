@@ -6,6 +6,7 @@ import Synchronization
 import Testing
 import DarterIO
 import Origin
+import DarterCore
 
 // Support for the origin tests: real local servers (origin.py, moto_server, docker-registry)
 // started as child processes, temporary files, and sinks.

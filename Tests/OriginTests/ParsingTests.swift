@@ -22,14 +22,6 @@ struct ParsingTests {
         #expect(RegistryClient.host(of: "http://127.0.0.1:5000/") == "127.0.0.1:5000")
     }
 
-    @Test func json() throws {
-        let v = try JSONValue.parse(Array(#"{"token":"a\"b\u00e9","expires_in":300,"x":[1,true,null,{"y":-1.5e2}]}"#.utf8))
-        guard case .object(let o) = v else { Issue.record("not an object"); return }
-        #expect(o["token"]?.string == "a\"bé")
-        #expect(o["expires_in"]?.number == 300)
-        #expect(throws: JSONValue.ParseError.self) { try JSONValue.parse(Array("{\"a\":}".utf8)) }
-    }
-
     @Test func base64AndContentRange() {
         #expect(base64("alice:s3cret") == "YWxpY2U6czNjcmV0")
         #expect(base64("a") == "YQ==")

@@ -1,5 +1,6 @@
 import Testing
 import DarterIO
+import DarterCore
 @testable import PieceStore
 
 /// Task ids that sort by `n`.

@@ -1,5 +1,6 @@
 import Testing
 import DarterIO
+import DarterCore
 @testable import PieceStore
 
 private func id(_ s: String) -> TaskID { try! TaskID.forURL("https://example.com/" + s) }

@@ -1,5 +1,6 @@
 import Testing
 import DarterIO
+import DarterCore
 @testable import PieceStore
 
 @Suite("Piece store: write, read, restart")

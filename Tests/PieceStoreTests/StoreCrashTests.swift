@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Testing
 import DarterIO
+import DarterCore
 @testable import PieceStore
 
 /// Kills a real `darter debug-ingest` process with SIGKILL at random moments and checks that

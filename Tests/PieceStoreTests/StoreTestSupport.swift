@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import DarterIO
+import DarterCore
 @testable import PieceStore
 
 @_exported import DarterTestSupport

@@ -2,6 +2,7 @@ import Synchronization
 import Testing
 import DarterIO
 import PieceStore
+import DarterCore
 @testable import SeedService
 
 /// Fresh pieces in memory: which stay, which leave (and in what order), and what a reader gets.

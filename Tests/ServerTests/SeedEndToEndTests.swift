@@ -4,6 +4,7 @@ import Glibc
 import Foundation
 import Testing
 import DarterIO
+import DarterCore
 
 /// Content imported into the shared seed's data directory.
 struct TestFile: Sendable {

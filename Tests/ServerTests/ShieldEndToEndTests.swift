@@ -4,6 +4,7 @@ import Glibc
 import Foundation
 import Testing
 import DarterIO
+import DarterCore
 
 // End-to-end tests of the origin shield: a real `darter seed` in front of the Python origin
 // fixture (Tests/Fixtures/origin.py), driven with curl and raw sockets.

@@ -6,6 +6,7 @@
 // invariants are that what parses reads back the same and stays within its grammar.
 import Origin
 import PieceStore
+import DarterCore
 
 func check(_ condition: Bool, _ message: @autoclosure () -> String) {
     if !condition { fatalError("invariant violated: \(message())") }

@@ -16,13 +16,6 @@ unsigned darter_splice_f_more(void);
 /// sendfile(2); returns bytes sent or -errno.
 int64_t darter_sendfile(int out_fd, int in_fd, int64_t *offset, size_t count);
 
-/// CRC32C (Castagnoli). Uses SSE4.2 when the CPU has it, else a table.
-uint32_t darter_crc32c(uint32_t crc, const void *data, size_t length);
-/// The portable table implementation (tests compare both).
-uint32_t darter_crc32c_sw(uint32_t crc, const void *data, size_t length);
-/// 1 when the hardware path is in use.
-int darter_crc32c_hw_available(void);
-
 /// eventfd(0, EFD_CLOEXEC); returns the fd or -errno.
 int darter_eventfd(void);
 

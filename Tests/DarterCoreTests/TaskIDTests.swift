@@ -1,6 +1,5 @@
 import Testing
-import DarterIO
-@testable import PieceStore
+@testable import DarterCore
 
 private let hex64 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 

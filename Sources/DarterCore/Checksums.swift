@@ -1,4 +1,4 @@
-import CDarterShim
+import CDarterChecksum
 import CCrypto
 
 /// CRC32C (Castagnoli), hardware accelerated with SSE4.2 when available.
@@ -13,6 +13,10 @@ public enum CRC32C {
         bytes.withUnsafeBytes { darter_crc32c_sw(seed, $0.baseAddress, $0.count) }
     }
     public static var isHardwareAccelerated: Bool { darter_crc32c_hw_available() != 0 }
+    /// CRC32C of memory the caller owns for the call (an I/O buffer's range).
+    public static func checksum(_ bytes: UnsafeRawBufferPointer, seed: UInt32 = 0) -> UInt32 {
+        darter_crc32c(seed, bytes.baseAddress, bytes.count)
+    }
 }
 
 /// Incremental SHA-256 through libcrypto's EVP interface (uses SHA-NI when present).
@@ -33,9 +37,9 @@ public struct SHA256Hasher: ~Copyable, @unchecked Sendable {
         }
     }
 
-    public mutating func update(_ buffer: borrowing IOBuffer, range: Range<Int>) {
-        precondition(range.lowerBound >= 0 && range.upperBound <= buffer.capacity)
-        EVP_DigestUpdate(context, buffer.base + range.lowerBound, range.count)
+    /// Bytes in memory the caller owns for the call (an I/O buffer's range).
+    public mutating func update(_ bytes: UnsafeRawBufferPointer) {
+        EVP_DigestUpdate(context, bytes.baseAddress, bytes.count)
     }
 
     /// The 32-byte digest. The hasher is consumed.

@@ -1,6 +1,5 @@
 import Testing
-import DarterIO
-@testable import PieceStore
+@testable import DarterCore
 
 private let MiB: Int64 = 1 << 20
 private let GiB: Int64 = 1 << 30

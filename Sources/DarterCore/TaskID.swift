@@ -1,4 +1,3 @@
-import DarterIO
 
 /// The key of a cached object: SHA-256 of its normalized URL and options, or, when the
 /// content digest is known (`sha256:<hex>`, as for OCI blobs), that digest itself.

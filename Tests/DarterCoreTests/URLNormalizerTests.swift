@@ -1,5 +1,5 @@
 import Testing
-@testable import PieceStore
+@testable import DarterCore
 
 @Suite("URLNormalizer")
 struct URLNormalizerTests {
