@@ -100,3 +100,123 @@ public enum Socket {
     /// The number of online CPUs.
     public static var processorCount: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 }
+
+/// An IPv4 or IPv6 socket address (host and port), as connect(2) and bind(2) take it.
+public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
+    /// The address family's bytes: 4 (IPv4) or 16 (IPv6) address bytes.
+    public let addressBytes: [UInt8]
+    public let port: UInt16
+
+    public var isIPv6: Bool { addressBytes.count == 16 }
+
+    /// From an IPv4 or IPv6 literal (no brackets); nil for anything else.
+    public init?(ipLiteral host: String, port: UInt16) {
+        guard let bytes = Socket.parseIPAddress(host) else { return nil }
+        addressBytes = bytes
+        self.port = port
+    }
+
+    init(addressBytes: [UInt8], port: UInt16) {
+        self.addressBytes = addressBytes
+        self.port = port
+    }
+
+    /// `1.2.3.4:80` or `[::1]:80`.
+    public var description: String {
+        var text = [CChar](repeating: 0, count: 64)
+        var bytes = addressBytes
+        _ = inet_ntop(isIPv6 ? AF_INET6 : AF_INET, &bytes, &text, socklen_t(text.count))
+        let host = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return isIPv6 ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+
+    var length: socklen_t { socklen_t(isIPv6 ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size) }
+
+    /// Writes the sockaddr_in / sockaddr_in6 to `storage` (sockaddr_storage-sized).
+    func copy(to storage: UnsafeMutableRawPointer) {
+        memset(storage, 0, MemoryLayout<sockaddr_storage>.size)
+        if isIPv6 {
+            var a = sockaddr_in6()
+            a.sin6_family = sa_family_t(AF_INET6)
+            a.sin6_port = port.bigEndian
+            withUnsafeMutableBytes(of: &a.sin6_addr) { $0.copyBytes(from: addressBytes) }
+            storage.storeBytes(of: a, as: sockaddr_in6.self)
+        } else {
+            var a = sockaddr_in()
+            a.sin_family = sa_family_t(AF_INET)
+            a.sin_port = port.bigEndian
+            withUnsafeMutableBytes(of: &a.sin_addr) { $0.copyBytes(from: addressBytes) }
+            storage.storeBytes(of: a, as: sockaddr_in.self)
+        }
+    }
+}
+
+extension Socket {
+    /// A non-blocking, close-on-exec TCP socket of `address`'s family, with TCP_NODELAY, to
+    /// connect from.
+    public static func makeStreamSocket(for address: SocketAddress) throws(Errno) -> FileDescriptor {
+        let fd = try retryingOnInterrupt {
+            Glibc.socket(address.isIPv6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        }
+        let s = FileDescriptor(rawValue: fd)
+        setNoDelay(s)
+        return s
+    }
+
+    /// getaddrinfo(3) for a TCP host and port: IP literals without a lookup, names through the
+    /// resolver (which blocks: call it off an event loop). Addresses in the resolver's order.
+    public static func resolve(host: String, port: UInt16) throws(ResolveError) -> [SocketAddress] {
+        let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+        if let literal = SocketAddress(ipLiteral: bare, port: port) { return [literal] }
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_family = AF_UNSPEC
+        var list: UnsafeMutablePointer<addrinfo>?
+        let r = getaddrinfo(bare, nil, &hints, &list)
+        guard r == 0 else { throw ResolveError(host: host, reason: String(cString: gai_strerror(r))) }
+        defer { freeaddrinfo(list) }
+        var out: [SocketAddress] = []
+        var p = list
+        while let ai = p {
+            if ai.pointee.ai_family == AF_INET, let sa = ai.pointee.ai_addr {
+                let a = UnsafeRawPointer(sa).load(as: sockaddr_in.self)
+                out.append(SocketAddress(addressBytes: withUnsafeBytes(of: a.sin_addr) { Array($0) }, port: port))
+            } else if ai.pointee.ai_family == AF_INET6, let sa = ai.pointee.ai_addr {
+                let a = UnsafeRawPointer(sa).load(as: sockaddr_in6.self)
+                out.append(SocketAddress(addressBytes: withUnsafeBytes(of: a.sin6_addr) { Array($0) }, port: port))
+            }
+            p = ai.pointee.ai_next
+        }
+        var seen = Set<SocketAddress>()
+        out = out.filter { seen.insert($0).inserted }
+        guard !out.isEmpty else { throw ResolveError(host: host, reason: "no IPv4 or IPv6 address") }
+        return out
+    }
+
+    /// The local address a connected socket got (getsockname(2)), for logs and tests.
+    public static func localAddress(_ fd: FileDescriptor) -> SocketAddress? {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let r = withUnsafeMutablePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd.rawValue, $0, &length) } }
+        guard r == 0 else { return nil }
+        let family = storage.ss_family
+        return withUnsafeBytes(of: &storage) { raw -> SocketAddress? in
+            if family == sa_family_t(AF_INET) {
+                let a = raw.load(as: sockaddr_in.self)
+                return SocketAddress(addressBytes: withUnsafeBytes(of: a.sin_addr) { Array($0) }, port: UInt16(bigEndian: a.sin_port))
+            }
+            if family == sa_family_t(AF_INET6) {
+                let a = raw.load(as: sockaddr_in6.self)
+                return SocketAddress(addressBytes: withUnsafeBytes(of: a.sin6_addr) { Array($0) }, port: UInt16(bigEndian: a.sin6_port))
+            }
+            return nil
+        }
+    }
+}
+
+/// A host name that did not resolve.
+public struct ResolveError: Error, Sendable, Equatable, CustomStringConvertible {
+    public let host: String
+    public let reason: String
+    public var description: String { "cannot resolve \(host): \(reason)" }
+}

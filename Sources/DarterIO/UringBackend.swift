@@ -41,20 +41,15 @@ final class PendingOperation: @unchecked Sendable {
     // Touched by the submitter before submission and by the reaper after; the kernel
     // orders the two (completion happens after submission).
     var continuation: UnsafeContinuation<Int32, Never>?
-    /// Completions still expected (a batch shares one token; SEND_ZC gets a notification).
+    /// Completions still expected (a batch shares one token).
     var remaining: Int
     var firstError: Int32 = 0
     var result: Int32 = 0
-    /// Memory the kernel reads until completion (a path, a timespec); freed afterwards.
+    /// Memory the kernel reads until completion (a path); freed afterwards.
     var keepAlive: UnsafeMutableRawPointer?
-    let isZeroCopySend: Bool
-    /// Set under the submit lock by a cancel that found the operation not yet submitted.
-    var cancelRequested = false
-    var submitted = false
 
-    init(expected: Int = 1, isZeroCopySend: Bool = false) {
+    init(expected: Int = 1) {
         remaining = expected
-        self.isZeroCopySend = isZeroCopySend
     }
     deinit { if let keepAlive { free(keepAlive) } }
 }
@@ -80,12 +75,10 @@ final class RingCore: @unchecked Sendable {
     func submit(_ op: PendingOperation, count: Int = 1, prep: (UnsafeMutablePointer<io_uring_sqe>, Int) -> Void) -> Bool {
         submitLock.withLock { _ in
             let ring = self.ring.raw
-            if op.cancelRequested { return false }
             if io_uring_sq_space_left(ring) < UInt32(count) {
                 io_uring_submit(ring)
                 if io_uring_sq_space_left(ring) < UInt32(count) { return false }
             }
-            op.submitted = true
             let userData = UInt64(UInt(bitPattern: Unmanaged.passRetained(op).toOpaque()))
             for i in 0..<count {
                 let sqe = io_uring_get_sqe(ring)!
@@ -101,7 +94,7 @@ final class RingCore: @unchecked Sendable {
     /// Submits and waits for the combined result: the first negative result, else the last.
     func perform(expected: Int = 1, keepAlive: UnsafeMutableRawPointer? = nil,
                  _ prep: @escaping (UnsafeMutablePointer<io_uring_sqe>, Int) -> Void) async -> Int32 {
-        let op = PendingOperation(expected: expected, isZeroCopySend: false)
+        let op = PendingOperation(expected: expected)
         op.keepAlive = keepAlive
         return await withUnsafeContinuation { (c: UnsafeContinuation<Int32, Never>) in
             op.continuation = c
@@ -111,21 +104,6 @@ final class RingCore: @unchecked Sendable {
                 if tries > 1000 { op.continuation = nil; c.resume(returning: -EBUSY); return }
                 sched_yield()  // the reaper frees SQ space as completions drain
             }
-        }
-    }
-
-    /// Asks the kernel to cancel `op` (IORING_OP_ASYNC_CANCEL). Harmless if it already finished.
-    func cancel(_ op: PendingOperation) {
-        let target = UInt64(UInt(bitPattern: Unmanaged.passUnretained(op).toOpaque()))
-        submitLock.withLock { _ in
-            // Not submitted yet: the submitter sees the flag under this lock and gives up.
-            guard op.submitted else { op.cancelRequested = true; return }
-            var sqe = io_uring_get_sqe(ring.raw)
-            if sqe == nil { io_uring_submit(ring.raw); sqe = io_uring_get_sqe(ring.raw) }
-            guard let sqe else { return }
-            io_uring_prep_cancel64(sqe, target, 0)
-            sqe.pointee.user_data = 0  // its own completion is ignored
-            io_uring_submit(ring.raw)
         }
     }
 
@@ -157,21 +135,9 @@ final class RingCore: @unchecked Sendable {
                 if cqe.user_data == 0 { continue }
                 let op = Unmanaged<PendingOperation>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(cqe.user_data))!)
                 let o = op.takeRetainedValue()
-                if o.isZeroCopySend && (cqe.flags & UInt32(IORING_CQE_F_MORE)) != 0 {
-                    // The result arrives first; the buffer is free only after the notification.
-                    _ = op.retain()
-                    o.result = cqe.res
-                    o.remaining -= 1
-                    continue
-                }
-                if o.isZeroCopySend && (cqe.flags & UInt32(IORING_CQE_F_NOTIF)) != 0 {
-                    o.remaining = 0
-                } else {
-                    if cqe.res < 0 && o.firstError == 0 { o.firstError = cqe.res }
-                    o.result = cqe.res
-                    o.remaining -= 1
-                    if o.isZeroCopySend { o.remaining = 0 }  // failed before any notification
-                }
+                if cqe.res < 0 && o.firstError == 0 { o.firstError = cqe.res }
+                o.result = cqe.res
+                o.remaining -= 1
                 if o.remaining == 0, let c = o.continuation {
                     o.continuation = nil
                     ready.append((c, o.firstError != 0 ? o.firstError : o.result))
@@ -185,7 +151,8 @@ final class RingCore: @unchecked Sendable {
     }
 }
 
-/// The io_uring backend: one ring shared by every caller, one completion thread.
+/// The io_uring disk backend: one ring shared by every caller, one completion thread. Sockets
+/// are not driven here but on an ``EventLoop`` (the one network runtime).
 public final class UringBackend: IOBackend, @unchecked Sendable {
     public let name = "io_uring"
     let core: RingCore
@@ -303,76 +270,5 @@ public final class UringBackend: IOBackend, @unchecked Sendable {
         defer { free(out) }
         _ = try await run(UnsafeMutableRawPointer(p)) { darter_prep_statx($0, p, out) }
         return (Int64(darter_statx_size(out)), darter_statx_dio_offset_align(out))
-    }
-
-    /// Runs an operation that may wait indefinitely (sockets, timers) so that cancelling the
-    /// Swift task cancels it in the kernel (IORING_OP_ASYNC_CANCEL).
-    private func cancellable(_ keepAlive: UnsafeMutableRawPointer? = nil, zeroCopy: Bool = false,
-                             _ prep: @escaping (UnsafeMutablePointer<io_uring_sqe>) -> Void) async throws(Errno) -> Int32 {
-        let op = PendingOperation(expected: zeroCopy ? 2 : 1, isZeroCopySend: zeroCopy)
-        op.keepAlive = keepAlive
-        let core = self.core
-        let r: Int32 = await withTaskCancellationHandler {
-            await withUnsafeContinuation { (c: UnsafeContinuation<Int32, Never>) in
-                op.continuation = c
-                if Task.isCancelled || !core.submit(op, prep: { sqe, _ in prep(sqe) }) {
-                    op.continuation = nil
-                    c.resume(returning: Task.isCancelled || op.cancelRequested ? -ECANCELED : -EBUSY)
-                }
-            }
-        } onCancel: {
-            core.cancel(op)
-        }
-        return try checkKernelResult(r)
-    }
-
-    /// accept4(2) via IORING_OP_ACCEPT; the new socket is close-on-exec.
-    public func accept(_ listener: FileDescriptor) async throws(Errno) -> FileDescriptor {
-        FileDescriptor(rawValue: try await cancellable { io_uring_prep_accept($0, listener.rawValue, nil, nil, Int32(SOCK_CLOEXEC.rawValue)) })
-    }
-
-    /// recv(2) into `buffer[range]`; 0 means the peer closed.
-    public func receive(_ socket: FileDescriptor, into buffer: borrowing IOBuffer, range: Range<Int>) async throws(Errno) -> Int {
-        precondition(range.upperBound <= buffer.capacity)
-        let address = buffer.base + range.lowerBound, count = range.count
-        return Int(try await cancellable { io_uring_prep_recv($0, socket.rawValue, address, count, 0) })
-    }
-
-    /// send(2) from `buffer[range]`; may send less.
-    public func send(_ socket: FileDescriptor, from buffer: borrowing IOBuffer, range: Range<Int>) async throws(Errno) -> Int {
-        precondition(range.upperBound <= buffer.capacity)
-        let address = buffer.base + range.lowerBound, count = range.count
-        return Int(try await cancellable { io_uring_prep_send($0, socket.rawValue, address, count, Int32(MSG_NOSIGNAL)) })
-    }
-
-    /// IORING_OP_SEND_ZC: returns after the kernel's notification says the buffer is free again.
-    public func sendZeroCopy(_ socket: FileDescriptor, from buffer: borrowing IOBuffer, range: Range<Int>) async throws(Errno) -> Int {
-        precondition(range.upperBound <= buffer.capacity)
-        let address = buffer.base + range.lowerBound, count = range.count, index = buffer.fixedIndex
-        return Int(try await cancellable(zeroCopy: true) { sqe in
-            if index >= 0 {
-                io_uring_prep_send_zc_fixed(sqe, socket.rawValue, address, count, Int32(MSG_NOSIGNAL), 0, UInt32(index))
-            } else {
-                io_uring_prep_send_zc(sqe, socket.rawValue, address, count, Int32(MSG_NOSIGNAL), 0)
-            }
-        })
-    }
-
-    /// splice(2) via IORING_OP_SPLICE; `offsetIn`/`offsetOut` of nil mean "current position" (pipes).
-    public func splice(from input: FileDescriptor, offsetIn: Int64?, to output: FileDescriptor, offsetOut: Int64?, count: Int) async throws(Errno) -> Int {
-        Int(try await cancellable { sqe in
-            io_uring_prep_splice(sqe, input.rawValue, offsetIn ?? -1, output.rawValue, offsetOut ?? -1, UInt32(count), 0)
-        })
-    }
-
-    /// IORING_OP_TIMEOUT: sleeps for `nanoseconds`; cancelling the task ends it early.
-    public func sleep(nanoseconds: Int64) async throws(Errno) {
-        let ts = malloc(MemoryLayout<__kernel_timespec>.size)!.bindMemory(to: __kernel_timespec.self, capacity: 1)
-        ts.initialize(to: __kernel_timespec(tv_sec: nanoseconds / 1_000_000_000, tv_nsec: nanoseconds % 1_000_000_000))
-        do {
-            _ = try await cancellable(UnsafeMutableRawPointer(ts)) { io_uring_prep_timeout($0, ts, 0, 0) }
-        } catch where error == .timedOut {
-            return  // a timeout completes with -ETIME: that is success here
-        }
     }
 }

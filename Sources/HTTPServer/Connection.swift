@@ -10,20 +10,61 @@ final class SendBuffer {
     init(_ buffer: consuming IOBuffer) { self.buffer = buffer }
 }
 
-/// One client connection. Confined to its event loop's thread (hence unchecked Sendable: it
-/// only crosses threads inside closures that `EventLoop.execute` runs back on that thread).
+/// One client connection, confined to its event loop's thread (hence unchecked Sendable: it
+/// only crosses threads inside closures that `EventLoop.execute` runs back on that thread; its
+/// entry points check that in debug builds).
+///
+/// Its life is an explicit state machine (``State``); ``transition(to:)`` crashes on an edge
+/// that is not in the table, so a late completion or a double close cannot quietly corrupt it.
 final class Connection: @unchecked Sendable {
-    enum Phase { case idle, readingHead, responding, closing }
+    enum State: Equatable, CustomStringConvertible {
+        /// Waiting for, or parsing, a request (idle between requests, or mid-head).
+        case reading
+        /// The handler has a request; the response has not begun.
+        case handling
+        /// A response is going out.
+        case sending
+        /// shutdown(2) done; waiting for the operations in flight to complete.
+        case closing
+        /// The descriptor is closed and the server has forgotten the connection.
+        case closed
+
+        var description: String {
+            switch self {
+            case .reading: "reading"
+            case .handling: "handling"
+            case .sending: "sending"
+            case .closing: "closing"
+            case .closed: "closed"
+            }
+        }
+
+        /// The edges of the state machine.
+        func allows(_ next: State) -> Bool {
+            switch (self, next) {
+            case (.reading, .handling), (.reading, .sending), (.reading, .closing),
+                 (.handling, .sending), (.handling, .closing),
+                 (.sending, .reading), (.sending, .closing),
+                 (.closing, .closed):
+                return true
+            default:
+                return false
+            }
+        }
+    }
+
+    /// Which timeout applies (``LoopServer``'s tick).
+    enum TimeoutPhase { case idle, readingHead, responding, none }
 
     let fd: FileDescriptor
     unowned let owner: LoopServer
     var loop: EventLoop { owner.loop }
     var parser: HTTPRequestParser
     let receiveBuffer: IOBuffer
-    private(set) var phase = Phase.idle
+    private(set) var state = State.reading
     /// When the current phase started or last made progress (milliseconds, monotonic).
     var phaseStarted: Int64
-    /// Operations (and waits) whose completion is still to come.
+    /// Operations (and waits) whose completion is still to come: counted by ``track(_:then:)`` only.
     private var inFlight = 0
     private var pendingHead: HTTPRequestHead?
     private var requestBody: [UInt8] = []
@@ -31,8 +72,10 @@ final class Connection: @unchecked Sendable {
     // The response being sent.
     private var keepAlive = true
     private var sendBuffer: SendBuffer?
-    private var pending: [UInt8] = []      // bytes to send before the file body (head, small bodies)
+    private var pending: [UInt8] = []      // bytes to send before the file body (head, small bodies, stream chunks)
     private var body: (any FileBodySource)?
+    private var stream: (any StreamBodySource)?
+    private var chunkedStream = false
     private var position: Int64 = 0
     private var pipe: (read: FileDescriptor, write: FileDescriptor)?
 
@@ -44,18 +87,45 @@ final class Connection: @unchecked Sendable {
         phaseStarted = monotonicMilliseconds()
     }
 
-    func start() { receive() }
+    func start() {
+        loop.assertInLoop()
+        receive()
+    }
+
+    private func transition(to next: State) {
+        precondition(state.allows(next), "connection \(fd): illegal transition \(state) → \(next)")
+        state = next
+    }
+
+    var timeoutPhase: TimeoutPhase {
+        switch state {
+        case .reading: return parser.bufferedByteCount == 0 && pendingHead == nil ? .idle : .readingHead
+        case .handling, .sending: return .responding
+        case .closing, .closed: return .none
+        }
+    }
+
+    /// Starts an operation; its completion runs `then` on the loop unless the connection began
+    /// closing meanwhile, in which case the close goes on once nothing is in flight. The one
+    /// place in-flight operations are counted.
+    private func track<R>(_ start: (@escaping (R) -> Void) -> Void, then: @escaping (R) -> Void) {
+        inFlight += 1
+        start { [self] result in
+            loop.assertInLoop()
+            inFlight -= 1
+            if state == .closing { return finishClosing() }
+            then(result)
+        }
+    }
 
     // MARK: Reading requests
 
     private func receive() {
-        inFlight += 1
-        loop.receive(fd, into: receiveBuffer, range: 0..<receiveBuffer.capacity) { [self] r, _ in
-            inFlight -= 1
-            if phase == .closing { return finishClosing() }
-            guard r > 0 else { return close() }
-            parser.feed(receiveBuffer.bytes(0..<Int(r)))
-            if phase == .idle { phase = .readingHead; phaseStarted = monotonicMilliseconds() }
+        let range = 0..<receiveBuffer.capacity
+        track({ loop.receive(fd, into: receiveBuffer, range: range, $0) }) { [self] (r: Result<Int, Errno>) in
+            guard case .success(let n) = r, n > 0 else { return close() }
+            parser.feed(receiveBuffer.bytes(0..<n))
+            phaseStarted = monotonicMilliseconds()
             process()
         }
     }
@@ -76,41 +146,51 @@ final class Connection: @unchecked Sendable {
                 requestBody = []
                 return dispatch(head, body: body)
             case .needMoreData:
-                if parser.bufferedByteCount == 0 && pendingHead == nil {
-                    if phase != .idle { phase = .idle; phaseStarted = monotonicMilliseconds() }
-                } else if phase != .readingHead {
-                    phase = .readingHead
-                    phaseStarted = monotonicMilliseconds()
-                }
                 return receive()
             case .error(let error):
                 // Not HTTP/1 at all (a TLS ClientHello, an HTTP/2 preface): hang up cleanly.
                 if error == .tlsHandshake || error == .http2Preface { return close() }
                 keepAlive = false
-                phase = .responding
+                transition(to: .sending)
+                phaseStarted = monotonicMilliseconds()
                 return begin(Response.text(error.status, error.reason + "\n", route: "invalid"), version: .http1_1, isHead: false)
             }
         }
     }
 
     private func dispatch(_ head: HTTPRequestHead, body: [UInt8]) {
-        phase = .responding
+        transition(to: .handling)
         phaseStarted = monotonicMilliseconds()
         keepAlive = head.keepAlive && !owner.stopping
         let version = head.version, isHead = head.method == .head
         let loop = self.loop
         owner.handler.handle(head, body: body) { [self] response in
-            if loop.inLoopThread { begin(response, version: version, isHead: isHead) }
-            else { loop.execute { [self] in begin(response, version: version, isHead: isHead) } }
+            if loop.inLoopThread { respond(response, version: version, isHead: isHead) }
+            else { loop.execute { [self] in respond(response, version: version, isHead: isHead) } }
         }
+    }
+
+    /// The handler's answer; dropped if the connection closed while the handler worked.
+    private func respond(_ response: Response, version: HTTPVersion, isHead: Bool) {
+        guard state == .handling else {
+            if case .stream(let s) = response.body { s.cancel() }
+            return
+        }
+        transition(to: .sending)
+        begin(response, version: version, isHead: isHead)
     }
 
     // MARK: Writing responses
 
     private func begin(_ response: Response, version: HTTPVersion, isHead: Bool) {
-        guard phase == .responding else { return finishClosing() }
         owner.metrics.recordRequest(route: response.route, status: response.head.status)
         var head = response.head
+        if case .stream = response.body {
+            // A body of unknown length: chunked for HTTP/1.1, ended by closing for HTTP/1.0.
+            head.headers.remove(name: "Content-Length")
+            chunkedStream = version == .http1_1
+            if chunkedStream { head.headers.replaceOrAdd(name: "Transfer-Encoding", value: "chunked") } else { keepAlive = false }
+        }
         head.setConnection(keepAlive: keepAlive, requestVersion: version)
         head.headers.add(name: "Date", value: owner.dateHeader())
         pending.removeAll(keepingCapacity: true)
@@ -120,7 +200,10 @@ final class Connection: @unchecked Sendable {
         case .none: break
         case .bytes(let bytes): if !isHead { pending += bytes }
         case .file(let source): if !isHead && source.length > 0 { body = source }
+        case .stream(let source):
+            if isHead { source.cancel() } else { stream = source }
         }
+        if stream != nil { return sendPending { [self] in pumpStream() } }
         sendPendingThenBody()
     }
 
@@ -138,32 +221,33 @@ final class Connection: @unchecked Sendable {
         if let body, mode(for: body) == .copy, pending.count < chunk / 2 {
             return copyChunk(body)
         }
-        guard !pending.isEmpty else { return continueBody() }
+        sendPending { [self] in continueBody() }
+    }
+
+    /// Sends all of `pending`, buffer by buffer, then runs `then`.
+    private func sendPending(then: @escaping () -> Void) {
+        guard !pending.isEmpty else { return then() }
         let b = buffer()
         let n = min(pending.count, b.buffer.capacity)
         b.buffer.copyBytes(from: pending[0..<n])
         pending.removeFirst(n)
-        sendAll(b, 0..<n, more: body != nil || !pending.isEmpty) { [self] in sendPendingThenBody() }
+        sendAll(b, 0..<n, more: body != nil || !pending.isEmpty) { [self] in sendPending(then: then) }
     }
 
     /// Sends `buffer[range]` in full (resending after short sends), then runs `then`.
     private func sendAll(_ b: SendBuffer, _ range: Range<Int>, more: Bool, then: @escaping () -> Void) {
-        inFlight += 1
-        loop.send(fd, from: b.buffer, range: range, more: more) { [self] r, _ in
-            guard sent(r) else { return }
-            if Int(r) < range.count { return sendAll(b, (range.lowerBound + Int(r))..<range.upperBound, more: more, then: then) }
+        track({ loop.send(fd, from: b.buffer, range: range, more: more, $0) }) { [self] (r: Result<Int, Errno>) in
+            guard let n = sent(r) else { return }
+            if n < range.count { return sendAll(b, (range.lowerBound + n)..<range.upperBound, more: more, then: then) }
             then()
         }
     }
 
-    /// The common start of a send's completion: ends the operation, and unless the connection
-    /// is closing or the send failed (both handled here) counts the bytes and returns true.
-    private func sent(_ r: Int32) -> Bool {
-        inFlight -= 1
-        if phase == .closing { finishClosing(); return false }
-        guard r > 0 else { close(); return false }
-        progress(Int(r))
-        return true
+    /// The bytes a send moved (counted), or nil after closing on a failed or empty send.
+    private func sent(_ r: Result<Int, Errno>) -> Int? {
+        guard case .success(let n) = r, n > 0 else { close(); return nil }
+        progress(n)
+        return n
     }
 
     private func progress(_ bytes: Int) {
@@ -202,18 +286,13 @@ final class Connection: @unchecked Sendable {
         case nil:
             break
         }
-        inFlight += 1
-        let loop = self.loop
-        body.waitForData(at: position) { [self] error in
-            loop.execute { [self] in
-                inFlight -= 1
-                if phase == .closing { return finishClosing() }
-                // Headers may be out already: a body that cannot be completed ends the
-                // connection, never a short body under a success status.
-                if error != nil { return close() }
-                phaseStarted = monotonicMilliseconds()
-                continueBody()
-            }
+        let loop = self.loop, at = position
+        track({ done in body.waitForData(at: at, loop.hop(done)) }) { [self] (error: (any Error)?) in
+            // Headers may be out already: a body that cannot be completed ends the
+            // connection, never a short body under a success status.
+            if error != nil { return close() }
+            phaseStarted = monotonicMilliseconds()
+            continueBody()
         }
         return nil
     }
@@ -222,17 +301,12 @@ final class Connection: @unchecked Sendable {
     /// into the socket instead of a read and a copy. The closure holds `memory` until sent.
     private func sendFromMemory(_ memory: SharedIOBuffer, _ range: Range<Int>, last: Bool) {
         if !pending.isEmpty {
-            let b = buffer()
-            let n = min(pending.count, b.buffer.capacity)
-            b.buffer.copyBytes(from: pending[0..<n])
-            pending.removeFirst(n)
-            return sendAll(b, 0..<n, more: true) { [self] in sendFromMemory(memory, range, last: last) }
+            return sendPending { [self] in sendFromMemory(memory, range, last: last) }
         }
-        inFlight += 1
-        loop.send(fd, from: memory.buffer, range: range, more: !last) { [self] r, _ in
-            guard sent(r) else { return }
-            position += Int64(r)
-            if Int(r) < range.count { return sendFromMemory(memory, (range.lowerBound + Int(r))..<range.upperBound, last: last) }
+        track({ loop.send(fd, from: memory.buffer, range: range, more: !last, $0) }) { [self] (r: Result<Int, Errno>) in
+            guard let n = sent(r) else { return }
+            position += Int64(n)
+            if n < range.count { return sendFromMemory(memory, (range.lowerBound + n)..<range.upperBound, last: last) }
             continueBody()
         }
     }
@@ -242,15 +316,15 @@ final class Connection: @unchecked Sendable {
         let b = buffer()
         let lead = pending.count
         guard let e = nextExtent(body, maxLength: b.buffer.capacity - lead) else { return }
-        if lead > 0 { b.buffer.copyBytes(from: pending) ; pending.removeAll(keepingCapacity: true) }
+        if lead > 0 { b.buffer.copyBytes(from: pending); pending.removeAll(keepingCapacity: true) }
         let total = lead + e.length
         let last = position + Int64(e.length) >= body.length
-        inFlight += 1
-        loop.readThenSend(e.fd, at: e.offset, into: b.buffer, readRange: lead..<total, to: fd, sendRange: 0..<total, more: !last) { [self] r, _ in
+        track({ loop.readThenSend(e.fd, at: e.offset, into: b.buffer, readRange: lead..<total, to: fd, sendRange: 0..<total, more: !last, $0) }) {
+            [self] (r: Result<Int, Errno>) in
             withExtendedLifetime(e) {}
-            guard sent(r) else { return }
+            guard let n = sent(r) else { return }
             position += Int64(e.length)
-            if Int(r) < total { return sendAll(b, Int(r)..<total, more: !last) { [self] in continueBody() } }
+            if n < total { return sendAll(b, n..<total, more: !last) { [self] in continueBody() } }
             continueBody()
         }
     }
@@ -259,20 +333,16 @@ final class Connection: @unchecked Sendable {
     private func zeroCopyChunk(_ body: any FileBodySource) {
         let b = buffer()
         guard let e = nextExtent(body, maxLength: b.buffer.capacity) else { return }
-        inFlight += 1
-        loop.read(e.fd, into: b.buffer, range: 0..<e.length, at: e.offset) { [self] r, _ in
-            inFlight -= 1
-            if phase == .closing { return finishClosing() }
-            guard Int(r) == e.length else { return close() }
+        track({ loop.read(e.fd, into: b.buffer, range: 0..<e.length, at: e.offset, $0) }) { [self] (r: Result<Int, Errno>) in
+            guard case .success(e.length) = r else { return close() }
             sendZeroCopy(b, 0..<e.length, extent: e)
         }
     }
 
     private func sendZeroCopy(_ b: SendBuffer, _ range: Range<Int>, extent e: FileExtent) {
-        inFlight += 1
-        loop.sendZeroCopy(fd, from: b.buffer, range: range) { [self] r, _ in
-            guard sent(r) else { return }
-            if Int(r) < range.count { return sendZeroCopy(b, (range.lowerBound + Int(r))..<range.upperBound, extent: e) }
+        track({ loop.sendZeroCopy(fd, from: b.buffer, range: range, $0) }) { [self] (r: Result<Int, Errno>) in
+            guard let n = sent(r) else { return }
+            if n < range.count { return sendZeroCopy(b, (range.lowerBound + n)..<range.upperBound, extent: e) }
             position += Int64(e.length)
             continueBody()
         }
@@ -285,12 +355,7 @@ final class Connection: @unchecked Sendable {
             let sent: Int
             do { sent = try Socket.sendFile(to: fd, from: e.fd, offset: e.offset, count: e.length) } catch { return close() }
             if sent == 0 {
-                inFlight += 1
-                loop.whenWritable(fd) { [self] _, _ in
-                    inFlight -= 1
-                    if phase == .closing { return finishClosing() }
-                    continueBody()
-                }
+                track({ loop.whenWritable(fd, $0) }) { [self] (_: Result<Void, Errno>) in continueBody() }
                 return
             }
             progress(sent)
@@ -305,21 +370,44 @@ final class Connection: @unchecked Sendable {
             do { pipe = try Socket.makePipe(capacity: owner.configuration.chunkSize) } catch { return close() }
         }
         guard let e = nextExtent(body, maxLength: owner.configuration.chunkSize) else { return }
-        inFlight += 1
-        loop.spliceToSocket(e.fd, at: e.offset, through: pipe!, to: fd, count: e.length) { [self] r, _ in
+        let through = pipe!
+        track({ loop.spliceToSocket(e.fd, at: e.offset, through: through, to: fd, count: e.length, $0) }) { [self] (r: Result<Int, Errno>) in
             withExtendedLifetime(e) {}
-            guard sent(r) else { return }
+            guard let n = sent(r) else { return }
             position += Int64(e.length)
-            drainPipe(Int(e.length) - Int(r))
+            drainPipe(e.length - n)
         }
     }
 
     private func drainPipe(_ remaining: Int) {
         guard remaining > 0 else { return continueBody() }
-        inFlight += 1
-        loop.spliceToSocket(fromPipe: pipe!.read, to: fd, count: remaining) { [self] r, _ in
-            guard sent(r) else { return }
-            drainPipe(remaining - Int(r))
+        let from = pipe!.read
+        track({ loop.spliceToSocket(fromPipe: from, to: fd, count: remaining, $0) }) { [self] (r: Result<Int, Errno>) in
+            guard let n = sent(r) else { return }
+            drainPipe(remaining - n)
+        }
+    }
+
+    /// A streamed body: asks the source for the next bytes, sends them as one chunk, repeats;
+    /// the source's end sends the last chunk.
+    private func pumpStream() {
+        guard let source = stream else { return finishResponse() }
+        let loop = self.loop
+        track({ done in source.next(loop.hop(done)) }) { [self] (bytes: [UInt8]?) in
+            guard let bytes else {
+                stream = nil
+                if chunkedStream { pending += Array("0\r\n\r\n".utf8) }
+                return sendPending { [self] in finishResponse() }
+            }
+            if bytes.isEmpty { return pumpStream() }
+            if chunkedStream {
+                pending += Array((String(bytes.count, radix: 16) + "\r\n").utf8)
+                pending += bytes
+                pending += [13, 10]
+            } else {
+                pending += bytes
+            }
+            sendPending { [self] in pumpStream() }
         }
     }
 
@@ -327,7 +415,7 @@ final class Connection: @unchecked Sendable {
         body = nil
         if let b = sendBuffer { owner.returnBuffer(b); sendBuffer = nil }
         guard keepAlive else { return close() }
-        phase = .idle
+        transition(to: .reading)
         phaseStarted = monotonicMilliseconds()
         process()  // a pipelined request may be waiting in the parser
     }
@@ -337,23 +425,25 @@ final class Connection: @unchecked Sendable {
     /// Ends the connection: shutdown(2) makes pending operations finish; the descriptor is
     /// closed when the last of them has.
     func close() {
-        guard phase != .closing else { return }
-        phase = .closing
+        loop.assertInLoop()
+        guard state != .closing && state != .closed else { return }
+        transition(to: .closing)
+        stream?.cancel()
+        stream = nil
         Socket.shutdown(fd)
         finishClosing()
     }
 
     /// Called on a connection that should stop after its current response.
     func stopAfterResponse() {
+        loop.assertInLoop()
         keepAlive = false
-        if phase == .idle || phase == .readingHead { close() }
+        if state == .reading { close() }
     }
 
-    private var closed = false
-
     private func finishClosing() {
-        guard phase == .closing, inFlight == 0, !closed else { return }
-        closed = true
+        guard state == .closing, inFlight == 0 else { return }
+        transition(to: .closed)
         body = nil
         if let b = sendBuffer { owner.returnBuffer(b); sendBuffer = nil }
         if let p = pipe { Socket.close(p.read); Socket.close(p.write); pipe = nil }

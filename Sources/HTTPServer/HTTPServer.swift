@@ -5,37 +5,51 @@ import DarterIO
 import HTTPCore
 import Synchronization
 
-/// The HTTP/1.1 server: one event loop per core, each with its own SO_REUSEPORT listener,
-/// accepting with multishot accept and serving connections with the handler's responses.
+/// The HTTP/1.1 server: on each event loop its own SO_REUSEPORT listener, accepting with
+/// multishot accept and serving connections with the handler's responses.
 public final class HTTPServer: Sendable {
     public let configuration: ServerConfiguration
     public let metrics: ServerMetrics
     private let loops: [LoopServer]
+    /// The loops, when the server made them (it then stops them at shutdown).
+    private let ownGroup: EventLoopGroup?
     /// The port actually bound (useful with port 0).
     public let port: UInt16
 
-    public init(configuration: ServerConfiguration, handler: any HTTPHandler, metrics: ServerMetrics = ServerMetrics()) throws(Errno) {
+    /// Serves on `group`'s loops (shared with clients, e.g. the origin fetches), or on loops of
+    /// its own (``ServerConfiguration/loops``, with registered send buffers) when nil.
+    public init(configuration: ServerConfiguration, handler: any HTTPHandler, metrics: ServerMetrics = ServerMetrics(),
+                group: EventLoopGroup? = nil) throws(Errno) {
         self.configuration = configuration
         self.metrics = metrics
         Socket.raiseOpenFileLimit()
+        let own = group == nil ? try Self.makeGroup(configuration) : nil
+        let group = group ?? own!
         var loops: [LoopServer] = []
         var port = configuration.port
-        let perLoop = max(1, configuration.maxConnections / max(1, configuration.loops))
-        for i in 0..<max(1, configuration.loops) {
+        let perLoop = max(1, configuration.maxConnections / group.loops.count)
+        for loop in group.loops {
             let listener = try Socket.listen(host: configuration.host, port: port, reusePort: true)
             if port == 0 { port = Socket.localPort(listener) }  // the other loops join the same port
-            let loop = try EventLoop(index: i, fixedBuffers: configuration.serveMode == .sendfile ? 0 : configuration.registeredBuffersPerLoop,
-                                     fixedBufferSize: configuration.chunkSize)
             loops.append(LoopServer(loop: loop, listener: listener, configuration: configuration, handler: handler,
                                     metrics: metrics, connectionLimit: perLoop))
         }
         self.loops = loops
         self.port = port
+        ownGroup = own
     }
 
-    /// Starts every loop's thread.
+    /// The loops a server with ``ServerConfiguration`` `configuration` runs on: registered send
+    /// buffers of its chunk size (none for sendfile, which needs no buffer).
+    public static func makeGroup(_ configuration: ServerConfiguration) throws(Errno) -> EventLoopGroup {
+        try EventLoopGroup(count: configuration.loops,
+                           fixedBuffersPerLoop: configuration.serveMode == .sendfile ? 0 : configuration.registeredBuffersPerLoop,
+                           fixedBufferSize: configuration.chunkSize)
+    }
+
+    /// Starts accepting on every loop.
     public func start() {
-        for l in loops { l.loop.start { [l] in l.begin() } }
+        for l in loops { l.loop.execute { [l] in l.begin() } }
     }
 
     /// Graceful shutdown: stop accepting, close idle connections, let in-flight responses
@@ -48,8 +62,7 @@ public final class HTTPServer: Sendable {
         }
         for l in loops { l.loop.execute { [l] in l.closeAll() } }
         try? await Task.sleep(for: .milliseconds(50))
-        for l in loops { l.loop.stop() }
-        for l in loops { l.loop.join() }
+        ownGroup?.shutdown()
     }
 }
 
@@ -79,6 +92,7 @@ final class LoopServer: @unchecked Sendable {
     }
 
     func begin() {
+        loop.assertInLoop()
         startAccepting()
         scheduleTick()
     }
@@ -87,7 +101,7 @@ final class LoopServer: @unchecked Sendable {
         guard !accepting, !stopping, connections.count < connectionLimit else { return }
         accepting = true
         loop.acceptMultishot(listener, nonBlocking: configuration.serveMode.usesSendfile) { [self] r, more in
-            if r >= 0 { accepted(FileDescriptor(rawValue: r)) }
+            if case .success(let fd) = r { accepted(fd) }
             if !more {
                 accepting = false
                 startAccepting()
@@ -115,7 +129,7 @@ final class LoopServer: @unchecked Sendable {
     // MARK: Timeouts
 
     private func scheduleTick() {
-        loop.after(nanoseconds: 500_000_000) { [self] _, _ in
+        loop.schedule(after: .milliseconds(500)) { [self] in
             tick()
             if !stopping || !connections.isEmpty { scheduleTick() }
         }
@@ -127,13 +141,12 @@ final class LoopServer: @unchecked Sendable {
         // Hand spare send buffers back when nothing is being sent (memory stays bounded).
         defer { if responding == 0 && freeBuffers.count > 4 { freeBuffers.removeLast(freeBuffers.count - 4) } }
         for c in connections.values {
-            if c.phase == .responding { responding += 1 }
             let limit: Int64
-            switch c.phase {
+            switch c.timeoutPhase {
             case .idle: limit = configuration.idleTimeout
             case .readingHead: limit = configuration.headerTimeout
-            case .responding: limit = configuration.sendTimeout
-            case .closing: continue
+            case .responding: limit = configuration.sendTimeout; responding += 1
+            case .none: continue
             }
             if now - c.phaseStarted > limit * 1000 { c.close() }
         }

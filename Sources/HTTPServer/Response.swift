@@ -30,6 +30,20 @@ public enum ResponseBody: Sendable {
     case bytes([UInt8])
     /// Bytes that live in a file (the piece store), possibly still being written.
     case file(any FileBodySource)
+    /// Bytes produced over time, of a length not known in advance: sent chunked to HTTP/1.1
+    /// clients (each delivery one chunk), ended by closing for HTTP/1.0 ones.
+    case stream(any StreamBodySource)
+}
+
+/// A body produced over time (a feed of events). The server calls ``next(_:)`` once the bytes
+/// it delivered last are sent; the source calls `deliver` exactly once per call, from any
+/// thread, with the next bytes or with nil at the end. It must deliver something at least every
+/// ``ServerConfiguration/sendTimeout`` seconds (a heartbeat) or the connection is closed.
+public protocol StreamBodySource: AnyObject, Sendable {
+    func next(_ deliver: @escaping @Sendable ([UInt8]?) -> Void)
+    /// The connection closed (or the request was HEAD): produce no more; a pending `deliver`
+    /// may still be called and is ignored.
+    func cancel()
 }
 
 /// A span of an open file that may be sent now.
