@@ -48,7 +48,8 @@ let package = Package(
         .executableTarget(name: "darter-bench", dependencies: ["DarterCore", "PieceStore", "DarterIO"],
                           path: "Benchmarks/DarterBench", swiftSettings: strict),
 
-        // Helpers the test targets share (scratch directories, files, child processes).
+        // Helpers the test targets share: scratch directories and files, child processes and the
+        // darter binary, free ports, raw HTTP and curl, the origin.py and registry.py launchers.
         .target(name: "DarterTestSupport", dependencies: ["DarterCore", "DarterIO"], path: "Tests/DarterTestSupport", swiftSettings: strict),
         .testTarget(name: "DarterCoreTests", dependencies: ["DarterCore"], swiftSettings: strict),
         .testTarget(name: "DarterIOTests", dependencies: ["DarterCore", "DarterIO", "DarterTestSupport"], swiftSettings: strict),

@@ -3,9 +3,13 @@ import Glibc
 #endif
 import DarterIO
 import DarterCore
+import Foundation
 
 // Helpers every test target shares: errors, scratch directories, whole-file I/O with plain
-// syscalls (independent of the backend under test), child processes and a monotonic clock.
+// syscalls (independent of the backend under test), hex and digests, body comparison, a
+// monotonic clock, the repository's fixtures and PATH lookups. Child processes are in
+// Processes.swift, sockets and HTTP clients in HTTPClients.swift, the Python fixtures'
+// launchers in Fixtures.swift.
 
 public struct TestError: Error, CustomStringConvertible {
     public let description: String
@@ -78,71 +82,139 @@ public func writeFile(_ path: String, _ bytes: [UInt8]) throws {
     }
 }
 
+/// A whole file as text ("" when it cannot be read: a log not written yet).
+public func readText(_ path: String) -> String {
+    (try? readFile(path)).map { String(decoding: $0, as: UTF8.self) } ?? ""
+}
+
+/// A sparse file of `size` zero bytes (no disk blocks, served from the page cache).
+public func makeSparseFile(_ path: String, size: Int) throws {
+    let fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0o644)
+    guard fd >= 0 else { throw TestError("open \(path): errno \(errno)") }
+    defer { close(fd) }
+    guard ftruncate(fd, off_t(size)) == 0 else { throw TestError("ftruncate: errno \(errno)") }
+}
+
+/// Raises the soft open-file limit to the hard limit (children inherit it).
+public func raiseFileLimit() {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+    limit.rlim_cur = limit.rlim_max
+    _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+}
+
+// MARK: - Repository and PATH
+
+/// The repository root (from this file's path: Tests/DarterTestSupport/<file>).
+public let repositoryRoot: String = {
+    var parts = #filePath.split(separator: "/", omittingEmptySubsequences: false)
+    parts.removeLast(3)
+    return parts.joined(separator: "/")
+}()
+
+/// Tests/Fixtures: origin.py, registry.py, mkimage.py, s3_setup.py.
+public let fixturesDirectory = repositoryRoot + "/Tests/Fixtures"
+
+/// The first executable named `name` on PATH (or an absolute path that exists), else nil.
+public func findExecutable(_ name: String) -> String? {
+    if name.hasPrefix("/") { return access(name, X_OK) == 0 ? name : nil }
+    let path = getenv("PATH").map { String(cString: $0) } ?? "/usr/bin:/bin"
+    for dir in path.split(separator: ":") {
+        let candidate = "\(dir)/\(name)"
+        if access(candidate, X_OK) == 0 { return candidate }
+    }
+    return nil
+}
+
+// MARK: - Hex, digests, bodies
+
 /// Lowercase hex digits of `bytes`.
 public func hexString(_ bytes: [UInt8]) -> String { Hex.encode(bytes) }
+
+/// The SHA-256 of `bytes` in lowercase hex (no `sha256:` prefix).
+public func sha256Hex(_ bytes: [UInt8]) -> String { hexString(SHA256Hasher.hash(bytes)) }
+
+/// nil when `got` is exactly `want`, else a short description of the difference. Compare bodies
+/// with this, never with `#expect(a == b)`: Swift Testing diffs two unequal arrays (Myers), which
+/// takes minutes for megabytes.
+public func bodyDiff(_ got: [UInt8], _ want: [UInt8]) -> String? {
+    if got == want { return nil }
+    let common = min(got.count, want.count)
+    var i = 0
+    while i < common && got[i] == want[i] { i += 1 }
+    return "\(got.count) bytes, expected \(want.count)" + (i < common ? ", first difference at byte \(i)" : ", equal up to the shorter")
+}
+
+/// A body for a failure message: its text when short and printable, else its size.
+public func printable(_ bytes: [UInt8]) -> String {
+    let ok = bytes.count <= 300 && bytes.allSatisfy { $0 == 9 || $0 == 10 || $0 == 13 || (32..<127).contains($0) }
+    return ok ? String(decoding: bytes, as: UTF8.self) : "<\(bytes.count) bytes>"
+}
+
+// MARK: - Text
+
+/// The JSON object in `text` (Foundation's reading: numbers as NSNumber, castable to Int).
+public func jsonObject(_ text: String) throws -> [String: Any] {
+    guard let obj = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { throw TestError("not a JSON object: \(text)") }
+    return obj
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters (for `?url=`).
+public func percentEncode(_ s: String) -> String {
+    var out = ""
+    let hex = Array("0123456789ABCDEF")
+    for b in s.utf8 {
+        switch b {
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+             UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
+            out.append(Character(UnicodeScalar(b)))
+        default:
+            out.append("%"); out.append(hex[Int(b >> 4)]); out.append(hex[Int(b & 15)])
+        }
+    }
+    return out
+}
+
+/// The value of the first sample of `metric` in a Prometheus text page.
+public func metricValue(_ metric: String, in text: String) -> Double? {
+    for line in text.split(separator: "\n") where line.hasPrefix(metric + " ") || line.hasPrefix(metric + "{") {
+        return line.split(separator: " ").last.flatMap { Double($0) }
+    }
+    return nil
+}
+
+extension StringProtocol {
+    /// Without leading and trailing spaces and tabs.
+    public func trimmedBlanks() -> String {
+        var s = Substring(self)
+        while let f = s.first, f == " " || f == "\t" { s = s.dropFirst() }
+        while let l = s.last, l == " " || l == "\t" { s = s.dropLast() }
+        return String(s)
+    }
+}
+
+extension String {
+    /// Splits on a multi-character separator (keeps empty pieces).
+    public func pieces(splitBy separator: String) -> [String] {
+        let hay = Array(utf8), sep = Array(separator.utf8)
+        var out: [String] = [], start = 0, i = 0
+        while i + sep.count <= hay.count {
+            if hay[i..<(i + sep.count)].elementsEqual(sep) {
+                out.append(String(decoding: hay[start..<i], as: UTF8.self))
+                i += sep.count
+                start = i
+            } else {
+                i += 1
+            }
+        }
+        out.append(String(decoding: hay[start...], as: UTF8.self))
+        return out
+    }
+}
 
 /// Seconds on the monotonic clock.
 public func now() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
-
-// MARK: - Processes
-
-/// posix_spawnp with stdin from /dev/null and stdout and stderr sent to files (the same file may
-/// be given twice); `environment` entries are added to this process's environment.
-public func spawnProcess(_ path: String, _ args: [String], stdout: String, stderr: String,
-                         environment: [String: String] = [:]) throws -> pid_t {
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    if stderr == stdout {
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-    } else {
-        posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    }
-    // Swift's concurrency threads are Dispatch threads, which block most signals; a child would
-    // inherit that mask (and never see SIGTERM). Start children with no signal blocked and the
-    // usual dispositions.
-    var attributes = posix_spawnattr_t()
-    posix_spawnattr_init(&attributes)
-    defer { posix_spawnattr_destroy(&attributes) }
-    var empty = sigset_t(), defaults = sigset_t()
-    sigemptyset(&empty)
-    sigemptyset(&defaults)
-    for s in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGQUIT, SIGUSR1, SIGUSR2] { sigaddset(&defaults, s) }
-    posix_spawnattr_setsigmask(&attributes, &empty)
-    posix_spawnattr_setsigdefault(&attributes, &defaults)
-    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-    var env = SystemCalls.environment()
-    for (k, v) in environment { env[k] = v }
-    let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
-    defer { envp.forEach { free($0) } }
-    let argv = ([path] + args).map { strdup($0) } + [nil]
-    defer { argv.forEach { free($0) } }
-    var pid: pid_t = 0
-    let r = posix_spawnp(&pid, path, &actions, &attributes, argv, envp)
-    if r != 0 { throw TestError("posix_spawnp \(path): error \(r)") }
-    return pid
-}
-
-/// The exit code of a wait status, or 128 + the signal that ended the process.
-public func exitCode(_ status: Int32) -> Int32 {
-    (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-}
-
-/// Waits (polling, without blocking a pool thread) for a child; nil on timeout.
-public func waitForExit(_ pid: pid_t, timeout: Double) async -> Int32? {
-    let deadline = now() + timeout
-    var status: Int32 = 0
-    while true {
-        let r = waitpid(pid, &status, WNOHANG)
-        if r == pid { return exitCode(status) }
-        if r < 0 && errno != EINTR { return nil }
-        if now() > deadline { return nil }
-        try? await Task.sleep(for: .milliseconds(5))
-    }
 }

@@ -12,39 +12,39 @@ struct HTTPTests {
     let client = OriginClient()
 
     @Test func fullGETStreamsEveryByteInOrder() async throws {
-        let origin = try await SharedOrigin.get()
+        let origin = try await OriginServer.shared()
         let sink = CollectingSink()
         let head = try await client.fetch(OriginRequest(url: origin.url("/files/small.bin")), into: sink)
         #expect(head.status == 200)
         #expect(sink.heads.count == 1)
         #expect(!sink.bodyBeforeHead)
-        #expect(head.contentLength == Int64(origin.small.count))
-        #expect(head.totalLength == Int64(origin.small.count))
+        #expect(head.contentLength == Int64(OriginServer.sharedSmall.count))
+        #expect(head.totalLength == Int64(OriginServer.sharedSmall.count))
         #expect(head.contentRange == nil)
         #expect(head.etag?.hasPrefix("\"") == true)
         #expect(head.lastModified?.hasSuffix("GMT") == true)
         #expect(head.contentType == "application/octet-stream")
         #expect(head.acceptsRanges)
-        #expect(head.header("Content-Length") == String(origin.small.count))
+        #expect(head.header("Content-Length") == String(OriginServer.sharedSmall.count))
         #expect(head.headers.allSatisfy { $0.name == $0.name.lowercased() })
         #expect(head.effectiveURL == origin.url("/files/small.bin"))
-        #expect(sink.body.count == origin.small.count)
-        #expect(sha256Hex(sink.body) == sha256Hex(origin.small))
+        #expect(sink.body.count == OriginServer.sharedSmall.count)
+        #expect(sha256Hex(sink.body) == sha256Hex(OriginServer.sharedSmall))
     }
 
     @Test func headHasNoBody() async throws {
-        let origin = try await SharedOrigin.get()
+        let origin = try await OriginServer.shared()
         let sink = CollectingSink()
         let head = try await client.fetch(OriginRequest(url: origin.url("/files/small.bin"), method: "HEAD"), into: sink)
         #expect(head.status == 200)
         #expect(sink.heads.count == 1)
-        #expect(head.contentLength == Int64(origin.small.count))
-        #expect(head.totalLength == Int64(origin.small.count))
+        #expect(head.contentLength == Int64(OriginServer.sharedSmall.count))
+        #expect(head.totalLength == Int64(OriginServer.sharedSmall.count))
         #expect(sink.body.isEmpty)
     }
 
     @Test func emptyBody() async throws {
-        let origin = try await SharedOrigin.get()
+        let origin = try await OriginServer.shared()
         let sink = CollectingSink()
         let head = try await client.fetch(OriginRequest(url: origin.url("/files/empty.bin")), into: sink)
         #expect(head.status == 200)
@@ -55,8 +55,8 @@ struct HTTPTests {
     }
 
     @Test func rangeGives206WithContentRange() async throws {
-        let origin = try await SharedOrigin.get()
-        let total = Int64(origin.small.count)
+        let origin = try await OriginServer.shared()
+        let total = Int64(OriginServer.sharedSmall.count)
         let sink = CollectingSink()
         let head = try await client.fetch(OriginRequest(url: origin.url("/files/small.bin"), range: 100..<1100), into: sink)
         #expect(head.status == 206)
@@ -64,39 +64,39 @@ struct HTTPTests {
         #expect(head.totalLength == total)
         #expect(head.contentLength == 1000)
         #expect(head.acceptsRanges)
-        expectSameBytes(sink.body, Array(origin.small[100..<1100]))
+        expectSameBytes(sink.body, Array(OriginServer.sharedSmall[100..<1100]))
 
         let tail = CollectingSink()
         let tailHead = try await client.fetch(OriginRequest(url: origin.url("/files/small.bin"), range: 1_000_000..<Int64.max), into: tail)
         #expect(tailHead.status == 206)
         #expect(tailHead.contentRange == OriginContentRange(first: 1_000_000, last: total - 1, total: total))
-        expectSameBytes(tail.body, Array(origin.small[1_000_000...]))
+        expectSameBytes(tail.body, Array(OriginServer.sharedSmall[1_000_000...]))
     }
 
     @Test func rangeIgnoredByOriginGives200() async throws {
-        let origin = try await SharedOrigin.get()
+        let origin = try await OriginServer.shared()
         let sink = CollectingSink()
         let head = try await client.fetch(OriginRequest(url: origin.url("/files/small.bin?norange=1"), range: 0..<1), into: sink)
         #expect(head.status == 200)
         #expect(head.contentRange == nil)
-        #expect(head.totalLength == Int64(origin.small.count))
+        #expect(head.totalLength == Int64(OriginServer.sharedSmall.count))
         #expect(!head.acceptsRanges)
-        expectSameBytes(sink.body, origin.small)
+        expectSameBytes(sink.body, OriginServer.sharedSmall)
     }
 
     @Test func redirectsAreFollowed() async throws {
-        let origin = try await SharedOrigin.get()
+        let origin = try await OriginServer.shared()
         let sink = CollectingSink()
         let head = try await client.fetch(OriginRequest(url: origin.url("/files/elsewhere?redirect=/files/small.bin")), into: sink)
         #expect(head.status == 200)
         #expect(head.effectiveURL == origin.url("/files/small.bin"))
         #expect(sink.heads.count == 1)
         #expect(sink.heads[0].status == 200)
-        expectSameBytes(sink.body, origin.small)
+        expectSameBytes(sink.body, OriginServer.sharedSmall)
     }
 
     @Test func redirectLoopThrowsTooManyRedirects() async throws {
-        let origin = try await SharedOrigin.get()
+        let origin = try await OriginServer.shared()
         var config = OriginConfiguration()
         config.maxRedirects = 3
         let error = await expectOriginError { () async throws(OriginError) in
@@ -107,8 +107,8 @@ struct HTTPTests {
     }
 
     @Test func authorizationIsNotSentToAnotherHostOnRedirect() async throws {
-        let origin = try await SharedOrigin.get()
-        let other = "http://localhost:\(origin.server.port)/__echo"
+        let origin = try await OriginServer.shared()
+        let other = "http://localhost:\(origin.port)/__echo"
         let sink = CollectingSink()
         let head = try await client.fetch(OriginRequest(url: origin.url("/files/r?redirect=\(other)"),
                                                         headers: [("Authorization", "Bearer secret"), ("X-Custom", "kept")]), into: sink)
@@ -125,14 +125,14 @@ struct HTTPTests {
     /// (as libcurl parses it) and the address: a redirect's target is refused before anything
     /// is sent there.
     @Test func allowlistChecksEveryConnectionIncludingRedirects() async throws {
-        let origin = try await SharedOrigin.get()
+        let origin = try await OriginServer.shared()
         var config = OriginConfiguration()
         config.allowlist = try OriginAllowlist.parse("127.0.0.1").get()
         let client = OriginClient(configuration: config)
         let ok = try await client.fetch(OriginRequest(url: origin.url("/files/small.bin")), into: CollectingSink())
         #expect(ok.status == 200)
         // 127.0.0.2 is loopback too, but not in the list: refused at connect, never contacted.
-        let other = "http://127.0.0.2:\(origin.server.port)/__echo"
+        let other = "http://127.0.0.2:\(origin.port)/__echo"
         let error = await expectOriginError { () async throws(OriginError) in
             try await client.fetch(OriginRequest(url: origin.url("/files/r?redirect=\(other)")), into: CollectingSink())
         }
@@ -142,7 +142,7 @@ struct HTTPTests {
         // A host-name entry is matched against the URL's host, not the address it resolves to.
         config.allowlist = try OriginAllowlist.parse("localhost").get()
         let byName = OriginClient(configuration: config)
-        let named = try await byName.fetch(OriginRequest(url: "http://localhost:\(origin.server.port)/files/small.bin"), into: CollectingSink())
+        let named = try await byName.fetch(OriginRequest(url: "http://localhost:\(origin.port)/files/small.bin"), into: CollectingSink())
         #expect(named.status == 200)
         let byAddress = await expectOriginError { () async throws(OriginError) in
             try await byName.fetch(OriginRequest(url: origin.url("/files/small.bin")), into: CollectingSink())
@@ -159,7 +159,7 @@ struct HTTPTests {
     }
 
     @Test func requestHeadersAreSentWithoutAcceptEncoding() async throws {
-        let origin = try await SharedOrigin.get()
+        let origin = try await OriginServer.shared()
         let sink = CollectingSink()
         _ = try await client.fetch(OriginRequest(url: origin.url("/__echo"), headers: [("X-Test", "yes")]), into: sink)
         let echo = try jsonObject(sink.text)
@@ -170,7 +170,7 @@ struct HTTPTests {
     }
 
     @Test func droppedConnectionThrowsTransferFailed() async throws {
-        let origin = try await SharedOrigin.get()
+        let origin = try await OriginServer.shared()
         let error = await expectOriginError { () async throws(OriginError) in
             try await client.fetch(OriginRequest(url: origin.url("/files/small.bin?drop=5000")), into: CollectingSink())
         }
@@ -179,28 +179,28 @@ struct HTTPTests {
     }
 
     @Test func shortBodyThrowsTransferFailed() async throws {
-        let origin = try await SharedOrigin.get()
+        let origin = try await OriginServer.shared()
         let sink = CollectingSink()
         let error = await expectOriginError { () async throws(OriginError) in
             try await client.fetch(OriginRequest(url: origin.url("/files/small.bin?short=70000")), into: sink)
         }
         guard case .transferFailed(let message) = error else { Issue.record("got \(String(describing: error))"); return }
         #expect(message.contains("curl error 18"))
-        expectSameBytes(sink.body, Array(origin.small[0..<70000]))
+        expectSameBytes(sink.body, Array(OriginServer.sharedSmall[0..<70000]))
     }
 
     @Test func chunkedBodyHasNoLength() async throws {
-        let origin = try await SharedOrigin.get()
+        let origin = try await OriginServer.shared()
         let sink = CollectingSink()
         let head = try await client.fetch(OriginRequest(url: origin.url("/files/small.bin?chunked=1")), into: sink)
         #expect(head.status == 200)
         #expect(head.contentLength == nil)
         #expect(head.totalLength == nil)
-        expectSameBytes(sink.body, origin.small)
+        expectSameBytes(sink.body, OriginServer.sharedSmall)
     }
 
     @Test func errorStatusIsReturnedNotThrown() async throws {
-        let origin = try await SharedOrigin.get()
+        let origin = try await OriginServer.shared()
         let sink = CollectingSink()
         let head = try await client.fetch(OriginRequest(url: origin.url("/files/small.bin?status=404")), into: sink)
         #expect(head.status == 404)
@@ -211,14 +211,14 @@ struct HTTPTests {
     }
 
     @Test func failThenSucceed() async throws {
-        let origin = try await SharedOrigin.get()
+        let origin = try await OriginServer.shared()
         let url = origin.url("/files/small.bin?fail=1&tag=\(UInt32.random(in: 0...UInt32.max))")
         let first = try await client.fetch(OriginRequest(url: url), into: CollectingSink())
         #expect(first.status == 503)
         let sink = CollectingSink()
         let second = try await client.fetch(OriginRequest(url: url), into: sink)
         #expect(second.status == 200)
-        expectSameBytes(sink.body, origin.small)
+        expectSameBytes(sink.body, OriginServer.sharedSmall)
     }
 
     @Test func closedPortThrowsConnectFailed() async throws {
@@ -231,7 +231,7 @@ struct HTTPTests {
     }
 
     @Test func slowBodyThrowsTimedOut() async throws {
-        let origin = try await SharedOrigin.get()
+        let origin = try await OriginServer.shared()
         var config = OriginConfiguration()
         config.lowSpeedLimitBytesPerSecond = 1000
         config.lowSpeedTimeSeconds = 2
@@ -244,7 +244,7 @@ struct HTTPTests {
     }
 
     @Test func sinkAbortsAtHeadOrBody() async throws {
-        let origin = try await SharedOrigin.get()
+        let origin = try await OriginServer.shared()
         let atHead = await expectOriginError { () async throws(OriginError) in
             try await client.fetch(OriginRequest(url: origin.url("/files/small.bin")), into: AbortingSink(atHead: true))
         }
@@ -254,7 +254,7 @@ struct HTTPTests {
             try await client.fetch(OriginRequest(url: origin.url("/files/small.bin")), into: sink)
         }
         #expect(inBody == .aborted)
-        #expect(sink.bytes > 0 && sink.bytes < origin.small.count)
+        #expect(sink.bytes > 0 && sink.bytes < OriginServer.sharedSmall.count)
         // A HEAD (no body) aborted at the head.
         let headOnly = await expectOriginError { () async throws(OriginError) in
             try await client.fetch(OriginRequest(url: origin.url("/files/small.bin"), method: "HEAD"), into: AbortingSink(atHead: true))
@@ -263,7 +263,7 @@ struct HTTPTests {
     }
 
     @Test func cancellingTheTaskAborts() async throws {
-        let origin = try await SharedOrigin.get()
+        let origin = try await OriginServer.shared()
         let client = self.client
         let url = origin.url("/files/small.bin?drip=1000")
         let task = Task { () async throws(OriginError) -> OriginResponseHead in
@@ -296,7 +296,7 @@ struct HTTPTests {
     }
 
     @Test func concurrentTransfers() async throws {
-        let origin = try await SharedOrigin.get()
+        let origin = try await OriginServer.shared()
         let client = self.client
         let url = origin.url("/files/small.bin")
         let digests = try await withThrowingTaskGroup(of: String.self) { group in
@@ -311,21 +311,21 @@ struct HTTPTests {
             for try await d in group { out.append(d) }
             return out.sorted()
         }
-        #expect(digests == (0..<8).map { "\($0):\(sha256Hex(Array(origin.small[($0 * 1000)...])))" })
+        #expect(digests == (0..<8).map { "\($0):\(sha256Hex(Array(OriginServer.sharedSmall[($0 * 1000)...])))" })
     }
 }
 
 @Suite("OriginClient memory", .serialized)
 struct MemoryTests {
     @Test func largeDownloadKeepsMemoryBounded() async throws {
-        let origin = try await SharedOrigin.get()
+        let origin = try await OriginServer.shared()
         let client = OriginClient()
         let sink = DiscardingSink()
         let before = SystemCalls.residentBytes()
         let head = try await client.fetch(OriginRequest(url: origin.url("/files/big.bin")), into: sink)
         let after = SystemCalls.residentBytes()
         #expect(head.status == 200)
-        #expect(sink.bytes == SharedOrigin.bigSize)
+        #expect(sink.bytes == OriginServer.sharedBigSize)
         let growth = max(sink.maxResident, after) - before
         // RSS is the whole test process's: suites running alongside allocate tens of MiB.
         // Buffering the body would grow it by the body's 512 MiB; bounded memory stays far below.

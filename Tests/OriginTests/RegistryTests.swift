@@ -7,25 +7,10 @@ import Testing
 import DarterIO
 import Origin
 
-/// A real docker-registry (distribution 2.8) with token auth, started by Tests/Fixtures/registry.py.
-struct TestRegistry {
-    let process: ChildProcess
-    let info: [String: Any]
-    var registry: String { info["registry"] as! String }
-    var tokenServer: String { info["token_server"] as! String }
-    var repository: String { info["repository"] as! String }
-    var host: String { String(registry.dropFirst("http://".count)) }
-    func string(_ key: String) -> String { info[key] as? String ?? "" }
-
-    static let binary = "/usr/bin/docker-registry"
-
+extension TestRegistry {
+    /// Starts registry.py with its state in `dir/<label>` and its log in `dir/<label>.log`.
     static func start(dir: TempDirectory, label: String, blob: String, user: String?) async throws -> TestRegistry? {
-        guard findExecutable(binary) != nil else { return nil }
-        var args = [fixturesDirectory + "/registry.py", "--dir", dir.file(label), "--blob", blob, "--exit-with-parent"]
-        if let user { args += ["--user", user] }
-        let p = try ChildProcess("python3", args, logPath: dir.file("\(label).log"))
-        let line = try await p.waitForLog(#"(\{"registry".*\})"#, timeout: 30)
-        return TestRegistry(process: p, info: try jsonObject(line))
+        try await start(dir: dir.file(label), blob: blob, user: user, log: dir.file("\(label).log"))
     }
 
     /// Token requests per scope since the registry was prepared.
@@ -33,10 +18,6 @@ struct TestRegistry {
         let sink = CollectingSink()
         _ = try await client.fetch(OriginRequest(url: tokenServer + "/__stats"), into: sink)
         return (try jsonObject(sink.text)["tokens"] as? [String: Int]) ?? [:]
-    }
-
-    func setTokenLifetime(_ seconds: Int) async throws {
-        _ = try await runCommand("curl", ["-sf", "-X", "POST", "--data", "\(seconds)", tokenServer + "/__config"], scratch: "/tmp")
     }
 }
 

@@ -10,11 +10,11 @@ import Origin
 
 /// A self-signed certificate for 127.0.0.1: `dir`/cert.pem and `dir`/key.pem.
 func makeSelfSignedCertificate(_ openssl: String, in dir: TempDirectory) async throws {
-    let (code, output) = try await runCommand(openssl, [
+    let r = try await runProcess(openssl, [
         "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", dir.file("key.pem"), "-out", dir.file("cert.pem"),
     ], scratch: dir.path)
-    try #require(code == 0, "openssl: \(output)")
+    try #require(r.exitCode == 0, "openssl: \(r.output)")
 }
 
 @Suite("OriginClient over HTTPS (origin.py --tls)")
@@ -119,10 +119,10 @@ struct MotoS3 {
         let p = try ChildProcess(moto, ["-H", "127.0.0.1", "-p", "0"], logPath: dir.file("moto.log"))
         let port = try await p.waitForLog(#"Running on http://127\.0\.0\.1:(\d+)"#, timeout: 30)
         let endpoint = "http://127.0.0.1:\(port)"
-        let (code, output) = try await runCommand("python3", [fixturesDirectory + "/s3_setup.py", "--endpoint", endpoint,
-                                                              "--bucket", bucket, "--key", key, "--file", file], scratch: dir.path)
-        guard code == 0, let line = output.split(separator: "\n").last(where: { $0.hasPrefix("{") }) else {
-            throw TestError("s3_setup.py failed (\(code)): \(output)")
+        let setup = try await runProcess("python3", [fixturesDirectory + "/s3_setup.py", "--endpoint", endpoint,
+                                                     "--bucket", bucket, "--key", key, "--file", file], scratch: dir.path)
+        guard setup.exitCode == 0, let line = setup.stdoutText.split(separator: "\n").last(where: { $0.hasPrefix("{") }) else {
+            throw TestError("s3_setup.py failed (\(setup.exitCode)): \(setup.output)")
         }
         let json = try jsonObject(String(line))
         let s = json["session"] as? [String: String] ?? [:]

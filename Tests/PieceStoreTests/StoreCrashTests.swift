@@ -11,13 +11,8 @@ import DarterCore
 /// store believes is wrong.
 @Suite("Piece store: crash recovery (SIGKILL)")
 struct StoreCrashTests {
-    static var darterBinary: String {
-        if let p = getenv("DARTER_BIN") { return String(cString: p) }
-        return currentDirectory() + "/.build/debug/darter"
-    }
-
     @Test("20 rounds of kill -9 during ingest lose no committed piece and believe nothing uncommitted",
-          .enabled(if: SystemCalls.exists(StoreCrashTests.darterBinary), "needs the darter binary (swift build first)"))
+          .enabled(if: DarterBinary.exists, "needs the darter binary (swift build first)"))
     func killDuringIngest() async throws {
         let dir = makeTestDirectory(); defer { removeTree(dir) }
         var rng = SystemRandomNumberGenerator()
@@ -25,17 +20,17 @@ struct StoreCrashTests {
         for round in 0..<20 {
             let seed = 1 + round % 4  // rounds revisit the same tasks, resuming after each crash
             let out = dir + "/out-\(round).txt"
-            let pid = try spawn(Self.darterBinary, ["debug-ingest", "--data-dir", dir + "/store", "--seed", "\(seed)",
-                                                     "--tasks", "3", "--pieces", "48", "--piece-length", "64k",
-                                                     "--concurrency", "4", "--compaction-threshold", "8k",
-                                                     // Odd rounds crash the fallback backend.
-                                                     "--io-backend", round % 2 == 0 ? "uring" : "threads"], stdout: out)
+            let child = try ChildProcess(DarterBinary.path, ["debug-ingest", "--data-dir", dir + "/store", "--seed", "\(seed)",
+                                                              "--tasks", "3", "--pieces", "48", "--piece-length", "64k",
+                                                              "--concurrency", "4", "--compaction-threshold", "8k",
+                                                              // Odd rounds crash the fallback backend.
+                                                              "--io-backend", round % 2 == 0 ? "uring" : "threads"],
+                                     logPath: out, errorLogPath: "/dev/null")
             let delay = UInt64.random(in: 30...500, using: &rng)
             try await Task.sleep(for: .milliseconds(delay))
-            kill(pid, SIGKILL)
+            child.signal(SIGKILL)
             // Poll rather than block a pool thread while the kernel tears the child down.
-            var status: Int32 = 0
-            while waitpid(pid, &status, WNOHANG) == 0 { try await Task.sleep(for: .milliseconds(5)) }
+            _ = await child.wait()
 
             let reported = try readLines(out).compactMap { line -> (TaskID, Int)? in
                 let parts = line.split(separator: " ")
@@ -62,20 +57,6 @@ struct StoreCrashTests {
         }
         #expect(totalReported > 0, "the child never got to commit anything: the test proved nothing")
     }
-}
-
-func spawn(_ path: String, _ args: [String], stdout: String) throws -> pid_t {
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-    let argv = ([path] + args).map { strdup($0) } + [nil]
-    defer { argv.forEach { free($0) } }
-    var pid: pid_t = 0
-    let r = posix_spawn(&pid, path, &actions, nil, argv, environ)
-    if r != 0 { throw Errno(rawValue: r) }
-    return pid
 }
 
 func readLines(_ path: String) throws -> [String] {

@@ -10,18 +10,18 @@ import DarterIO
 /// (`skopeo`, containers/image: the same code podman and CRI-O use), configured through a
 /// `registries.conf` mirror entry as a user would.
 @Suite("Registry mirror: skopeo pulls through darter seed from docker-registry", .serialized,
-       .enabled(if: ShieldBinaries.available && access("/usr/bin/docker-registry", X_OK) == 0 && access("/usr/bin/skopeo", X_OK) == 0,
+       .enabled(if: DarterBinary.shieldAvailable && access("/usr/bin/docker-registry", X_OK) == 0 && access("/usr/bin/skopeo", X_OK) == 0,
                 "needs darter seed, docker-registry and skopeo (tools/bootstrap installs them)"))
 struct RegistryMirrorTests {
     /// A registry on a free port with one test image (`test/app:v1`: one random 3 MiB layer)
-    /// pushed by skopeo; the caller kills `pid`.
+    /// pushed by skopeo; the caller kills `process`.
     /// With `multi`, also `test/app:multi`, an index of a linux/amd64 and a linux/arm64/v8
     /// image (a layer each): `multiDigests` = [amd64 layer, arm64 layer, arm64 config].
-    struct Registry { var port: UInt16; var pid: pid_t; var layerDigest: String; var multiDigests: [String] = [] }
+    struct Registry { var port: UInt16; var process: ChildProcess; var layerDigest: String; var multiDigests: [String] = [] }
 
     func startRegistryWithImage(_ dir: String, multi: Bool = false) async throws -> Registry {
         // An image: one random 3 MiB layer, in an OCI layout.
-        let made = try await runProcess("/usr/bin/python3", [currentDirectory() + "/Tests/Fixtures/mkimage.py", dir + "/image", "\(3 << 20)"]
+        let made = try await runProcess("/usr/bin/python3", [fixturesDirectory + "/mkimage.py", dir + "/image", "\(3 << 20)"]
                                         + (multi ? ["multi"] : []), scratch: dir)
         #expect(made.exitCode == 0, "mkimage: \(made.stderr)")
         let digests = made.stdoutText.split(whereSeparator: \.isWhitespace).map(String.init)
@@ -40,7 +40,7 @@ struct RegistryMirrorTests {
           addr: 127.0.0.1:\(regPort)
 
         """.utf8))
-        let regPid = try spawnProcess("/usr/bin/docker-registry", ["serve", dir + "/registry.yml"], stdout: dir + "/registry.log", stderr: dir + "/registry.log")
+        let registry = try ChildProcess("/usr/bin/docker-registry", ["serve", dir + "/registry.yml"], logPath: dir + "/registry.log")
         var pushed = false
         do {
             for _ in 0..<50 where !pushed {
@@ -50,16 +50,16 @@ struct RegistryMirrorTests {
                 pushed = push.exitCode == 0
             }
         } catch {
-            kill(regPid, SIGKILL); _ = waitpid(regPid, nil, 0)
+            registry.kill()
             throw error
         }
-        #expect(pushed, "could not push the test image: \(readText(dir + "/registry.log"))")
+        #expect(pushed, "could not push the test image: \(registry.log)")
         if multi {
             let push = try await runProcess("/usr/bin/skopeo", ["copy", "--all", "--dest-tls-verify=false", "oci:\(dir)/image:multi",
                                                                 "docker://127.0.0.1:\(regPort)/test/app:multi"], scratch: dir)
             #expect(push.exitCode == 0, "could not push the multi-platform index: \(push.stderr)")
         }
-        return Registry(port: regPort, pid: regPid, layerDigest: layerDigest, multiDigests: Array(digests.dropFirst()))
+        return Registry(port: regPort, process: registry, layerDigest: layerDigest, multiDigests: Array(digests.dropFirst()))
     }
 
     @Test("an image pushed to the registry is pulled through the mirror; blobs come from the seed's cache the second time")
@@ -67,7 +67,7 @@ struct RegistryMirrorTests {
         let dir = makeServerTestDirectory("registry")
         defer { if getenv("KEEP_TEST_DIR") == nil { removeTree(dir) } }
         let registry = try await startRegistryWithImage(dir)
-        defer { kill(registry.pid, SIGKILL); _ = waitpid(registry.pid, nil, 0) }
+        defer { registry.process.kill() }
         let (regPort, layerDigest) = (registry.port, registry.layerDigest)
 
         // The seed, mirroring that registry; skopeo told to use it as a mirror.
@@ -111,7 +111,7 @@ struct RegistryMirrorTests {
         let dir = makeServerTestDirectory("containerd")
         defer { if getenv("KEEP_TEST_DIR") == nil { removeTree(dir) } }
         let registry = try await startRegistryWithImage(dir)
-        defer { kill(registry.pid, SIGKILL); _ = waitpid(registry.pid, nil, 0) }
+        defer { registry.process.kill() }
         let seed = try await SeedProcess.start(dataDir: dir + "/seed")
         defer { Task { _ = await seed.stop() } }
         let upstream = "http://127.0.0.1:\(registry.port)"
@@ -163,8 +163,7 @@ struct RegistryMirrorTests {
         // STALE), blobs and manifests by digest come from the cache; a tag never seen is 502.
         let tagBefore = try await curl(seed.base + "/v2/test/app/manifests/v1?" + ns, accept, scratch: dir)
         #expect(tagBefore.status == 200 && tagBefore.headers["x-darter-cache"] == nil, "a live tag is passed through")
-        kill(registry.pid, SIGKILL)
-        _ = waitpid(registry.pid, nil, 0)
+        registry.process.kill()
         let stale = try await curl(seed.base + "/v2/test/app/manifests/v1?" + ns, accept, scratch: dir)
         #expect(stale.status == 200 && bodyDiff(stale.body, direct.body) == nil && stale.headers["x-darter-cache"] == "STALE"
                 && stale.headers["docker-content-digest"] == digest && stale.headers["content-type"] == direct.headers["content-type"],
@@ -202,7 +201,7 @@ struct RegistryMirrorTests {
         let dir = makeServerTestDirectory("preheat-image")
         defer { if getenv("KEEP_TEST_DIR") == nil { removeTree(dir) } }
         let registry = try await startRegistryWithImage(dir, multi: true)
-        defer { kill(registry.pid, SIGKILL); _ = waitpid(registry.pid, nil, 0) }
+        defer { registry.process.kill() }
         let seed = try await SeedProcess.start(dataDir: dir + "/seed")
         defer { Task { _ = await seed.stop() } }
         let host = "127.0.0.1:\(registry.port)"
@@ -245,21 +244,12 @@ struct RegistryMirrorTests {
         let layer = SplitMix64.bytes(300_000, seed: 77)
         try writeFile(dir + "/layer.bin", layer)
         // Tests/Fixtures/registry.py: docker-registry with token auth whose token server wants alice.
-        let pid = try spawnProcess("/usr/bin/python3", [currentDirectory() + "/Tests/Fixtures/registry.py", "--dir", dir + "/registry",
-                                                        "--blob", dir + "/layer.bin", "--user", "alice:s3cret", "--exit-with-parent"],
-                                   stdout: dir + "/registry.out", stderr: dir + "/registry.err")
-        defer { kill(pid, SIGTERM); _ = waitpid(pid, nil, 0) }
-        var info: [String: Any]? = nil
-        for _ in 0..<300 where info == nil {
-            try await Task.sleep(for: .milliseconds(100))
-            if let line = readText(dir + "/registry.out").split(separator: "\n").first(where: { $0.hasPrefix("{\"registry\"") }) {
-                info = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
-            }
-        }
-        let registry = try #require(info, "registry.py did not start: \(readText(dir + "/registry.err"))")
-        let host = try #require((registry["registry"] as? String)?.dropFirst("http://".count)).description
-        let repository = try #require(registry["repository"] as? String), tag = try #require(registry["tag"] as? String)
-        let blobDigest = try #require(registry["blob_digest"] as? String)
+        let started = try await TestRegistry.start(dir: dir + "/registry", blob: dir + "/layer.bin", user: "alice:s3cret", log: dir + "/registry.py.log")
+        let registry = try #require(started, "\(TestRegistry.binary) is not installed")
+        defer { registry.process.kill(SIGTERM) }
+        let host = try #require((registry.info["registry"] as? String)?.dropFirst("http://".count)).description
+        let repository = try #require(registry.info["repository"] as? String), tag = try #require(registry.info["tag"] as? String)
+        let blobDigest = try #require(registry.info["blob_digest"] as? String)
         try writeFile(dir + "/auth.json", Array(#"{"auths": {"http://\#(host)": {"auth": "\#(Data("alice:s3cret".utf8).base64EncodedString())"}}}"#.utf8))
 
         let seed = try await SeedProcess.start(dataDir: dir + "/seed", extra: ["--registry-auth-file", dir + "/auth.json"])

@@ -32,7 +32,7 @@ struct SeedFixture: Sendable {
 
 struct SharedSeedTrait: SuiteTrait, TestScoping {
     func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
-        guard SeedBinary.available else { return try await function() }  // the suite is skipped anyway
+        guard DarterBinary.hasSeed else { return try await function() }  // the suite is skipped anyway
         raiseFileLimit()
         let dir = makeServerTestDirectory("shared")
         defer { removeTree(dir) }
@@ -46,7 +46,7 @@ struct SharedSeedTrait: SuiteTrait, TestScoping {
             let path = dir + "/" + name + ".bin"
             try writeFile(path, bytes)
             let args = ["import", "--data-dir", dir + "/data"] + (pieceLength.map { ["--piece-length", $0] } ?? []) + [path]
-            let r = try await runProcess(SeedBinary.path, args, scratch: dir)
+            let r = try await runProcess(DarterBinary.path, args, scratch: dir)
             guard r.exitCode == 0, let line = r.stdoutText.split(separator: "\n").first, line.hasSuffix(" " + path) else {
                 throw TestError("darter import \(path) exited with \(r.exitCode): \(r.stdoutText) \(r.stderr)")
             }
@@ -66,7 +66,7 @@ extension Trait where Self == SharedSeedTrait {
 }
 
 @Suite("Seed peer: end to end over HTTP (darter seed, curl, raw sockets)", .serialized,
-       .enabled(if: SeedBinary.available, "needs `darter seed` (swift build, once the server has landed)"),
+       .enabled(if: DarterBinary.hasSeed, "needs `darter seed` (swift build, once the server has landed)"),
        .sharedSeed)
 struct SeedEndToEndTests {
 
@@ -467,7 +467,7 @@ final class SendableBox<T>: @unchecked Sendable {
 /// Every `--serve-mode` sends the same bytes: whole bodies small and large (several pieces),
 /// ranges across piece boundaries, HEAD, and keep-alive (several requests on one connection).
 @Suite("Seed peer: every serve mode sends the same bytes", .serialized,  // one seed at a time: each holds 9 MiB bodies
-       .enabled(if: SeedBinary.available, "needs `darter seed`"))
+       .enabled(if: DarterBinary.hasSeed, "needs `darter seed`"))
 struct ServeModeTests {
     @Test("whole bodies, ranges across pieces, HEAD and keep-alive", arguments: ["copy", "sendfile", "splice", "zerocopy", "mixed", "auto"])
     func serveMode(_ mode: String) async throws {
@@ -478,7 +478,7 @@ struct ServeModeTests {
             let bytes = SplitMix64.bytes(size, seed: seed)
             let path = dir + "/" + name + ".bin"
             try writeFile(path, bytes)
-            let r = try await runProcess(SeedBinary.path, ["import", "--data-dir", dir + "/data", "--piece-length", "4m", path], scratch: dir)
+            let r = try await runProcess(DarterBinary.path, ["import", "--data-dir", dir + "/data", "--piece-length", "4m", path], scratch: dir)
             let id = try #require(r.stdoutText.split(separator: " ").first.map(String.init), "import: \(r.stderr)")
             files.append((TestFile(name: name, bytes: bytes, id: id), bytes))
         }

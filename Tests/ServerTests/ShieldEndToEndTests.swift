@@ -42,7 +42,7 @@ func expectEveryClientExact(_ results: [Result<RawResponse, TestError>], _ bytes
 
 /// One origin and one `darter seed` (default flags) shared by the suite.
 struct ShieldFixture: Sendable {
-    let origin: OriginProcess
+    let origin: OriginServer
     let seed: SeedProcess
     let dir: String
     let files: [String: OriginFile]
@@ -85,7 +85,7 @@ struct ShieldFixture: Sendable {
 
 struct SharedShieldTrait: SuiteTrait, TestScoping {
     func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
-        guard ShieldBinaries.available else { return try await function() }  // the suite is skipped anyway
+        guard DarterBinary.shieldAvailable else { return try await function() }  // the suite is skipped anyway
         raiseFileLimit()
         let dir = makeServerTestDirectory("shield")
         defer { removeTree(dir) }
@@ -105,7 +105,7 @@ struct SharedShieldTrait: SuiteTrait, TestScoping {
             try writeFile(originDir + "/" + name, f.bytes)
             files[name] = f
         }
-        let origin = try await OriginProcess.start(dir: originDir)
+        let origin = try await OriginServer.start(dir: originDir)
         let seed = try await SeedProcess.start(dataDir: dir + "/data")
         try await ShieldFixture.$current.withValue(ShieldFixture(origin: origin, seed: seed, dir: dir, files: files)) {
             try await function()
@@ -120,7 +120,7 @@ extension Trait where Self == SharedShieldTrait {
 }
 
 @Suite("Origin shield: end to end (darter seed in front of Tests/Fixtures/origin.py)", .serialized,
-       .enabled(if: ShieldBinaries.available,
+       .enabled(if: DarterBinary.shieldAvailable,
                 "needs `darter seed` with --origin-allow (the origin shield) and Tests/Fixtures/origin.py"),
        .sharedShield)
 struct ShieldEndToEndTests {
@@ -132,7 +132,7 @@ struct ShieldEndToEndTests {
         let fx = try ShieldFixture.get()
         for name in ["empty.bin", "one.bin", "small.bin", "medium.bin"] {
             let f = fx.file(name)
-            let url = fx.seed.download(fx.origin.url(name))
+            let url = fx.seed.download(fx.origin.url(file: name))
             let r = try await curl(url, scratch: fx.dir)
             #expect(r.status == 200, "\(name): \(r.status) \(printable(r.body))")
             let diff = bodyDiff(r.body, f.bytes)
@@ -154,7 +154,7 @@ struct ShieldEndToEndTests {
             #expect(try await fx.settledStats().requests(path: f.path) == before, "\(name): hits do not go to the origin")
         }
         let f = fx.file("medium.bin")
-        let r = try await curl(fx.seed.download(fx.origin.url(f.name)), ["-H", "Range: bytes=4194000-4195999"], scratch: fx.dir)
+        let r = try await curl(fx.seed.download(fx.origin.url(file: f.name)), ["-H", "Range: bytes=4194000-4195999"], scratch: fx.dir)
         #expect(r.status == 206)
         #expect(r.headers["content-range"] == "bytes 4194000-4195999/\(f.bytes.count)")
         let diff = bodyDiff(r.body, Array(f.bytes[4_194_000...4_195_999]))
@@ -165,7 +165,7 @@ struct ShieldEndToEndTests {
     func herd() async throws {
         let fx = try ShieldFixture.get()
         let f = fx.file("herd.bin")
-        let port = fx.seed.port, path = fx.seed.downloadPath(fx.origin.url(f.name))
+        let port = fx.seed.port, path = fx.seed.downloadPath(fx.origin.url(file: f.name))
         let results = try await offPool { try concurrentGets(port: port, path: path, count: 20, timeout: 60) }
         expectEveryClientExact(results, f.bytes)
         let stats = try await fx.settledStats()
@@ -182,7 +182,7 @@ struct ShieldEndToEndTests {
         let seed = try await SeedProcess.start(dataDir: dir + "/data", extra: ["--origin-connections", "4", "--origin-split-size", "8m"])
         defer { Task { _ = await seed.stop() } }
         let before = try await fx.settledStats()
-        let r = try await curl(seed.download(fx.origin.url(f.name)), scratch: dir)
+        let r = try await curl(seed.download(fx.origin.url(file: f.name)), scratch: dir)
         #expect(r.status == 200 && bodyDiff(r.body, f.bytes) == nil, "\(r.status) \(bodyDiff(r.body, f.bytes) ?? "exact")")
         let after = try await fx.settledStats()
         let requests = after.requests(path: f.path) - before.requests(path: f.path)
@@ -201,36 +201,35 @@ struct ShieldEndToEndTests {
         let dir = makeServerTestDirectory("late")
         defer { removeTree(dir) }
         let seed = try await SeedProcess.start(dataDir: dir + "/data", extra: ["--origin-connections", "1"])
-        let url = seed.download(fx.origin.url(f.name, "drip=4194304"))
+        let url = seed.download(fx.origin.url(file: f.name, "drip=4194304"))
         let fileA = dir + "/a.bin", fileB = dir + "/b.bin"
         func size(_ path: String) -> Int {
             var st = stat()
             return stat(path, &st) == 0 ? Int(st.st_size) : 0
         }
-        func startCurl(_ out: String, _ tag: String) throws -> pid_t {
-            try spawnProcess("curl", ["-sS", "--noproxy", "*", "--max-time", "60", "-o", out, "-w", "%{http_code}", url],
-                             stdout: dir + "/\(tag).out", stderr: dir + "/\(tag).err")
+        func startCurl(_ out: String, _ tag: String) throws -> ChildProcess {
+            try ChildProcess("curl", ["-sS", "--noproxy", "*", "--max-time", "60", "-o", out, "-w", "%{http_code}", url],
+                             logPath: dir + "/\(tag).out", errorLogPath: dir + "/\(tag).err")
         }
         let tA0 = now()
         let a = try startCurl(fileA, "a")
-        var b: pid_t? = nil
+        var b: ChildProcess? = nil
         var tB0 = 0.0, tBFirst: Double? = nil, tAEnd: Double? = nil, codeA: Int32? = nil, codeB: Int32? = nil
-        var status: Int32 = 0
         while now() - tA0 < 60 && (codeA == nil || codeB == nil) {
             if b == nil && (size(fileA) >= f.bytes.count / 2 || now() - tA0 >= 1.5) {
                 tB0 = now()
                 b = try startCurl(fileB, "b")
             }
             if b != nil, tBFirst == nil, size(fileB) > 0 { tBFirst = now() }
-            if codeA == nil, waitpid(a, &status, WNOHANG) == a { codeA = exitCode(status); tAEnd = now() }
-            if let b, codeB == nil, waitpid(b, &status, WNOHANG) == b {
-                codeB = exitCode(status)
+            if codeA == nil, let code = a.exitCode { codeA = code; tAEnd = now() }
+            if let b, codeB == nil, let code = b.exitCode {
+                codeB = code
                 if tBFirst == nil && size(fileB) > 0 { tBFirst = now() }
             }
             try await Task.sleep(for: .milliseconds(5))
         }
-        if codeA == nil { kill(a, SIGKILL); _ = await waitForExit(a, timeout: 5) }
-        if let b, codeB == nil { kill(b, SIGKILL); _ = await waitForExit(b, timeout: 5) }
+        if codeA == nil { _ = await a.stop(signal: SIGKILL, timeout: 5) }
+        if let b, codeB == nil { _ = await b.stop(signal: SIGKILL, timeout: 5) }
         let metrics = try await curl(seed.base + "/metrics", scratch: dir).text
         // Fresh pieces stay in memory until the object has been read through the page cache
         // (the background pass once no client is served), then go.
@@ -273,7 +272,7 @@ struct ShieldEndToEndTests {
         // and the metrics request sees 0, so up to three fetches (each a new object).
         var seen: [Double] = []
         for round in 0..<3 where seen.allSatisfy({ $0 == 0 }) {
-            let r = try await curl(seed.download(fx.origin.url(f.name, "round=\(round)")), scratch: dir)
+            let r = try await curl(seed.download(fx.origin.url(file: f.name, "round=\(round)")), scratch: dir)
             #expect(r.status == 200 && bodyDiff(r.body, f.bytes) == nil, "round \(round): \(r.status)")
             seen.append(metricValue("darter_shield_memory_bytes", in: try await curl(seed.base + "/metrics", scratch: dir).text) ?? -1)
         }
@@ -288,7 +287,7 @@ struct ShieldEndToEndTests {
         defer { removeTree(dir) }
         let seed = try await SeedProcess.start(dataDir: dir + "/data", extra: ["--follow-memory", "0"])
         defer { Task { _ = await seed.stop() } }
-        let port = seed.port, path = seed.downloadPath(fx.origin.url(f.name, "drip=16777216"))
+        let port = seed.port, path = seed.downloadPath(fx.origin.url(file: f.name, "drip=16777216"))
         let results = try await offPool { try concurrentGets(port: port, path: path, count: 8, timeout: 60) }
         expectEveryClientExact(results, f.bytes)
         let metrics = try await curl(seed.base + "/metrics", scratch: dir).text
@@ -307,7 +306,7 @@ struct ShieldEndToEndTests {
         defer { removeTree(dir) }
         let seed = try await SeedProcess.start(dataDir: dir + "/data", extra: ["--page-cache-on-ingest", "false"])
         defer { Task { _ = await seed.stop() } }
-        let url = seed.download(fx.origin.url(f.name, "pagecache=1"))
+        let url = seed.download(fx.origin.url(file: f.name, "pagecache=1"))
         let cold = try await curl(url, scratch: dir)
         let warm = try await curl(url, scratch: dir)
         #expect(cold.status == 200 && bodyDiff(cold.body, f.bytes) == nil, "cold: \(cold.status) \(bodyDiff(cold.body, f.bytes) ?? "exact")")
@@ -320,7 +319,7 @@ struct ShieldEndToEndTests {
         try writeFile(fx.dir + "/not-auth.json", Array(#"{"auths": {"r.example": {"auth": "not base64!"}}}"#.utf8))
         for (flag, value) in [("--page-cache-on-ingest", "maybe"), ("--follow-memory", "lots"), ("--origin-split-size", "1m"),
                               ("--registry-auth-file", fx.dir + "/no-such-file"), ("--registry-auth-file", fx.dir + "/not-auth.json")] {
-            let r = try await runProcess(ShieldBinaries.darter, ["seed", "--data-dir", fx.dir + "/unused", flag, value], scratch: fx.dir, timeout: 10)
+            let r = try await runProcess(DarterBinary.path, ["seed", "--data-dir", fx.dir + "/unused", flag, value], scratch: fx.dir, timeout: 10)
             #expect(r.exitCode != 0 && r.stderr.contains(flag), "\(flag) \(value): exit \(r.exitCode), \(r.stderr)")
         }
     }
@@ -331,7 +330,7 @@ struct ShieldEndToEndTests {
     func dropResume() async throws {
         let fx = try ShieldFixture.get()
         let f = fx.file("drop.bin")
-        let r = try await curl(fx.seed.download(fx.origin.url(f.name, "drop=2097152")), scratch: fx.dir)
+        let r = try await curl(fx.seed.download(fx.origin.url(file: f.name, "drop=2097152")), scratch: fx.dir)
         let diff = bodyDiff(r.body, f.bytes)
         #expect(r.status == 200 && diff == nil, "\(r.status), \(diff ?? "exact")")
         let stats = try await fx.settledStats()
@@ -342,7 +341,7 @@ struct ShieldEndToEndTests {
     func failRetried() async throws {
         let fx = try ShieldFixture.get()
         let f = fx.file("fail.bin")
-        let r = try await curl(fx.seed.download(fx.origin.url(f.name, "fail=2")), scratch: fx.dir)
+        let r = try await curl(fx.seed.download(fx.origin.url(file: f.name, "fail=2")), scratch: fx.dir)
         let diff = bodyDiff(r.body, f.bytes)
         #expect(r.status == 200 && diff == nil, "\(r.status), \(diff ?? "exact")")
         let stats = try await fx.settledStats()
@@ -353,7 +352,7 @@ struct ShieldEndToEndTests {
     func chunkedOrigin() async throws {
         let fx = try ShieldFixture.get()
         let f = fx.file("chunked.bin")
-        let r = try await curl(fx.seed.download(fx.origin.url(f.name, "chunked=1")), scratch: fx.dir)
+        let r = try await curl(fx.seed.download(fx.origin.url(file: f.name, "chunked=1")), scratch: fx.dir)
         let diff = bodyDiff(r.body, f.bytes)
         #expect(r.status == 200 && diff == nil, "\(r.status), \(diff ?? "exact")")
     }
@@ -362,7 +361,7 @@ struct ShieldEndToEndTests {
     func shortBody() async throws {
         let fx = try ShieldFixture.get()
         let f = fx.file("short.bin")
-        let url = fx.seed.download(fx.origin.url(f.name, "short=1048576"))
+        let url = fx.seed.download(fx.origin.url(file: f.name, "short=1048576"))
         for attempt in 1...2 {  // the second must not find a short object cached as complete
             let r = try await curlResult(url, scratch: fx.dir, maxTime: 30)
             if r.exitCode == 0 && r.status == 200 {
@@ -381,7 +380,7 @@ struct ShieldEndToEndTests {
         let f = fx.file("norange.bin")
         // Every attempt restarts at byte 0 (no Range) and ends before 1 MiB, so the object can
         // never be completed: the client must see an error or a closed connection.
-        let r = try await curlResult(fx.seed.download(fx.origin.url(f.name, "norange=1&drop=1048576")), scratch: fx.dir)
+        let r = try await curlResult(fx.seed.download(fx.origin.url(file: f.name, "norange=1&drop=1048576")), scratch: fx.dir)
         #expect(r.exitCode != 0 || r.status >= 400, "curl \(r.exitCode), status \(r.status), \(r.body.count) bytes of \(f.bytes.count)")
         let wrong200 = r.exitCode == 0 && r.status == 200 && bodyDiff(r.body, f.bytes) != nil
         #expect(!wrong200, "never a 200 with wrong bytes")
@@ -394,7 +393,7 @@ struct ShieldEndToEndTests {
         let fx = try ShieldFixture.get()
         let f = fx.file("small.bin")
         // fail=1: the first request gets 503, the retry (no Range on the first byte) succeeds.
-        let r = try await curl(fx.seed.download(fx.origin.url(f.name, "norange=1&fail=1")), scratch: fx.dir)
+        let r = try await curl(fx.seed.download(fx.origin.url(file: f.name, "norange=1&fail=1")), scratch: fx.dir)
         let diff = bodyDiff(r.body, f.bytes)
         #expect(r.status == 200 && diff == nil, "\(r.status), \(diff ?? "exact")")
     }
@@ -403,7 +402,7 @@ struct ShieldEndToEndTests {
     func notFoundRemembered() async throws {
         let fx = try ShieldFixture.get()
         let f = fx.file("gone.bin")
-        let url = fx.seed.download(fx.origin.url(f.name, "status=404"))
+        let url = fx.seed.download(fx.origin.url(file: f.name, "status=404"))
         let t0 = now()
         let first = try await curl(url, scratch: fx.dir)
         let second = try await curl(url, scratch: fx.dir)
@@ -421,7 +420,7 @@ struct ShieldEndToEndTests {
         let fx = try ShieldFixture.get()
         let f = fx.file("digest.bin")
         let wrongHex = String(repeating: "0", count: 63) + "1"
-        let bad = try await curlResult(fx.seed.download(fx.origin.url(f.name, "v=wrong"), digest: "sha256:" + wrongHex),
+        let bad = try await curlResult(fx.seed.download(fx.origin.url(file: f.name, "v=wrong"), digest: "sha256:" + wrongHex),
                                        scratch: fx.dir, maxTime: 30)
         #expect(bad.exitCode != 0 || bad.status >= 400, "wrong digest: curl \(bad.exitCode), status \(bad.status), \(bad.body.count) bytes")
         // Neither the task named in the response nor the wrong digest is served as complete content.
@@ -434,10 +433,10 @@ struct ShieldEndToEndTests {
             #expect(!(meta.status == 200 && meta.text.replacingOccurrences(of: " ", with: "").contains("\"complete\":true")),
                     "/tasks/\(id)/meta after a digest mismatch: \(printable(meta.body))")
         }
-        let again = try await curlResult(fx.seed.download(fx.origin.url(f.name, "v=wrong"), digest: "sha256:" + wrongHex),
+        let again = try await curlResult(fx.seed.download(fx.origin.url(file: f.name, "v=wrong"), digest: "sha256:" + wrongHex),
                                          scratch: fx.dir, maxTime: 30)
         #expect(again.exitCode != 0 || again.status >= 400, "wrong digest again: curl \(again.exitCode), status \(again.status)")
-        let good = try await curl(fx.seed.download(fx.origin.url(f.name, "v=right"), digest: f.digest), scratch: fx.dir)
+        let good = try await curl(fx.seed.download(fx.origin.url(file: f.name, "v=right"), digest: f.digest), scratch: fx.dir)
         let diff = bodyDiff(good.body, f.bytes)
         #expect(good.status == 200 && diff == nil, "right digest: \(good.status), \(diff ?? "exact")")
     }
@@ -449,14 +448,14 @@ struct ShieldEndToEndTests {
         let fx = try ShieldFixture.get()
         let f = fx.file("proxy.bin")
         let proxy = ["-x", fx.seed.base]
-        let r = try await curl(fx.origin.url(f.name), proxy, scratch: fx.dir)
+        let r = try await curl(fx.origin.url(file: f.name), proxy, scratch: fx.dir)
         let diff = bodyDiff(r.body, f.bytes)
         #expect(r.status == 200 && diff == nil, "\(r.status), \(diff ?? "exact")")
         if let task = r.headers["x-darter-task"] {
             #expect(try await fx.waitComplete(task: task))
         }
         let before = try await fx.settledStats().requests(path: f.path)
-        let again = try await curl(fx.origin.url(f.name), proxy, scratch: fx.dir)
+        let again = try await curl(fx.origin.url(file: f.name), proxy, scratch: fx.dir)
         let againDiff = bodyDiff(again.body, f.bytes)
         #expect(again.status == 200 && againDiff == nil, "second proxied GET: \(again.status), \(againDiff ?? "exact")")
         #expect(try await fx.settledStats().requests(path: f.path) == before, "the second proxied GET is served from the cache")
@@ -502,8 +501,8 @@ struct ShieldEndToEndTests {
         let dir = makeServerTestDirectory("allow")
         defer { removeTree(dir) }
         let seed = try await SeedProcess.start(dataDir: dir + "/data", extra: ["--origin-allow", "10.0.0.0/8,example.com"])
-        let viaDownload = try await curlResult(seed.download(fx.origin.url(f.name)), scratch: fx.dir, maxTime: 10)
-        let viaProxy = try await curlResult(fx.origin.url(f.name), ["-x", seed.base], scratch: fx.dir, maxTime: 10)
+        let viaDownload = try await curlResult(seed.download(fx.origin.url(file: f.name)), scratch: fx.dir, maxTime: 10)
+        let viaProxy = try await curlResult(fx.origin.url(file: f.name), ["-x", seed.base], scratch: fx.dir, maxTime: 10)
         // The registry mirror too: containerd's ?ns= names the upstream, and it comes from the client.
         let viaMirror = try await curlResult(seed.base + "/v2/x/blobs/sha256:" + String(repeating: "a", count: 64)
                                              + "?ns=127.0.0.1:\(fx.origin.port)", scratch: fx.dir, maxTime: 10)
@@ -523,7 +522,7 @@ struct ShieldEndToEndTests {
     func redirectToMetadataRefused() async throws {
         let fx = try ShieldFixture.get()
         let target = "http://169.254.169.254/latest/meta-data/"
-        let url = fx.seed.download(fx.origin.url("redirect.bin", "redirect=\(target)"))
+        let url = fx.seed.download(fx.origin.url(file: "redirect.bin", "redirect=\(target)"))
         let started = now()
         let r = try await curl(url, scratch: fx.dir)
         #expect(r.status == 403 && r.text.contains("169.254.169.254") && r.text.contains("not allowed"), "\(r.status) \(r.text)")
@@ -535,7 +534,7 @@ struct ShieldEndToEndTests {
     func preheat() async throws {
         let fx = try ShieldFixture.get()
         let f = fx.file("preheat.bin")
-        let body = "{\"url\": \"\(fx.origin.url(f.name))\", \"headers\": {\"X-Darter-Test\": \"preheat\"}}"
+        let body = "{\"url\": \"\(fx.origin.url(file: f.name))\", \"headers\": {\"X-Darter-Test\": \"preheat\"}}"
         let r = try await curl(fx.seed.base + "/preheat", ["-X", "POST", "-H", "Content-Type: application/json", "--data-binary", body],
                                scratch: fx.dir)
         #expect(r.status == 202, "\(r.status) \(printable(r.body))")
@@ -560,7 +559,7 @@ struct ShieldEndToEndTests {
         }
         #expect(state == "succeeded", "last status: \(last)")
         let before = try await fx.settledStats().requests(path: f.path)
-        let d = try await curl(fx.seed.download(fx.origin.url(f.name)), scratch: fx.dir)
+        let d = try await curl(fx.seed.download(fx.origin.url(file: f.name)), scratch: fx.dir)
         let diff = bodyDiff(d.body, f.bytes)
         #expect(d.status == 200 && diff == nil, "download after preheat: \(d.status), \(diff ?? "exact")")
         #expect(d.headers["x-darter-cache"] == "HIT", "after preheat: \(d.headers["x-darter-cache"] ?? "no X-Darter-Cache")")
