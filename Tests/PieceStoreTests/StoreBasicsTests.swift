@@ -81,7 +81,7 @@ struct StoreBasicsTests {
         // waits for 250 ms without a client; if this test itself stalls that long (a loaded
         // machine), the round proves nothing and runs again with a new task.
         var proven = false
-        for round in 0..<5 where !proven {
+        for round in 0..<12 where !proven {
             let id = taskID("background-digest-yields-\(round)")
             let length: Int64 = 3 * 65536
             try await store.createTask(id, pieceLength: 65536, contentLength: length)
