@@ -39,7 +39,7 @@ let package = Package(
         // The io_uring HTTP/1.1 server: event loops, connections, bodies from files.
         .target(name: "HTTPServer", dependencies: ["DarterIO", "HTTPCore"], swiftSettings: strict),
         // Origin fetchers over libcurl: HTTP(S), S3 (SigV4), OCI registries (Bearer tokens).
-        .target(name: "Origin", dependencies: ["DarterCore", "DarterIO", "CCurl", "CDarterCurl"], swiftSettings: strict),
+        .target(name: "Origin", dependencies: ["DarterCore", "DarterIO", "HTTPCore", "CCurl", "CDarterCurl"], swiftSettings: strict),
         // The seed peer's routes over the piece store.
         .target(name: "SeedService", dependencies: ["DarterCore", "HTTPServer", "PieceStore", "HTTPCore", "DarterIO", "Origin"], swiftSettings: strict),
 
@@ -56,7 +56,7 @@ let package = Package(
         .testTarget(name: "PieceStoreTests", dependencies: ["DarterCore", "PieceStore", "DarterIO", "DarterTestSupport"], swiftSettings: strict),
         .testTarget(name: "SeedServiceTests", dependencies: ["DarterCore", "SeedService"], swiftSettings: strict),
         .testTarget(name: "HTTPCoreTests", dependencies: ["HTTPCore"], swiftSettings: strict),
-        .testTarget(name: "OriginTests", dependencies: ["DarterCore", "Origin", "DarterIO", "DarterTestSupport"], swiftSettings: strict),
+        .testTarget(name: "OriginTests", dependencies: ["DarterCore", "HTTPCore", "Origin", "DarterIO", "DarterTestSupport"], swiftSettings: strict),
         .testTarget(name: "ServerTests", dependencies: ["DarterCore", "DarterIO", "PieceStore", "DarterTestSupport"], swiftSettings: [.swiftLanguageMode(.v6)]),
     ]
 )

@@ -15,7 +15,8 @@ let package = Package(
         ),
         .executableTarget(
             name: "OriginFuzz",
-            dependencies: [.product(name: "Origin", package: "Darter"), .product(name: "DarterCore", package: "Darter")],
+            dependencies: [.product(name: "Origin", package: "Darter"), .product(name: "DarterCore", package: "Darter"),
+                           .product(name: "HTTPCore", package: "Darter")],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
     ]

@@ -102,3 +102,60 @@ public enum HTTPParseError: Error, Sendable, Hashable {
         }
     }
 }
+
+/// Why a response could not be parsed. After any error the connection must be closed: the
+/// parser no longer knows where the next response starts.
+public enum HTTPResponseParseError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The status line is longer than ``HTTPResponseParser/Limits/maxStatusLineLength``.
+    case statusLineTooLong
+    /// The status line is not `HTTP/DIGIT.DIGIT SP 3DIGIT [SP reason]`, or the code is below 100.
+    case invalidStatusLine
+    /// A well-formed version other than HTTP/1.0 or HTTP/1.1.
+    case unsupportedVersion
+    /// The header block (or the trailer section) is longer than ``HTTPResponseParser/Limits/maxHeaderBlockLength``.
+    case headerBlockTooLarge
+    /// More header (or trailer) fields than ``HTTPResponseParser/Limits/maxHeaderCount``.
+    case tooManyHeaders
+    /// A field line without a token name and colon, with a control byte in its value, or a
+    /// continuation line with no field before it.
+    case invalidHeaderField
+    /// A CR not followed by LF.
+    case invalidLineEnding
+    /// A Content-Length that is not 1*DIGIT or overflows.
+    case invalidContentLength
+    /// Several Content-Length values that differ.
+    case conflictingContentLength
+    /// A chunk-size line that is not HEX digits with optional extensions.
+    case invalidChunkSize
+    /// A chunk-size line longer than ``HTTPResponseParser/Limits/maxChunkLineLength``.
+    case chunkLineTooLong
+    /// Chunk data not followed by a line end.
+    case invalidChunkTerminator
+    /// The body is larger than ``HTTPResponseParser/Limits/maxBodyLength`` (or than an `Int64` counts).
+    case bodyTooLarge
+    /// The server closed the connection in the middle of a response.
+    case truncated
+    /// A 101: we never ask to switch protocols, so what follows is not HTTP/1.1.
+    case switchingProtocols
+
+    /// A one-line reason, for logs and errors a client reports.
+    public var description: String {
+        switch self {
+        case .statusLineTooLong: return "status line too long"
+        case .invalidStatusLine: return "malformed status line"
+        case .unsupportedVersion: return "HTTP version not supported"
+        case .headerBlockTooLarge: return "header block too large"
+        case .tooManyHeaders: return "too many header fields"
+        case .invalidHeaderField: return "malformed header field"
+        case .invalidLineEnding: return "CR not followed by LF"
+        case .invalidContentLength: return "invalid Content-Length"
+        case .conflictingContentLength: return "conflicting Content-Length values"
+        case .invalidChunkSize: return "malformed chunk size line"
+        case .chunkLineTooLong: return "chunk size line too long"
+        case .invalidChunkTerminator: return "chunk data not followed by a line end"
+        case .bodyTooLarge: return "response body too large"
+        case .truncated: return "connection closed in the middle of a response"
+        case .switchingProtocols: return "unexpected 101 Switching Protocols"
+        }
+    }
+}

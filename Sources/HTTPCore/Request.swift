@@ -85,3 +85,45 @@ public struct HTTPRequestHead: Sendable, Equatable {
     /// The query of the target without the `?`, still encoded; nil when there is none.
     public var query: Substring? { HTTPTarget.split(target, form: targetForm).query }
 }
+
+extension HTTPRequestHead {
+    /// Appends `METHOD target HTTP/1.1\r\n`, each header line, and the final CRLF: a client's
+    /// request head. The caller adds Host and its body's framing headers (``keepAlive`` and
+    /// ``bodyFraming`` describe a parsed request and are not written).
+    ///
+    /// Nothing the caller passes can break the request line: method bytes that are not token
+    /// characters become `-`, and target bytes outside visible ASCII (CR, LF, space, controls,
+    /// UTF-8) are percent-encoded, so CR and LF never reach the wire. An empty method or target
+    /// has no repair and is a programmer error.
+    public func serialize(into out: inout [UInt8]) {
+        precondition(!method.rawValue.isEmpty && !target.isEmpty, "a request needs a method and a target")
+        for b in method.rawValue.utf8 { out.append(isTokenByte(b) ? b : UInt8(ascii: "-")) }
+        out.append(asciiSpace)
+        for b in target.utf8 {
+            if b > 0x20 && b < 0x7F {
+                out.append(b)
+            } else {
+                out.append(UInt8(ascii: "%"))
+                out.append(upperHexDigit(b >> 4))
+                out.append(upperHexDigit(b & 0x0F))
+            }
+        }
+        out.append(contentsOf: version == .http1_1 ? " HTTP/1.1\r\n".utf8 : " HTTP/1.0\r\n".utf8)
+        headers.serialize(into: &out)
+        out.append(asciiCR)
+        out.append(asciiLF)
+    }
+
+    /// The serialized head as a new array.
+    public func serialized() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(32 + target.utf8.count + headers.bytes.count + 4 * headers.count)
+        serialize(into: &out)
+        return out
+    }
+}
+
+@inline(__always)
+private func upperHexDigit(_ nibble: UInt8) -> UInt8 {
+    nibble < 10 ? UInt8(ascii: "0") &+ nibble : UInt8(ascii: "A") &+ nibble &- 10
+}

@@ -92,8 +92,51 @@ public struct HTTPResponseHead: Sendable, Equatable {
     }
 }
 
-/// `Content-Range` values (RFC 9110 §14.4).
-public enum HTTPContentRange: Sendable {
+/// A `Content-Range: bytes first-last/completeLength` value (RFC 9110 §14.4), as an origin
+/// answers a range request with 206; `completeLength` is nil for `bytes first-last/*`.
+public struct HTTPContentRange: Sendable, Hashable, CustomStringConvertible {
+    /// The first byte's position.
+    public var first: Int64
+    /// The last byte's position (inclusive).
+    public var last: Int64
+    /// The whole representation's length, nil when the origin sent `*`.
+    public var completeLength: Int64?
+
+    public init(first: Int64, last: Int64, completeLength: Int64?) {
+        self.first = first
+        self.last = last
+        self.completeLength = completeLength
+    }
+
+    /// Parses `bytes first-last/length` or `bytes first-last/*`: the unit case-insensitively, space
+    /// or tab around the value and after the unit, positions as digits only. nil when malformed,
+    /// when `last < first`, when `length <= last`, and for `bytes */length` (a 416's, which names no range).
+    public init?(parsing value: some StringProtocol) {
+        let all = Array(value.utf8)
+        let v = trimOWS(all[...])
+        guard v.count > 6, bytesEqualCaseInsensitive(v.prefix(5), "bytes"), v[v.startIndex + 5] == asciiSpace else { return nil }
+        let spec = trimOWS(v.dropFirst(6))
+        guard let slash = spec.firstIndex(of: UInt8(ascii: "/")),
+              let dash = spec[..<slash].firstIndex(of: UInt8(ascii: "-")),
+              let first = parseDecimal(spec[..<dash]), let last = parseDecimal(spec[(dash + 1)..<slash]),
+              last >= first else { return nil }
+        let lengthText = spec[(slash + 1)...]
+        var completeLength: Int64? = nil
+        if !lengthText.elementsEqual("*".utf8) {
+            guard let n = parseDecimal(lengthText), n > last else { return nil }
+            completeLength = Int64(n)
+        }
+        self.init(first: Int64(first), last: Int64(last), completeLength: completeLength)
+    }
+
+    /// How many bytes the range covers.
+    public var count: Int64 { last - first + 1 }
+
+    /// The header value, `bytes first-last/length` (or `/*`).
+    public var description: String {
+        "bytes \(first)-\(last)/" + (completeLength.map(String.init) ?? "*")
+    }
+
     /// `bytes first-last/completeLength`.
     public static func value(for range: ClosedRange<Int>, completeLength: Int) -> String {
         "bytes \(range.lowerBound)-\(range.upperBound)/\(completeLength)"

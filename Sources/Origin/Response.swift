@@ -1,34 +1,5 @@
 import DarterIO
-
-/// A parsed `Content-Range: bytes first-last/total` (total nil for `*`).
-public struct OriginContentRange: Sendable, Equatable {
-    public var first: Int64
-    public var last: Int64
-    public var total: Int64?
-
-    public init(first: Int64, last: Int64, total: Int64?) {
-        self.first = first
-        self.last = last
-        self.total = total
-    }
-
-    /// Parses `bytes a-b/n` or `bytes a-b/*`; nil when malformed.
-    public init?(parsing value: String) {
-        let v = value.trimmingSpaces()
-        guard v.lowercased().hasPrefix("bytes ") else { return nil }
-        let spec = v.dropFirst(6).trimmingSpaces()
-        guard let slash = spec.firstIndex(of: "/"), let dash = spec[..<slash].firstIndex(of: "-"),
-              let first = Int64(spec[..<dash]), let last = Int64(spec[spec.index(after: dash)..<slash]),
-              first >= 0, last >= first else { return nil }
-        let totalText = spec[spec.index(after: slash)...]
-        var total: Int64? = nil
-        if totalText != "*" {
-            guard let t = Int64(totalText), t > last else { return nil }
-            total = t
-        }
-        self.init(first: first, last: last, total: total)
-    }
-}
+import HTTPCore
 
 /// The status and headers of the final response (after redirects).
 public struct OriginResponseHead: Sendable {
@@ -38,7 +9,7 @@ public struct OriginResponseHead: Sendable {
     /// Of this response's body, if the origin said (nil with Transfer-Encoding).
     public var contentLength: Int64?
     /// Parsed from a 206's Content-Range.
-    public var contentRange: OriginContentRange?
+    public var contentRange: HTTPContentRange?
     /// The whole object: the Content-Range total, else the Content-Length of a 200.
     public var totalLength: Int64?
     public var etag: String?
@@ -63,8 +34,8 @@ public struct OriginResponseHead: Sendable {
         acceptsRanges = false
         let chunked = header("transfer-encoding") != nil
         if !chunked, let cl = header("content-length"), let n = Int64(cl.trimmingSpaces()), n >= 0 { contentLength = n }
-        if status == 206, let cr = header("content-range") { contentRange = OriginContentRange(parsing: cr) }
-        if let total = contentRange?.total {
+        if status == 206, let cr = header("content-range") { contentRange = HTTPContentRange(parsing: cr) }
+        if let total = contentRange?.completeLength {
             totalLength = total
         } else if status == 200 {
             totalLength = contentLength

@@ -461,7 +461,7 @@ final class IngestSink: OriginSink, @unchecked Sendable {
         if !taskCreated {
             etag = head.etag
             noStore = (head.header("cache-control") ?? "").lowercased().contains("no-store")
-            contentLength = status == 200 ? head.contentLength : head.contentRange?.total
+            contentLength = status == 200 ? head.contentLength : head.contentRange?.completeLength
             pieceLength = PieceMath.defaultPieceLength(contentLength: contentLength)
             if let error = createTask(head) { fatalError = error; return false }
             taskCreated = true

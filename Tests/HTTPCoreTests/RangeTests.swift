@@ -70,4 +70,36 @@ import Testing
         #expect(HTTPContentRange.value(for: 0...499, completeLength: 1000) == "bytes 0-499/1000")
         #expect(HTTPContentRange.unsatisfiedValue(completeLength: 1000) == "bytes */1000")
     }
+
+    @Test(arguments: [
+        ("bytes 0-9/100", HTTPContentRange(first: 0, last: 9, completeLength: 100)),
+        ("bytes 5-9/*", HTTPContentRange(first: 5, last: 9, completeLength: nil)),
+        ("BYTES 0-0/1", HTTPContentRange(first: 0, last: 0, completeLength: 1)),
+        ("  bytes   10-19/20\t", HTTPContentRange(first: 10, last: 19, completeLength: 20)),
+        ("bytes 0-9223372036854775806/9223372036854775807",
+         HTTPContentRange(first: 0, last: 9_223_372_036_854_775_806, completeLength: .max)),
+        ("bytes 007-008/010", HTTPContentRange(first: 7, last: 8, completeLength: 10)),
+    ])
+    func parseContentRange(_ text: String, _ expected: HTTPContentRange) {
+        #expect(HTTPContentRange(parsing: text) == expected)
+        #expect(HTTPContentRange(parsing: text[...]) == expected)
+        #expect(HTTPContentRange(parsing: expected.description) == expected)
+    }
+
+    @Test(arguments: [
+        "", "bytes", "bytes ", "bytes */100", "bytes 9-5/100", "bytes 0-9/9", "bytes 0-9/5", "bytes 0-9", "bytes 0-/10",
+        "bytes -9/10", "bytes 0--9/10", "bytes +0-9/10", "bytes 0-+9/10", "bytes 0-9/+10", "bytes 0 - 9/10", "bytes 0-9/ 10",
+        "bytes=0-9/10", "bytes\t0-9/10", "items 0-9/10", "bytes 0-9/**", "bytes 0-9/10/10", "bytes 0x0-9/10",
+        "bytes 0-99999999999999999999/*", "bytes 0-9223372036854775807/9223372036854775807",
+    ])
+    func malformedContentRange(_ text: String) {
+        #expect(HTTPContentRange(parsing: text) == nil)
+    }
+
+    @Test func contentRangeCountAndDescription() {
+        let range = HTTPContentRange(first: 100, last: 1099, completeLength: nil)
+        #expect(range.count == 1000)
+        #expect(range.description == "bytes 100-1099/*")
+        #expect(HTTPContentRange(first: 0, last: 0, completeLength: 1).description == "bytes 0-0/1")
+    }
 }

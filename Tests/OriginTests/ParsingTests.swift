@@ -1,5 +1,6 @@
 import Testing
 @testable import Origin
+import HTTPCore
 
 @Suite("Origin parsing")
 struct ParsingTests {
@@ -26,10 +27,10 @@ struct ParsingTests {
         #expect(base64("alice:s3cret") == "YWxpY2U6czNjcmV0")
         #expect(base64("a") == "YQ==")
         #expect(base64("ab") == "YWI=")
-        #expect(OriginContentRange(parsing: "bytes 0-9/100") == OriginContentRange(first: 0, last: 9, total: 100))
-        #expect(OriginContentRange(parsing: "bytes 5-9/*") == OriginContentRange(first: 5, last: 9, total: nil))
-        #expect(OriginContentRange(parsing: "bytes 9-5/100") == nil)
-        #expect(OriginContentRange(parsing: "bytes */100") == nil)
+        #expect(HTTPContentRange(parsing: "bytes 0-9/100") == HTTPContentRange(first: 0, last: 9, completeLength: 100))
+        #expect(HTTPContentRange(parsing: "bytes 5-9/*") == HTTPContentRange(first: 5, last: 9, completeLength: nil))
+        #expect(HTTPContentRange(parsing: "bytes 9-5/100") == nil)
+        #expect(HTTPContentRange(parsing: "bytes */100") == nil)
         #expect(percentEncode("a b/c+d~", keepingSlash: true) == "a%20b/c%2Bd~")
         #expect(percentEncode("repository:a/b:pull", keepingSlash: false) == "repository%3Aa%2Fb%3Apull")
     }

@@ -6,6 +6,7 @@ import Foundation
 import Testing
 import DarterIO
 import Origin
+import HTTPCore
 
 extension TestRegistry {
     /// Starts registry.py with its state in `dir/<label>` and its log in `dir/<label>.log`.
@@ -60,7 +61,7 @@ struct RegistryTests {
         let partHead = try await client.fetch(registry: reg.registry, path: "/v2/\(repo)/blobs/\(reg.string("blob_digest"))",
                                               range: 1000..<2000, into: part)
         #expect(partHead.status == 206)
-        #expect(partHead.contentRange == OriginContentRange(first: 1000, last: 1999, total: Int64(layer.count)))
+        #expect(partHead.contentRange == HTTPContentRange(first: 1000, last: 1999, completeLength: Int64(layer.count)))
         expectSameBytes(part.body, layer[1000..<2000])
 
         // A missing blob is a 404 (after auth), not an error.

@@ -7,6 +7,7 @@
 import Origin
 import PieceStore
 import DarterCore
+import HTTPCore
 
 func check(_ condition: Bool, _ message: @autoclosure () -> String) {
     if !condition { fatalError("invariant violated: \(message())") }
@@ -49,8 +50,9 @@ func manifests(_ bytes: [UInt8]) {
 }
 
 func contentRanges(_ text: String) {
-    guard let r = OriginContentRange(parsing: text) else { return }
-    check(r.first >= 0 && r.first <= r.last && (r.total.map { $0 > r.last } ?? true), "range \(r)")
+    guard let r = HTTPContentRange(parsing: text) else { return }
+    check(r.first >= 0 && r.first <= r.last && (r.completeLength.map { $0 > r.last } ?? true), "range \(r)")
+    check(HTTPContentRange(parsing: r.description) == r, "\(r) does not read back")
 }
 
 func allowlists(_ text: String) {
