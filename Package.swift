@@ -38,6 +38,8 @@ let package = Package(
 
         // The io_uring HTTP/1.1 server: event loops, connections, bodies from files.
         .target(name: "HTTPServer", dependencies: ["DarterIO", "HTTPCore"], swiftSettings: strict),
+        // The HTTP/1.1 client on the event loops: pools, pipelining, bodies into piece buffers.
+        .target(name: "HTTPClient", dependencies: ["DarterIO", "HTTPCore"], swiftSettings: strict),
         // Origin fetchers over libcurl: HTTP(S), S3 (SigV4), OCI registries (Bearer tokens).
         .target(name: "Origin", dependencies: ["DarterCore", "DarterIO", "HTTPCore", "CCurl", "CDarterCurl"], swiftSettings: strict),
         // The seed peer's routes over the piece store.
@@ -55,6 +57,7 @@ let package = Package(
         .testTarget(name: "DarterIOTests", dependencies: ["DarterCore", "DarterIO", "DarterTestSupport"], swiftSettings: strict),
         .testTarget(name: "PieceStoreTests", dependencies: ["DarterCore", "PieceStore", "DarterIO", "DarterTestSupport"], swiftSettings: strict),
         .testTarget(name: "SeedServiceTests", dependencies: ["DarterCore", "SeedService"], swiftSettings: strict),
+        .testTarget(name: "HTTPClientTests", dependencies: ["HTTPClient", "HTTPServer", "HTTPCore", "DarterIO", "DarterCore", "DarterTestSupport"], swiftSettings: strict),
         .testTarget(name: "HTTPCoreTests", dependencies: ["HTTPCore"], swiftSettings: strict),
         .testTarget(name: "OriginTests", dependencies: ["DarterCore", "HTTPCore", "Origin", "DarterIO", "DarterTestSupport"], swiftSettings: strict),
         .testTarget(name: "ServerTests", dependencies: ["DarterCore", "DarterIO", "PieceStore", "DarterTestSupport"], swiftSettings: [.swiftLanguageMode(.v6)]),

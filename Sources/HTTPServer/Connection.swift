@@ -185,6 +185,8 @@ final class Connection: @unchecked Sendable {
     private func begin(_ response: Response, version: HTTPVersion, isHead: Bool) {
         owner.metrics.recordRequest(route: response.route, status: response.head.status)
         var head = response.head
+        // A handler may end the connection after its response (as any HTTP/1.1 server may).
+        if head.headers.containsToken("close", in: "Connection") { keepAlive = false }
         if case .stream = response.body {
             // A body of unknown length: chunked for HTTP/1.1, ended by closing for HTTP/1.0.
             head.headers.remove(name: "Content-Length")

@@ -1,0 +1,162 @@
+import DarterIO
+import HTTPCore
+
+/// An `http://` URL split into what a request needs: where to connect and what to ask.
+public struct HTTPClientURL: Sendable, Hashable, CustomStringConvertible {
+    /// The host as written (a name, an IPv4 literal, or an IPv6 literal without brackets).
+    public var host: String
+    public var port: UInt16
+    /// Path and query, at least `/`.
+    public var target: String
+
+    public init(host: String, port: UInt16, target: String = "/") {
+        self.host = host
+        self.port = port
+        self.target = target.isEmpty ? "/" : target
+    }
+
+    /// Parses `http://host[:port][/path][?query]` (`#fragment` dropped). Other schemes are an
+    /// error naming them: `https` goes through the origin's libcurl backend, not this client.
+    public init(parsing url: String) throws(HTTPClientError) {
+        guard let schemeEnd = url.firstRange(of: "://") else { throw .invalidURL("\(url.prefix(200)): no scheme (expected http://)") }
+        let scheme = url[..<schemeEnd.lowerBound].lowercased()
+        guard scheme == "http" else { throw .invalidURL("\(url.prefix(200)): scheme '\(scheme)' is not http") }
+        var rest = url[schemeEnd.upperBound...]
+        if let hash = rest.firstIndex(of: "#") { rest = rest[..<hash] }
+        let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
+        var authority = rest[..<authorityEnd]
+        if let at = authority.lastIndex(of: "@") { authority = authority[authority.index(after: at)...] }
+        var host = Substring(authority), port: UInt16 = 80
+        if authority.hasPrefix("[") {
+            guard let close = authority.firstIndex(of: "]") else { throw .invalidURL("\(url.prefix(200)): unclosed IPv6 literal") }
+            host = authority[authority.index(after: authority.startIndex)..<close]
+            let after = authority[authority.index(after: close)...]
+            if !after.isEmpty {
+                guard after.hasPrefix(":"), let p = UInt16(after.dropFirst()), p > 0 else { throw .invalidURL("\(url.prefix(200)): bad port") }
+                port = p
+            }
+        } else if let colon = authority.lastIndex(of: ":") {
+            guard let p = UInt16(authority[authority.index(after: colon)...]), p > 0 else { throw .invalidURL("\(url.prefix(200)): bad port") }
+            port = p
+            host = authority[..<colon]
+        }
+        guard !host.isEmpty, host.allSatisfy({ $0.isASCII && !$0.isWhitespace && $0 != "/" }) else {
+            throw .invalidURL("\(url.prefix(200)): no host")
+        }
+        let target = String(rest[authorityEnd...])
+        self.init(host: String(host), port: port, target: target.hasPrefix("?") ? "/" + target : target)
+    }
+
+    /// The `Host` header value: `host[:port]` (IPv6 in brackets; port 80 left out).
+    public var hostHeader: String {
+        let h = host.contains(":") ? "[\(host)]" : host
+        return port == 80 ? h : "\(h):\(port)"
+    }
+
+    public var description: String { "http://\(hostHeader)\(target)" }
+}
+
+/// One request. `Host` is added from the URL unless given; bodies are small (JSON messages).
+public struct HTTPClientRequest: Sendable {
+    public var method: HTTPMethod
+    public var url: HTTPClientURL
+    public var headers: HTTPHeaders
+    public var body: [UInt8]
+    /// From the moment the request is handed to the client until its response has ended (a
+    /// connection it waits for, connecting and pipelining included). Nil: none.
+    public var deadline: Duration?
+
+    public init(method: HTTPMethod = .get, url: HTTPClientURL, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = [], deadline: Duration? = nil) {
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.body = body
+        self.deadline = deadline
+    }
+
+    /// The bytes on the wire: head (with Host, and Content-Length for a body) and body.
+    func serialized(userAgent: String) -> [UInt8] {
+        var h = headers
+        if !h.contains("Host") { h.add(name: "Host", value: url.hostHeader) }
+        if !h.contains("User-Agent") && !userAgent.isEmpty { h.add(name: "User-Agent", value: userAgent) }
+        if !body.isEmpty || method == .post || method == .put { h.replaceOrAdd(name: "Content-Length", value: String(body.count)) }
+        var out = HTTPRequestHead(method: method, target: url.target, headers: h).serialized()
+        out += body
+        return out
+    }
+
+    /// GET and HEAD may be sent again on another connection if the first one closed before any
+    /// byte of their response came (a keep-alive connection the server had just closed).
+    var isIdempotent: Bool { method == .get || method == .head }
+}
+
+/// Why a request failed. Retrying (and backing off) is the caller's decision.
+public enum HTTPClientError: Error, Sendable, Equatable, CustomStringConvertible {
+    case invalidURL(String)
+    case resolveFailed(String)
+    /// connect(2) to this address failed.
+    case connectFailed(address: String, Errno)
+    case connectTimedOut(address: String)
+    /// The request's own deadline passed.
+    case deadlineExceeded
+    case cancelled
+    /// The server closed the connection (or it failed) before the response ended.
+    case connectionClosed(String)
+    case invalidResponse(HTTPResponseParseError)
+    /// The body was larger than the destination (a piece buffer, a collection limit).
+    case bodyTooLarge(limit: Int)
+    /// The response handler gave up on the response.
+    case aborted(String)
+
+    public var description: String {
+        switch self {
+        case .invalidURL(let s): "invalid URL: \(s)"
+        case .resolveFailed(let s): "cannot resolve: \(s)"
+        case .connectFailed(let a, let e): "connect to \(a) failed: \(e)"
+        case .connectTimedOut(let a): "connect to \(a) timed out"
+        case .deadlineExceeded: "the request's deadline passed"
+        case .cancelled: "cancelled"
+        case .connectionClosed(let why): "connection closed before the response ended (\(why))"
+        case .invalidResponse(let e): "invalid response: \(e)"
+        case .bodyTooLarge(let limit): "response body larger than \(limit) bytes"
+        case .aborted(let why): "response abandoned: \(why)"
+        }
+    }
+}
+
+/// Room for body bytes: `range` of `buffer`, which the client receives into directly.
+public struct HTTPBodySpace: Sendable {
+    public let buffer: SharedIOBuffer
+    public let range: Range<Int>
+    public init(buffer: SharedIOBuffer, range: Range<Int>) {
+        precondition(!range.isEmpty && range.upperBound <= buffer.buffer.capacity, "body space \(range) outside its buffer")
+        self.buffer = buffer
+        self.range = range
+    }
+}
+
+/// Where one response goes. Called on the event loop of the request's connection pool, in this
+/// order: ``responseHead(_:body:)`` once, then ``bodySpace()`` / ``bodyReceived(_:)`` pairs,
+/// then ``responseEnded(_:)`` exactly once (also when the request failed before any response).
+/// Must not block.
+public protocol HTTPResponseHandler: AnyObject {
+    /// The final response head. False abandons the response (the connection is closed).
+    func responseHead(_ head: HTTPResponseHead, body: HTTPResponseBodyFraming) -> Bool
+    /// Where the next body bytes go. Nil pauses reading this connection until
+    /// ``HTTPClientTask/resume()`` (backpressure: TCP then slows the server down).
+    func bodySpace() -> HTTPBodySpace?
+    /// `count` bytes landed at the start of the space last returned.
+    func bodyReceived(_ count: Int)
+    func responseEnded(_ result: Result<Void, HTTPClientError>)
+}
+
+/// A response as the async calls return it.
+public struct HTTPClientResponse: Sendable {
+    public var head: HTTPResponseHead
+    /// The body when collected; for a body received into a caller's buffer, the body of a
+    /// response that was not 2xx (its reason text, up to 64 KiB), else empty.
+    public var body: [UInt8]
+    /// Body bytes received (into the caller's buffer, or collected).
+    public var bodyLength: Int
+    public var status: Int { head.status }
+}
