@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "HTTPCore", targets: ["HTTPCore"]),
         .library(name: "Origin", targets: ["Origin"]),
         .library(name: "PieceStore", targets: ["PieceStore"]),
+        .library(name: "PieceProtocol", targets: ["PieceProtocol"]),
     ],
     targets: [
         // System libraries from Debian (see tools/bootstrap).
@@ -38,6 +39,8 @@ let package = Package(
 
         // The io_uring HTTP/1.1 server: event loops, connections, bodies from files.
         .target(name: "HTTPServer", dependencies: ["DarterIO", "HTTPCore"], swiftSettings: strict),
+        // The piece protocol between daemons (pure: paths, metadata, availability feed; docs/PROTOCOL.md).
+        .target(name: "PieceProtocol", dependencies: ["DarterCore"], swiftSettings: strict),
         // The HTTP/1.1 client on the event loops: pools, pipelining, bodies into piece buffers.
         .target(name: "HTTPClient", dependencies: ["DarterIO", "HTTPCore"], swiftSettings: strict),
         // Origin fetchers over libcurl: HTTP(S), S3 (SigV4), OCI registries (Bearer tokens).
@@ -58,6 +61,7 @@ let package = Package(
         .testTarget(name: "PieceStoreTests", dependencies: ["DarterCore", "PieceStore", "DarterIO", "DarterTestSupport"], swiftSettings: strict),
         .testTarget(name: "SeedServiceTests", dependencies: ["DarterCore", "SeedService"], swiftSettings: strict),
         .testTarget(name: "HTTPClientTests", dependencies: ["HTTPClient", "HTTPServer", "HTTPCore", "DarterIO", "DarterCore", "DarterTestSupport"], swiftSettings: strict),
+        .testTarget(name: "PieceProtocolTests", dependencies: ["PieceProtocol", "DarterCore"], swiftSettings: strict),
         .testTarget(name: "HTTPCoreTests", dependencies: ["HTTPCore"], swiftSettings: strict),
         .testTarget(name: "OriginTests", dependencies: ["DarterCore", "HTTPCore", "Origin", "DarterIO", "DarterTestSupport"], swiftSettings: strict),
         .testTarget(name: "ServerTests", dependencies: ["DarterCore", "DarterIO", "PieceStore", "DarterTestSupport"], swiftSettings: [.swiftLanguageMode(.v6)]),
