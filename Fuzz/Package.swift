@@ -14,6 +14,11 @@ let package = Package(
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .executableTarget(
+            name: "HTTPResponseFuzz",
+            dependencies: [.product(name: "HTTPCore", package: "Darter")],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        .executableTarget(
             name: "OriginFuzz",
             dependencies: [.product(name: "Origin", package: "Darter"), .product(name: "DarterCore", package: "Darter"),
                            .product(name: "HTTPCore", package: "Darter")],

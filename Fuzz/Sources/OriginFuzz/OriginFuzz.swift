@@ -5,7 +5,6 @@
 // Not main.swift: libFuzzer supplies main(). Each input goes through every parser; the
 // invariants are that what parses reads back the same and stays within its grammar.
 import Origin
-import PieceStore
 import DarterCore
 import HTTPCore
 
