@@ -44,11 +44,14 @@ let package = Package(
         // The HTTP/1.1 client on the event loops: pools, pipelining, bodies into piece buffers.
         .target(name: "HTTPClient", dependencies: ["DarterIO", "HTTPCore"], swiftSettings: strict),
         // Origin fetchers over libcurl: HTTP(S), S3 (SigV4), OCI registries (Bearer tokens).
-        .target(name: "Origin", dependencies: ["DarterCore", "DarterIO", "HTTPCore", "CCurl", "CDarterCurl"], swiftSettings: strict),
+        .target(name: "Origin", dependencies: ["DarterCore", "DarterIO", "HTTPCore", "HTTPClient", "CCurl", "CDarterCurl"], swiftSettings: strict),
+        // Moving pieces: the assembler (a byte stream → checked pieces → store, memory, feed),
+        // fresh pieces in memory, bodies served from the store, the availability feed.
+        .target(name: "PieceTransfer", dependencies: ["DarterCore", "DarterIO", "PieceStore", "HTTPServer"], swiftSettings: strict),
         // The seed peer's routes over the piece store.
-        .target(name: "SeedService", dependencies: ["DarterCore", "HTTPServer", "PieceStore", "HTTPCore", "DarterIO", "Origin"], swiftSettings: strict),
+        .target(name: "SeedService", dependencies: ["DarterCore", "PieceTransfer", "PieceProtocol", "HTTPServer", "PieceStore", "HTTPCore", "DarterIO", "Origin"], swiftSettings: strict),
 
-        .executableTarget(name: "darter", dependencies: ["DarterCore", "PieceStore", "DarterIO", "SeedService", "HTTPServer", "Origin"], swiftSettings: strict),
+        .executableTarget(name: "darter", dependencies: ["DarterCore", "PieceStore", "DarterIO", "SeedService", "HTTPServer", "HTTPClient", "Origin"], swiftSettings: strict),
         // Benchmarks live apart from the product; tools/bench runs them.
         .executableTarget(name: "darter-bench", dependencies: ["DarterCore", "PieceStore", "DarterIO"],
                           path: "Benchmarks/DarterBench", swiftSettings: strict),
@@ -59,6 +62,7 @@ let package = Package(
         .testTarget(name: "DarterCoreTests", dependencies: ["DarterCore"], swiftSettings: strict),
         .testTarget(name: "DarterIOTests", dependencies: ["DarterCore", "DarterIO", "DarterTestSupport"], swiftSettings: strict),
         .testTarget(name: "PieceStoreTests", dependencies: ["DarterCore", "PieceStore", "DarterIO", "DarterTestSupport"], swiftSettings: strict),
+        .testTarget(name: "PieceTransferTests", dependencies: ["PieceTransfer", "PieceStore", "DarterCore", "DarterIO", "DarterTestSupport"], swiftSettings: strict),
         .testTarget(name: "SeedServiceTests", dependencies: ["DarterCore", "SeedService"], swiftSettings: strict),
         .testTarget(name: "HTTPClientTests", dependencies: ["HTTPClient", "HTTPServer", "HTTPCore", "DarterIO", "DarterCore", "DarterTestSupport"], swiftSettings: strict),
         .testTarget(name: "PieceProtocolTests", dependencies: ["PieceProtocol", "DarterCore"], swiftSettings: strict),

@@ -234,3 +234,14 @@ extension SHA256Hasher {
         update(UnsafeRawBufferPointer(start: buffer.base + range.lowerBound, count: range.count))
     }
 }
+
+/// Room for bytes: `range` of `buffer`, where a receive or a copy may put them.
+public struct BufferSpace: Sendable {
+    public let buffer: SharedIOBuffer
+    public let range: Range<Int>
+    public init(buffer: SharedIOBuffer, range: Range<Int>) {
+        precondition(!range.isEmpty && range.lowerBound >= 0 && range.upperBound <= buffer.buffer.capacity, "space \(range) outside its buffer")
+        self.buffer = buffer
+        self.range = range
+    }
+}

@@ -179,7 +179,7 @@ final class ClientConnection {
                 if peerClosed { return close(.connectionClosed("the server closed the connection")) }
                 return receive()
             }
-            var space: HTTPBodySpace?
+            var space: BufferSpace?
             if inBody {
                 guard let s = current.handler.bodySpace() else { paused = true; return }
                 space = s
@@ -220,7 +220,7 @@ final class ClientConnection {
 
     /// Posts the one receive: straight into the handler's space when inside a body with nothing
     /// buffered, else into the head buffer.
-    private func receive(into space: HTTPBodySpace? = nil, for current: PendingRequest? = nil) {
+    private func receive(into space: BufferSpace? = nil, for current: PendingRequest? = nil) {
         guard state == .open, !receiving else { return }
         receiving = true
         let socket = fd

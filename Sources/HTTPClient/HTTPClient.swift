@@ -21,6 +21,9 @@ public struct HTTPClientConfiguration: Sendable {
     public var waitAllThreshold = 64 << 10
     public var limits = HTTPResponseParser.Limits()
     public var userAgent = "darter"
+    /// Asked just before each connect (host as the URL names it, the address about to be
+    /// used): false refuses that address (an origin allowlist; SSRF defence). Nil allows all.
+    public var connectFilter: (@Sendable (_ host: String, _ address: SocketAddress) -> Bool)?
     public init() {}
 }
 
@@ -151,9 +154,9 @@ final class CollectingHandler: CompletingHandler, @unchecked Sendable {
         return true
     }
 
-    func bodySpace() -> HTTPBodySpace? {
+    func bodySpace() -> BufferSpace? {
         if scratch == nil { scratch = SharedIOBuffer(IOBuffer(capacity: 64 << 10)) }
-        return HTTPBodySpace(buffer: scratch!, range: 0..<scratch!.buffer.capacity)
+        return BufferSpace(buffer: scratch!, range: 0..<scratch!.buffer.capacity)
     }
 
     func bodyReceived(_ count: Int) {
@@ -206,13 +209,13 @@ final class BufferHandler: CompletingHandler, @unchecked Sendable {
         return true
     }
 
-    func bodySpace() -> HTTPBodySpace? {
+    func bodySpace() -> BufferSpace? {
         if let errorBody { return errorBody.bodySpace() }
         lastSpaceDiscards = filled == range.count
-        if !lastSpaceDiscards { return HTTPBodySpace(buffer: buffer, range: (range.lowerBound + filled)..<range.upperBound) }
+        if !lastSpaceDiscards { return BufferSpace(buffer: buffer, range: (range.lowerBound + filled)..<range.upperBound) }
         // Full: should the body go on, the rest lands in scratch space and the request fails.
         if discard == nil { discard = SharedIOBuffer(IOBuffer(capacity: 64 << 10)) }
-        return HTTPBodySpace(buffer: discard!, range: 0..<discard!.buffer.capacity)
+        return BufferSpace(buffer: discard!, range: 0..<discard!.buffer.capacity)
     }
 
     func bodyReceived(_ count: Int) {
@@ -352,6 +355,16 @@ final class ConnectionPool: @unchecked Sendable {
         if addresses.isEmpty {
             resolve()
             return nil
+        }
+        if let allows = configuration.connectFilter {
+            var tries = 0
+            while tries < addresses.count && !allows(host, addresses[nextAddress % addresses.count]) { nextAddress += 1; tries += 1 }
+            if tries == addresses.count {
+                let failed = waiting
+                waiting = []
+                for r in failed { r.finish(.failure(.refused(host: host, address: addresses[0].description))) }
+                return nil
+            }
         }
         let address = addresses[nextAddress % addresses.count]
         let c = ClientConnection(address: address, pool: self)

@@ -107,6 +107,8 @@ public enum HTTPClientError: Error, Sendable, Equatable, CustomStringConvertible
     case bodyTooLarge(limit: Int)
     /// The response handler gave up on the response.
     case aborted(String)
+    /// The client's connect filter refused every address of the host (an allowlist).
+    case refused(host: String, address: String)
 
     public var description: String {
         switch self {
@@ -120,18 +122,8 @@ public enum HTTPClientError: Error, Sendable, Equatable, CustomStringConvertible
         case .invalidResponse(let e): "invalid response: \(e)"
         case .bodyTooLarge(let limit): "response body larger than \(limit) bytes"
         case .aborted(let why): "response abandoned: \(why)"
+        case .refused(let host, let address): "connecting to \(address) for \(host) is not allowed"
         }
-    }
-}
-
-/// Room for body bytes: `range` of `buffer`, which the client receives into directly.
-public struct HTTPBodySpace: Sendable {
-    public let buffer: SharedIOBuffer
-    public let range: Range<Int>
-    public init(buffer: SharedIOBuffer, range: Range<Int>) {
-        precondition(!range.isEmpty && range.upperBound <= buffer.buffer.capacity, "body space \(range) outside its buffer")
-        self.buffer = buffer
-        self.range = range
     }
 }
 
@@ -144,7 +136,7 @@ public protocol HTTPResponseHandler: AnyObject {
     func responseHead(_ head: HTTPResponseHead, body: HTTPResponseBodyFraming) -> Bool
     /// Where the next body bytes go. Nil pauses reading this connection until
     /// ``HTTPClientTask/resume()`` (backpressure: TCP then slows the server down).
-    func bodySpace() -> HTTPBodySpace?
+    func bodySpace() -> BufferSpace?
     /// `count` bytes landed at the start of the space last returned.
     func bodyReceived(_ count: Int)
     func responseEnded(_ result: Result<Void, HTTPClientError>)

@@ -68,6 +68,11 @@ public struct OriginChunk {
 
     init(storage: UnsafeRawBufferPointer) { self.storage = storage }
 
+    /// Runs `body` with a chunk over `buffer[range]` (the HTTP backend's staging buffer).
+    static func viewing<R>(_ buffer: borrowing IOBuffer, _ range: Range<Int>, _ body: (OriginChunk) -> R) -> R {
+        buffer.withUnsafeMutableBytes { raw in body(OriginChunk(storage: UnsafeRawBufferPointer(rebasing: raw[range]))) }
+    }
+
     public var count: Int { storage.count }
 
     /// Copies chunk[start..<start+count] into buffer[offset..<offset+count].
@@ -81,12 +86,34 @@ public struct OriginChunk {
 
 }
 
-/// Receives one transfer, on the transfer's own thread, in order, never concurrently.
+/// Receives one transfer, in order, never concurrently: on libcurl's transfer thread, or on an
+/// event loop for the HTTP client backend (then it must not block: see ``OriginDirectSink``).
 public protocol OriginSink: AnyObject {
     /// The final head (after redirects) before any body byte. Return false to abort.
     func receive(head: OriginResponseHead) -> Bool
-    /// Body bytes in order (HTTP error bodies too). Return false to abort. May block (backpressure).
+    /// Body bytes in order (HTTP error bodies too). Return false to abort. May block
+    /// (backpressure) when called by libcurl; the HTTP backend calls it only for sinks that are
+    /// not ``OriginDirectSink``s, which must then not block.
     func receive(body: OriginChunk) -> Bool
+}
+
+/// What an ``OriginDirectSink`` has room for.
+public enum OriginBodySpace: Sendable {
+    /// Receive the next body bytes straight into this space.
+    case space(BufferSpace)
+    /// No room now: the sink calls the wake function it was given once there is.
+    case wait
+    /// Stop the transfer (the sink has what it needs, or failed).
+    case abort
+}
+
+/// A sink a backend can receive into directly (the HTTP client's zero-copy path): the body goes
+/// from the socket into the sink's own (piece) buffers, never through a staging buffer.
+/// Called on an event loop: nothing here may block.
+public protocol OriginDirectSink: OriginSink {
+    func bodySpace(orWake wake: @escaping @Sendable () -> Void) -> OriginBodySpace
+    /// `count` bytes landed at the start of the space last given. False aborts.
+    func bodyReceived(_ count: Int) -> Bool
 }
 
 public enum OriginError: Error, Equatable, Sendable, CustomStringConvertible {

@@ -57,7 +57,9 @@ extension PieceStore {
     /// durability. A writer that streams many pieces keeps the disk busy while earlier pieces
     /// are synced, instead of waiting one group commit per piece. Until the commit the piece
     /// reads as being written (readers wait for it), and a failed commit leaves it missing.
-    public func startPieceWrite(_ id: TaskID, index: Int, from buffer: borrowing IOBuffer, length: Int) async throws -> Task<Void, any Error> {
+    /// `crc32c`: the piece's CRC32C when the caller computed it already (from these bytes), so
+    /// it is not computed twice.
+    public func startPieceWrite(_ id: TaskID, index: Int, from buffer: borrowing IOBuffer, length: Int, crc32c given: UInt32? = nil) async throws -> Task<Void, any Error> {
         let padded = alignUp(length)
         precondition(buffer.capacity >= padded, "buffer of \(buffer.capacity) bytes cannot hold piece of \(length)")
         enum Start { case write(FileDescriptor?, Int64, Bool, UInt64), alreadyCommitted }
@@ -89,7 +91,7 @@ extension PieceStore {
         let fd: FileDescriptor, crc: UInt32
         do {
             fd = try await writeBytes(id, index: index, knownFD: knownFD, offset: offset, growing: growing, buffer: buffer, length: length)
-            crc = buffer.crc32c(0..<length)
+            crc = given ?? buffer.crc32c(0..<length)
         } catch {
             state.withLock { $0.dataWritesInFlight -= 1 }
             abandonPieceWrite(id, index: index, generation: generation)

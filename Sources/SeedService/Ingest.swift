@@ -3,6 +3,7 @@ import DarterIO
 import Origin
 import PieceStore
 import Synchronization
+import PieceTransfer
 import DarterCore
 
 /// Settings of the origin shield.
@@ -77,19 +78,21 @@ enum IngestOutcome: Sendable {
 /// client streams from the store as pieces commit.
 final class Ingestor: Sendable {
     let store: PieceStore
-    let origin: OriginClient
+    let origins: OriginBackends
     let registry: RegistryClient
     let configuration: ShieldConfiguration
     /// Fresh pieces in memory, for the clients following a fetch and the hits soon after it.
     let resident: ResidentPieces
+    /// Pieces as they land, for the piece protocol's arrivals feeds.
+    let arrivals = PieceArrivals()
     private let jobs = Mutex<[TaskID: IngestJob]>([:])
     private let negative = Mutex<[TaskID: (status: Int, reason: String, until: Int64)]>([:])
     /// When each cached URL task was last confirmed fresh by its origin (monotonic seconds).
     private let validated = Mutex<[TaskID: Int64]>([:])
 
-    init(store: PieceStore, origin: OriginClient, registry: RegistryClient, configuration: ShieldConfiguration) {
+    init(store: PieceStore, origins: OriginBackends, registry: RegistryClient, configuration: ShieldConfiguration) {
         self.store = store
-        self.origin = origin
+        self.origins = origins
         self.registry = registry
         self.configuration = configuration
         resident = ResidentPieces(capacity: configuration.followMemory)
@@ -140,7 +143,7 @@ final class Ingestor: Sendable {
         if let lm = info.origin.lastModified { headers.append(("If-Modified-Since", lm)) }
         guard headers.count > source.headers.count else { return true }  // nothing to revalidate with
         let probe = RevalidationSink()
-        _ = try? await origin.fetch(OriginRequest(url: url, headers: headers), into: probe)
+        _ = try? await origins.fetch(OriginRequest(url: url, headers: headers), into: probe)
         switch probe.status {
         case 304?:
             validated.withLock { $0[info.id] = now }
@@ -160,7 +163,7 @@ final class Ingestor: Sendable {
 
     private func run(_ job: IngestJob, _ source: ObjectSource) async {
         let segments = Mutex<[Task<String?, Never>]>([])
-        let first = IngestSink(store: store, source: source, configuration: configuration, resident: resident) { info in
+        let first = IngestSink(store: store, source: source, configuration: configuration, resident: resident, arrivals: arrivals) { info in
             job.resolveStart(.ready(info, hit: false))
         }
         // A large object on an origin that takes ranges is fetched over a few connections,
@@ -176,8 +179,12 @@ final class Ingestor: Sendable {
             for k in 1..<(bounds.count - 1) {
                 let range = bounds[k]..<bounds[k + 1]
                 let sink = IngestSink(store: store, source: source, configuration: configuration, resident: resident,
-                                      segment: range, contentLength: total, pieceLength: pieceLength)
-                segments.withLock { $0.append(Task { await self.drive(sink, source) }) }
+                                      arrivals: arrivals, segment: range, contentLength: total, pieceLength: pieceLength)
+                // Segments write into the task the first connection creates: they start once it exists.
+                segments.withLock { $0.append(Task {
+                    guard case .ready = await job.waitForStart() else { return nil }
+                    return await self.drive(sink, source)
+                }) }
             }
             return bounds[1]
         }
@@ -210,10 +217,17 @@ final class Ingestor: Sendable {
         } catch {
             let reason = "fetching \(source.describe): \(error)"
             SystemCalls.writeStandardError("shield: \(reason)\n")
-            if first.taskCreated { await store.failTask(source.id, reason: reason) }
+            if first.taskCreated {
+                await first.awaitCreation()
+                await store.failTask(source.id, reason: reason)
+            }
             resident.settled(source.id)  // nothing of a failed fetch is served from memory again
+            arrivals.announce(source.id, .ended(failure: reason))
             job.resolveStart(.failed(reason))
+            job.finish()
+            return
         }
+        arrivals.announce(source.id, .ended(failure: nil))
         job.finish()
     }
 
@@ -242,7 +256,7 @@ final class Ingestor: Sendable {
                 switch source.kind {
                 case .url(let url):
                     request.url = url
-                    _ = try await origin.fetch(request, into: sink)
+                    _ = try await origins.fetch(request, into: sink)
                 case .registry(let base, let path):
                     _ = try await registry.fetch(registry: base, path: path, headers: request.headers, range: request.range, into: sink)
                 }
@@ -336,52 +350,46 @@ final class IngestJob: Sendable {
     }
 }
 
-/// Cuts the origin's byte stream into pieces and writes them to the store. Its `receive`
-/// methods run on the transfer's thread (not Swift's pool), so they may block: on task creation
-/// and when `piecesInFlight` writes are outstanding (backpressure on the origin connection).
-final class IngestSink: OriginSink, @unchecked Sendable {
+/// One connection's view of a fetch: what the origin answered (status, length, ETag, Range
+/// resumption, segments) and where its bytes go. Cutting them into checked pieces and
+/// publishing them is its ``PieceAssembler``'s job. It serves both kinds of backend: libcurl
+/// calls ``receive(body:)`` on its transfer thread, which may block; the HTTP client on an
+/// event loop asks ``bodySpace(orWake:)`` for room in the piece buffer itself, never blocking.
+/// One attempt at a time; the job reads its state between attempts.
+final class IngestSink: OriginDirectSink, @unchecked Sendable {
     let store: PieceStore
     let source: ObjectSource
-    let onStart: @Sendable (TaskInfo) -> Void
-    private let slots: DispatchSemaphore
-    private let pageCacheOnIngest: Bool
-    private let writes = Mutex<[Task<Void, Never>]>([])
-    private let writeError = Mutex<String?>(nil)
-    /// Where filled pieces are published for the clients following this fetch (and where
-    /// buffers of pieces that left wait to be reused).
+    let configuration: ShieldConfiguration
     let resident: ResidentPieces
+    let arrivals: PieceArrivals
+    let onStart: @Sendable (TaskInfo) -> Void
 
-    // Transfer-thread state (one attempt at a time; read by the job between attempts).
-    private(set) var position: Int64 = 0
     private(set) var etag: String?
-    private(set) var taskCreated = false
     private(set) var transferComplete = false
     private(set) var passThroughStatus: (Int, String)?
     private(set) var fatalError: String?
     private(set) var attemptError: String?
-    /// SHA-256 of the bytes so far, while they arrive in order on one connection (so the
-    /// store need not read the content back to learn its digest).
-    private var hasher: SHA256Hasher?
-    private var hashed: Int64 = 0
     /// The origin said `Cache-Control: no-store`.
     private(set) var noStore = false
     private var contentLength: Int64?
     private var pieceLength = PieceMath.minimumDefaultPieceLength
+    /// Bytes to drop before the next useful one (an origin that ignored Range resends from 0).
     private var skip: Int64 = 0
-    private var current: SharedIOBuffer?
-    private var fill = 0
-    /// Bytes `current` is to hold: the piece length, less for an object's last piece.
-    private var pieceSize = 0
-    private var nextPiece = 0
+    private var discard: SharedIOBuffer?
+    private var discarding = false
     private var expectedEnd: Int64?
 
-    /// A filled piece on its way to the store: the write task lets go of it once the data is
-    /// written, so the buffer can be reused while the commit is still to come.
-    final class PendingPiece: @unchecked Sendable {
-        private let piece = Mutex<SharedIOBuffer?>(nil)
-        init(_ p: SharedIOBuffer) { piece.withLock { $0 = p } }
-        func take() -> SharedIOBuffer? { piece.withLock { $0.take() } }
+    /// Set once the task exists (at once for a further segment; after the first head otherwise).
+    private let assemblerState = Mutex<AssemblerState>(.none)
+    private enum AssemblerState {
+        case none
+        case creating(wakers: [@Sendable () -> Void])
+        case ready(PieceAssembler)
+        case failed(String)
     }
+    /// The task's creation, started by the first head (awaited before completing or failing it).
+    private let creation = Mutex<Task<Void, Never>?>(nil)
+    private let startOffset: Int64
 
     /// Decides segments once the length is known; returns where this (first) connection stops.
     var planSegments: ((_ total: Int64, _ pieceLength: Int) -> Int64?)?
@@ -390,42 +398,51 @@ final class IngestSink: OriginSink, @unchecked Sendable {
 
     /// The first connection of a fetch: creates the task from the first response.
     init(store: PieceStore, source: ObjectSource, configuration: ShieldConfiguration, resident: ResidentPieces,
-         onStart: @escaping @Sendable (TaskInfo) -> Void) {
+         arrivals: PieceArrivals, onStart: @escaping @Sendable (TaskInfo) -> Void) {
         self.store = store
         self.source = source
+        self.configuration = configuration
         self.resident = resident
-        pageCacheOnIngest = configuration.pageCacheOnIngest
+        self.arrivals = arrivals
         self.onStart = onStart
-        slots = DispatchSemaphore(value: max(1, configuration.piecesInFlight))
-        // Content that must match a digest is hashed as it streams in, so completion need not
-        // read it back; other content gets its digest in the background after completion.
-        if source.expectedDigest != nil { hasher = SHA256Hasher() }
+        startOffset = 0
     }
 
     /// A further connection for `segment` of a task that exists already.
     init(store: PieceStore, source: ObjectSource, configuration: ShieldConfiguration, resident: ResidentPieces,
-         segment: Range<Int64>, contentLength: Int64, pieceLength: Int) {
+         arrivals: PieceArrivals, segment: Range<Int64>, contentLength: Int64, pieceLength: Int) {
         self.store = store
         self.source = source
+        self.configuration = configuration
         self.resident = resident
-        pageCacheOnIngest = configuration.pageCacheOnIngest
+        self.arrivals = arrivals
         onStart = { _ in }
-        slots = DispatchSemaphore(value: max(1, configuration.piecesInFlight))
-        taskCreated = true
         self.contentLength = contentLength
         self.pieceLength = pieceLength
-        position = segment.lowerBound
+        startOffset = segment.lowerBound
         limitEnd = segment.upperBound
-        nextPiece = Int(segment.lowerBound / Int64(pieceLength))
+        assemblerState.withLock {
+            $0 = .ready(PieceAssembler(store: store, id: source.id, pieceLength: pieceLength, contentLength: contentLength,
+                                       start: segment.lowerBound, resident: resident, arrivals: arrivals,
+                                       piecesInFlight: configuration.piecesInFlight, pageCacheOnIngest: configuration.pageCacheOnIngest))
+        }
     }
 
+    private var assembler: PieceAssembler? {
+        if case .ready(let a) = assemblerState.withLock({ $0 }) { return a }
+        return nil
+    }
+
+    /// The task offset of the next byte.
+    var position: Int64 { assembler?.position ?? startOffset }
+    var taskCreated: Bool {
+        if case .none = assemblerState.withLock({ $0 }) { return false }
+        return true
+    }
     var contentLengthKnown: Int64? { contentLength }
 
     /// The content's SHA-256 when this one connection saw every byte in order.
-    func takeDigest() -> SHA256Digest? {
-        guard limitEnd == nil, hashed == position, let h = hasher.take() else { return nil }
-        return SHA256Digest(bytes: h.finalize())
-    }
+    func takeDigest() -> SHA256Digest? { limitEnd == nil ? assembler?.takeDigest() : nil }
 
     /// The transfer returned without error: for content of unknown length that is its end.
     func transferEnded() {
@@ -463,11 +480,10 @@ final class IngestSink: OriginSink, @unchecked Sendable {
             noStore = (head.header("cache-control") ?? "").lowercased().contains("no-store")
             contentLength = status == 200 ? head.contentLength : head.contentRange?.completeLength
             pieceLength = PieceMath.defaultPieceLength(contentLength: contentLength)
-            if let error = createTask(head) { fatalError = error; return false }
-            taskCreated = true
             if let total = contentLength, head.acceptsRanges || status == 206 {
                 limitEnd = planSegments?(total, pieceLength)
             }
+            createTask(head)
         } else if position > 0 {
             if status == 206, let cr = head.contentRange, cr.first == position {
                 skip = 0
@@ -488,33 +504,54 @@ final class IngestSink: OriginSink, @unchecked Sendable {
         return true
     }
 
-    private func createTask(_ head: OriginResponseHead) -> String? {
-        let done = DispatchSemaphore(value: 0)
-        let result = Mutex<Result<TaskInfo, any Error>?>(nil)
+    /// Creates the task without blocking (the head may arrive on an event loop); bytes wait for it.
+    private func createTask(_ head: OriginResponseHead) {
+        assemblerState.withLock { $0 = .creating(wakers: []) }
         let meta = OriginMetadata(contentType: head.contentType, etag: head.etag, lastModified: head.lastModified, sourceURL: source.describe)
         let (store, id, length, pieceLength, digest) = (self.store, source.id, contentLength, self.pieceLength, source.expectedDigest)
-        Task {
+        let hashing = digest != nil && limitEnd == nil
+        let creating = Task { [self] in
+            let next: AssemblerState
             do {
                 let info = try await store.createTask(id, pieceLength: pieceLength, contentLength: length, expectedDigest: digest, origin: meta)
-                result.withLock { $0 = .success(info) }
+                resident.beginFetch(info.id, pieceLength: info.pieceLength)
+                // Content that must match a digest is hashed as it streams in, so completion need
+                // not read it back; other content gets its digest in the background afterwards.
+                next = .ready(PieceAssembler(store: store, id: id, pieceLength: info.pieceLength, contentLength: length, hashing: hashing,
+                                             resident: resident, arrivals: arrivals, piecesInFlight: configuration.piecesInFlight,
+                                             pageCacheOnIngest: configuration.pageCacheOnIngest))
+                onStart(info)
             } catch {
-                result.withLock { $0 = .failure(error) }
+                next = .failed("cannot store \(source.describe): \(error)")
             }
-            done.signal()
+            let wakers = assemblerState.withLock { s -> [@Sendable () -> Void] in
+                defer { s = next }
+                if case .creating(let w) = s { return w }
+                return []
+            }
+            for w in wakers { w() }
         }
-        done.wait()
-        switch result.withLock({ $0 })! {
-        case .success(let info):
-            resident.beginFetch(info.id, pieceLength: info.pieceLength)
-            onStart(info)
-            return nil
-        case .failure(let e):
-            return "cannot store \(source.describe): \(e)"
+        creation.withLock { $0 = creating }
+    }
+
+    /// The assembler, or nil while the task is being created (then `wake` runs when it is).
+    /// A failed creation sets ``fatalError``.
+    private func assembler(orWake wake: @escaping @Sendable () -> Void) -> PieceAssembler?? {
+        let state = assemblerState.withLock { s -> AssemblerState in
+            if case .creating(var w) = s { w.append(wake); s = .creating(wakers: w) }
+            return s
+        }
+        switch state {
+        case .ready(let a): return .some(a)
+        case .creating: return .some(nil)
+        case .failed(let why): fatalError = why; return nil
+        case .none: fatalError = "body bytes before a usable head"; return nil
         }
     }
 
+    // MARK: The copying path (libcurl's thread: may block)
+
     func receive(body chunk: OriginChunk) -> Bool {
-        if let e = writeError.withLock({ $0 }) { fatalError = e; return false }
         var start = 0
         if skip > 0 {
             let d = Int(min(skip, Int64(chunk.count)))
@@ -527,21 +564,17 @@ final class IngestSink: OriginSink, @unchecked Sendable {
                 attemptError = "origin sent more bytes than its Content-Length"
                 return false
             }
-            if current == nil {
-                current = takeBuffer()
-                fill = 0
-            }
-            var n = min(chunk.count - start, pieceSize - fill)
+            let created = DispatchSemaphore(value: 0)
+            guard let maybe = assembler(orWake: { created.signal() }) else { return false }
+            guard let a = maybe else { created.wait(); continue }
+            var n = chunk.count - start
             if let end = expectedEnd { n = Int(min(Int64(n), end - position)) }
-            chunk.copy(into: current!.buffer, at: fill, from: start, count: n)
-            if hasher != nil && limitEnd == nil && hashed == position {
-                hasher!.update(current!.buffer, range: fill..<(fill + n))
-                hashed += Int64(n)
+            let from = start
+            guard a.append(count: n, copy: { buffer, at, offset, k in chunk.copy(into: buffer, at: at, from: from + offset, count: k) }) else {
+                fatalError = a.failure
+                return false
             }
-            fill += n
             start += n
-            position += Int64(n)
-            if fill == pieceSize { submitPiece() }
         }
         if let end = expectedEnd, position == end {
             transferComplete = true
@@ -550,77 +583,49 @@ final class IngestSink: OriginSink, @unchecked Sendable {
         return true
     }
 
-    /// A buffer for the next piece: a spare one nobody holds any more, else a new one. It holds
-    /// ``pieceSize`` bytes: an object's last piece (or its only one) gets only what it needs,
-    /// so a 10 KiB object takes 12 KiB of memory and not a whole piece length (nor one of the
-    /// I/O backend's few registered buffers, which are a whole piece each).
-    private func takeBuffer() -> SharedIOBuffer {
-        pieceSize = pieceLength
-        if let total = contentLength, total - position < Int64(pieceLength) { pieceSize = max(1, Int(total - position)) }
-        if let spare = resident.takeSpare(capacity: alignUp(pieceSize)) { return spare }
-        return SharedIOBuffer(pieceSize < pieceLength ? IOBuffer(capacity: pieceSize) : store.io.makeBuffer(capacity: pieceSize))
+    // MARK: The direct path (an event loop: never blocks)
+
+    func bodySpace(orWake wake: @escaping @Sendable () -> Void) -> OriginBodySpace {
+        if skip > 0 {
+            if discard == nil { discard = SharedIOBuffer(IOBuffer(capacity: 256 << 10)) }
+            discarding = true
+            return .space(BufferSpace(buffer: discard!, range: 0..<Int(min(skip, Int64(discard!.buffer.capacity)))))
+        }
+        discarding = false
+        if let end = expectedEnd, position >= end {
+            if end < (contentLength ?? end) { transferComplete = true } else { attemptError = "origin sent more bytes than its Content-Length" }
+            return .abort
+        }
+        guard let maybe = assembler(orWake: wake) else { return .abort }
+        guard let a = maybe else { return .wait }
+        guard let s = a.space(orWake: wake) else {
+            if let f = a.failure { fatalError = f; return .abort }
+            return .wait
+        }
+        guard let end = expectedEnd, end - position < Int64(s.range.count) else { return .space(s) }
+        return .space(BufferSpace(buffer: s.buffer, range: s.range.lowerBound..<(s.range.lowerBound + Int(end - position))))
     }
 
-    /// Hands the filled piece to the store and to the clients following the fetch (in
-    /// memory); blocks while `piecesInFlight` data writes are under way. A slot frees once the
-    /// data is written; the commit follows in the store's next group commit. A piece that a
-    /// client must read from the store (it is no longer in memory) is then read ahead.
-    private func submitPiece() {
-        guard let piece = current, fill > 0 else { return }
-        slots.wait()
-        current = nil
-        let (index, length) = (nextPiece, fill)
-        nextPiece += 1
-        fill = 0
-        let departed = resident.publish(source.id, index: index, piece).filter { $0.needed || pageCacheOnIngest }
-        if !departed.isEmpty {
-            Task { [store] in
-                for d in departed { await store.prefetchPiece(d.id, index: d.index) }
-            }
+    func bodyReceived(_ count: Int) -> Bool {
+        if discarding {
+            skip -= Int64(count)
+            return true
         }
-        let pending = PendingPiece(piece)
-        let task = Task { [self] in
-            let commit: Task<Void, any Error>
-            do {
-                commit = try await writeData(pending, index: index, length: length)
-            } catch {
-                writeError.withLock { $0 = $0 ?? "storing piece \(index): \(error)" }
-                slots.signal()
-                return
-            }
-            slots.signal()
-            do {
-                try await commit.value
-                // A piece that left memory before it was committed could not be read ahead then.
-                if resident.leftEarly(source.id, index: index, orOnlyNeeded: !pageCacheOnIngest) {
-                    await store.prefetchPiece(source.id, index: index)
-                }
-            } catch {
-                writeError.withLock { $0 = $0 ?? "committing piece \(index): \(error)" }
-            }
-        }
-        writes.withLock { $0.append(task) }
-    }
-
-    private func writeData(_ pending: PendingPiece, index: Int, length: Int) async throws -> Task<Void, any Error> {
-        let piece = pending.take()!
-        return try await store.startPieceWrite(source.id, index: index, from: piece.buffer, length: length)
+        guard let a = assembler else { return false }
+        a.received(count)
+        if let f = a.failure { fatalError = f; return false }
+        if let end = expectedEnd, position == end { transferComplete = true }
+        return true
     }
 
     /// After the transfer: an unknown-length stream ended cleanly means it is complete; the
     /// last partial piece is written and every write awaited.
+    func awaitCreation() async { await creation.withLock({ $0 })?.value }
+
     func flush() async throws {
-        if transferComplete, let piece = current, fill > 0 {
-            current = nil
-            let (index, length) = (nextPiece, fill)
-            nextPiece += 1
-            fill = 0
-            _ = resident.publish(source.id, index: index, piece)
-            try await store.writePiece(source.id, index: index, from: piece.buffer, length: length)
-        }
-        let tasks = writes.withLock { $0 }
-        for t in tasks { await t.value }
-        if let e = writeError.withLock({ $0 }) { throw IngestError.failed(e) }
+        await creation.withLock({ $0 })?.value
+        guard let a = assembler else { return }
+        do { try await a.finish(streamEnded: transferComplete && contentLength == nil) } catch { throw IngestError.failed(error.description) }
     }
 }
 

@@ -3,6 +3,7 @@ import FoundationEssentials
 import HTTPServer
 import Origin
 import PieceStore
+import PieceTransfer
 import Synchronization
 import DarterCore
 

@@ -4,6 +4,7 @@ import HTTPCore
 import HTTPServer
 import Origin
 import PieceStore
+import PieceTransfer
 import Synchronization
 import DarterCore
 

@@ -31,6 +31,7 @@ enum SeedCommand {
                   help: "registry credentials, in podman/skopeo auth.json or Docker config.json format (default: $REGISTRY_AUTH_FILE; empty: anonymous)"),
             .init(name: "ca-file", defaultValue: "", help: "CA bundle for verifying origin TLS certificates (default: the system's)"),
             .init(name: "s3-endpoint", defaultValue: "", help: "S3-compatible endpoint for s3:// URLs, path-style (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL or the AWS profile's endpoint_url, else AWS)"),
+            .init(name: "http-origin-backend", defaultValue: "loop", help: "how plain http:// origins are fetched: loop (the event loops' own HTTP client, bodies straight into piece buffers) | curl (libcurl, as https and s3 are)"),
             .init(name: "chunk-size", defaultValue: "\(defaults.chunkSize >> 10)k", help: "bytes per read/send (or splice) of a file body"),
         ], arguments: argv)
         if args.wantsHelp { print(args.usage); return }
@@ -95,6 +96,10 @@ enum SeedCommand {
             log("seed: s3 credentials from \(source), region \(originConfig.s3.region)")
         }
         let origin = OriginClient(configuration: originConfig)
+        let httpBackend = args.string("http-origin-backend")
+        guard httpBackend == "loop" || httpBackend == "curl" else {
+            throw UsageError("seed: --http-origin-backend must be loop or curl, got '\(httpBackend)'")
+        }
         var registryCredentials: [String: (username: String, password: String)] = [:]
         let path = args.string("registry-auth-file")
         if !path.isEmpty {
@@ -113,8 +118,11 @@ enum SeedCommand {
         let metrics = ServerMetrics()
         let server: HTTPServer
         do {
-            let service = SeedService(store: store, metrics: metrics, origin: origin, registry: RegistryClient(origin: origin, credentials: registryCredentials), shield: shield)
-            server = try HTTPServer(configuration: config, handler: service, metrics: metrics)
+            // One set of event loops for the server's connections and the origin fetches.
+            let group = try HTTPServer.makeGroup(config)
+            let origins = OriginBackends(curl: origin, http: httpBackend == "loop" ? HTTPOriginBackend(group: group, configuration: originConfig, fallback: origin) : nil)
+            let service = SeedService(store: store, metrics: metrics, origins: origins, registry: RegistryClient(origin: origin, credentials: registryCredentials), shield: shield)
+            server = try HTTPServer(configuration: config, handler: service, metrics: metrics, group: group)
         } catch {
             await store.close()
             throw UsageError("seed: cannot listen on \(listen): \(error)")

@@ -231,7 +231,7 @@ struct HTTPClientTests {
             let done: @Sendable (Result<[UInt8], HTTPClientError>) -> Void
             init(done: @escaping @Sendable (Result<[UInt8], HTTPClientError>) -> Void) { self.done = done }
             func responseHead(_ head: HTTPResponseHead, body: HTTPResponseBodyFraming) -> Bool { true }
-            func bodySpace() -> HTTPBodySpace? {
+            func bodySpace() -> BufferSpace? {
                 if refusals < 5 {
                     refusals += 1
                     let t = task!
@@ -239,7 +239,7 @@ struct HTTPClientTests {
                     return nil
                 }
                 refusals = 0
-                return HTTPBodySpace(buffer: buffer, range: 0..<65536)
+                return BufferSpace(buffer: buffer, range: 0..<65536)
             }
             func bodyReceived(_ count: Int) { got += buffer.buffer.bytes(0..<count) }
             func responseEnded(_ result: Result<Void, HTTPClientError>) { done(result.map { got }) }

@@ -85,3 +85,16 @@ func expectSameBytes(_ got: [UInt8], _ want: some Collection<UInt8>, sourceLocat
         Issue.record("bytes differ: got \(diff); got starts \(String(decoding: got.prefix(120), as: UTF8.self).debugDescription)", sourceLocation: sourceLocation)
     }
 }
+
+/// The two ways a plain-http origin is fetched: libcurl, or the event loops' own client (what
+/// the seed uses by default), both behind ``OriginBackends`` as the seed builds them.
+enum HTTPBackendKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case curl, loop
+    static let group = try! EventLoopGroup(count: 1)
+    var testDescription: String { rawValue }
+
+    func make(_ configuration: OriginConfiguration = OriginConfiguration()) -> OriginBackends {
+        let curl = OriginClient(configuration: configuration)
+        return OriginBackends(curl: curl, http: self == .loop ? HTTPOriginBackend(group: Self.group, configuration: configuration, fallback: curl) : nil)
+    }
+}

@@ -21,10 +21,12 @@ import DarterCore
 /// of a running fetch still needs, then the oldest a reader needs (it reads them from the store).
 /// ``publish(_:index:_:)`` says which left before their object was settled, so they can be read
 /// into the page cache.
-final class ResidentPieces: Sendable {
+public final class ResidentPieces: Sendable {
     private struct Fetch {
         let pieceLength: Int64
         var pieces: [Int: SharedIOBuffer] = [:]
+        /// Each held piece's CRC32C and length (the piece protocol sends them before the bytes).
+        var checks: [Int: (crc: UInt32, length: Int)] = [:]
         /// Readers waiting for a piece to arrive, woken when it does or when the fetch ends.
         var waiters: [(index: Int, wake: @Sendable () -> Void)] = []
         /// Pieces published so far (a piece not held but published has left: read the store).
@@ -55,19 +57,20 @@ final class ResidentPieces: Sendable {
         var trimScheduled = false
     }
     /// A piece that left memory before its object was read through the page cache.
-    struct Departure: Equatable {
-        var id: TaskID
-        var index: Int
+    public struct Departure: Equatable, Sendable {
+        public var id: TaskID
+        public var index: Int
         /// A reader of the running fetch has not passed it yet.
-        var needed: Bool
+        public var needed: Bool
+        public init(id: TaskID, index: Int, needed: Bool) { self.id = id; self.index = index; self.needed = needed }
     }
     private let state = Mutex(State())
     /// Bytes of pieces (and spare buffers) held at most, over all objects.
-    let capacity: Int
+    public let capacity: Int
     /// Seconds without a fetch after which spare buffers are let go.
-    let spareIdleSeconds: Int
+    public let spareIdleSeconds: Int
 
-    init(capacity: Int, spareIdleSeconds: Int = 30) {
+    public init(capacity: Int, spareIdleSeconds: Int = 30) {
         self.capacity = capacity
         self.spareIdleSeconds = spareIdleSeconds
     }
@@ -75,17 +78,17 @@ final class ResidentPieces: Sendable {
     private let sent = Atomic<Int>(0)
 
     /// Bytes held now (`/metrics`).
-    var residentBytes: Int { state.withLock { $0.bytes } }
+    public var residentBytes: Int { state.withLock { $0.bytes } }
     /// Bytes handed to clients from memory so far (`/metrics`).
-    var bytesSent: Int { sent.load(ordering: .relaxed) }
+    public var bytesSent: Int { sent.load(ordering: .relaxed) }
     /// Spare buffers held now (tests).
-    var spareCount: Int { state.withLock { $0.spares.count } }
+    public var spareCount: Int { state.withLock { $0.spares.count } }
     /// Bytes of spare buffers held now (`/metrics`).
-    var spareBytes: Int { state.withLock { $0.spareBytes } }
+    public var spareBytes: Int { state.withLock { $0.spareBytes } }
 
     /// A fetch of `id` starts (again): pieces it publishes are kept. What an earlier fetch of
     /// `id` left here goes.
-    func beginFetch(_ id: TaskID, pieceLength: Int) {
+    public func beginFetch(_ id: TaskID, pieceLength: Int) {
         let woken = state.withLock { s -> [(index: Int, wake: @Sendable () -> Void)] in
             var f = Fetch(pieceLength: Int64(pieceLength))
             let old = s.fetches[id]
@@ -100,7 +103,7 @@ final class ResidentPieces: Sendable {
     }
 
     /// The fetch of `id` publishes no more pieces; what it holds stays until ``settled(_:)``.
-    func endFetch(_ id: TaskID) {
+    public func endFetch(_ id: TaskID) {
         let woken = state.withLock { s -> [(index: Int, wake: @Sendable () -> Void)] in
             guard var f = s.fetches[id] else { return [] }
             f.fetching = false
@@ -117,12 +120,13 @@ final class ResidentPieces: Sendable {
 
     /// The object `id` has been read through the page cache: its pieces are no longer needed
     /// here (hits read the page cache as fast).
-    func settled(_ id: TaskID) {
+    public func settled(_ id: TaskID) {
         state.withLock { s in
             guard var f = s.fetches[id] else { return }
             let left = Array(f.pieces.values)
             for b in left { s.bytes -= b.buffer.capacity }
             f.pieces = [:]
+            f.checks = [:]
             s.fetches[id] = f
             keepSpares(left, &s)
             removeIfDone(id, &s)
@@ -133,7 +137,7 @@ final class ResidentPieces: Sendable {
     /// at once if it is, or when the fetch ends without it. False (and no call) when the piece is
     /// not coming here: no fetch of `id` is under way, or the piece came and left. The reader
     /// then waits on the store.
-    func whenHeld(_ id: TaskID, offset: Int64, _ wake: @escaping @Sendable () -> Void) -> Bool {
+    public func whenHeld(_ id: TaskID, offset: Int64, _ wake: @escaping @Sendable () -> Void) -> Bool {
         let (known, now) = state.withLock { s -> (Bool, Bool) in
             guard let f = s.fetches[id] else { return (false, false) }
             let index = Int(offset / f.pieceLength)
@@ -146,15 +150,17 @@ final class ResidentPieces: Sendable {
         return known
     }
 
-    /// Keeps piece `index` of `id` (filled: it is not written to again), making room if needed.
-    /// Returns the pieces that left before their object was settled.
-    func publish(_ id: TaskID, index: Int, _ piece: SharedIOBuffer) -> [Departure] {
+    /// Keeps piece `index` of `id` (its first `length` bytes filled, with CRC32C `crc`: it is not
+    /// written to again), making room if needed. Returns the pieces that left before their
+    /// object was settled.
+    public func publish(_ id: TaskID, index: Int, _ piece: SharedIOBuffer, length: Int, crc: UInt32) -> [Departure] {
         let (departures, woken) = state.withLock { s -> ([Departure], [@Sendable () -> Void]) in
             guard var f = s.fetches[id], f.fetching else {
                 keepSpares([piece], &s)
                 return ([], [])
             }
             f.pieces[index] = piece
+            f.checks[index] = (crc, length)
             f.published.insert(index)
             let woken = f.waiters.filter { $0.index == index }.map(\.wake)
             f.waiters.removeAll { $0.index == index }
@@ -187,6 +193,7 @@ final class ResidentPieces: Sendable {
             }
             guard let victim = best else { break }
             let b = s.fetches[victim.id]!.pieces.removeValue(forKey: victim.index)!
+            s.fetches[victim.id]!.checks[victim.index] = nil
             s.bytes -= b.buffer.capacity
             left.append(b)
             departures.append(Departure(id: victim.id, index: victim.index, needed: victim.needed))
@@ -196,9 +203,28 @@ final class ResidentPieces: Sendable {
         return departures
     }
 
+    /// Piece `index` of `id` if it is held here: its buffer, length and CRC32C (a piece that has
+    /// arrived whole, committed or not).
+    public func piece(_ id: TaskID, index: Int) -> (buffer: SharedIOBuffer, length: Int, crc: UInt32)? {
+        state.withLock { s in
+            guard let f = s.fetches[id], let b = f.pieces[index], let c = f.checks[index] else { return nil }
+            return (b, c.length, c.crc)
+        }
+    }
+
+    /// The pieces of `id` held here now.
+    public func heldPieces(_ id: TaskID) -> [Int] {
+        state.withLock { s in s.fetches[id].map { Array($0.pieces.keys) } ?? [] }
+    }
+
+    /// Whether a fetch of `id` is publishing pieces here now.
+    public func isFetching(_ id: TaskID) -> Bool {
+        state.withLock { $0.fetches[id]?.fetching ?? false }
+    }
+
     /// A spare buffer of `capacity` bytes that nobody else holds any more (a client may still be
     /// sending from a piece that left), or nil.
-    func takeSpare(capacity: Int) -> SharedIOBuffer? {
+    public func takeSpare(capacity: Int) -> SharedIOBuffer? {
         state.withLock { s in
             for i in s.spares.indices.reversed() where s.spares[i].buffer.capacity == capacity {
                 if isKnownUniquelyReferenced(&s.spares[i]) {
@@ -214,7 +240,7 @@ final class ResidentPieces: Sendable {
     /// Whether piece `index` of `id` was published and has left again while its object is still
     /// unsettled (so it is worth reading into the page cache); with `orOnlyNeeded`, only when a
     /// registered reader has not passed it yet (it will read it from the store).
-    func leftEarly(_ id: TaskID, index: Int, orOnlyNeeded onlyNeeded: Bool) -> Bool {
+    public func leftEarly(_ id: TaskID, index: Int, orOnlyNeeded onlyNeeded: Bool) -> Bool {
         state.withLock { s in
             guard let f = s.fetches[id], f.published.contains(index), f.pieces[index] == nil else { return false }
             return !onlyNeeded || f.lowestReader < f.end(of: index)
@@ -224,7 +250,7 @@ final class ResidentPieces: Sendable {
     /// Registers a reader that will read `id` from `offset` on; false when nothing of `id` is
     /// here (the reader then reads the store only).
     @discardableResult
-    func addReader(_ id: TaskID, _ reader: ObjectIdentifier, at offset: Int64) -> Bool {
+    public func addReader(_ id: TaskID, _ reader: ObjectIdentifier, at offset: Int64) -> Bool {
         state.withLock { s in
             guard s.fetches[id] != nil else { return false }
             s.fetches[id]!.readers[reader] = offset
@@ -232,7 +258,7 @@ final class ResidentPieces: Sendable {
         }
     }
 
-    func removeReader(_ id: TaskID, _ reader: ObjectIdentifier) {
+    public func removeReader(_ id: TaskID, _ reader: ObjectIdentifier) {
         state.withLock { s in
             guard s.fetches[id]?.readers.removeValue(forKey: reader) != nil else { return }
             removeIfDone(id, &s)
@@ -241,7 +267,7 @@ final class ResidentPieces: Sendable {
 
     /// The bytes at `offset` of `id` held here (a buffer, the offset in it, and at most
     /// `maxLength` bytes up to the piece's end), and records that `reader` is at `offset`.
-    func bytes(_ id: TaskID, reader: ObjectIdentifier, at offset: Int64, maxLength: Int) -> (buffer: SharedIOBuffer, offset: Int, length: Int)? {
+    public func bytes(_ id: TaskID, reader: ObjectIdentifier, at offset: Int64, maxLength: Int) -> (buffer: SharedIOBuffer, offset: Int, length: Int)? {
         state.withLock { s in
             guard s.fetches[id]?.readers[reader] != nil else { return nil }
             s.fetches[id]!.readers[reader] = offset

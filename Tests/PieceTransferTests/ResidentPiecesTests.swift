@@ -3,7 +3,7 @@ import Testing
 import DarterIO
 import PieceStore
 import DarterCore
-@testable import SeedService
+@testable import PieceTransfer
 
 /// Fresh pieces in memory: which stay, which leave (and in what order), and what a reader gets.
 @Suite("ResidentPieces")
@@ -24,10 +24,10 @@ struct ResidentPiecesTests {
     @Test("pieces of a fetch stay (readers or not) until the object is settled; nothing is kept for an unknown fetch")
     func keptUntilSettled() {
         let r = ResidentPieces(capacity: 1 << 20)
-        #expect(r.publish(id, index: 0, piece(0)).isEmpty && r.residentBytes == 0, "no fetch begun")
+        #expect(r.publish(id, index: 0, piece(0), length: 4096, crc: 0).isEmpty && r.residentBytes == 0, "no fetch begun")
         #expect(!r.addReader(id, ObjectIdentifier(Reader()), at: 0))
         r.beginFetch(id, pieceLength: pieceLength)
-        #expect(r.publish(id, index: 0, piece(0)).isEmpty && r.publish(id, index: 1, piece(1)).isEmpty)
+        #expect(r.publish(id, index: 0, piece(0), length: 4096, crc: 0).isEmpty && r.publish(id, index: 1, piece(1), length: 4096, crc: 0).isEmpty)
         r.endFetch(id)
         #expect(r.residentBytes == 2 * pieceLength, "kept after the fetch, for hits")
         let hit = Reader(), me = ObjectIdentifier(hit)
@@ -45,8 +45,8 @@ struct ResidentPiecesTests {
         r.beginFetch(id, pieceLength: pieceLength)
         let reader = Reader(), me = ObjectIdentifier(reader)
         #expect(r.addReader(id, me, at: 0))
-        _ = r.publish(id, index: 0, piece(10))
-        _ = r.publish(id, index: 1, piece(11))
+        _ = r.publish(id, index: 0, piece(10), length: 4096, crc: 0)
+        _ = r.publish(id, index: 1, piece(11), length: 4096, crc: 0)
         let a = r.bytes(id, reader: me, at: 100, maxLength: 1 << 20)
         #expect(a?.offset == 100 && a?.length == pieceLength - 100 && a?.buffer.buffer[100] == 10)
         let b = r.bytes(id, reader: me, at: Int64(pieceLength) + 8, maxLength: 16)
@@ -59,17 +59,17 @@ struct ResidentPiecesTests {
     func departureOrder() {
         let r = ResidentPieces(capacity: 3 * 4096)
         r.beginFetch(other, pieceLength: pieceLength)
-        _ = r.publish(other, index: 0, piece(9))
+        _ = r.publish(other, index: 0, piece(9), length: 4096, crc: 0)
         r.endFetch(other)
         r.beginFetch(id, pieceLength: pieceLength)
         let reader = Reader(), me = ObjectIdentifier(reader)
         r.addReader(id, me, at: 0)
-        #expect(r.publish(id, index: 0, piece(0)).isEmpty)
-        #expect(r.publish(id, index: 1, piece(1)).isEmpty)
-        #expect(r.publish(id, index: 2, piece(2)) == [.init(id: other, index: 0, needed: false)], "the finished fetch first")
+        #expect(r.publish(id, index: 0, piece(0), length: 4096, crc: 0).isEmpty)
+        #expect(r.publish(id, index: 1, piece(1), length: 4096, crc: 0).isEmpty)
+        #expect(r.publish(id, index: 2, piece(2), length: 4096, crc: 0) == [.init(id: other, index: 0, needed: false)], "the finished fetch first")
         _ = r.bytes(id, reader: me, at: Int64(pieceLength), maxLength: 1)  // the reader passed piece 0
-        #expect(r.publish(id, index: 3, piece(3)) == [.init(id: id, index: 0, needed: false)])
-        #expect(r.publish(id, index: 4, piece(4)) == [.init(id: id, index: 1, needed: true)], "only needed pieces left: the oldest")
+        #expect(r.publish(id, index: 3, piece(3), length: 4096, crc: 0) == [.init(id: id, index: 0, needed: false)])
+        #expect(r.publish(id, index: 4, piece(4), length: 4096, crc: 0) == [.init(id: id, index: 1, needed: true)], "only needed pieces left: the oldest")
         #expect(r.leftEarly(id, index: 1, orOnlyNeeded: true), "needed by the reader")
         #expect(!r.leftEarly(id, index: 0, orOnlyNeeded: true) && r.leftEarly(id, index: 0, orOnlyNeeded: false), "passed, not yet in the page cache")
         #expect(!r.leftEarly(id, index: 2, orOnlyNeeded: false) && !r.leftEarly(id, index: 9, orOnlyNeeded: false), "held; never published")
@@ -81,17 +81,17 @@ struct ResidentPiecesTests {
         let r = ResidentPieces(capacity: 4 * 4096)
         r.beginFetch(id, pieceLength: pieceLength)
         var sending: SharedIOBuffer? = piece(1)  // a client still sending from it
-        _ = r.publish(id, index: 0, sending!)
+        _ = r.publish(id, index: 0, sending!, length: 4096, crc: 0)
         r.settled(id)
         #expect(r.spareCount == 1 && r.takeSpare(capacity: pieceLength) == nil)
         sending = nil
         #expect(r.takeSpare(capacity: 2 * pieceLength) == nil, "wrong size")
         #expect(r.takeSpare(capacity: pieceLength)?.buffer[0] == 1 && r.spareCount == 0)
-        for i in 0..<3 { _ = r.publish(id, index: i + 1, piece(0)) }
+        for i in 0..<3 { _ = r.publish(id, index: i + 1, piece(0), length: 4096, crc: 0) }
         r.settled(id)
         #expect(r.spareCount == 3 && r.spareBytes == 3 * pieceLength)
         r.beginFetch(other, pieceLength: pieceLength)
-        for i in 0..<3 { _ = r.publish(other, index: i, piece(2)) }
+        for i in 0..<3 { _ = r.publish(other, index: i, piece(2), length: 4096, crc: 0) }
         #expect(r.residentBytes == 3 * pieceLength && r.spareCount == 1, "spares gave way to pieces")
     }
 
@@ -99,7 +99,7 @@ struct ResidentPiecesTests {
     func sparesTrimmed() async throws {
         let r = ResidentPieces(capacity: 1 << 20, spareIdleSeconds: 1)
         r.beginFetch(id, pieceLength: pieceLength)
-        _ = r.publish(id, index: 0, piece(0))
+        _ = r.publish(id, index: 0, piece(0), length: 4096, crc: 0)
         r.endFetch(id)
         r.settled(id)
         #expect(r.spareCount == 1)
@@ -117,9 +117,9 @@ struct ResidentPiecesTests {
         r.addReader(id, me, at: 0)
         #expect(r.whenHeld(id, offset: Int64(1 * pieceLength)) { woken.withLock { $0.append("1") } })
         #expect(r.whenHeld(id, offset: Int64(3 * pieceLength)) { woken.withLock { $0.append("3") } })
-        _ = r.publish(id, index: 0, piece(0))
+        _ = r.publish(id, index: 0, piece(0), length: 4096, crc: 0)
         #expect(woken.withLock { $0 }.isEmpty)
-        _ = r.publish(id, index: 1, piece(1))  // over capacity: piece 0 leaves (the reader still needs it)
+        _ = r.publish(id, index: 1, piece(1), length: 4096, crc: 0)  // over capacity: piece 0 leaves (the reader still needs it)
         #expect(woken.withLock { $0 } == ["1"])
         #expect(r.whenHeld(id, offset: Int64(1 * pieceLength)) { woken.withLock { $0.append("1 again") } }, "held: at once")
         #expect(woken.withLock { $0 } == ["1", "1 again"])
@@ -135,7 +135,7 @@ struct ResidentPiecesTests {
         r.beginFetch(id, pieceLength: pieceLength)
         let reader = Reader(), me = ObjectIdentifier(reader)
         r.addReader(id, me, at: 0)
-        _ = r.publish(id, index: 0, piece(7))
+        _ = r.publish(id, index: 0, piece(7), length: 4096, crc: 0)
         r.beginFetch(id, pieceLength: pieceLength)  // the task was fetched anew
         #expect(r.residentBytes == 0 && r.bytes(id, reader: me, at: 0, maxLength: 1) == nil)
     }
