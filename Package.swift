@@ -47,7 +47,7 @@ let package = Package(
         .target(name: "Origin", dependencies: ["DarterCore", "DarterIO", "HTTPCore", "HTTPClient", "CCurl", "CDarterCurl"], swiftSettings: strict),
         // Moving pieces: the assembler (a byte stream → checked pieces → store, memory, feed),
         // fresh pieces in memory, bodies served from the store, the availability feed.
-        .target(name: "PieceTransfer", dependencies: ["DarterCore", "DarterIO", "PieceStore", "HTTPServer"], swiftSettings: strict),
+        .target(name: "PieceTransfer", dependencies: ["DarterCore", "DarterIO", "PieceStore", "PieceProtocol", "HTTPServer"], swiftSettings: strict),
         // The seed peer's routes over the piece store.
         .target(name: "SeedService", dependencies: ["DarterCore", "PieceTransfer", "PieceProtocol", "HTTPServer", "PieceStore", "HTTPCore", "DarterIO", "Origin"], swiftSettings: strict),
 
@@ -68,6 +68,6 @@ let package = Package(
         .testTarget(name: "PieceProtocolTests", dependencies: ["PieceProtocol", "DarterCore"], swiftSettings: strict),
         .testTarget(name: "HTTPCoreTests", dependencies: ["HTTPCore"], swiftSettings: strict),
         .testTarget(name: "OriginTests", dependencies: ["DarterCore", "HTTPCore", "Origin", "DarterIO", "DarterTestSupport"], swiftSettings: strict),
-        .testTarget(name: "ServerTests", dependencies: ["DarterCore", "DarterIO", "PieceStore", "DarterTestSupport"], swiftSettings: [.swiftLanguageMode(.v6)]),
+        .testTarget(name: "ServerTests", dependencies: ["DarterCore", "DarterIO", "HTTPCore", "HTTPClient", "PieceProtocol", "PieceStore", "DarterTestSupport"], swiftSettings: [.swiftLanguageMode(.v6)]),
     ]
 )

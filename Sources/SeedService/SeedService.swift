@@ -3,6 +3,7 @@ import HTTPCore
 import HTTPServer
 import Origin
 import PieceStore
+import PieceProtocol
 import PieceTransfer
 import DarterCore
 
@@ -57,7 +58,11 @@ public final class SeedService: HTTPHandler {
         if path.starts(with: "/v2".utf8) && (request.method == .get || request.method == .head) {
             return registryMirror(request, path: Array(path), query: request.query, respond: respond)
         }
-        respond(route(request))
+        if path.elementsEqual(PieceProtocol.openPath.utf8) {
+            guard request.method == .post else { return respond(methodNotAllowed("POST an open-task request (JSON) to /tasks", allow: "POST", route: "open")) }
+            return openTask(body, respond: respond)
+        }
+        route(request, respond: respond)
     }
 
     /// 405 with its one-line reason and the `Allow` header RFC 9110 §15.5.6 requires.
@@ -67,46 +72,53 @@ public final class SeedService: HTTPHandler {
         return r
     }
 
-    func route(_ request: HTTPRequestHead) -> Response {
+    /// The store's routes: `/healthz`, `/metrics`, `/tasks/{id}` and the piece protocol's
+    /// `/tasks/{id}/meta`, `/tasks/{id}/pieces` and `/tasks/{id}/pieces/{n}`.
+    func route(_ request: HTTPRequestHead, respond: @escaping @Sendable (Response) -> Void) {
         guard request.method == .get || request.method == .head else {
-            return methodNotAllowed("method \(request.method) is not allowed here; use GET or HEAD", allow: "GET, HEAD", route: "invalid")
+            return respond(methodNotAllowed("method \(request.method) is not allowed here; use GET or HEAD", allow: "GET, HEAD", route: "invalid"))
         }
         // Routing works on bytes: this runs for every request.
         var path = request.targetForm == .origin ? Array(request.target.utf8.prefix { $0 != UInt8(ascii: "?") }) : Array(request.path.utf8)
         if path.contains(UInt8(ascii: "%")) {
             guard let decoded = try? PercentDecoding.decodeBytes(String(decoding: path, as: UTF8.self)) else {
-                return .text(400, "the request path has an invalid percent-escape\n", route: "invalid")
+                return respond(.text(400, "the request path has an invalid percent-escape\n", route: "invalid"))
             }
             path = decoded
         }
         let parts = path.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).dropFirst()  // leading ""
         func text(_ bytes: ArraySlice<UInt8>) -> String { String(decoding: bytes, as: UTF8.self) }
-        func notFound() -> Response { .text(404, "no such route: \(text(path[...].prefix(200)))\n", route: "invalid") }
+        func notFound() { respond(.text(404, "no such route: \(text(path[...].prefix(200)))\n", route: "invalid")) }
         guard let first = parts.first else { return notFound() }
         if parts.count == 1 {
-            if first.elementsEqual("healthz".utf8) { return .text(200, "ok\n", route: "healthz") }
-            if first.elementsEqual("metrics".utf8) { return .text(200, metricsText(), contentType: "text/plain; version=0.0.4", route: "metrics") }
+            if first.elementsEqual("healthz".utf8) { return respond(.text(200, "ok\n", route: "healthz")) }
+            if first.elementsEqual("metrics".utf8) { return respond(.text(200, metricsText(), contentType: "text/plain; version=0.0.4", route: "metrics")) }
             return notFound()
         }
         guard first.elementsEqual("tasks".utf8), parts.count <= 4 else { return notFound() }
         let rest = Array(parts.dropFirst())
         guard let id = TaskID(utf8: rest[0]) else {
-            return .text(400, "malformed task id '\(text(rest[0].prefix(80)))': expected 64 lowercase hex digits, optionally prefixed by sha256:\n", route: "invalid")
+            return respond(.text(400, "malformed task id '\(text(rest[0].prefix(80)))': expected 64 lowercase hex digits, optionally prefixed by sha256:\n", route: "invalid"))
         }
         // A digest id also finds a URL task with those bytes; a bare 64-hex id that names no
         // URL task is tried as a content digest (people drop the "sha256:" prefix).
         // Only /meta and /pieces need the piece bitmap.
         let needsPieces = rest.count > 1
         guard let info = store.info(id, pieces: needsPieces) ?? store.lookup(digest: id.hash).flatMap({ store.info($0, pieces: needsPieces) }) else {
-            return .text(404, "task \(id) is not in this seed's cache\n", route: "tasks")
+            return respond(.text(404, "task \(id) is not in this seed's cache\n", route: "tasks"))
         }
-        if rest.count == 1 { return content(request, info, route: "tasks") }
-        if rest.count == 2, rest[1].elementsEqual("meta".utf8) { return meta(info) }
+        if rest.count == 1 { return respond(content(request, info, route: "tasks")) }
+        if rest.count == 2, rest[1].elementsEqual("meta".utf8) { return respond(meta(info)) }
+        if rest.count == 2, rest[1].elementsEqual("pieces".utf8) { return respond(availabilityFeed(request, info)) }
         if rest.count == 3, rest[1].elementsEqual("pieces".utf8) {
-            guard let n = Int(text(rest[2])), n >= 0 else { return .text(400, "piece number '\(text(rest[2].prefix(20)))' is not a whole number\n", route: "pieces") }
-            return piece(request, info, n)
+            guard let n = Int(text(rest[2])), n >= 0 else { return respond(.text(400, "piece number '\(text(rest[2].prefix(20)))' is not a whole number\n", route: "pieces")) }
+            let query = try? HTTPQueryParameters(parsing: request.query ?? "")
+            switch PieceProtocol.parseWait(query?["wait"]) {
+            case .success(let wait): return piece(request, info, n, wait: wait, respond: respond)
+            case .failure(let e): return respond(.text(400, e.description + "\n", route: "pieces"))
+            }
         }
-        return notFound()
+        notFound()
     }
 
     private func etag(_ info: TaskInfo) -> HTTPETag? {
@@ -153,37 +165,6 @@ public final class SeedService: HTTPHandler {
         let body: ResponseBody = request.method == .head ? .none
             : .file(StoreBody(store: store, id: info.id, range: range, holdBackFrom: holdBack, following: resident))
         return Response(head: head, body: body, route: route)
-    }
-
-    /// `GET /tasks/{id}/pieces/{n}`: one committed piece with its CRC32C.
-    private func piece(_ request: HTTPRequestHead, _ info: TaskInfo, _ n: Int) -> Response {
-        guard let (range, crc) = store.committedPiece(info.id, index: n) else {
-            return .text(404, "piece \(n) of task \(info.id) is not committed\n", route: "pieces")
-        }
-        var head = HTTPResponseHead(status: 200)
-        head.headers.add(name: "Content-Type", value: "application/octet-stream")
-        head.headers.add(name: "X-Darter-Piece-CRC32C", value: Hex.word(crc))
-        head.setContentLength(range.count)
-        let body: ResponseBody = request.method == .head ? .none : .file(StoreBody(store: store, id: info.id, range: range))
-        return Response(head: head, body: body, route: "pieces")
-    }
-
-    /// `GET /tasks/{id}/meta`: JSON.
-    private func meta(_ info: TaskInfo) -> Response {
-        let bitmap = String(info.committed.map { $0 ? "1" : "0" })
-        let count = info.contentLength.map { PieceMath.pieceCount(contentLength: $0, pieceLength: info.pieceLength) } ?? info.committed.count
-        let fields: [(String, String)] = [
-            ("id", json(info.id.description)),
-            ("contentLength", info.contentLength.map(String.init) ?? "null"),
-            ("pieceLength", String(info.pieceLength)),
-            ("pieceCount", String(count)),
-            ("complete", info.complete ? "true" : "false"),
-            ("committedPieces", json(bitmap)),
-            ("digest", (info.sha256 ?? (info.id.kind == .digest ? info.id.hash : nil)).map { json("sha256:" + $0.hex) } ?? "null"),
-            ("contentType", info.origin.contentType.map(json) ?? "null"),
-        ]
-        let text = "{" + fields.map { json($0.0) + ":" + $0.1 }.joined(separator: ",") + "}\n"
-        return .text(200, text, contentType: "application/json", route: "meta")
     }
 
     private func metricsText() -> String {

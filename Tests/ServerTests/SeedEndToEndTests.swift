@@ -245,10 +245,13 @@ struct SeedEndToEndTests {
     func notFoundAndMethods() async throws {
         let fx = try SeedFixture.get()
         let unknown = "/tasks/sha256:" + String(repeating: "ab", count: 32)
-        for path in [unknown, unknown + "/meta", unknown + "/pieces/0", "/nope", "/tasks", "/"] {
+        for path in [unknown, unknown + "/meta", unknown + "/pieces/0", unknown + "/pieces", "/nope", "/"] {
             let r = try await curl(fx.base + path, scratch: fx.dir)
             #expect(r.status == 404, "\(path)")
         }
+        // /tasks takes the piece protocol's POST only.
+        let tasks = try await curl(fx.base + "/tasks", scratch: fx.dir)
+        #expect(tasks.status == 405 && tasks.headers["allow"] == "POST")
         let r = try await curl(fx.base + unknown, scratch: fx.dir)
         #expect(!r.body.isEmpty, "a 404 says why")
         let f = fx.file("small")
