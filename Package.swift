@@ -48,10 +48,13 @@ let package = Package(
         // Moving pieces: the assembler (a byte stream → checked pieces → store, memory, feed),
         // fresh pieces in memory, bodies served from the store, the availability feed.
         .target(name: "PieceTransfer", dependencies: ["DarterCore", "DarterIO", "PieceStore", "PieceProtocol", "HTTPServer"], swiftSettings: strict),
+        // `darter get`: downloads through the local daemon's piece protocol (no store, no service;
+        // the origin backends only for the no-daemon fallback).
+        .target(name: "DarterGet", dependencies: ["DarterCore", "DarterIO", "HTTPCore", "HTTPClient", "PieceProtocol", "Origin"], swiftSettings: strict),
         // The seed peer's routes over the piece store.
         .target(name: "SeedService", dependencies: ["DarterCore", "PieceTransfer", "PieceProtocol", "HTTPServer", "PieceStore", "HTTPCore", "DarterIO", "Origin"], swiftSettings: strict),
 
-        .executableTarget(name: "darter", dependencies: ["DarterCore", "PieceStore", "DarterIO", "SeedService", "HTTPServer", "HTTPClient", "Origin"], swiftSettings: strict),
+        .executableTarget(name: "darter", dependencies: ["DarterCore", "PieceStore", "DarterIO", "SeedService", "HTTPServer", "HTTPClient", "Origin", "DarterGet"], swiftSettings: strict),
         // Benchmarks live apart from the product; tools/bench runs them.
         .executableTarget(name: "darter-bench", dependencies: ["DarterCore", "PieceStore", "DarterIO"],
                           path: "Benchmarks/DarterBench", swiftSettings: strict),

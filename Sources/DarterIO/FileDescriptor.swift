@@ -179,6 +179,27 @@ public enum SystemCalls {
         }
     }
 
+    /// isatty(3): whether `fd` is a terminal (progress lines are for people).
+    public static func isTerminal(_ fd: FileDescriptor) -> Bool { isatty(fd.rawValue) == 1 }
+
+    /// write(2) of all of `buffer[range]` to `fd` (a pipe or a terminal: no offset), retrying
+    /// EINTR and short writes. Blocks.
+    public static func writeAll(_ fd: FileDescriptor, from buffer: borrowing IOBuffer, range: Range<Int>) throws(Errno) {
+        precondition(range.lowerBound >= 0 && range.upperBound <= buffer.capacity)
+        var done = range.lowerBound
+        while done < range.upperBound {
+            let n = try retryingOnInterrupt { write(fd.rawValue, buffer.base + done, range.upperBound - done) }
+            if n == 0 { throw Errno.ioError }
+            done += n
+        }
+    }
+
+    /// stat(2)'s size of a path (nil when it does not exist).
+    public static func fileSize(atPath path: String) -> Int64? {
+        var st = stat()
+        return stat(path, &st) == 0 ? Int64(st.st_size) : nil
+    }
+
     /// Wall-clock seconds since the epoch (CLOCK_REALTIME): persisted times, Date headers.
     public static func wallClockSeconds() -> Int64 {
         var ts = timespec()

@@ -179,14 +179,22 @@ final class ClientConnection {
                 if peerClosed { return close(.connectionClosed("the server closed the connection")) }
                 return receive()
             }
+            // Room is asked for only where body bytes come next: a handler whose buffer is
+            // exactly full still sees its response end.
             var space: BufferSpace?
+            var limit = Int.max
             if inBody {
-                guard let s = current.handler.bodySpace() else { paused = true; return }
-                space = s
+                if parser.isAtBodyData && (parser.bufferedByteCount > 0 || parser.directBodyBytes != nil) {
+                    guard let s = current.handler.bodySpace() else { paused = true; return }
+                    space = s
+                    limit = s.range.count
+                } else {
+                    limit = 0
+                }
             } else {
                 parser.nextResponseIsToHEAD = current.request.method == .head
             }
-            switch parser.next(maxBodyBytes: space?.range.count ?? .max) {
+            switch parser.next(maxBodyBytes: limit) {
             case .head(let head, let framing):
                 responseBegun = true
                 guard current.handler.responseHead(head, body: framing) else {
@@ -194,8 +202,9 @@ final class ClientConnection {
                 }
                 inBody = framing != .none
             case .body(let bytes):
+                guard let space, !bytes.isEmpty else { continue }  // framing reached body bytes: ask for room
                 responseBegun = true
-                space!.buffer.buffer.copyBytes(from: bytes, at: space!.range.lowerBound)
+                space.buffer.buffer.copyBytes(from: bytes, at: space.range.lowerBound)
                 current.handler.bodyReceived(bytes.count)
             case .end(let keepAlive):
                 inBody = false

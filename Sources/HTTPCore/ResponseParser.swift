@@ -205,6 +205,15 @@ public struct HTTPResponseParser: Sendable {
         }
     }
 
+    /// Whether the next bytes of the stream are body data (inside Content-Length, a chunk's
+    /// data, or an until-close body), as opposed to framing or a head.
+    public var isAtBodyData: Bool {
+        switch state {
+        case .fixedBody, .chunkData, .untilClose: return true
+        default: return false
+        }
+    }
+
     /// The caller received `count` (1...``directBodyBytes``) body bytes itself. After it,
     /// ``next(maxBodyBytes:)`` continues (returns `.end`, say, or waits for the chunk's line end).
     /// The bytes count in ``totalBytesFed`` and ``totalBytesConsumed``.
@@ -231,9 +240,11 @@ public struct HTTPResponseParser: Sendable {
     }
 
     /// Parses as far as buffered bytes allow. `.body` slices are at most `maxBodyBytes` long
-    /// (a caller filling a buffer with only so much room).
+    /// (a caller filling a buffer with only so much room). With 0 it only moves through framing
+    /// (chunk lines, the end): reaching buffered body bytes it returns an empty `.body` (ask
+    /// again with room), so a caller with no room left still learns that a response has ended.
     public mutating func next(maxBodyBytes: Int = .max) -> HTTPResponseParseResult {
-        precondition(maxBodyBytes > 0, "maxBodyBytes must be positive")
+        precondition(maxBodyBytes >= 0, "maxBodyBytes must not be negative")
         while true {
             switch state {
             case .failed(let error):

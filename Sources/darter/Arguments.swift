@@ -2,14 +2,29 @@
 /// `--help` can list them and a bad value names its flag.
 struct Arguments {
     struct Flag {
+        enum Kind { case value, repeated, toggle }
         let name: String
         let defaultValue: String
         let help: String
+        /// A one-letter alias (`-O` for `--output`).
+        var short: Character? = nil
+        /// A value once, a value each time (`-H` …), or a switch that takes no value.
+        var kind = Kind.value
+
+        init(name: String, defaultValue: String, help: String, short: Character? = nil, kind: Kind = .value) {
+            self.name = name
+            self.defaultValue = defaultValue
+            self.help = help
+            self.short = short
+            self.kind = kind
+        }
     }
 
     let command: String
     let flags: [Flag]
     private(set) var values: [String: String] = [:]
+    private(set) var repeated: [String: [String]] = [:]
+    private(set) var toggles: Set<String> = []
     private(set) var positional: [String] = []
     private(set) var wantsHelp = false
 
@@ -20,26 +35,45 @@ struct Arguments {
         while i < arguments.count {
             let a = arguments[i]
             if a == "--help" || a == "-h" { wantsHelp = true; i += 1; continue }
-            if a.hasPrefix("--") {
-                var name = String(a.dropFirst(2))
+            if a.hasPrefix("-") && a.count > 1 && a != "-" {
+                var name: String
                 var value: String?
-                if let eq = name.firstIndex(of: "=") {
-                    value = String(name[name.index(after: eq)...])
-                    name = String(name[..<eq])
+                if a.hasPrefix("--") {
+                    name = String(a.dropFirst(2))
+                    if let eq = name.firstIndex(of: "=") {
+                        value = String(name[name.index(after: eq)...])
+                        name = String(name[..<eq])
+                    }
+                } else {
+                    guard a.count == 2, let flag = flags.first(where: { $0.short == a.last }) else {
+                        throw UsageError("\(command): unknown flag \(a) (see darter \(command) --help)")
+                    }
+                    name = flag.name
                 }
-                guard flags.contains(where: { $0.name == name }) else { throw UsageError("\(command): unknown flag --\(name) (see darter \(command) --help)") }
+                guard let flag = flags.first(where: { $0.name == name }) else { throw UsageError("\(command): unknown flag --\(name) (see darter \(command) --help)") }
+                if flag.kind == .toggle {
+                    guard value == nil else { throw UsageError("\(command): flag --\(name) takes no value") }
+                    toggles.insert(name)
+                    i += 1
+                    continue
+                }
                 if value == nil {
-                    guard i + 1 < arguments.count else { throw UsageError("\(command): flag --\(name) needs a value") }
+                    guard i + 1 < arguments.count else { throw UsageError("\(command): flag \(a) needs a value") }
                     value = arguments[i + 1]
                     i += 1
                 }
-                values[name] = value
+                if flag.kind == .repeated { repeated[name, default: []].append(value!) } else { values[name] = value }
             } else {
                 positional.append(a)
             }
             i += 1
         }
     }
+
+    func isSet(_ name: String) -> Bool { toggles.contains(name) }
+    func all(_ name: String) -> [String] { repeated[name] ?? [] }
+    /// Whether a value flag was given (not defaulted).
+    func given(_ name: String) -> Bool { values[name] != nil }
 
     func string(_ name: String) -> String {
         values[name] ?? flags.first { $0.name == name }!.defaultValue
@@ -68,7 +102,9 @@ struct Arguments {
         var out = "usage: darter \(command) [flags]\n\nflags:\n"
         for f in flags {
             let d = f.defaultValue.isEmpty ? "" : " (default: \(f.defaultValue))"
-            out += "  --\(f.name)".padding(28) + f.help + d + "\n"
+            let value = f.kind == .toggle ? "" : " V"
+            let names = (f.short.map { "-\($0), " } ?? "    ") + "--\(f.name)" + value
+            out += "  \(names)".padding(30) + f.help + d + "\n"
         }
         return out
     }

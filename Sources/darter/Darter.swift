@@ -7,6 +7,7 @@ import DarterIO
 struct Darter {
     static let commands: [(name: String, summary: String, run: @Sendable ([String]) async throws -> Void)] = [
         ("seed", "run the seed peer: serve cached tasks over HTTP", SeedCommand.run),
+        ("get", "download a URL (or sha256:HEX) through the local daemon, else from the origin", GetCommand.run),
         ("import", "store local files in the piece cache and print their task ids", ImportCommand.run),
         ("info", "list the tasks in a data directory", InfoCommand.run),
         ("debug-ingest", "write deterministic test content, printing each committed piece (crash tests)", DebugIngestCommand.run),
