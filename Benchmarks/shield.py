@@ -37,6 +37,9 @@ BENCH lines (ratio > 1: Darter is better):
   herd_origin_bytes         origin bytes ÷ size (the target is 1.00), ratio nginx/darter
   herd_first_byte_spread_ms ms, ratio nginx/darter (Darter's spread floored at 1 ms)
   warm_hit                  GB/s, ratio darter/nginx
+  seed_cpu_per_gib          CPU-s per GiB of the cache's processes during its cold miss (the seed; nginx's
+                            master and workers), from the first request to the client's last byte,
+                            ratio nginx/darter
 
 Flags: --only-nginx (skip Darter: validates the nginx half and the origin), --only-darter.
 Environment: ROUNDS (3), HERD (20), SIZE (1g; e.g. 256m for a quick check), DARTER_BENCH_DIR
@@ -72,7 +75,7 @@ OBJECT = "big-1g.bin" if SIZE == GIB else f"big-{SIZE}.bin"
 
 # (metric, unit)
 METRICS = [("cold_vs_direct", "GB/s"), ("cold_vs_nginx", "GB/s"), ("herd_time", "s"),
-           ("herd_origin_bytes", "x"), ("herd_first_byte_spread_ms", "ms"), ("warm_hit", "GB/s")]
+           ("herd_origin_bytes", "x"), ("herd_first_byte_spread_ms", "ms"), ("warm_hit", "GB/s"), ("seed_cpu_per_gib", "cpu-s/GiB")]
 
 # ---------------------------------------------------------------------------------------------
 # Content: one random object, made once, with a manifest (size, SHA-256); clients compare bodies
@@ -205,6 +208,10 @@ class NginxCache(NginxProcess):
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
+    def cpu_seconds(self):
+        """utime + stime of the master and its workers (the workers do the caching)."""
+        return process_tree_cpu(self.proc.pid)
+
 
 class Darter:
     name = "darter"
@@ -250,6 +257,10 @@ class Darter:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
+    def cpu_seconds(self):
+        """utime + stime of the seed process (all its threads)."""
+        return process_tree_cpu(self.proc.pid)
+
     def wait_complete(self, headers, timeout=30.0):
         """After a cold miss: waits until /tasks/<id>/meta says complete (the warm request must
         find the whole object committed)."""
@@ -278,6 +289,29 @@ class Direct:
 
     def alive(self):
         return self.origin.proc is not None and self.origin.proc.poll() is None
+
+
+def process_cpu(pid):
+    """utime + stime of one process, in seconds (/proc/PID/stat fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_tree_cpu(pid):
+    """utime + stime of `pid` and its children (nginx's master and workers)."""
+    total = process_cpu(pid)
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(c) for c in f.read().split()]
+    except OSError:
+        children = []
+    for c in children:
+        try:
+            total += process_cpu(c)
+        except OSError:
+            pass
+    return total
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,7 +456,7 @@ def herd(port, path, manifest):
 
 def cache_round(system, origin, manifest, rnd):
     """cold, warm, herd on a fresh cache; a dict metric → value (None: failed)."""
-    res = {"cold": None, "cold_origin": None, "warm": None, "herd_time": None, "herd_origin": None, "herd_spread": None}
+    res = {"cold": None, "cold_cpu": None, "cold_origin": None, "warm": None, "herd_time": None, "herd_origin": None, "herd_spread": None}
     notes = []
     try:
         system.fresh()
@@ -437,7 +471,10 @@ def cache_round(system, origin, manifest, rnd):
     query = f"r={rnd + 1}-{system.name}-cold"
     try:
         mark = origin.log_offset()
+        cpu = system.cpu_seconds()
         r = fetch(system.port, system.path(query), manifest)
+        # The server's CPU for the miss, up to its last byte (background work after it excluded).
+        res["cold_cpu"] = (system.cpu_seconds() - cpu) / (SIZE / GIB)
         status = system.cache_status(r.headers)
         if status != "MISS":
             raise BenchError(f"cache status {status!r} on a cold request (expected MISS)")
@@ -472,7 +509,7 @@ def fmt(unit, v):
         return "-"
     if isinstance(v, str):
         return v
-    return {"GB/s": f"{v:.3f}", "s": f"{v:.2f}", "x": f"{v:.3f}", "ms": f"{v:.1f}"}[unit]
+    return {"GB/s": f"{v:.3f}", "s": f"{v:.2f}", "x": f"{v:.3f}", "ms": f"{v:.1f}", "cpu-s/GiB": f"{v:.3f}"}[unit]
 
 
 def main():
@@ -523,7 +560,7 @@ def main():
             for k, v in res.items():
                 samples[name].setdefault(k, []).append(v)
             units = {"direct": "GB/s", "cold": "GB/s", "warm": "GB/s", "herd_time": "s", "herd_spread": "ms",
-                     "cold_origin": "x", "herd_origin": "x"}
+                     "cold_origin": "x", "herd_origin": "x", "cold_cpu": "cpu-s/GiB"}
             print(f"  round {rnd + 1} {name:7s} " + "  ".join(f"{k}={fmt(units[k], v)}" for k, v in res.items())
                   + (f"  [{'; '.join(notes)}]" if notes else "") + f"  ({time.time() - t0:.1f}s)", flush=True)
     for s in systems.values():
@@ -557,6 +594,7 @@ def main():
         ("herd_first_byte_spread_ms", d("herd_spread"), n("herd_spread"), ratio(n("herd_spread"), d("herd_spread"), floor=1.0),
          n("herd_spread"), "ms"),
         ("warm_hit", d("warm"), n("warm"), ratio(d("warm"), n("warm")), n("warm"), "GB/s"),
+        ("seed_cpu_per_gib", d("cold_cpu"), n("cold_cpu"), ratio(n("cold_cpu"), d("cold_cpu")), n("cold_cpu"), "cpu-s/GiB"),
     ]
     print()
     print(f"{'metric':26s} {'darter':>9s} {'nginx':>9s} {'direct':>9s} {'anchor':>9s} {'ratio':>7s}  unit")
