@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "Origin", targets: ["Origin"]),
         .library(name: "PieceStore", targets: ["PieceStore"]),
         .library(name: "PieceProtocol", targets: ["PieceProtocol"]),
+        .library(name: "HTTPClient", targets: ["HTTPClient"]),
     ],
     targets: [
         // System libraries from Debian (see tools/bootstrap).
