@@ -420,6 +420,8 @@ final class ConnectionPool: @unchecked Sendable {
             }
         }
         if connectFailed && !retryAll {
+            // A name is looked up again next time (its addresses may have moved).
+            if SocketAddress(ipLiteral: host, port: port) == nil { addresses = [] }
             // The host is down: what waits would only try the same addresses again.
             let failed = waiting
             waiting = []
