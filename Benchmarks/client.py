@@ -21,7 +21,8 @@ BENCH lines (ratio > 1: Darter is better):
   client.get_hit             GB/s, darter get from the seed vs curl from nginx, ratio darter/curl
   client.get_cold_vs_direct  GB/s, darter get through a seed on a cold miss vs curl from the origin
   client.cpu_per_gib         CPU-s per GiB of darter get vs curl on the hit download, ratio curl/darter
-  client.cpu_per_gib_cold    the same on the cold download (darter get only; the seed's CPU is
+  client.cpu_per_gib_cold    darter get's CPU-s per GiB on the cold download vs curl's straight from
+                             the origin, ratio curl/darter (the seed's own CPU on a cold miss is
                              shield.seed_cpu_per_gib, from tools/bench shield)
 
 Environment: ROUNDS (5), SIZE (1g), DARTER_BENCH_DIR (.build/bench), DARTER_BIN

@@ -258,7 +258,7 @@ class Darter:
         return self.proc is not None and self.proc.poll() is None
 
     def cpu_seconds(self):
-        """utime + stime of the seed process (all its threads)."""
+        """utime + stime of the seed process (all its threads; it starts no child processes)."""
         return process_tree_cpu(self.proc.pid)
 
     def wait_complete(self, headers, timeout=30.0):

@@ -38,7 +38,29 @@ public final class Download: Sendable {
         public var source: String
     }
 
+    /// The download, within `--timeout` when one is given (then a network failure, exit 3).
     public func run() async throws(GetError) -> Summary {
+        guard let timeout = options.timeout else { return try await download() }
+        let outcome: Result<Summary, GetError>? = await withTaskGroup(of: Result<Summary, GetError>?.self) { group in
+            group.addTask { [self] in
+                do throws(GetError) { return .success(try await download()) } catch { return .failure(error) }
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+        switch outcome {
+        case .success(let summary)?: return summary
+        case .failure(let e)?: throw e
+        case nil: throw GetError(.network, "timed out after \(timeout) (--timeout)")
+        }
+    }
+
+    private func download() async throws(GetError) -> Summary {
         if options.toStandardOutput && options.resume { throw GetError(.usage, "-c/--continue needs -O FILE, not -O -") }
         let daemon: HTTPClientURL
         do { daemon = try HTTPClientURL(parsing: options.daemon) } catch {
@@ -130,7 +152,7 @@ public final class Download: Sendable {
             try await output.hashKept(kept, contentLength: length)
             if kept > 0 { log("darter get: kept \(kept) of \(count) pieces from \(output.partialPath)") }
             let next = Counter(kept)
-            let origin = Counter(0)  // pieces that came from the origin after the daemon failed
+            let daemonLost = Counter(0)  // > 0 once the daemon stopped answering: the rest from the origin
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for _ in 0..<max(1, min(options.piecesInFlight, count - kept)) {
                     group.addTask { [self] in
@@ -139,20 +161,29 @@ public final class Download: Sendable {
                             let index = next.take()
                             guard index < count else { return }
                             let pieceLength = PieceMath.length(ofPiece: index, contentLength: length, pieceLength: meta.pieceLength)
+                            let offset = PieceMath.offset(ofPiece: index, pieceLength: meta.pieceLength)
                             do throws(GetError) {
-                                try await fetchPiece(daemon, meta.id, index, into: buffer, length: pieceLength)
-                            } catch {
-                                guard error.exit == .network && options.fallback && options.digestSource == nil else { throw error }
-                                let e = error
-                                // The daemon went away mid-download: the rest straight from the origin.
-                                if origin.take() == 0 {
-                                    log("darter get: the daemon stopped answering (\(e.message)); the remaining pieces come from the origin")
-                                    progress.source = "origin (daemon lost)"
+                                if daemonLost.value > 0 {
+                                    try await fetchFromOrigin(index, offset: offset, into: buffer, length: pieceLength)
+                                } else {
+                                    do throws(GetError) {
+                                        try await fetchPiece(daemon, meta.id, index, into: buffer, length: pieceLength)
+                                    } catch {
+                                        guard error.exit == .network, options.fallback, options.digestSource == nil, !Task.isCancelled else { throw error }
+                                        // The daemon went away mid-download: this piece and the rest from the origin.
+                                        if daemonLost.take() == 0 {
+                                            log("darter get: the daemon stopped answering (\(error.message)); the remaining pieces come from the origin")
+                                            progress.source = "origin (daemon lost)"
+                                        }
+                                        try await fetchFromOrigin(index, offset: offset, into: buffer, length: pieceLength)
+                                    }
                                 }
-                                try await fetchFromOrigin(index, offset: PieceMath.offset(ofPiece: index, pieceLength: meta.pieceLength),
-                                                          into: buffer, length: pieceLength)
+                                try await output.accept(index, buffer, length: pieceLength)
+                            } catch {
+                                // Workers waiting their turn behind this piece must hear it will not come.
+                                output.fail(error)
+                                throw error
                             }
-                            try await output.accept(index, buffer, length: pieceLength)
                         }
                     }
                 }
@@ -173,7 +204,7 @@ public final class Download: Sendable {
     /// waited for (the daemon may still be fetching it); a failure is retried with backoff; a
     /// CRC mismatch is fetched again, three times at most.
     private func fetchPiece(_ daemon: HTTPClientURL, _ id: TaskID, _ index: Int, into buffer: SharedIOBuffer, length: Int) async throws(GetError) {
-        var failures = 0, mismatches = 0
+        var failures = 0, mismatches = 0, unavailable = 0
         while true {
             if Task.isCancelled { throw GetError(.network, "cancelled") }
             let url = HTTPClientURL(host: daemon.host, port: daemon.port,
@@ -199,7 +230,12 @@ public final class Download: Sendable {
                 log("darter get: piece \(index) failed its CRC32C (\(crc == nil ? "no CRC sent" : "mismatch")); asking again")
                 if mismatches >= 3 { throw GetError(.verification, "piece \(index) failed its CRC32C \(mismatches) times") }
             case 503:
-                continue  // not there within the wait: the daemon is still fetching; ask again
+                // Not there within the wait: the daemon is still fetching. Ask again, after a
+                // pause that grows if it answers at once (Retry-After), for ten waits at most.
+                unavailable += 1
+                if unavailable > 10 { throw GetError(.network, "piece \(index) did not arrive at the daemon in \(unavailable) waits") }
+                let retry = r.head.headers["Retry-After"].flatMap { Int($0) } ?? 1
+                try? await Task.sleep(for: .milliseconds(min(5000, 100 * retry << min(unavailable, 5))))
             case 404:
                 throw GetError(.network, "the daemon no longer holds piece \(index) (404)")
             default:
@@ -228,8 +264,9 @@ public final class Download: Sendable {
         let buffer = io.makeBuffer(capacity: meta.pieceLength)
         for i in 0..<candidates {
             let pieceLength = PieceMath.length(ofPiece: i, contentLength: length, pieceLength: meta.pieceLength)
-            let url = HTTPClientURL(host: daemon.host, port: daemon.port, target: PieceProtocol.piecePath(meta.id, i, waitMilliseconds: PieceProtocol.maxWaitMilliseconds))
-            guard let head = try? await client.send(HTTPClientRequest(method: .head, url: url)), head.status == 200,
+            // No wait: a piece the daemon does not hold yet ends what can be checked.
+            let url = HTTPClientURL(host: daemon.host, port: daemon.port, target: PieceProtocol.piecePath(meta.id, i))
+            guard let head = try? await client.send(HTTPClientRequest(method: .head, url: url, deadline: .seconds(30))), head.status == 200,
                   let crc = head.head.headers[PieceProtocol.crcHeader].flatMap({ PieceProtocol.parseCRC($0) }),
                   let n = try? await io.readFully(fd, into: buffer, range: 0..<pieceLength, at: PieceMath.offset(ofPiece: i, pieceLength: meta.pieceLength)),
                   n == pieceLength, buffer.crc32c(0..<pieceLength) == crc else { return i }
@@ -266,8 +303,8 @@ public final class Download: Sendable {
                 let request = OriginRequest(url: options.source, headers: options.headers, range: sink.position > 0 ? sink.position..<Int64.max : nil)
                 let head: OriginResponseHead
                 do {
-                    head = try await withDeadline { [origins] () async throws(OriginError) in try await origins.fetch(request, into: sink) }
-                } catch let e as GetError { throw e } catch {
+                    head = try await origins.fetch(request, into: sink)
+                } catch {
                     if sink.failure != nil { break }
                     attempt += 1
                     if attempt > 3 || sink.refused { throw GetError(.network, "\(options.source): \(error)") }
@@ -297,59 +334,66 @@ public final class Download: Sendable {
         let sink = RangeSink(buffer: buffer, length: length)
         var attempt = 0
         while true {
+            if Task.isCancelled { throw GetError(.network, "cancelled") }
+            sink.reset()
+            let head: OriginResponseHead
             do {
-                let head = try await origins.fetch(OriginRequest(url: options.source, headers: options.headers, range: offset..<(offset + Int64(length))), into: sink)
-                if head.status == 206 && sink.filled == length { break }
-                if head.status >= 400 { throw GetError(.httpError, "the origin answered \(head.status) for piece \(index)") }
-                throw GetError(.network, "the origin did not send piece \(index) as a range (status \(head.status))")
-            } catch let e as GetError { throw e } catch {
+                head = try await origins.fetch(OriginRequest(url: options.source, headers: options.headers, range: offset..<(offset + Int64(length))), into: sink)
+            } catch {
                 attempt += 1
                 if attempt > 3 { throw GetError(.network, "piece \(index) from the origin: \(error)") }
-                sink.filled = 0
                 try? await Task.sleep(for: .milliseconds(200 << attempt))
+                continue
             }
+            if head.status >= 400 { throw GetError(.httpError, "the origin answered \(head.status) for piece \(index)") }
+            guard head.status == 206, sink.filled == length else {
+                throw GetError(.network, "the origin did not send piece \(index) as a range (status \(head.status), \(sink.filled) bytes)")
+            }
+            break
         }
         progress.received.add(Int64(length), ordering: .relaxed)
     }
-
-    /// Runs `body`, ending with a network error once `--timeout` has passed.
-    private func withDeadline<T: Sendable>(_ body: @escaping @Sendable () async throws(OriginError) -> T) async throws -> T {
-        guard let timeout = options.timeout else { return try await body() }
-        return try await withThrowingTaskGroup(of: T?.self) { g in
-            g.addTask { try await body() }
-            g.addTask { try? await Task.sleep(for: timeout); return nil }
-            guard let first = try await g.next(), let value = first else {
-                g.cancelAll()
-                throw GetError(.network, "timed out after \(timeout)")
-            }
-            g.cancelAll()
-            return value
-        }
-    }
 }
 
-/// Bytes of one ranged origin response into a piece buffer (copying: libcurl's thread).
+/// One ranged origin response into a piece buffer: copied in from libcurl's thread, or received
+/// straight into it by the HTTP client. A response that is not a 206 is read and dropped (its
+/// status decides).
 final class RangeSink: OriginDirectSink, @unchecked Sendable {
     let buffer: SharedIOBuffer
     let length: Int
-    var filled = 0
+    private(set) var filled = 0
+    private var partial = false
+    private var scratch: SharedIOBuffer?
     init(buffer: SharedIOBuffer, length: Int) { self.buffer = buffer; self.length = length }
-    func receive(head: OriginResponseHead) -> Bool { head.status == 206 }
+    func reset() { filled = 0; partial = false }
+    func receive(head: OriginResponseHead) -> Bool {
+        partial = head.status == 206
+        return true
+    }
     func receive(body chunk: OriginChunk) -> Bool {
+        guard partial else { return true }
         guard filled + chunk.count <= length else { return false }
         chunk.copy(into: buffer.buffer, at: filled, count: chunk.count)
         filled += chunk.count
         return true
     }
     func bodySpace(orWake wake: @escaping @Sendable () -> Void) -> OriginBodySpace {
-        filled < length ? .space(BufferSpace(buffer: buffer, range: filled..<length)) : .abort
+        guard partial else {
+            if scratch == nil { scratch = SharedIOBuffer(IOBuffer(capacity: 64 << 10)) }
+            return .space(BufferSpace(buffer: scratch!, range: 0..<scratch!.buffer.capacity))
+        }
+        return filled < length ? .space(BufferSpace(buffer: buffer, range: filled..<length)) : .abort
     }
-    func bodyReceived(_ count: Int) -> Bool { filled += count; return true }
+    func bodyReceived(_ count: Int) -> Bool {
+        if partial { filled += count }
+        return true
+    }
 }
 
 /// A shared counter: each ``take()`` returns the next value.
 final class Counter: Sendable {
-    private let value: Atomic<Int>
-    init(_ start: Int) { value = Atomic(start) }
-    func take() -> Int { value.wrappingAdd(1, ordering: .relaxed).oldValue }
+    private let count: Atomic<Int>
+    init(_ start: Int) { count = Atomic(start) }
+    func take() -> Int { count.wrappingAdd(1, ordering: .relaxed).oldValue }
+    var value: Int { count.load(ordering: .relaxed) }
 }

@@ -62,12 +62,11 @@ final class Output: @unchecked Sendable {
 
     /// Feeds the bytes of pieces kept from an earlier run through the hash (read back).
     func hashKept(_ pieces: Int, contentLength: Int64) async throws(GetError) {
-        guard hasher != nil, pieces > 0, let fd else { return }
+        guard hasher != nil, pieces > 0 else { return }
         let buffer = io.makeBuffer(capacity: pieceLength)
         let reader: FileDescriptor
         do { reader = try await io.open(partialPath, .readOnly) } catch { throw GetError(.localIO, "cannot read \(partialPath): \(error)") }
         defer { Task { [io] in try? await io.close(reader) } }
-        _ = fd
         for i in 0..<pieces {
             let length = PieceMath.length(ofPiece: i, contentLength: contentLength, pieceLength: pieceLength)
             do {
@@ -121,6 +120,16 @@ final class Output: @unchecked Sendable {
             }
             for w in waiters { w.resume() }
         }
+    }
+
+    /// The download failed (`error`): pieces waiting their turn are told, not left waiting.
+    func fail(_ error: GetError) {
+        let waiters = pending.withLock { p -> [CheckedContinuation<Void, Never>] in
+            if p.error == nil { p.error = error }
+            defer { p.waiters = [] }
+            return p.waiters
+        }
+        for w in waiters { w.resume() }
     }
 
     private func wakeAll() {

@@ -155,7 +155,10 @@ public final class EventLoop: @unchecked Sendable {
         return OperationID(userData: userData)
     }
 
+    /// The first SQE of a linked pair. Both must go in one submission (a flush between them
+    /// would end the chain: the second would run unlinked), so room for two is made first.
     private func submitLinked(_ completion: @escaping RawCompletion, _ prep: (UnsafeMutablePointer<io_uring_sqe>) -> Void) {
+        if io_uring_sq_space_left(ring.raw) < 2 { io_uring_submit(ring.raw) }
         submit(completion) { sqe in
             prep(sqe)
             sqe.pointee.flags |= UInt8(darter_iosqe_io_link())

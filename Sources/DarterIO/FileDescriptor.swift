@@ -207,13 +207,14 @@ public enum SystemCalls {
         return Int64(ts.tv_sec)
     }
 
-    /// Monotonic milliseconds (CLOCK_MONOTONIC): timeouts and intervals.
+    /// Monotonic nanoseconds (CLOCK_MONOTONIC): the event loops' timers.
     public static func monotonicNanoseconds() -> Int64 {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
     }
 
+    /// Monotonic milliseconds (CLOCK_MONOTONIC): timeouts and intervals.
     public static func monotonicMilliseconds() -> Int64 {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)

@@ -55,6 +55,8 @@ final class ClientConnection {
     private var idleTimer: TimerID?
     private var connectTimer: TimerID?
     private var closeError = HTTPClientError.connectionClosed("closed")
+    /// Requests ended early (cancelled, past their deadline): told when the connection has closed.
+    private var abandoned: [(PendingRequest, HTTPClientError)] = []
     private var connectFailed = false
 
     init(address: SocketAddress, pool: ConnectionPool) {
@@ -135,8 +137,10 @@ final class ClientConnection {
             requests.remove(at: i)
             if i == 0 { responseBegun = false }
         }
-        r.finish(.failure(error))
-        close(.connectionClosed("a request on it ended early"))
+        // Its end is told once the connection has closed: a receive into its buffer may still
+        // be armed until then, and the caller may reuse the buffer the moment it hears.
+        abandoned.append((r, error))
+        if state == .connecting || state == .open { close(.connectionClosed("a request on it ended early")) } else { finishClosing() }
     }
 
     func resumeReading() {
@@ -301,6 +305,8 @@ final class ClientConnection {
         guard state == .closing, inFlight == 0 else { return }
         transition(to: .closed)
         if fd.rawValue >= 0 { Socket.close(fd) }
+        for (r, error) in abandoned { r.finish(.failure(error)) }
+        abandoned = []
         if responseBegun, let started = requests.first {
             requests.removeFirst()
             started.finish(.failure(closeError))

@@ -165,16 +165,14 @@ final class CollectingHandler: CompletingHandler, @unchecked Sendable {
     }
 
     func responseEnded(_ result: Result<Void, HTTPClientError>) {
-        let outcome: Result<HTTPClientResponse, HTTPClientError>
-        if overflow { outcome = .failure(.bodyTooLarge(limit: limit)) }
-        else {
-            switch result {
-            case .success: outcome = .success(HTTPClientResponse(head: head!, body: body, bodyLength: body.count))
-            case .failure(let e): outcome = .failure(e)
-            }
-        }
-        done?(outcome)
+        done?(outcome(result))
         done = nil
+    }
+
+    /// The response as collected, given how it ended.
+    func outcome(_ result: Result<Void, HTTPClientError>) -> Result<HTTPClientResponse, HTTPClientError> {
+        if overflow { return .failure(.bodyTooLarge(limit: limit)) }
+        return result.map { HTTPClientResponse(head: head!, body: body, bodyLength: body.count) }
     }
 }
 
@@ -230,10 +228,7 @@ final class BufferHandler: CompletingHandler, @unchecked Sendable {
         case .success:
             if overflow { outcome = .failure(.bodyTooLarge(limit: range.count)) }
             else if let errorBody {
-                let collected = Mutex<Result<HTTPClientResponse, HTTPClientError>?>(nil)
-                errorBody.whenDone { r in collected.withLock { $0 = r } }
-                errorBody.responseEnded(.success(()))
-                outcome = collected.withLock { $0 }!
+                outcome = errorBody.outcome(.success(()))
             } else {
                 outcome = .success(HTTPClientResponse(head: head!, body: [], bodyLength: filled))
             }
@@ -293,8 +288,9 @@ final class ConnectionPool: @unchecked Sendable {
     // Loop-confined state.
     private var addresses: [SocketAddress] = []
     private var nextAddress = 0
-    /// Addresses that refused in a row: once all have, requests fail instead of trying again.
-    private var failedAddresses = 0
+    /// Addresses a connect failed to since the last success: once every address has, requests
+    /// fail instead of trying again (several connects to one address count once).
+    private var failedAddresses = Set<SocketAddress>()
     private var resolving = false
     private var connections: [ClientConnection] = []
     private var waiting: [PendingRequest] = []
@@ -341,6 +337,9 @@ final class ConnectionPool: @unchecked Sendable {
                 guard let c = openConnection() else { return }
                 waiting.removeFirst()
                 c.assign(r)
+                // Connect last: a connect that fails at once re-enters dispatch() through
+                // connectionClosed, and the queue must already be as it looks from here.
+                c.connect()
                 continue
             }
             guard let c = least, c.outstanding < configuration.pipelineDepth else { return }
@@ -366,10 +365,11 @@ final class ConnectionPool: @unchecked Sendable {
                 return nil
             }
         }
+        // The next address that has not refused since the last success.
+        for _ in 0..<addresses.count where failedAddresses.contains(addresses[nextAddress % addresses.count]) { nextAddress += 1 }
         let address = addresses[nextAddress % addresses.count]
         let c = ClientConnection(address: address, pool: self)
         connections.append(c)
-        c.connect()
         return c
     }
 
@@ -395,7 +395,7 @@ final class ConnectionPool: @unchecked Sendable {
         }
     }
 
-    func connected() { failedAddresses = 0 }
+    func connected() { failedAddresses = [] }
 
     /// A connection has closed: it is forgotten; its requests that got no response byte are
     /// sent again once (GET, HEAD) or fail with `error`. After a failed connect they wait for
@@ -405,9 +405,9 @@ final class ConnectionPool: @unchecked Sendable {
         var retryAll = false
         if connectFailed {
             nextAddress += 1
-            failedAddresses += 1
-            retryAll = failedAddresses < addresses.count
-            if !retryAll { failedAddresses = 0 }
+            failedAddresses.insert(c.address)
+            retryAll = failedAddresses.count < addresses.count
+            if !retryAll { failedAddresses = [] }
         }
         for r in unanswered.reversed() {
             if retryAll {

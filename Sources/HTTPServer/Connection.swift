@@ -54,7 +54,7 @@ final class Connection: @unchecked Sendable {
     }
 
     /// Which timeout applies (``LoopServer``'s tick).
-    enum TimeoutPhase { case idle, readingHead, responding, none }
+    enum TimeoutPhase { case idle, readingHead, handling, responding, none }
 
     let fd: FileDescriptor
     unowned let owner: LoopServer
@@ -100,7 +100,8 @@ final class Connection: @unchecked Sendable {
     var timeoutPhase: TimeoutPhase {
         switch state {
         case .reading: return parser.bufferedByteCount == 0 && pendingHead == nil ? .idle : .readingHead
-        case .handling, .sending: return .responding
+        case .handling: return .handling
+        case .sending: return .responding
         case .closing, .closed: return .none
         }
     }

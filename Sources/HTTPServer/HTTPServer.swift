@@ -145,6 +145,9 @@ final class LoopServer: @unchecked Sendable {
             switch c.timeoutPhase {
             case .idle: limit = configuration.idleTimeout
             case .readingHead: limit = configuration.headerTimeout
+            // A handler may wait for what it answers with (a piece still arriving, up to a
+            // minute): its time is its own, bounded only against handlers that never answer.
+            case .handling: limit = configuration.sendTimeout + 65; responding += 1
             case .responding: limit = configuration.sendTimeout; responding += 1
             case .none: continue
             }

@@ -41,8 +41,9 @@ public enum ResponseBody: Sendable {
 /// ``ServerConfiguration/sendTimeout`` seconds (a heartbeat) or the connection is closed.
 public protocol StreamBodySource: AnyObject, Sendable {
     func next(_ deliver: @escaping @Sendable ([UInt8]?) -> Void)
-    /// The connection closed (or the request was HEAD): produce no more; a pending `deliver`
-    /// may still be called and is ignored.
+    /// The connection closed (or the request was HEAD): produce no more. A `deliver` pending
+    /// then must still be called exactly once (nil will do): the connection waits for it
+    /// before it lets go of its descriptor.
     func cancel()
 }
 

@@ -129,10 +129,12 @@ public final class AvailabilityFeed: StreamBodySource {
 
     public func cancel() {
         listener.withLock { $0 }?.cancel()
-        state.withLock { s in
+        let waiting = state.withLock { s -> (@Sendable ([UInt8]?) -> Void)? in
             s.finished = true
-            s.waiting = nil
             s.heartbeat?.cancel()
+            defer { s.waiting = nil }
+            return s.waiting
         }
+        waiting?(nil)  // the server counts the pending delivery until it comes
     }
 }

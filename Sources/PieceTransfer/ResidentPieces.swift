@@ -269,7 +269,9 @@ public final class ResidentPieces: Sendable {
     /// `maxLength` bytes up to the piece's end), and records that `reader` is at `offset`.
     public func bytes(_ id: TaskID, reader: ObjectIdentifier, at offset: Int64, maxLength: Int) -> (buffer: SharedIOBuffer, offset: Int, length: Int)? {
         state.withLock { s in
-            guard s.fetches[id]?.readers[reader] != nil else { return nil }
+            // A reader made before this fetch began registers here (else a piece held for it
+            // would never be handed over).
+            guard s.fetches[id] != nil else { return nil }
             s.fetches[id]!.readers[reader] = offset
             let f = s.fetches[id]!
             let index = Int(offset / f.pieceLength)

@@ -192,8 +192,11 @@ final class Ingestor: Sendable {
         for t in segments.withLock({ $0 }) {
             if let e = await t.value, failure == nil { failure = e }
         }
-        resident.endFetch(source.id)
+        // The fetch's end is told only once the store says how it ended (complete or failed):
+        // an availability feed opened in between must not read "nothing is fetching this".
+        await first.awaitCreation()
         if let status = first.passThroughStatus {
+            resident.endFetch(source.id)
             negative.withLock { $0[source.id] = (status.0, status.1, monotonicSeconds() + configuration.negativeCacheSeconds) }
             job.resolveStart(.originStatus(status.0, status.1))
             job.finish()
@@ -217,16 +220,15 @@ final class Ingestor: Sendable {
         } catch {
             let reason = "fetching \(source.describe): \(error)"
             SystemCalls.writeStandardError("shield: \(reason)\n")
-            if first.taskCreated {
-                await first.awaitCreation()
-                await store.failTask(source.id, reason: reason)
-            }
+            if first.taskCreated { await store.failTask(source.id, reason: reason) }
             resident.settled(source.id)  // nothing of a failed fetch is served from memory again
+            resident.endFetch(source.id)
             arrivals.announce(source.id, .ended(failure: reason))
             job.resolveStart(.failed(reason))
             job.finish()
             return
         }
+        resident.endFetch(source.id)
         arrivals.announce(source.id, .ended(failure: nil))
         job.finish()
     }

@@ -60,7 +60,11 @@ extension SeedService {
             once(pieceNow(request, info, n) ?? retryLater())
         }
         guard coming else {
-            // Not in memory and not coming there: it may still commit (a store-only writer).
+            // Not coming to memory. With no fetch running here it is not coming at all: 404
+            // (the child asks elsewhere). Else it came and left memory: its commit follows.
+            guard resident.isFetching(info.id) else {
+                return once(.text(404, "piece \(n) of task \(info.id) is not here, and no fetch of it is running here\n", route: "pieces"))
+            }
             Task { [self, store] in
                 let state = try? await store.waitForPiece(info.id, index: n, timeout: .milliseconds(wait))
                 once(state == .committed ? (pieceNow(request, info, n) ?? retryLater()) : retryLater())

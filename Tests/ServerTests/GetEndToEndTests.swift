@@ -159,6 +159,26 @@ struct GetEndToEndTests {
         removeTree(fx.dir)
     }
 
+    @Test("with --no-fallback, the daemon dying midway ends the download with exit 3 (no hang), keeping the partial file for -c")
+    func daemonDiesNoFallback() async throws {
+        let fx = try await start()
+        let out = fx.dir + "/out/y.bin"
+        let url = fx.origin.url(file: "obj.bin", "drip=6000000&v=strict")
+        let child = try ChildProcess(DarterBinary.path, ["get", url, "-O", out, "--daemon", fx.seed.base, "--no-fallback"],
+                                     logPath: fx.dir + "/get-strict.log")
+        for _ in 0..<300 {
+            if (SystemCalls.fileSize(atPath: out + ".darter-part") ?? 0) >= 4 << 20 { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        _ = await fx.seed.stop(signal: SIGKILL)
+        let code = await child.wait(timeout: 30)
+        #expect(code == 3, "exit \(String(describing: code)): \(child.output)")
+        if code == nil { _ = child.kill(SIGKILL) }
+        #expect(!SystemCalls.exists(out) && SystemCalls.exists(out + ".darter-part"))
+        await fx.origin.stop()
+        removeTree(fx.dir)
+    }
+
     @Test("usage errors exit 2 naming the flag; an unwritable output exits 6")
     func usage() async throws {
         let fx = try await start()
