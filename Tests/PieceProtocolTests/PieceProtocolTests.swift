@@ -91,6 +91,9 @@ struct PieceProtocolTests {
         #expect(PieceProtocol.availabilityPath(id) == "/tasks/\(id)/pieces")
         #expect(PieceProtocol.crcValue(0xAB) == "000000ab")
         #expect(PieceProtocol.parseCRC("000000ab") == 0xAB && PieceProtocol.parseCRC("xyz") == nil && PieceProtocol.parseCRC("123456789") == nil)
+        #expect(PieceProtocol.parseCRC("DEADbeef") == 0xDEAD_BEEF && PieceProtocol.parseCRC("0") == 0 && PieceProtocol.parseCRC("") == nil)
+        // Found by tools/fuzz protocol: a sign was taken for part of the value.
+        for signed in ["-0", "+1", "+0000001", " 1", "1 "] { #expect(PieceProtocol.parseCRC(signed) == nil, "\(signed)") }
         #expect(PieceProtocol.parseWait(nil) == .success(nil))
         #expect(PieceProtocol.parseWait("250") == .success(250))
         #expect(PieceProtocol.parseWait("99999999") == .success(PieceProtocol.maxWaitMilliseconds))
