@@ -19,6 +19,12 @@ let package = Package(
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .executableTarget(
+            name: "ProtocolFuzz",
+            dependencies: [.product(name: "PieceProtocol", package: "Darter"), .product(name: "DarterCore", package: "Darter"),
+                           .product(name: "HTTPClient", package: "Darter")],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        .executableTarget(
             name: "OriginFuzz",
             dependencies: [.product(name: "Origin", package: "Darter"), .product(name: "DarterCore", package: "Darter"),
                            .product(name: "HTTPCore", package: "Darter")],

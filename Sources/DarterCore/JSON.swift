@@ -80,7 +80,9 @@ public enum JSONValue: Sendable, Equatable {
             default:
                 let start = i
                 while i < bytes.count, "+-0123456789.eE".utf8.contains(bytes[i]) { i += 1 }
-                guard let n = Double(String(decoding: bytes[start..<i], as: UTF8.self)) else { throw ParseError() }
+                // Double("1e400") is infinity, which JSON cannot write back (it would serialize as
+                // null): a number out of Double's range is refused.
+                guard let n = Double(String(decoding: bytes[start..<i], as: UTF8.self)), n.isFinite else { throw ParseError() }
                 return .number(n)
             }
         }

@@ -53,7 +53,19 @@ public enum Hex {
 
     /// The value of up to eight hex digits (either case); nil for anything else.
     public static func parseWord(_ s: some StringProtocol) -> UInt32? {
-        guard !s.isEmpty, s.count <= 8 else { return nil }
-        return UInt32(s, radix: 16)
+        // Digits only: UInt32(_:radix:) alone also takes a sign ("+1", "-0").
+        guard (1...8).contains(s.utf8.count) else { return nil }
+        var v: UInt32 = 0
+        for b in s.utf8 {
+            let digit: UInt8
+            switch b {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = b - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = b - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): digit = b - UInt8(ascii: "A") + 10
+            default: return nil
+            }
+            v = v << 4 | UInt32(digit)
+        }
+        return v
     }
 }

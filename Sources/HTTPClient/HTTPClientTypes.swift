@@ -20,7 +20,7 @@ public struct HTTPClientURL: Sendable, Hashable, CustomStringConvertible {
     public init(parsing url: String) throws(HTTPClientError) {
         guard let schemeEnd = url.firstRange(of: "://") else { throw .invalidURL("\(url.prefix(200)): no scheme (expected http://)") }
         let scheme = url[..<schemeEnd.lowerBound].lowercased()
-        guard scheme == "http" else { throw .invalidURL("\(url.prefix(200)): scheme '\(scheme)' is not http") }
+        guard scheme == "http" else { throw .invalidURL("\(url.prefix(200)): scheme '\(scheme.prefix(40))' is not http") }
         var rest = url[schemeEnd.upperBound...]
         if let hash = rest.firstIndex(of: "#") { rest = rest[..<hash] }
         let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
@@ -40,8 +40,12 @@ public struct HTTPClientURL: Sendable, Hashable, CustomStringConvertible {
             port = p
             host = authority[..<colon]
         }
-        guard !host.isEmpty, host.allSatisfy({ $0.isASCII && !$0.isWhitespace && $0 != "/" }) else {
-            throw .invalidURL("\(url.prefix(200)): no host")
+        guard !host.isEmpty else { throw .invalidURL("\(url.prefix(200)): no host") }
+        // RFC 3986 host characters (a name, an IPv4 address, pct-encoding; `:` only in brackets), so
+        // the Host header carries no control byte or space and `description` parses back the same.
+        let bracketed = authority.hasPrefix("[")
+        guard host.utf8.allSatisfy({ isHostByte($0) || (bracketed && $0 == UInt8(ascii: ":")) }) else {
+            throw .invalidURL("\(url.prefix(200)): the host may hold only letters, digits and -._~!$&'()*+,;=%\(bracketed ? ":" : "")")
         }
         let target = String(rest[authorityEnd...])
         self.init(host: String(host), port: port, target: target.hasPrefix("?") ? "/" + target : target)
@@ -54,6 +58,14 @@ public struct HTTPClientURL: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { "http://\(hostHeader)\(target)" }
+}
+
+/// unreserved / sub-delims / `%` (RFC 3986 reg-name).
+private func isHostByte(_ b: UInt8) -> Bool {
+    switch b {
+    case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
+    default: "-._~!$&'()*+,;=%".utf8.contains(b)
+    }
 }
 
 /// One request. `Host` is added from the URL unless given; bodies are small (JSON messages).

@@ -18,6 +18,9 @@ public enum PieceProtocol {
     public static let crcHeader = "X-Darter-Piece-CRC32C"
     /// The longest wait a daemon grants for a piece (longer asks are cut to this).
     public static let maxWaitMilliseconds = 60_000
+    /// The most pieces a task may have here: a snapshot line of a task this big (its ranges and its
+    /// bitmap) is what the feed's line limit is sized for. Metadata of a bigger task is refused.
+    public static let maxPieceCount = 1 << 20
     /// Seconds between heartbeats on a quiet availability feed.
     public static let heartbeatSeconds = 10
 
@@ -108,7 +111,7 @@ public struct PieceSet: Sendable, Equatable, Hashable, CustomStringConvertible {
     }
 
     /// Parses the ranges form; indexes must be below `limit` (a task's piece count) and ranges ascending.
-    public init(parsing text: some StringProtocol, limit: Int = 1 << 20) throws(ProtocolError) {
+    public init(parsing text: some StringProtocol, limit: Int = PieceProtocol.maxPieceCount) throws(ProtocolError) {
         self.init()
         guard !text.isEmpty else { return }
         var previous = -1
@@ -180,7 +183,10 @@ public struct TaskMetadata: Sendable, Equatable {
             guard let n = l.integer, n >= 0 else { throw ProtocolError("metadata: contentLength is not a whole number") }
             length = n
         }
-        let limit = length.map { PieceMath.pieceCount(contentLength: $0, pieceLength: Int(pieceLength)) } ?? (1 << 20)
+        let limit = length.map { PieceMath.pieceCount(contentLength: $0, pieceLength: Int(pieceLength)) } ?? PieceProtocol.maxPieceCount
+        guard limit <= PieceProtocol.maxPieceCount else {
+            throw ProtocolError("metadata: \(limit) pieces is more than the protocol's \(PieceProtocol.maxPieceCount)")
+        }
         var pieces = PieceSet()
         if let ranges = json["pieces"]?.string {
             pieces = try PieceSet(parsing: ranges, limit: limit)
@@ -277,7 +283,7 @@ public enum AvailabilityEvent: Sendable, Equatable {
         return v.serializedBytes + [10]
     }
 
-    public init(parsingLine bytes: [UInt8], pieceLimit: Int = 1 << 20) throws(ProtocolError) {
+    public init(parsingLine bytes: [UInt8], pieceLimit: Int = PieceProtocol.maxPieceCount) throws(ProtocolError) {
         guard let v = try? JSONValue.parse(bytes), let o = v.object else { throw ProtocolError("availability: a line is not a JSON object") }
         if let m = o["snapshot"] { self = .snapshot(try TaskMetadata(json: m)) }
         else if let h = o["have"] {
@@ -297,7 +303,7 @@ public struct AvailabilityDecoder: Sendable {
     private var pending: [UInt8] = []
     public let maxLineLength: Int
     /// Piece indexes must be below this once the snapshot said how many there are.
-    private var pieceLimit = 1 << 20
+    private var pieceLimit = PieceProtocol.maxPieceCount
 
     public init(maxLineLength: Int = 4 << 20) { self.maxLineLength = maxLineLength }
 

@@ -23,6 +23,18 @@ struct JSONTests {
         #expect(try JSONValue.parse(Array(text.utf8)) == v)
     }
 
+    @Test("numbers out of Double's range are refused, so every parsed value serializes back to itself")
+    func outOfRange() throws {
+        // Found by tools/fuzz protocol: 1e400 parsed as infinity and serialized as null.
+        for text in ["1e400", "-1e400", "[1,1e309]", #"{"contentLength":1E999}"#] {
+            #expect(throws: JSONValue.ParseError.self, "\(text)") { try JSONValue.parse(Array(text.utf8)) }
+        }
+        for text in ["1.7976931348623157e308", "-5e-324", "1e-400", "1e15", "123456789012345.6"] {
+            let v = try JSONValue.parse(Array(text.utf8))
+            #expect(try JSONValue.parse(v.serializedBytes) == v, "\(text)")
+        }
+    }
+
     @Test func integerAccessor() {
         #expect(JSONValue.number(3).integer == 3)
         #expect(JSONValue.number(3.5).integer == nil)

@@ -348,6 +348,17 @@ struct HTTPClientTests {
         #expect(throws: HTTPClientError.self) { try HTTPClientURL(parsing: "http://h:0/") }
         #expect(throws: HTTPClientError.self) { try HTTPClientURL(parsing: "http:///x") }
         #expect(throws: HTTPClientError.self) { try HTTPClientURL(parsing: "h/x") }
+        // Found by tools/fuzz protocol: a control byte, a space or a stray bracket in the host
+        // reached the Host header, or made a description that does not parse back.
+        for bad in ["http://[:\u{0}:1]:9/", "http://a\u{1}b/", "http://a\u{7F}/", "http://[[x]/", "http://a]:b:80/", "http://a:b:80/"] {
+            #expect(throws: HTTPClientError.self, "\(bad.debugDescription)") { try HTTPClientURL(parsing: bad) }
+        }
+        // The error quotes a bounded part of the URL, however long its scheme.
+        #expect { try HTTPClientURL(parsing: String(repeating: "x", count: 5000) + "://h/") } throws: { "\($0)".count < 400 }
+        for good in ["http://my_host-1.example~:81/", "http://%41b/", "http://[fe80::1%25eth0]/x", "http://10.0.0.1"] {
+            let u = try HTTPClientURL(parsing: good)
+            #expect(try HTTPClientURL(parsing: u.description) == u, "\(good)")
+        }
     }
 
     @Test("the connection state machines allow exactly their edges")

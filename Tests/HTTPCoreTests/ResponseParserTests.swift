@@ -653,3 +653,101 @@ import Testing
         #expect(events[1] == .body(body))
     }
 }
+
+/// `next(maxBodyBytes: 0)`, as the HTTP client calls it inside a body when it has no room (or
+/// not yet asked for any): it moves through framing only, returns an empty `.body` where body
+/// bytes are buffered, and still reaches a response's end.
+@Suite struct ResponseFramingOnlyTests {
+    /// Responses as framing and body segments, so each byte's role is known.
+    static let segments: [(String, Bool)] = [
+        ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n", false), ("hello", true),
+        ("\r\n3;x=y\r\n", false), ("abc", true), ("\r\n0\r\nT: 1\r\n\r\n", false),
+        ("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n", false), ("body", true),
+        ("HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n", false),
+        ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\n", false), ("z", true), ("\n0\n\n", false),
+    ]
+    static let input = segments.flatMap { Array($0.0.utf8) }
+    static let isBody: [Bool] = segments.flatMap { Array(repeating: $0.1, count: $0.0.utf8.count) } + [false]
+
+    /// Feeds `chunkSize`s; inside a body takes with `room` only where body bytes are buffered,
+    /// else framing-only steps, checking `isAtBodyData` against each byte's role at every step.
+    func runAsClient(chunkSize: Int, room: Int) -> [ResponseEvent] {
+        var parser = HTTPResponseParser()
+        var events: [ResponseEvent] = []
+        var inBody = false
+        var offset = 0
+        while true {
+            #expect(parser.isAtBodyData == Self.isBody[parser.totalBytesConsumed], "at byte \(parser.totalBytesConsumed)")
+            let limit = !inBody ? Int.max : parser.isAtBodyData && parser.bufferedByteCount > 0 ? room : 0
+            switch parser.next(maxBodyBytes: limit) {
+            case .head(let head, let framing):
+                events.append(.head(head, framing))
+                inBody = framing != .none
+            case .body(let part) where part.isEmpty:
+                #expect(limit == 0 && parser.isAtBodyData && parser.bufferedByteCount > 0, "empty body at byte \(parser.totalBytesConsumed)")
+            case .body(let part):
+                #expect(part.count <= limit)
+                events.appendMerging(.body(Array(part)))
+            case .end(let keepAlive):
+                events.append(.end(keepAlive: keepAlive))
+                inBody = false
+            case .needMoreData:
+                if offset == Self.input.count { return events }
+                let end = min(Self.input.count, offset + chunkSize)
+                parser.feed(Self.input[offset..<end])
+                offset = end
+            case .error(let e):
+                Issue.record("error \(e)")
+                return events
+            }
+        }
+    }
+
+    @Test func sameEventsAsANormalParse() {
+        let normal = parseResponses(Self.input)
+        #expect(normal.endCount == 4)
+        for chunkSize in [1, 2, 7, Self.input.count] {
+            for room in [1, 3, Int.max] {
+                #expect(runAsClient(chunkSize: chunkSize, room: room) == normal, "chunks of \(chunkSize), room \(room)")
+            }
+        }
+    }
+
+    @Test func framingStepsStopAtBufferedBodyBytes() {
+        var parser = HTTPResponseParser()
+        parser.feed(bytes("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhe"))
+        guard case .head(_, .chunked) = parser.next(maxBodyBytes: 0) else { Issue.record("no head"); return }
+        #expect(!parser.isAtBodyData)  // the size line is next
+        #expect(parser.next(maxBodyBytes: 0) == .body([]))  // through the size line, to "he"
+        #expect(parser.isAtBodyData && parser.bufferedByteCount == 2)
+        #expect(parser.next(maxBodyBytes: 0) == .body([]))  // again: nothing consumed
+        #expect(parser.bufferedByteCount == 2)
+        #expect(parser.next(maxBodyBytes: 2) == .body(bytes("he")[...]))
+        #expect(parser.isAtBodyData && parser.directBodyBytes == 3)
+        #expect(parser.next(maxBodyBytes: 0) == .needMoreData)  // body data next, none buffered
+        parser.feed(bytes("llo\r\n0\r\n\r\n"))
+        #expect(parser.next(maxBodyBytes: 3) == .body(bytes("llo")[...]))
+        #expect(!parser.isAtBodyData)
+        // No room left, yet the end is reached through the framing.
+        #expect(parser.next(maxBodyBytes: 0) == .end(keepAlive: true))
+        #expect(!parser.isAtBodyData && parser.isIdle)
+    }
+
+    @Test func contentLengthAndUntilClose() {
+        var parser = HTTPResponseParser()
+        parser.feed(bytes("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+        guard case .head(_, .contentLength(2)) = parser.next() else { Issue.record("no head"); return }
+        #expect(parser.isAtBodyData)
+        #expect(parser.next(maxBodyBytes: 0) == .body([]))
+        #expect(parser.next(maxBodyBytes: 5) == .body(bytes("ok")[...]))
+        #expect(!parser.isAtBodyData)
+        #expect(parser.next(maxBodyBytes: 0) == .end(keepAlive: true))
+        parser.feed(bytes("HTTP/1.0 200 OK\r\n\r\nrest"))
+        guard case .head(_, .untilClose) = parser.next() else { Issue.record("no head"); return }
+        #expect(parser.isAtBodyData && parser.next(maxBodyBytes: 0) == .body([]))
+        #expect(parser.next(maxBodyBytes: 4) == .body(bytes("rest")[...]))
+        parser.connectionClosed()
+        #expect(parser.next(maxBodyBytes: 0) == .end(keepAlive: false))
+        #expect(!parser.isAtBodyData)
+    }
+}

@@ -43,6 +43,23 @@ struct PieceProtocolTests {
         }
     }
 
+    @Test("metadata of more pieces than the protocol carries is refused (it built a bitmap per piece, or looped over the ranges)")
+    func tooManyPieces() throws {
+        // Found by tools/fuzz protocol: a contentLength of 163851048576 with 4 KiB pieces (40 million
+        // pieces) parsed, and its snapshot line was 40 MB, past the feed's line limit.
+        let most = TaskMetadata(id: id, contentLength: Int64(PieceProtocol.maxPieceCount) * 4096, pieceLength: 4096)
+        #expect(try TaskMetadata(json: most.json) == most)
+        var over = most.json.object!
+        over["contentLength"] = JSONValue(Int64(PieceProtocol.maxPieceCount) * 4096 + 1)
+        over["pieces"] = "0"
+        #expect { try TaskMetadata(json: .object(over)) } throws: { ($0 as? ProtocolError)?.description.contains("pieces") == true }
+        // Ranges over a huge task used to be inserted one by one.
+        let huge = #"{"id":"\#(id)","pieceLength":4096,"contentLength":9007199254740992,"pieces":"0-2199023255551"}"#
+        #expect(throws: ProtocolError.self) { try TaskMetadata(parsing: Array(huge.utf8)) }
+        var decoder = AvailabilityDecoder()
+        #expect(throws: ProtocolError.self) { try decoder.feed(Array(#"{"snapshot":\#(huge)}"#.utf8) + [10]) }
+    }
+
     @Test("open requests: url, headers, digest; each bad field is named")
     func openRequest() throws {
         let r = OpenTaskRequest(url: "http://o/x", headers: [.init(name: "Authorization", value: "Bearer t")],
@@ -91,6 +108,9 @@ struct PieceProtocolTests {
         #expect(PieceProtocol.availabilityPath(id) == "/tasks/\(id)/pieces")
         #expect(PieceProtocol.crcValue(0xAB) == "000000ab")
         #expect(PieceProtocol.parseCRC("000000ab") == 0xAB && PieceProtocol.parseCRC("xyz") == nil && PieceProtocol.parseCRC("123456789") == nil)
+        #expect(PieceProtocol.parseCRC("DEADbeef") == 0xDEAD_BEEF && PieceProtocol.parseCRC("0") == 0 && PieceProtocol.parseCRC("") == nil)
+        // Found by tools/fuzz protocol: a sign was taken for part of the value.
+        for signed in ["-0", "+1", "+0000001", " 1", "1 "] { #expect(PieceProtocol.parseCRC(signed) == nil, "\(signed)") }
         #expect(PieceProtocol.parseWait(nil) == .success(nil))
         #expect(PieceProtocol.parseWait("250") == .success(250))
         #expect(PieceProtocol.parseWait("99999999") == .success(PieceProtocol.maxWaitMilliseconds))

@@ -1,10 +1,13 @@
 // libFuzzer entry point for HTTPCore's response parser, the client's half. Not main.swift:
 // libFuzzer supplies main(), and top-level code (which would initialise globals) never runs.
 //
-// Each input is parsed as a stream of responses four ways: whole, split at a point the input
-// picks, in small chunks taking small body slices, and receiving bodies directly the way a
-// client recv(2)s into its own buffer (directBodyBytes / bodyReceivedDirectly). The event
-// streams must agree, and every run checks the parser's invariants as it goes: body bytes never
+// Each input is parsed as a stream of responses five ways: whole, split at a point the input
+// picks, in small chunks taking small body slices, receiving bodies directly the way a client
+// recv(2)s into its own buffer (directBodyBytes / bodyReceivedDirectly), and as the HTTP client
+// does (ClientConnection.process): inside a body, next(maxBodyBytes: 0) moves through framing
+// only, and room (a small buffer) is given only where isAtBodyData and bytes are buffered or can
+// be received directly. The event streams must agree (the client's empty .body, at buffered body
+// bytes only, aside), and every run checks the parser's invariants as it goes: body bytes never
 // exceed a Content-Length (nor maxBodyLength) and add up to it at the end, bodiless responses
 // have none, events come in head-body-end order, errors are sticky. Every parsed head must
 // serialize and parse back the same, and a request head made from the input must serialize to
@@ -37,6 +40,8 @@ struct Options {
 struct Run {
     let options: Options
     let maxBodyBytes: Int
+    /// Imitate the HTTP client with this much room per body take.
+    let clientRoom: Int?
     var parser: HTTPResponseParser
     var events: [Event] = []
     var calls = 0
@@ -47,9 +52,10 @@ struct Run {
     var bodyBytes: Int64 = 0
     var failed = false
 
-    init(_ options: Options, maxBodyBytes: Int = .max) {
+    init(_ options: Options, maxBodyBytes: Int = .max, clientRoom: Int? = nil) {
         self.options = options
         self.maxBodyBytes = maxBodyBytes
+        self.clientRoom = clientRoom
         parser = HTTPResponseParser(limits: options.limits)
     }
 
@@ -97,13 +103,25 @@ struct Run {
         return true
     }
 
+    /// Inside a response whose head promised a body (the client's `inBody`).
+    var inBody: Bool { framing != nil && framing != HTTPResponseBodyFraming.none }
+
+    /// What the next call may take: the client asks for room only where body bytes come next.
+    var limit: Int {
+        guard let clientRoom else { return maxBodyBytes }
+        guard inBody else { return .max }
+        return parser.isAtBodyData && (parser.bufferedByteCount > 0 || parser.directBodyBytes != nil) ? clientRoom : 0
+    }
+
     mutating func drain() {
         while !failed {
             calls += 1
             check(calls <= budget, "next() called \(calls) times, budget \(budget)")
             parser.nextResponseIsToHEAD = options.isHEAD(responses)
             let before = parser.totalBytesConsumed
-            let result = parser.next(maxBodyBytes: maxBodyBytes)
+            let limit = self.limit
+            let result = parser.next(maxBodyBytes: limit)
+            check(parser.directBodyBytes == nil || parser.isAtBodyData, "directBodyBytes outside body data")
             check(parser.totalBytesConsumed >= before, "consumed count went backwards")
             check(parser.totalBytesConsumed <= parser.totalBytesFed, "consumed more than fed")
             switch result {
@@ -117,11 +135,20 @@ struct Run {
                     check(n > 0 && n <= (options.limits.maxBodyLength ?? .max), "Content-Length \(n)")
                 }
                 exercise(head)
+                switch f {
+                case .contentLength, .untilClose: check(parser.isAtBodyData, "not at body data after a \(f) head")
+                case .none, .chunked: check(!parser.isAtBodyData, "at body data after a \(f) head")
+                }
                 framing = f
                 bodyBytes = 0
                 events.append(.head(head, f))
+            case .body(let part) where part.isEmpty:
+                // Framing only (no room) reached buffered body bytes: ask again with room.
+                check(limit == 0 && parser.isAtBodyData && parser.bufferedByteCount > 0,
+                      "empty body with room \(limit), at body data \(parser.isAtBodyData), \(parser.bufferedByteCount) buffered")
+                budget += 1
             case .body(let part):
-                check(part.count <= maxBodyBytes, "body slice of \(part.count) > \(maxBodyBytes)")
+                check(part.count <= limit, "body slice of \(part.count) > \(limit)")
                 body(part)
             case .end(let keepAlive):
                 guard let f = framing else { fatalError("invariant violated: end outside a response") }
@@ -132,6 +159,7 @@ struct Run {
                 case .chunked: break
                 }
                 check(!parser.nextResponseIsToHEAD, "HEAD flag not cleared")
+                check(!parser.isAtBodyData, "at body data after the end")
                 framing = nil
                 responses += 1
                 events.append(.end(keepAlive: keepAlive))
@@ -205,11 +233,12 @@ func events(_ input: [UInt8], _ options: Options, chunks: [Range<Int>], maxBodyB
     return run.events
 }
 
-func directEvents(_ input: [UInt8], _ options: Options, chunkSize: Int) -> [Event] {
-    var run = Run(options)
+/// Receiving bodies directly in `chunkSize`s; as the client, directly into its room only.
+func directEvents(_ input: [UInt8], _ options: Options, chunkSize: Int, clientRoom: Int? = nil) -> [Event] {
+    var run = Run(options, clientRoom: clientRoom)
     var offset = 0
     while offset < input.count && !run.failed {
-        if run.receiveDirectly(input, &offset, upTo: chunkSize) { continue }
+        if run.receiveDirectly(input, &offset, upTo: min(chunkSize, clientRoom ?? .max)) { continue }
         let end = min(input.count, offset + chunkSize)
         run.feed(input[offset..<end])
         offset = end
@@ -230,6 +259,8 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     let chunkSize = Int((h >> 16) % 13) + 1
     let directChunk = [1, 3, 7, 64, max(1, count)][Int((h >> 24) % 5)]
     let maxBodyBytes = Int((h >> 32) % 9) + 1
+    let clientChunk = [1, 2, 5, 64, max(1, count)][Int((h >> 48) % 5)]
+    let clientRoom = Int((h >> 52) % 7) + 1
     for limits in [HTTPResponseParser.Limits(), smallLimits] {
         let options = Options(limits: limits, headMask: (h >> 40) & (h >> 44), close: (h >> 36) & 1 == 1)
         let whole = events(input, options, chunks: [0..<count])
@@ -237,6 +268,8 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
         check(events(input, options, chunks: chunks(count, size: chunkSize), maxBodyBytes: maxBodyBytes) == whole,
               "chunks of \(chunkSize), slices of \(maxBodyBytes) differ")
         check(directEvents(input, options, chunkSize: directChunk) == whole, "direct receiving in \(directChunk)s differs")
+        check(directEvents(input, options, chunkSize: clientChunk, clientRoom: clientRoom) == whole,
+              "as the client (receives of \(clientChunk), room \(clientRoom)) differs")
         // Closing only ever adds the last events: an until-close end, or truncated.
         var other = options
         other.close.toggle()
