@@ -227,14 +227,14 @@ struct HTTPClientTests {
             let buffer = SharedIOBuffer(IOBuffer(capacity: 1 << 20))
             var got: [UInt8] = []
             var refusals = 0
-            var task: HTTPClientTask?
+            // Set after execute returns, which may be after the first bodySpace call on the loop.
+            let task = Mutex<HTTPClientTask?>(nil)
             let done: @Sendable (Result<[UInt8], HTTPClientError>) -> Void
             init(done: @escaping @Sendable (Result<[UInt8], HTTPClientError>) -> Void) { self.done = done }
             func responseHead(_ head: HTTPResponseHead, body: HTTPResponseBodyFraming) -> Bool { true }
             func bodySpace() -> BufferSpace? {
-                if refusals < 5 {
+                if refusals < 5, let t = task.withLock({ $0 }) {
                     refusals += 1
-                    let t = task!
                     Task { try? await Task.sleep(for: .milliseconds(10)); t.resume() }
                     return nil
                 }
@@ -246,7 +246,8 @@ struct HTTPClientTests {
         }
         let body: Result<[UInt8], HTTPClientError> = await withCheckedContinuation { c in
             let h = Slow { c.resume(returning: $0) }
-            h.task = f.client.execute(HTTPClientRequest(url: f.url("/bytes/300000?seed=4")), handler: h)
+            let t = f.client.execute(HTTPClientRequest(url: f.url("/bytes/300000?seed=4")), handler: h)
+            h.task.withLock { $0 = t }
         }
         #expect(try body.get() == patternBytes(300_000, seed: 4))
         await f.stop()
