@@ -42,6 +42,11 @@ let package = Package(
         .target(name: "HTTPServer", dependencies: ["DarterIO", "HTTPCore"], swiftSettings: strict),
         // The piece protocol between daemons (pure: paths, metadata, availability feed; docs/PROTOCOL.md).
         .target(name: "PieceProtocol", dependencies: ["DarterCore"], swiftSettings: strict),
+        // Messages between daemons and the scheduler (pure JSON; docs/PROTOCOL.md).
+        .target(name: "SchedulerProtocol", dependencies: ["DarterCore", "PieceProtocol"], swiftSettings: strict),
+        // The scheduler's policy and state (pure, virtual time): hosts, tasks, parent scoring,
+        // bad parents, the seed for a task by consistent hashing.
+        .target(name: "Scheduler", dependencies: ["DarterCore", "PieceProtocol", "SchedulerProtocol"], swiftSettings: strict),
         // The HTTP/1.1 client on the event loops: pools, pipelining, bodies into piece buffers.
         .target(name: "HTTPClient", dependencies: ["DarterIO", "HTTPCore"], swiftSettings: strict),
         // Origin fetchers over libcurl: HTTP(S), S3 (SigV4), OCI registries (Bearer tokens).
@@ -70,6 +75,7 @@ let package = Package(
         .testTarget(name: "SeedServiceTests", dependencies: ["DarterCore", "SeedService"], swiftSettings: strict),
         .testTarget(name: "HTTPClientTests", dependencies: ["HTTPClient", "HTTPServer", "HTTPCore", "DarterIO", "DarterCore", "DarterTestSupport"], swiftSettings: strict),
         .testTarget(name: "DarterGetTests", dependencies: ["DarterGet", "DarterCore", "DarterIO", "DarterTestSupport"], swiftSettings: strict),
+        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "SchedulerProtocol", "PieceProtocol", "DarterCore"], swiftSettings: strict),
         .testTarget(name: "PieceProtocolTests", dependencies: ["PieceProtocol", "DarterCore"], swiftSettings: strict),
         .testTarget(name: "HTTPCoreTests", dependencies: ["HTTPCore"], swiftSettings: strict),
         .testTarget(name: "OriginTests", dependencies: ["DarterCore", "HTTPCore", "Origin", "DarterIO", "DarterTestSupport"], swiftSettings: strict),

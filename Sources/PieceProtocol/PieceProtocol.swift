@@ -77,7 +77,23 @@ public struct PieceSet: Sendable, Equatable, Hashable, CustomStringConvertible {
         return true
     }
 
-    public mutating func formUnion(_ other: PieceSet) { for i in other.indexes { insert(i) } }
+    public mutating func formUnion(_ other: PieceSet) {
+        while words.count < other.words.count { words.append(0) }
+        for (w, word) in other.words.enumerated() where word & ~words[w] != 0 {
+            count += (word & ~words[w]).nonzeroBitCount
+            words[w] |= word
+        }
+    }
+
+    /// How many of this set's pieces `other` lacks (what a parent holding this set can give a
+    /// child holding `other`), by whole words.
+    public func count(notIn other: PieceSet) -> Int {
+        var n = 0
+        for (w, word) in words.enumerated() {
+            n += (w < other.words.count ? word & ~other.words[w] : word).nonzeroBitCount
+        }
+        return n
+    }
 
     public var isEmpty: Bool { count == 0 }
 

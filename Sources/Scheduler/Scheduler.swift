@@ -1,0 +1,353 @@
+import DarterCore
+import PieceProtocol
+import SchedulerProtocol
+
+/// The scheduler's policy and state (pure: no I/O, no clock of its own; every call takes `now`
+/// in milliseconds, so tests and the simulator drive it in virtual time). `SchedulerService`
+/// puts it behind HTTP; a restart loses nothing the daemons cannot tell it again, because a
+/// registration carries what the host holds.
+public struct Scheduler: Sendable {
+    public struct Config: Sendable, Equatable {
+        public var keepAliveMilliseconds: Int = 5_000
+        /// A host not heard from for this long is forgotten (with everything it held).
+        public var hostTTLMilliseconds: Int = 15_000
+        /// Parents handed out per announce.
+        public var maxParents: Int = 8
+        /// Children downloading from a parent at which it counts as fully loaded.
+        public var childrenPerParent: Int = 8
+        /// Failures reported against a parent (by any child, within `blockMilliseconds`) that get
+        /// it left out of every answer for `blockMilliseconds`.
+        public var failuresToBlock: Int = 3
+        public var blockMilliseconds: Int = 30_000
+        /// A parent whose measured throughput is below this fraction of the median of the task's
+        /// measured parents is treated as bad (Dragonfly: a piece cost above 20× the mean).
+        public var slowParentFraction: Double = 1.0 / 20
+        public init() {}
+    }
+
+    /// What the service must do besides answering: ask a seed to fetch a task (POST /tasks there).
+    public struct SeedTrigger: Sendable, Equatable {
+        public var seed: String
+        public var address: String
+        public var request: OpenTaskRequest
+    }
+
+    public enum Failure: Error, Sendable, Equatable {
+        /// The host is not registered (or expired): it must register again, with what it holds.
+        case unknownHost(String)
+    }
+
+    public struct Counters: Sendable, Equatable {
+        public var registrations = 0, announces = 0, backToSource = 0, seedTriggers = 0, reports = 0, expired = 0
+    }
+
+    public let config: Config
+    public private(set) var counters = Counters()
+    private var hosts: [String: Host] = [:]
+    private var tasks: [TaskID: SwarmTask] = [:]
+
+    public init(config: Config = Config()) { self.config = config }
+
+    public var hostCount: Int { hosts.count }
+    public var taskCount: Int { tasks.count }
+
+    // MARK: Hosts
+
+    /// `POST /hosts`: a new host, or one coming back (after its TTL, or after this scheduler
+    /// restarted) with what it holds; a registration replaces what was known of the host.
+    public mutating func register(_ r: HostRegistration, now: Int64) -> RegistrationReply {
+        counters.registrations += 1
+        if hosts[r.id] != nil { removeFromTasks(r.id) }
+        var host = hosts[r.id] ?? Host(id: r.id)
+        host.registration = r
+        host.lastSeen = now
+        hosts[r.id] = host
+        for held in r.tasks {
+            var task = tasks[held.task] ?? SwarmTask(id: held.task)
+            task.learn(contentLength: held.contentLength, pieceLength: held.pieceLength)
+            task.members[r.id] = Member(pieces: held.pieces, state: held.complete ? .complete : .holding, lastSeen: now)
+            tasks[held.task] = task
+        }
+        return RegistrationReply(keepAliveMilliseconds: config.keepAliveMilliseconds, ttlMilliseconds: config.hostTTLMilliseconds)
+    }
+
+    /// `POST /hosts/{id}/keepalive`.
+    public mutating func keepAlive(_ id: String, now: Int64) throws(Failure) {
+        guard hosts[id] != nil else { throw .unknownHost(id) }
+        hosts[id]!.lastSeen = now
+    }
+
+    /// `DELETE /hosts/{id}`: the host leaves (its children get other parents on their next announce).
+    public mutating func leave(_ id: String) {
+        removeFromTasks(id)
+        hosts[id] = nil
+    }
+
+    /// Forgets hosts whose TTL passed; returns their ids.
+    @discardableResult
+    public mutating func expire(now: Int64) -> [String] {
+        let dead = hosts.values.filter { now - $0.lastSeen > Int64(config.hostTTLMilliseconds) }.map(\.id).sorted()
+        for id in dead { leave(id) }
+        counters.expired += dead.count
+        return dead
+    }
+
+    // MARK: Tasks
+
+    /// `POST /tasks/{id}/announce`: parents for the host, best first; a seed to trigger when no
+    /// seed has the task yet (the seed is handed out at once: its pieces stream while they arrive);
+    /// back to the origin when there is nobody to ask.
+    public mutating func announce(_ a: Announce, now: Int64) throws(Failure) -> (reply: AnnounceReply, trigger: SeedTrigger?) {
+        guard var child = hosts[a.host] else { throw .unknownHost(a.host) }
+        counters.announces += 1
+        child.lastSeen = now
+        hosts[a.host] = child
+        var task = tasks[a.task] ?? SwarmTask(id: a.task)
+        if task.url == nil, let url = a.url { task.url = url; task.headers = a.headers; task.digest = a.digest }
+        var member = task.members[a.host] ?? Member(pieces: PieceSet(), state: .downloading, lastSeen: now)
+        member.pieces.formUnion(a.pieces)
+        if member.state != .complete { member.state = .downloading }
+        member.lastSeen = now
+        task.members[a.host] = member
+        tasks[a.task] = task
+
+        if member.state == .complete {
+            return (AnnounceReply(parents: [], backToSource: false, reason: "this host holds the whole task"), nil)
+        }
+        var trigger: SeedTrigger?
+        // A seed is asked only when no seed is in the task and nobody holds all of it (after a
+        // restart, re-registered holders are the swarm: asking a seed would cost origin bytes).
+        if child.registration.role == .peer,
+           !task.members.contains(where: { hosts[$0.key]?.registration.role == .seed || $0.value.state == .complete }) {
+            trigger = triggerSeed(for: &task, now: now)
+            tasks[a.task] = task
+        }
+        let parents = chooseParents(for: a.host, in: task, now: now)
+        assign(parents.map(\.id), to: a.host, in: a.task)
+        if parents.isEmpty {
+            counters.backToSource += 1
+            let why = hosts.values.contains(where: { $0.registration.role == .seed })
+                ? "no host holds task \(a.task) and no seed can fetch it" : "no seed is registered and no host holds task \(a.task)"
+            return (AnnounceReply(backToSource: true, reason: why), nil)
+        }
+        return (AnnounceReply(parents: parents), trigger)
+    }
+
+    /// `POST /tasks/{id}/progress`: new pieces, the state, what pieces cost and which parents failed.
+    public mutating func report(_ p: ProgressReport, now: Int64) throws(Failure) {
+        guard hosts[p.host] != nil else { throw .unknownHost(p.host) }
+        counters.reports += 1
+        hosts[p.host]!.lastSeen = now
+        var task = tasks[p.task] ?? SwarmTask(id: p.task)
+        var member = task.members[p.host] ?? Member(pieces: PieceSet(), state: .downloading, lastSeen: now)
+        member.pieces.formUnion(p.pieces)
+        member.lastSeen = now
+        for c in p.costs where c.milliseconds > 0 || c.bytes > 0 {
+            hosts[c.parent]?.recordCost(bytes: c.bytes, milliseconds: c.milliseconds)
+        }
+        for f in p.failures {
+            member.refused.insert(f.parent)
+            hosts[f.parent]?.recordFailure(now: now, config: config)
+        }
+        switch p.state {
+        case .downloading: member.state = member.state == .complete ? .complete : .downloading
+        case .complete: member.state = .complete
+        case .failed: member.state = .holding
+        }
+        task.members[p.host] = member
+        tasks[p.task] = task
+        if p.state != .downloading { assign([], to: p.host, in: p.task) }
+        if p.state == .failed, member.pieces.isEmpty { removeMember(p.host, from: p.task) }
+    }
+
+    // MARK: Choosing
+
+    /// The seed for a task: consistent hashing on the task id over the live seeds, so every
+    /// scheduler picks the same one and a dead seed's tasks move to the next on the ring only.
+    public func seed(for task: TaskID, now: Int64) -> String? {
+        let seeds = hosts.values.filter { $0.registration.role == .seed && !$0.isBlocked(now: now) }.map(\.id)
+        return RendezvousHash.pick(task.description, seeds)
+    }
+
+    private mutating func triggerSeed(for task: inout SwarmTask, now: Int64) -> SeedTrigger? {
+        guard let url = task.url, let id = seed(for: task.id, now: now), let seed = hosts[id] else { return nil }
+        counters.seedTriggers += 1
+        task.members[id] = Member(pieces: PieceSet(), state: .fetching, lastSeen: now)
+        return SeedTrigger(seed: id, address: seed.registration.address,
+                           request: OpenTaskRequest(url: url, headers: task.headers, digest: task.digest))
+    }
+
+    /// Candidates: live members of the task other than the child, not blocked, not refused by
+    /// this child, not measured as far slower than the task's other parents; scored by free upload
+    /// (children already assigned against `childrenPerParent`, and upload rate), the pieces they
+    /// can give this child, locality (same IDC, shared location prefix) and role (seeds first).
+    func chooseParents(for childID: String, in task: SwarmTask, now: Int64) -> [ParentCandidate] {
+        guard let child = hosts[childID], let me = task.members[childID] else { return [] }
+        let pieceCount = task.pieceCount ?? task.members.values.map { $0.pieces.count }.max() ?? 0
+        let wanted = max(1, pieceCount - me.pieces.count)
+        let measured = task.members.keys.compactMap { hosts[$0]?.throughput }.sorted()
+        let median = measured.isEmpty ? nil : measured[measured.count / 2]
+        let fastestUpload = task.members.keys.compactMap { hosts[$0]?.registration.uploadRate }.max() ?? 0
+        var scored: [(score: Double, tie: UInt64, candidate: ParentCandidate)] = []
+        // A member still downloading with nothing yet is a candidate too: its pieces will come,
+        // and the child hears of them on its feed (a fresh swarm is a mesh from the start).
+        for (id, m) in task.members where id != childID && !me.refused.contains(id) && (m.state != .holding || !m.pieces.isEmpty) {
+            guard let host = hosts[id], !host.isBlocked(now: now) else { continue }
+            if let median, measured.count >= 3, let t = host.throughput, t < median * config.slowParentFraction { continue }
+            let isSeed = host.registration.role == .seed
+            let coverage = m.state == .complete || m.state == .fetching ? 1.0 : Double(m.pieces.count(notIn: me.pieces)) / Double(wanted)
+            let free = max(0, 1 - Double(host.children) / Double(config.childrenPerParent))
+            let capacity = fastestUpload > 0 ? Double(host.registration.uploadRate) / Double(fastestUpload) : 1
+            let locality = Self.locality(child.registration, host.registration)
+            let score = 0.35 * free + 0.15 * capacity + 0.3 * coverage + 0.1 * locality + 0.1 * (isSeed ? 1 : 0.5)
+            scored.append((score, RendezvousHash.weight(RendezvousHash.fnv1a(childID), RendezvousHash.fnv1a(id)),
+                           ParentCandidate(id: id, address: host.registration.address, role: host.registration.role,
+                                           pieces: m.pieces, complete: m.state == .complete)))
+        }
+        // Ties (a fresh swarm: everyone equal) broken by a hash of (child, parent), so children
+        // spread over parents instead of all picking the same first one.
+        scored.sort { $0.score != $1.score ? $0.score > $1.score : $0.tie > $1.tie }
+        return scored.prefix(config.maxParents).map(\.candidate)
+    }
+
+    /// 0…1: same IDC counts 0.6, the shared prefix of `|`-separated location labels the rest.
+    static func locality(_ a: HostRegistration, _ b: HostRegistration) -> Double {
+        var score = 0.0
+        if let x = a.idc, let y = b.idc, x == y { score += 0.6 }
+        if let x = a.location?.split(separator: "|"), let y = b.location?.split(separator: "|"), !x.isEmpty {
+            let shared = zip(x, y).prefix { $0 == $1 }.count
+            score += 0.4 * Double(shared) / Double(max(x.count, y.count))
+        }
+        return score
+    }
+
+    // MARK: Bookkeeping
+
+    private mutating func assign(_ parents: [String], to child: String, in taskID: TaskID) {
+        guard var task = tasks[taskID], var member = task.members[child] else { return }
+        for p in member.parents where hosts[p] != nil { hosts[p]!.children -= 1 }
+        member.parents = parents
+        for p in parents { hosts[p]!.children += 1 }
+        task.members[child] = member
+        tasks[taskID] = task
+    }
+
+    private mutating func removeMember(_ id: String, from taskID: TaskID) {
+        assign([], to: id, in: taskID)
+        tasks[taskID]?.members[id] = nil
+        // Children of the leaving host no longer count against it; nothing else to undo.
+        if tasks[taskID]?.members.isEmpty == true { tasks[taskID] = nil }
+    }
+
+    private mutating func removeFromTasks(_ id: String) {
+        for taskID in tasks.keys.sorted() where tasks[taskID]?.members[id] != nil { removeMember(id, from: taskID) }
+        for taskID in tasks.keys.sorted() {
+            guard var task = tasks[taskID] else { continue }
+            for (child, m) in task.members where m.parents.contains(id) {
+                task.members[child]!.parents.removeAll { $0 == id }
+            }
+            tasks[taskID] = task
+        }
+        hosts[id]?.children = 0
+    }
+
+    // MARK: Views
+
+    /// What a person debugging a swarm wants to see: `GET /debug/hosts` and `/debug/tasks`.
+    public func hostsView(now: Int64) -> JSONValue {
+        .array(hosts.values.sorted { $0.id < $1.id }.map { h in
+            let r = h.registration
+            return ["id": .string(h.id), "address": .string(r.address), "role": .string(r.role.rawValue),
+                    "uploadRate": JSONValue(r.uploadRate), "idc": JSONValue(r.idc), "location": JSONValue(r.location),
+                    "lastSeenMillisecondsAgo": JSONValue(now - h.lastSeen), "children": JSONValue(h.children),
+                    "throughputBytesPerSecond": h.throughput.map { JSONValue(Int64($0)) } ?? .null,
+                    "blockedForMilliseconds": h.blockedUntil > now ? JSONValue(h.blockedUntil - now) : .null]
+        })
+    }
+
+    public func tasksView() -> JSONValue {
+        .array(tasks.values.sorted { $0.id < $1.id }.map { t in
+            ["id": .string(t.id.description), "url": JSONValue(t.url), "pieceCount": t.pieceCount.map { JSONValue($0) } ?? .null,
+             "members": .array(t.members.sorted { $0.key < $1.key }.map { id, m in
+                 ["host": .string(id), "state": .string(m.state.rawValue), "pieces": JSONValue(m.pieces.count),
+                  "parents": .array(m.parents.map { .string($0) })]
+             })]
+        })
+    }
+
+    /// A member's view of one task, for tests.
+    public func member(_ host: String, of task: TaskID) -> (state: String, pieces: PieceSet, parents: [String])? {
+        tasks[task]?.members[host].map { ($0.state.rawValue, $0.pieces, $0.parents) }
+    }
+
+    /// Children currently assigned to a host, for tests and the view.
+    public func children(of host: String) -> Int? { hosts[host]?.children }
+}
+
+// MARK: - State
+
+struct Host: Sendable {
+    let id: String
+    var registration: HostRegistration
+    var lastSeen: Int64 = 0
+    /// Children whose current parent list includes this host.
+    var children = 0
+    /// Bytes per second, a moving average of what children reported.
+    var throughput: Double?
+    var failures: [Int64] = []
+    var blockedUntil: Int64 = 0
+
+    init(id: String) {
+        self.id = id
+        registration = HostRegistration(id: id, address: "unknown:1", role: .peer)
+    }
+
+    func isBlocked(now: Int64) -> Bool { blockedUntil > now }
+
+    mutating func recordCost(bytes: Int64, milliseconds: Int) {
+        let rate = Double(bytes) * 1000 / Double(max(1, milliseconds))
+        throughput = throughput.map { 0.7 * $0 + 0.3 * rate } ?? rate
+    }
+
+    mutating func recordFailure(now: Int64, config: Scheduler.Config) {
+        failures = failures.filter { now - $0 < Int64(config.blockMilliseconds) } + [now]
+        if failures.count >= config.failuresToBlock {
+            blockedUntil = now + Int64(config.blockMilliseconds)
+            failures = []
+        }
+    }
+}
+
+struct Member: Sendable {
+    enum State: String, Sendable {
+        /// Downloading (has asked for parents).
+        case downloading
+        /// A seed asked to fetch the task from the origin.
+        case fetching
+        /// Holds the whole task.
+        case complete
+        /// Holds some pieces (registered with them, or stopped downloading).
+        case holding
+    }
+    var pieces: PieceSet
+    var state: State
+    var lastSeen: Int64
+    var parents: [String] = []
+    /// Parents this child reported failing; never handed to it again for this task.
+    var refused: Set<String> = []
+}
+
+struct SwarmTask: Sendable {
+    let id: TaskID
+    var url: String?
+    var headers: [OpenTaskRequest.Header] = []
+    var digest: SHA256Digest?
+    var pieceCount: Int?
+    var members: [String: Member] = [:]
+
+    init(id: TaskID) { self.id = id }
+
+    mutating func learn(contentLength: Int64?, pieceLength: Int) {
+        if let contentLength { pieceCount = PieceMath.pieceCount(contentLength: contentLength, pieceLength: pieceLength) }
+    }
+}

@@ -1,0 +1,247 @@
+import Testing
+import DarterCore
+import PieceProtocol
+import SchedulerProtocol
+@testable import Scheduler
+
+@Suite("Rendezvous hashing")
+struct RendezvousHashTests {
+    let members = ["seed-a", "seed-b", "seed-c", "seed-d"]
+    let keys = (0..<2000).map { "task-\($0)" }
+
+    @Test("the same key picks the same member every time and in any order of members")
+    func stable() {
+        for k in keys.prefix(100) {
+            #expect(RendezvousHash.pick(k, members) == RendezvousHash.pick(k, members.reversed()))
+            #expect(RendezvousHash.ranked(k, members).first == RendezvousHash.pick(k, members))
+        }
+        #expect(RendezvousHash.pick("x", []) == nil)
+    }
+
+    @Test("keys spread evenly, and a member leaving moves only its own keys")
+    func minimalMovement() {
+        var share: [String: Int] = [:]
+        for k in keys { share[RendezvousHash.pick(k, members)!, default: 0] += 1 }
+        for m in members { #expect((350...650).contains(share[m] ?? 0), "\(m): \(share[m] ?? 0) of 2000") }
+        let fewer = members.filter { $0 != "seed-b" }
+        for k in keys {
+            let before = RendezvousHash.pick(k, members)!
+            let after = RendezvousHash.pick(k, fewer)!
+            if before != "seed-b" { #expect(after == before) }
+            // It goes to its own second choice.
+            else { #expect(after == RendezvousHash.ranked(k, members)[1]) }
+        }
+    }
+}
+
+@Suite("Scheduler protocol messages")
+struct SchedulerProtocolTests {
+    let task = try! TaskID.forURL("http://origin.test/big.bin")
+
+    @Test("every message round-trips through its JSON")
+    func roundTrips() throws {
+        let held = HeldTask(task: task, contentLength: 10 << 20, pieceLength: 4 << 20, pieces: PieceSet([0, 2]), complete: false)
+        let reg = HostRegistration(id: "node-1", address: "10.77.0.2:65001", role: .peer, uploadRate: 25_000_000,
+                                   idc: "dc1", location: "eu|a|r3", tasks: [held])
+        #expect(try HostRegistration(parsing: reg.json.serializedBytes) == reg)
+        let reply = RegistrationReply(keepAliveMilliseconds: 5000, ttlMilliseconds: 15000)
+        #expect(try RegistrationReply(parsing: reply.json.serializedBytes) == reply)
+        let a = Announce(host: "node-1", task: task, url: "http://origin.test/big.bin", headers: [.init(name: "Authorization", value: "x")],
+                         digest: SHA256Digest(bytes: Array(repeating: 1, count: 32)), pieces: PieceSet([3]))
+        #expect(try Announce(parsing: a.json.serializedBytes) == a)
+        let ar = AnnounceReply(parents: [ParentCandidate(id: "seed-1", address: "10.77.0.1:65001", role: .seed, pieces: PieceSet(0..<3), complete: true)],
+                               backToSource: false, reason: nil, retryMilliseconds: 250)
+        #expect(try AnnounceReply(parsing: ar.json.serializedBytes) == ar)
+        let p = ProgressReport(host: "node-1", task: task, pieces: PieceSet([4, 5]), state: .complete,
+                               costs: [PieceCost(parent: "seed-1", pieces: 2, bytes: 8 << 20, milliseconds: 340)],
+                               failures: [ParentFailure(parent: "node-2", kind: .badPiece)])
+        #expect(try ProgressReport(parsing: p.json.serializedBytes) == p)
+    }
+
+    @Test("bad messages are refused with the message and the field named")
+    func errors() {
+        func message(_ text: String, _ parse: ([UInt8]) throws(ProtocolError) -> Void) -> String {
+            do { try parse(Array(text.utf8)); return "parsed" } catch { return error.description }
+        }
+        let reg: ([UInt8]) throws(ProtocolError) -> Void = { b throws(ProtocolError) in _ = try HostRegistration(parsing: b) }
+        #expect(message("[]", reg) == "registration is not a JSON object")
+        #expect(message(#"{"id":"a b","address":"h:1","role":"peer"}"#, reg).hasPrefix("registration: id 'a b' may hold only"))
+        #expect(message(#"{"id":"a","address":"h","role":"peer"}"#, reg) == "registration: address 'h' is not host:port")
+        #expect(message(#"{"id":"a","address":"h:0","role":"peer"}"#, reg) == "registration: address 'h:0' is not host:port")
+        #expect(message(#"{"id":"a","address":"h:1","role":"boss"}"#, reg) == "registration: role 'boss' is neither seed nor peer")
+        #expect(message(#"{"id":"a","address":"h:1","role":"peer","uploadRate":-1}"#, reg) == "registration: uploadRate is not a whole number ≥ 0")
+        #expect(message(#"{"id":"a","address":"h:1"}"#, reg) == "registration: role is missing")
+        let prog: ([UInt8]) throws(ProtocolError) -> Void = { b throws(ProtocolError) in _ = try ProgressReport(parsing: b) }
+        #expect(message(#"{"host":"a","task":"\#(task)","state":"gone"}"#, prog).hasPrefix("progress: state 'gone' is not one of"))
+        #expect(message(#"{"host":"a","task":"nope"}"#, prog) == "progress: task is not a task id")
+        #expect(message(#"{"host":"a","task":"\#(task)","pieces":"3-1"}"#, prog).hasPrefix("progress: pieces: piece set:"))
+    }
+}
+
+@Suite("Scheduler policy (virtual time)")
+struct SchedulerPolicyTests {
+    let task = try! TaskID.forURL("http://origin.test/big.bin")
+    let url = "http://origin.test/big.bin"
+
+    func peer(_ id: String, idc: String? = nil, upload: Int64 = 25_000_000, tasks: [HeldTask] = []) -> HostRegistration {
+        HostRegistration(id: id, address: "\(id):65001", role: .peer, uploadRate: upload, idc: idc, tasks: tasks)
+    }
+    func seed(_ id: String, tasks: [HeldTask] = []) -> HostRegistration {
+        HostRegistration(id: id, address: "\(id):65001", role: .seed, uploadRate: 25_000_000, tasks: tasks)
+    }
+    func held(_ pieces: Range<Int>, of count: Int = 64, complete: Bool = false) -> HeldTask {
+        HeldTask(task: task, contentLength: Int64(count) << 22, pieceLength: 4 << 20, pieces: PieceSet(pieces), complete: complete)
+    }
+
+    @Test("with no seed and nobody holding the task, the answer is: go to the origin")
+    func backToSourceWithoutSeeds() throws {
+        var s = Scheduler()
+        _ = s.register(peer("p1"), now: 0)
+        let (reply, trigger) = try s.announce(Announce(host: "p1", task: task, url: url), now: 1)
+        #expect(reply.backToSource && reply.parents.isEmpty && trigger == nil)
+        #expect(reply.reason?.contains("no seed is registered") == true)
+        #expect(s.counters.backToSource == 1)
+    }
+
+    @Test("the first announce triggers the seed the task hashes to, handed out at once; later ones join it")
+    func seedTrigger() throws {
+        var s = Scheduler()
+        for id in ["seed-a", "seed-b", "seed-c"] { _ = s.register(seed(id), now: 0) }
+        for id in ["p1", "p2"] { _ = s.register(peer(id), now: 0) }
+        let expected = RendezvousHash.pick(task.description, ["seed-a", "seed-b", "seed-c"])
+        let (r1, t1) = try s.announce(Announce(host: "p1", task: task, url: url), now: 1)
+        #expect(t1?.seed == expected && t1?.request.url == url && t1?.address == "\(expected!):65001")
+        #expect(r1.parents.map(\.id) == [expected!] && !r1.backToSource)
+        let (r2, t2) = try s.announce(Announce(host: "p2", task: task, url: url), now: 2)
+        #expect(t2 == nil, "the seed is asked once")
+        #expect(Set(r2.parents.map(\.id)) == [expected!, "p1"])
+        #expect(r2.parents.first?.id == expected, "the seed, which will have every piece, ranks first")
+        #expect(s.counters.seedTriggers == 1)
+    }
+
+    @Test("a seed that stops keeping alive expires; the task moves to the next seed on the ring")
+    func seedExpiry() throws {
+        var s = Scheduler()
+        for id in ["seed-a", "seed-b", "seed-c"] { _ = s.register(seed(id), now: 0) }
+        _ = s.register(peer("p1"), now: 0)
+        let first = try s.announce(Announce(host: "p1", task: task, url: url), now: 1).trigger!.seed
+        // Everyone but the first seed keeps alive.
+        for t in stride(from: Int64(5_000), through: 20_000, by: 5_000) {
+            for id in ["seed-a", "seed-b", "seed-c", "p1"] where id != first { try s.keepAlive(id, now: t) }
+            s.expire(now: t)
+        }
+        #expect(throws: Scheduler.Failure.unknownHost(first)) { try s.keepAlive(first, now: 20_001) }
+        #expect(s.hostCount == 3 && s.counters.expired == 1)
+        let (r, t) = try s.announce(Announce(host: "p1", task: task, url: url), now: 20_002)
+        let next = RendezvousHash.ranked(task.description, ["seed-a", "seed-b", "seed-c"]).first { $0 != first }
+        #expect(t?.seed == next && r.parents.map(\.id) == [next!])
+    }
+
+    @Test("after a restart the daemons' registrations rebuild the swarm: holders are parents, no seed is asked")
+    func restart() throws {
+        var s = Scheduler()
+        _ = s.register(seed("seed-a", tasks: [held(0..<64, complete: true)]), now: 0)
+        _ = s.register(peer("p1", tasks: [held(0..<20)]), now: 0)
+        _ = s.register(peer("p2"), now: 0)
+        let (r, t) = try s.announce(Announce(host: "p2", task: task, url: url), now: 1)
+        #expect(t == nil)
+        #expect(r.parents.map(\.id) == ["seed-a", "p1"])
+        #expect(r.parents[0].complete && r.parents[1].pieces == PieceSet(0..<20))
+        // A peer that holds it all is enough too.
+        var s2 = Scheduler()
+        _ = s2.register(seed("seed-a"), now: 0)
+        _ = s2.register(peer("p1", tasks: [held(0..<64, complete: true)]), now: 0)
+        _ = s2.register(peer("p2"), now: 0)
+        let (r2, t2) = try s2.announce(Announce(host: "p2", task: task, url: url), now: 1)
+        #expect(t2 == nil && r2.parents.map(\.id) == ["p1"])
+    }
+
+    @Test("an unknown host is told so (it registers again), for announce, report and keep-alive")
+    func unknownHost() {
+        var s = Scheduler()
+        #expect(throws: Scheduler.Failure.unknownHost("ghost")) { try s.announce(Announce(host: "ghost", task: task), now: 0) }
+        #expect(throws: Scheduler.Failure.unknownHost("ghost")) { try s.report(ProgressReport(host: "ghost", task: task), now: 0) }
+        #expect(throws: Scheduler.Failure.unknownHost("ghost")) { try s.keepAlive("ghost", now: 0) }
+    }
+
+    @Test("a parent reported failing three times is left out for blockMilliseconds; the reporting child never gets it again")
+    func badParents() throws {
+        var s = Scheduler()
+        for id in ["p1", "p2", "p3", "p4", "p5"] { _ = s.register(peer(id, tasks: id == "p1" ? [held(0..<64, complete: true)] : []), now: 0) }
+        _ = s.register(peer("p6", tasks: [held(0..<64, complete: true)]), now: 0)
+        try s.report(ProgressReport(host: "p2", task: task, failures: [ParentFailure(parent: "p1", kind: .badPiece)]), now: 10)
+        #expect(try !s.announce(Announce(host: "p2", task: task), now: 11).reply.parents.map(\.id).contains("p1"))
+        #expect(try s.announce(Announce(host: "p3", task: task), now: 11).reply.parents.map(\.id).contains("p1"))
+        for child in ["p4", "p5"] {
+            try s.report(ProgressReport(host: child, task: task, failures: [ParentFailure(parent: "p1", kind: .timeout)]), now: 20)
+        }
+        #expect(try !s.announce(Announce(host: "p3", task: task), now: 30).reply.parents.map(\.id).contains("p1"))
+        #expect(try s.announce(Announce(host: "p3", task: task), now: 30_021).reply.parents.map(\.id).contains("p1"))
+    }
+
+    @Test("a parent measured at under a twentieth of the median throughput is not handed out")
+    func slowParent() throws {
+        var s = Scheduler()
+        for id in ["a", "b", "c", "d"] { _ = s.register(peer(id, tasks: [held(0..<64, complete: true)]), now: 0) }
+        _ = s.register(peer("child"), now: 0)
+        let costs = [PieceCost(parent: "a", pieces: 4, bytes: 16 << 20, milliseconds: 700),
+                     PieceCost(parent: "b", pieces: 4, bytes: 16 << 20, milliseconds: 650),
+                     PieceCost(parent: "c", pieces: 4, bytes: 16 << 20, milliseconds: 720),
+                     PieceCost(parent: "d", pieces: 1, bytes: 4 << 20, milliseconds: 60_000)]
+        try s.report(ProgressReport(host: "child", task: task, costs: costs), now: 1)
+        #expect(Set(try s.announce(Announce(host: "child", task: task), now: 2).reply.parents.map(\.id)) == ["a", "b", "c"])
+    }
+
+    @Test("load spreads children over parents; a finished child frees its parents")
+    func loadSpreads() throws {
+        var config = Scheduler.Config()
+        config.maxParents = 1
+        config.childrenPerParent = 2
+        var s = Scheduler(config: config)
+        for id in ["a", "b"] { _ = s.register(peer(id, tasks: [held(0..<64, complete: true)]), now: 0) }
+        for id in ["c1", "c2", "c3", "c4"] { _ = s.register(peer(id), now: 0) }
+        var picked: [String] = []
+        for c in ["c1", "c2", "c3", "c4"] { picked += try s.announce(Announce(host: c, task: task), now: 1).reply.parents.map(\.id) }
+        #expect(picked.filter { $0 == "a" }.count == 2 && picked.filter { $0 == "b" }.count == 2)
+        #expect(s.children(of: "a") == 2 && s.children(of: "b") == 2)
+        let c1Parent = picked[0]
+        try s.report(ProgressReport(host: "c1", task: task, pieces: PieceSet(0..<64), state: .complete), now: 2)
+        #expect(s.children(of: c1Parent) == 1)
+        #expect(s.member("c1", of: task)?.state == "complete")
+        // Re-announcing replaces a child's parents instead of counting it twice (c1, now
+        // complete and idle, is the best parent).
+        #expect(try s.announce(Announce(host: "c2", task: task), now: 3).reply.parents.map(\.id) == ["c1"])
+        #expect(s.children(of: "a")! + s.children(of: "b")! + s.children(of: "c1")! == 3)
+    }
+
+    @Test("a parent in the child's IDC ranks above an equal one elsewhere; more pieces to give ranks higher")
+    func localityAndCoverage() throws {
+        var config = Scheduler.Config()
+        config.maxParents = 3
+        var s = Scheduler(config: config)
+        _ = s.register(peer("far", idc: "dc2", tasks: [held(0..<32)]), now: 0)
+        _ = s.register(peer("near", idc: "dc1", tasks: [held(0..<32)]), now: 0)
+        _ = s.register(peer("rich", idc: "dc2", tasks: [held(0..<64)]), now: 0)
+        _ = s.register(peer("child", idc: "dc1"), now: 0)
+        let ids = try s.announce(Announce(host: "child", task: task), now: 1).reply.parents.map(\.id)
+        #expect(ids == ["rich", "near", "far"])
+        // With the first half already here, "rich" alone has anything to give.
+        let ids2 = try s.announce(Announce(host: "child", task: task, pieces: PieceSet(0..<32)), now: 2).reply.parents.map(\.id)
+        #expect(ids2.first == "rich")
+    }
+
+    @Test("a host leaving takes its pieces and its children's assignments with it")
+    func leaving() throws {
+        var s = Scheduler()
+        _ = s.register(peer("a", tasks: [held(0..<64, complete: true)]), now: 0)
+        _ = s.register(peer("b", tasks: [held(0..<10)]), now: 0)
+        _ = s.register(peer("c"), now: 0)
+        #expect(try s.announce(Announce(host: "c", task: task), now: 1).reply.parents.map(\.id) == ["a", "b"])
+        s.leave("a")
+        #expect(s.member("c", of: task)?.parents == ["b"])
+        #expect(try s.announce(Announce(host: "c", task: task), now: 2).reply.parents.map(\.id) == ["b"])
+        #expect(s.hostCount == 2 && s.taskCount == 1)
+        s.leave("b"); s.leave("c")
+        #expect(s.taskCount == 0)
+    }
+}
