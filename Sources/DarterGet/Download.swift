@@ -331,62 +331,12 @@ public final class Download: Sendable {
 
     /// One piece from the origin with a ranged GET (the daemon stopped answering midway).
     private func fetchFromOrigin(_ index: Int, offset: Int64, into buffer: SharedIOBuffer, length: Int) async throws(GetError) {
-        let sink = RangeSink(buffer: buffer, length: length)
-        var attempt = 0
-        while true {
-            if Task.isCancelled { throw GetError(.network, "cancelled") }
-            sink.reset()
-            let head: OriginResponseHead
-            do {
-                head = try await origins.fetch(OriginRequest(url: options.source, headers: options.headers, range: offset..<(offset + Int64(length))), into: sink)
-            } catch {
-                attempt += 1
-                if attempt > 3 { throw GetError(.network, "piece \(index) from the origin: \(error)") }
-                try? await Task.sleep(for: .milliseconds(200 << attempt))
-                continue
-            }
-            if head.status >= 400 { throw GetError(.httpError, "the origin answered \(head.status) for piece \(index)") }
-            guard head.status == 206, sink.filled == length else {
-                throw GetError(.network, "the origin did not send piece \(index) as a range (status \(head.status), \(sink.filled) bytes)")
-            }
-            break
+        switch await origins.fetchPiece(url: options.source, headers: options.headers, offset: offset, length: length, into: buffer) {
+        case .success: break
+        case .failure(.status(let s)): throw GetError(.httpError, "the origin answered \(s) for piece \(index)")
+        case .failure(let e): throw GetError(.network, "piece \(index) from the origin: \(e)")
         }
         progress.received.add(Int64(length), ordering: .relaxed)
-    }
-}
-
-/// One ranged origin response into a piece buffer: copied in from libcurl's thread, or received
-/// straight into it by the HTTP client. A response that is not a 206 is read and dropped (its
-/// status decides).
-final class RangeSink: OriginDirectSink, @unchecked Sendable {
-    let buffer: SharedIOBuffer
-    let length: Int
-    private(set) var filled = 0
-    private var partial = false
-    private var scratch: SharedIOBuffer?
-    init(buffer: SharedIOBuffer, length: Int) { self.buffer = buffer; self.length = length }
-    func reset() { filled = 0; partial = false }
-    func receive(head: OriginResponseHead) -> Bool {
-        partial = head.status == 206
-        return true
-    }
-    func receive(body chunk: OriginChunk) -> Bool {
-        guard partial else { return true }
-        guard filled + chunk.count <= length else { return false }
-        chunk.copy(into: buffer.buffer, at: filled, count: chunk.count)
-        filled += chunk.count
-        return true
-    }
-    func bodySpace(orWake wake: @escaping @Sendable () -> Void) -> OriginBodySpace {
-        guard partial else {
-            if scratch == nil { scratch = SharedIOBuffer(IOBuffer(capacity: 64 << 10)) }
-            return .space(BufferSpace(buffer: scratch!, range: 0..<scratch!.buffer.capacity))
-        }
-        return filled < length ? .space(BufferSpace(buffer: buffer, range: filled..<length)) : .abort
-    }
-    func bodyReceived(_ count: Int) -> Bool {
-        if partial { filled += count }
-        return true
     }
 }
 
