@@ -57,10 +57,23 @@ let package = Package(
         // `darter get`: downloads through the local daemon's piece protocol (no store, no service;
         // the origin backends only for the no-daemon fallback).
         .target(name: "DarterGet", dependencies: ["DarterCore", "DarterIO", "HTTPCore", "HTTPClient", "PieceProtocol", "Origin"], swiftSettings: strict),
+        // A daemon's side of the scheduler protocol: register everywhere, keep alive, announce and
+        // report to the scheduler a task hashes to.
+        .target(name: "SchedulerClient", dependencies: ["DarterCore", "HTTPClient", "HTTPCore", "PieceProtocol", "SchedulerProtocol"], swiftSettings: strict),
+        // A peer's download policy (pure): which piece to ask which parent for.
+        .target(name: "PeerPolicy", dependencies: ["DarterCore", "PieceProtocol"], swiftSettings: strict),
+        // A swarm in virtual time driving the real Scheduler and PieceSelector (tests, tools).
+        .target(name: "SwarmSimulator", dependencies: ["DarterCore", "PeerPolicy", "PieceProtocol", "Scheduler", "SchedulerProtocol"], swiftSettings: strict),
+        // A peer's download of one task through the swarm: parents from the scheduler, pieces from
+        // several at once, checked and landed through the piece assembler; the origin when none can.
+        .target(name: "SwarmDownload", dependencies: ["DarterCore", "DarterIO", "HTTPClient", "HTTPCore", "PeerPolicy", "PieceProtocol",
+                                                      "PieceStore", "PieceTransfer", "SchedulerClient", "SchedulerProtocol"], swiftSettings: strict),
+        // `darter scheduler`'s routes over the Scheduler (no store).
+        .target(name: "SchedulerService", dependencies: ["DarterCore", "Scheduler", "SchedulerProtocol", "PieceProtocol", "HTTPServer", "HTTPClient", "HTTPCore"], swiftSettings: strict),
         // The seed peer's routes over the piece store.
-        .target(name: "SeedService", dependencies: ["DarterCore", "PieceTransfer", "PieceProtocol", "HTTPServer", "PieceStore", "HTTPCore", "DarterIO", "Origin"], swiftSettings: strict),
+        .target(name: "SeedService", dependencies: ["DarterCore", "PieceTransfer", "PieceProtocol", "HTTPServer", "PieceStore", "HTTPCore", "DarterIO", "Origin", "SwarmDownload", "SchedulerProtocol"], swiftSettings: strict),
 
-        .executableTarget(name: "darter", dependencies: ["DarterCore", "PieceStore", "DarterIO", "SeedService", "HTTPServer", "HTTPClient", "Origin", "DarterGet"], swiftSettings: strict),
+        .executableTarget(name: "darter", dependencies: ["DarterCore", "PieceStore", "DarterIO", "SeedService", "HTTPServer", "HTTPClient", "Origin", "DarterGet", "Scheduler", "SchedulerService", "SchedulerClient", "SchedulerProtocol", "PieceProtocol", "PieceTransfer", "SwarmDownload"], swiftSettings: strict),
         // Benchmarks live apart from the product; tools/bench runs them.
         .executableTarget(name: "darter-bench", dependencies: ["DarterCore", "PieceStore", "DarterIO"],
                           path: "Benchmarks/DarterBench", swiftSettings: strict),
@@ -75,7 +88,9 @@ let package = Package(
         .testTarget(name: "SeedServiceTests", dependencies: ["DarterCore", "SeedService"], swiftSettings: strict),
         .testTarget(name: "HTTPClientTests", dependencies: ["HTTPClient", "HTTPServer", "HTTPCore", "DarterIO", "DarterCore", "DarterTestSupport"], swiftSettings: strict),
         .testTarget(name: "DarterGetTests", dependencies: ["DarterGet", "DarterCore", "DarterIO", "DarterTestSupport"], swiftSettings: strict),
-        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "SchedulerProtocol", "PieceProtocol", "DarterCore"], swiftSettings: strict),
+        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "SchedulerProtocol", "SchedulerService", "SchedulerClient", "PieceProtocol", "DarterCore", "DarterIO", "HTTPServer", "HTTPClient", "HTTPCore", "DarterTestSupport"], swiftSettings: strict),
+        .testTarget(name: "PeerPolicyTests", dependencies: ["PeerPolicy", "PieceProtocol", "DarterCore"], swiftSettings: strict),
+        .testTarget(name: "SwarmSimulatorTests", dependencies: ["SwarmSimulator"], swiftSettings: strict),
         .testTarget(name: "PieceProtocolTests", dependencies: ["PieceProtocol", "DarterCore"], swiftSettings: strict),
         .testTarget(name: "HTTPCoreTests", dependencies: ["HTTPCore"], swiftSettings: strict),
         .testTarget(name: "OriginTests", dependencies: ["DarterCore", "HTTPCore", "Origin", "DarterIO", "DarterTestSupport"], swiftSettings: strict),

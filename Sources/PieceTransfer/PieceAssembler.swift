@@ -130,22 +130,56 @@ public final class PieceAssembler: @unchecked Sendable {
         return SharedIOBuffer(pieceSize < pieceLength ? IOBuffer(capacity: pieceSize) : store.io.makeBuffer(capacity: pieceSize))
     }
 
-    /// The full (or final) piece: its CRC32C, then memory and the feed, then the store. A piece
-    /// that a client must read from the store (it is no longer in memory) is read ahead.
+    /// A buffer for a whole piece `index` (a parent's piece is received into it): a spare one,
+    /// else a new aligned one; `length` bytes of it are used.
+    public func makePieceBuffer(index: Int) -> SharedIOBuffer {
+        let length = contentLength.map { PieceMath.length(ofPiece: index, contentLength: $0, pieceLength: pieceLength) } ?? pieceLength
+        if let spare = resident.takeSpare(capacity: alignUp(length)) { return spare }
+        return SharedIOBuffer(length < pieceLength ? IOBuffer(capacity: length) : store.io.makeBuffer(capacity: length))
+    }
+
+    /// A whole piece that arrived out of order (from a parent), already checked against `crc`:
+    /// into memory and the feed at once, then the store, as a streamed piece goes. Waits while
+    /// `piecesInFlight` writes are busy (backpressure on the download). The buffer then belongs
+    /// to ``ResidentPieces``: take a new one for the next piece. False after a failure.
+    public func acceptWholePiece(_ index: Int, _ piece: SharedIOBuffer, length: Int, crc: UInt32) async -> Bool {
+        while true {
+            let ready: Bool? = await withCheckedContinuation { c in
+                let r = shared.withLock { s -> Bool? in
+                    if s.error != nil { return nil }
+                    if s.writing >= piecesInFlight { s.wakers.append { c.resume(returning: false) }; return false }
+                    s.writing += 1  // the slot is ours: concurrent callers never overrun piecesInFlight
+                    return true
+                }
+                if r != false { c.resume(returning: r) }
+            }
+            guard let ready else { return false }
+            if ready { break }
+        }
+        publishAndWrite(piece, index: index, length: length, crc: crc, slotTaken: true)
+        return true
+    }
+
+    /// The full (or final) piece of the stream.
     private func submitPiece() {
         guard let piece = current, fill > 0 else { return }
         current = nil
         let (index, length) = (nextPiece, fill)
         nextPiece += 1
         fill = 0
+        publishAndWrite(piece, index: index, length: length, crc: piece.buffer.crc32c(0..<length))
+    }
+
+    /// A piece and its CRC32C: memory and the feed first, then the store. A piece that a client
+    /// must read from the store (it is no longer in memory) is read ahead.
+    private func publishAndWrite(_ piece: SharedIOBuffer, index: Int, length: Int, crc: UInt32, slotTaken: Bool = false) {
         let (store, id, pageCacheOnIngest, resident) = (self.store, self.id, self.pageCacheOnIngest, self.resident)
-        let crc = piece.buffer.crc32c(0..<length)
         let departed = resident.publish(id, index: index, piece, length: length, crc: crc).filter { $0.needed || pageCacheOnIngest }
         arrivals?.announce(id, .piece(index))
         if !departed.isEmpty {
             Task { [store] in for d in departed { await store.prefetchPiece(d.id, index: d.index) } }
         }
-        shared.withLock { $0.writing += 1 }
+        if !slotTaken { shared.withLock { $0.writing += 1 } }
         let write = Task { [self] in
             let commit: Task<Void, any Error>
             do {

@@ -12,7 +12,7 @@ public struct Scheduler: Sendable {
         /// A host not heard from for this long is forgotten (with everything it held).
         public var hostTTLMilliseconds: Int = 15_000
         /// Parents handed out per announce.
-        public var maxParents: Int = 8
+        public var maxParents: Int = 16
         /// Children downloading from a parent at which it counts as fully loaded.
         public var childrenPerParent: Int = 8
         /// Failures reported against a parent (by any child, within `blockMilliseconds`) that get
@@ -50,6 +50,7 @@ public struct Scheduler: Sendable {
 
     public var hostCount: Int { hosts.count }
     public var taskCount: Int { tasks.count }
+    public var seedCount: Int { hosts.values.filter { $0.registration.role == .seed }.count }
 
     // MARK: Hosts
 
@@ -130,7 +131,15 @@ public struct Scheduler: Sendable {
                 ? "no host holds task \(a.task) and no seed can fetch it" : "no seed is registered and no host holds task \(a.task)"
             return (AnnounceReply(backToSource: true, reason: why), nil)
         }
-        return (AnnounceReply(parents: parents), trigger)
+        return (AnnounceReply(parents: parents, seedShare: seedShare(for: a.host, in: task)), trigger)
+    }
+
+    /// The host's place among the task's peers still downloading (sorted by id): which pieces it
+    /// asks seeds for.
+    func seedShare(for host: String, in task: SwarmTask) -> SeedShare? {
+        let downloading = task.members.filter { $0.value.state == .downloading && hosts[$0.key]?.registration.role == .peer }.map(\.key).sorted()
+        guard let index = downloading.firstIndex(of: host) else { return nil }
+        return SeedShare(index: index, count: downloading.count)
     }
 
     /// `POST /tasks/{id}/progress`: new pieces, the state, what pieces cost and which parents failed.
@@ -158,6 +167,12 @@ public struct Scheduler: Sendable {
         tasks[p.task] = task
         if p.state != .downloading { assign([], to: p.host, in: p.task) }
         if p.state == .failed, member.pieces.isEmpty { removeMember(p.host, from: p.task) }
+    }
+
+    /// The service could not reach `host` (a seed it asked to fetch): one failure against it,
+    /// as a child's report would count.
+    public mutating func parentUnreachable(_ host: String, now: Int64) {
+        hosts[host]?.recordFailure(now: now, config: config)
     }
 
     // MARK: Choosing

@@ -203,6 +203,19 @@ public struct ParentCandidate: Sendable, Equatable {
     }
 }
 
+/// Which pieces a host asks seeds for: those with `piece % count == index`. The scheduler deals
+/// the task's pieces out among the peers downloading it, so a seed sends each piece about once
+/// and the peers pass it on.
+public struct SeedShare: Sendable, Equatable {
+    public var index: Int
+    public var count: Int
+    public init(index: Int, count: Int) {
+        self.index = index
+        self.count = count
+    }
+    public func owns(_ piece: Int) -> Bool { piece % count == index }
+}
+
 /// The answer to an announce: parents to download from, or go to the origin (`reason` says why).
 /// With neither (`parents` empty, `backToSource` false) ask again after `retryMilliseconds`.
 public struct AnnounceReply: Sendable, Equatable {
@@ -210,17 +223,21 @@ public struct AnnounceReply: Sendable, Equatable {
     public var backToSource: Bool
     public var reason: String?
     public var retryMilliseconds: Int?
+    public var seedShare: SeedShare?
 
-    public init(parents: [ParentCandidate] = [], backToSource: Bool = false, reason: String? = nil, retryMilliseconds: Int? = nil) {
+    public init(parents: [ParentCandidate] = [], backToSource: Bool = false, reason: String? = nil, retryMilliseconds: Int? = nil,
+                seedShare: SeedShare? = nil) {
         self.parents = parents
         self.backToSource = backToSource
         self.reason = reason
         self.retryMilliseconds = retryMilliseconds
+        self.seedShare = seedShare
     }
 
     public var json: JSONValue {
         ["parents": .array(parents.map(\.json)), "backToSource": .bool(backToSource), "reason": JSONValue(reason),
-         "retryMilliseconds": retryMilliseconds.map { JSONValue($0) } ?? .null]
+         "retryMilliseconds": retryMilliseconds.map { JSONValue($0) } ?? .null,
+         "seedShare": seedShare.map { ["index": JSONValue($0.index), "count": JSONValue($0.count)] } ?? .null]
     }
 
     public init(json: JSONValue) throws(ProtocolError) {
@@ -230,6 +247,13 @@ public struct AnnounceReply: Sendable, Equatable {
         backToSource = try f.bool("backToSource", default: false)
         reason = try f.optionalString("reason", limit: 1024)
         retryMilliseconds = try f.optionalInteger("retryMilliseconds", min: 0).map { Int($0) }
+        if let share = f.present("seedShare") {
+            var g = Fields(share, "announce reply: seedShare")
+            let count = Int(try g.integer("count", min: 1))
+            let index = Int(try g.integer("index", min: 0))
+            guard index < count else { throw ProtocolError("announce reply: seedShare: index \(index) is not below count \(count)") }
+            seedShare = SeedShare(index: index, count: count)
+        }
     }
 
     public init(parsing bytes: [UInt8]) throws(ProtocolError) { try self.init(json: parseObject(bytes, "announce reply")) }

@@ -5,6 +5,7 @@ import PieceStore
 import Synchronization
 import PieceTransfer
 import DarterCore
+import SwarmDownload
 
 /// Settings of the origin shield.
 public struct ShieldConfiguration: Sendable {
@@ -85,12 +86,15 @@ final class Ingestor: Sendable {
     let resident: ResidentPieces
     /// Pieces as they land, for the piece protocol's arrivals feeds.
     let arrivals = PieceArrivals()
+    /// On a peer: tasks come through the swarm first (nil on a seed: from the origin).
+    let swarm: SwarmSource?
     private let jobs = Mutex<[TaskID: IngestJob]>([:])
     private let negative = Mutex<[TaskID: (status: Int, reason: String, until: Int64)]>([:])
     /// When each cached URL task was last confirmed fresh by its origin (monotonic seconds).
     private let validated = Mutex<[TaskID: Int64]>([:])
 
-    init(store: PieceStore, origins: OriginBackends, registry: RegistryClient, configuration: ShieldConfiguration) {
+    init(store: PieceStore, origins: OriginBackends, registry: RegistryClient, configuration: ShieldConfiguration, swarm: SwarmSource? = nil) {
+        self.swarm = swarm
         self.store = store
         self.origins = origins
         self.registry = registry
@@ -162,6 +166,7 @@ final class Ingestor: Sendable {
     }
 
     private func run(_ job: IngestJob, _ source: ObjectSource) async {
+        if let swarm, await runThroughSwarm(swarm, job, source) { return }
         let segments = Mutex<[Task<String?, Never>]>([])
         let first = IngestSink(store: store, source: source, configuration: configuration, resident: resident, arrivals: arrivals) { info in
             job.resolveStart(.ready(info, hit: false))

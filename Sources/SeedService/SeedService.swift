@@ -6,6 +6,7 @@ import PieceStore
 import PieceProtocol
 import PieceTransfer
 import DarterCore
+import SwarmDownload
 
 /// The seed peer's HTTP routes over the piece store:
 /// `GET|HEAD /tasks/{id}`, `/tasks/{id}/pieces/{n}`, `/tasks/{id}/meta`, `/healthz`, `/metrics`.
@@ -20,11 +21,12 @@ public final class SeedService: HTTPHandler {
     /// - Parameters:
     ///   - origin: origin access for the shield front doors; nil serves the store only.
     ///   - origins: the backends by scheme (plain http on the event loops, the rest on libcurl).
+    ///   - swarm: on a peer, where tasks come from first (the scheduler and parents).
     public init(store: PieceStore, metrics: ServerMetrics, origins: OriginBackends? = nil, registry: RegistryClient? = nil,
-                shield: ShieldConfiguration = ShieldConfiguration()) {
+                shield: ShieldConfiguration = ShieldConfiguration(), swarm: SwarmSource? = nil) {
         self.store = store
         self.metrics = metrics
-        ingestor = origins.map { Ingestor(store: store, origins: $0, registry: registry ?? RegistryClient(origin: $0.curl), configuration: shield) }
+        ingestor = origins.map { Ingestor(store: store, origins: $0, registry: registry ?? RegistryClient(origin: $0.curl), configuration: shield, swarm: swarm) }
     }
 
     public func handle(_ request: HTTPRequestHead, body: [UInt8], respond: @escaping @Sendable (Response) -> Void) {

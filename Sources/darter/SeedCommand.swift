@@ -3,6 +3,10 @@ import Glibc
 #endif
 import Dispatch
 import DarterIO
+import HTTPClient
+import SchedulerClient
+import SchedulerProtocol
+import SwarmDownload
 import HTTPServer
 import Origin
 import PieceStore
@@ -10,9 +14,12 @@ import SeedService
 
 /// `darter seed`: the seed peer's server over the piece store.
 enum SeedCommand {
-    static func run(_ argv: [String]) async throws {
+    /// `darter seed` (role seed: tasks come from origins) and `darter peer` (role peer: tasks
+    /// come through the swarm first; `--scheduler` required). The same front doors on both.
+    static func run(_ argv: [String], role: HostRole = .seed) async throws {
+        let command = role == .seed ? "seed" : "peer"
         let defaults = ServerConfiguration(), shieldDefaults = ShieldConfiguration()
-        let args = try Arguments(command: "seed", flags: storeFlags + [
+        let args = try Arguments(command: command, flags: storeFlags + [
             .init(name: "listen", defaultValue: "127.0.0.1:65001", help: "address to serve on (HOST:PORT; [v6]:PORT)"),
             .init(name: "serve-mode", defaultValue: "auto", help: "auto | copy | sendfile | splice | zerocopy | mixed (auto: \(ServeMode.measuredDefault.rawValue), measured; mixed: sendfile up to \(defaults.smallBodyLimit >> 10) KiB, copy above)"),
             .init(name: "loops", defaultValue: String(defaults.loops), help: "event loops (threads)"),
@@ -33,20 +40,20 @@ enum SeedCommand {
             .init(name: "s3-endpoint", defaultValue: "", help: "S3-compatible endpoint for s3:// URLs, path-style (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL or the AWS profile's endpoint_url, else AWS)"),
             .init(name: "http-origin-backend", defaultValue: "loop", help: "how plain http:// origins are fetched: loop (the event loops' own HTTP client, bodies straight into piece buffers) | curl (libcurl, as https and s3 are)"),
             .init(name: "chunk-size", defaultValue: "\(defaults.chunkSize >> 10)k", help: "bytes per read/send (or splice) of a file body"),
-        ], arguments: argv)
+        ] + SwarmFlags.flags(role: role), arguments: argv)
         if args.wantsHelp { print(args.usage); return }
 
         var config = ServerConfiguration()
         let listen = args.string("listen")
         guard let colon = listen.lastIndex(of: ":"), let port = UInt16(listen[listen.index(after: colon)...]) else {
-            throw UsageError("seed: --listen must be HOST:PORT (e.g. 127.0.0.1:65001), got '\(listen)'")
+            throw UsageError("\(command): --listen must be HOST:PORT (e.g. 127.0.0.1:65001), got '\(listen)'")
         }
         config.host = String(listen[..<colon]).trimmingBrackets()
         config.port = port
         let mode = args.string("serve-mode")
         if mode != "auto" {
             guard let m = ServeMode(rawValue: mode) else {
-                throw UsageError("seed: --serve-mode must be auto, copy, sendfile, splice, zerocopy or mixed, got '\(mode)'")
+                throw UsageError("\(command): --serve-mode must be auto, copy, sendfile, splice, zerocopy or mixed, got '\(mode)'")
             }
             config.serveMode = m
         }
@@ -57,7 +64,7 @@ enum SeedCommand {
         config.sendTimeout = Int64(try args.int("send-timeout"))
         config.chunkSize = try args.int("chunk-size")
         guard config.chunkSize >= 16 << 10 && config.chunkSize <= 16 << 20 && config.chunkSize % 4096 == 0 else {
-            throw UsageError("seed: --chunk-size must be a multiple of 4k from 16k to 16m, got '\(args.string("chunk-size"))'")
+            throw UsageError("\(command): --chunk-size must be a multiple of 4k from 16k to 16m, got '\(args.string("chunk-size"))'")
         }
 
         var shield = ShieldConfiguration()
@@ -65,81 +72,92 @@ enum SeedCommand {
         // Enforced by the origin client on every connection a fetch opens.
         switch OriginAllowlist.parse(args.string("origin-allow")) {
         case .success(let a): originConfig.allowlist = a
-        case .failure(let e): throw UsageError("seed: \(e)")
+        case .failure(let e): throw UsageError("\(command): \(e)")
         }
         shield.retries = max(0, try args.int("origin-retries"))
         shield.connections = max(1, try args.int("origin-connections"))
         shield.segmentThreshold = Int64(try args.int("origin-split-size"))
         guard shield.segmentThreshold >= 4 << 20 else {
-            throw UsageError("seed: --origin-split-size must be at least 4m (one piece), got '\(args.string("origin-split-size"))'")
+            throw UsageError("\(command): --origin-split-size must be at least 4m (one piece), got '\(args.string("origin-split-size"))'")
         }
         shield.pageCacheOnIngest = try args.bool("page-cache-on-ingest")
         shield.followMemory = try args.int("follow-memory")
         guard shield.followMemory >= 0 else {
-            throw UsageError("seed: --follow-memory must be a size of 0 or more (e.g. 256m), got '\(args.string("follow-memory"))'")
+            throw UsageError("\(command): --follow-memory must be a size of 0 or more (e.g. 256m), got '\(args.string("follow-memory"))'")
         }
         let mirror = args.string("registry-mirror")
         if !mirror.isEmpty {
             guard mirror.hasPrefix("http://") || mirror.hasPrefix("https://") else {
-                throw UsageError("seed: --registry-mirror must be an http:// or https:// URL, got '\(mirror)'")
+                throw UsageError("\(command): --registry-mirror must be an http:// or https:// URL, got '\(mirror)'")
             }
             shield.registryMirror = mirror.hasSuffix("/") ? String(mirror.dropLast()) : mirror
         }
         if !args.string("ca-file").isEmpty {
-            guard SystemCalls.exists(args.string("ca-file")) else { throw UsageError("seed: --ca-file \(args.string("ca-file")) does not exist") }
+            guard SystemCalls.exists(args.string("ca-file")) else { throw UsageError("\(command): --ca-file \(args.string("ca-file")) does not exist") }
             originConfig.caFile = args.string("ca-file")
         }
         if !args.string("s3-endpoint").isEmpty {
             originConfig.s3.endpoint = args.string("s3-endpoint")
         }
         if let source = originConfig.s3.credentialSource {
-            log("seed: s3 credentials from \(source), region \(originConfig.s3.region)")
+            log("\(command): s3 credentials from \(source), region \(originConfig.s3.region)")
         }
         let origin = OriginClient(configuration: originConfig)
         let httpBackend = args.string("http-origin-backend")
         guard httpBackend == "loop" || httpBackend == "curl" else {
-            throw UsageError("seed: --http-origin-backend must be loop or curl, got '\(httpBackend)'")
+            throw UsageError("\(command): --http-origin-backend must be loop or curl, got '\(httpBackend)'")
         }
         var registryCredentials: [String: (username: String, password: String)] = [:]
         let path = args.string("registry-auth-file")
         if !path.isEmpty {
             let auth: RegistryAuthFile
             do { auth = try RegistryAuthFile(parsing: try SystemCalls.readSmallFile(path)) } catch {
-                throw UsageError("seed: --registry-auth-file \(path): \(error)")
+                throw UsageError("\(command): --registry-auth-file \(path): \(error)")
             }
             registryCredentials = auth.credentials
-            log("seed: registry credentials for \(auth.credentials.keys.sorted().joined(separator: ", ")) from \(path)"
+            log("\(command): registry credentials for \(auth.credentials.keys.sorted().joined(separator: ", ")) from \(path)"
                 + (auth.skipped.isEmpty ? "" : " (skipped, no user and password: \(auth.skipped.joined(separator: ", ")))"))
         }
 
+        let swarmConfig = role == .peer ? try SwarmFlags.swarmConfiguration(args) : SwarmConfiguration()
         signal(SIGPIPE, SIG_IGN)
         SystemCalls.returnLargeAllocationsToKernel()
         let store = try await openStore(args)
         let metrics = ServerMetrics()
         let server: HTTPServer
+        let group: EventLoopGroup
+        let swarm: SchedulerClient?
         do {
-            // One set of event loops for the server's connections and the origin fetches.
-            let group = try HTTPServer.makeGroup(config)
+            // One set of event loops for the server's connections, the origin fetches and the swarm.
+            group = try HTTPServer.makeGroup(config)
+            swarm = try SwarmFlags.schedulerClient(args, role: role, listenHost: config.host, port: config.port, store: store, client: HTTPClient(group: group))
             let origins = OriginBackends(curl: origin, http: httpBackend == "loop" ? HTTPOriginBackend(group: group, configuration: originConfig, fallback: origin) : nil)
-            let service = SeedService(store: store, metrics: metrics, origins: origins, registry: RegistryClient(origin: origin, credentials: registryCredentials), shield: shield)
+            let source = role == .peer ? swarm.map { SwarmSource(scheduler: $0, group: group, configuration: swarmConfig, log: { log($0) }) } : nil
+            let service = SeedService(store: store, metrics: metrics, origins: origins, registry: RegistryClient(origin: origin, credentials: registryCredentials),
+                                      shield: shield, swarm: source)
             server = try HTTPServer(configuration: config, handler: service, metrics: metrics, group: group)
+        } catch let e as UsageError {
+            await store.close()
+            throw e
         } catch {
             await store.close()
-            throw UsageError("seed: cannot listen on \(listen): \(error)")
+            throw UsageError("\(command): cannot listen on \(listen): \(error)")
         }
         server.start()
-        log("seed: listening on \(config.host):\(server.port) (\(config.loops) loops, serve mode \(config.serveMode.rawValue), data \(args.string("data-dir")), \(store.usage.taskCount) tasks)")
+        log("\(command): listening on \(config.host):\(server.port) (\(config.loops) loops, serve mode \(config.serveMode.rawValue), data \(args.string("data-dir")), \(store.usage.taskCount) tasks)")
+        swarm?.start()
 
         // SIGTERM / SIGINT: stop accepting, finish in-flight responses, flush the store, exit 0.
         for sig in [SIGTERM, SIGINT] { signal(sig, SIG_IGN) }
         let sources = [SIGTERM, SIGINT].map { sig in
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             source.setEventHandler {
-                log("seed: signal \(sig), shutting down")
+                log("\(command): signal \(sig), shutting down")
                 Task {
+                    await swarm?.stop()
                     await server.shutdown()
                     await store.close()
-                    log("seed: stopped")
+                    log("\(command): stopped")
                     exit(0)
                 }
             }

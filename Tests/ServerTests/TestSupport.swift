@@ -39,22 +39,23 @@ final class SeedProcess: Sendable {
     /// Starts `darter seed --listen 127.0.0.1:<free port> --data-dir <dataDir> <extra>` and waits
     /// for its `seed: listening on` line. A port another process took between the probe and the
     /// seed's bind (suites run in parallel) is retried with a new one.
-    static func start(dataDir: String, extra: [String] = [], timeout: Double = 30) async throws -> SeedProcess {
+    /// `command` "peer" starts `darter peer` the same way.
+    static func start(dataDir: String, extra: [String] = [], timeout: Double = 30, command: String = "seed") async throws -> SeedProcess {
         var attempt = 0
         while true {
             do {
-                return try await startOnce(dataDir: dataDir, extra: extra, timeout: timeout)
+                return try await startOnce(dataDir: dataDir, extra: extra, timeout: timeout, command: command)
             } catch let e as TestError where e.description.contains("Address already in use") && attempt < 5 {
                 attempt += 1
             }
         }
     }
 
-    private static func startOnce(dataDir: String, extra: [String], timeout: Double) async throws -> SeedProcess {
+    private static func startOnce(dataDir: String, extra: [String], timeout: Double, command: String) async throws -> SeedProcess {
         let port = try freePort()
-        let process = try ChildProcess(DarterBinary.path, ["seed", "--listen", "127.0.0.1:\(port)", "--data-dir", dataDir] + extra,
-                                       logPath: dataDir + ".seed.log")
-        try await process.waitForLog("seed: listening on", timeout: timeout)
+        let process = try ChildProcess(DarterBinary.path, [command, "--listen", "127.0.0.1:\(port)", "--data-dir", dataDir] + extra,
+                                       logPath: dataDir + ".\(command).log")
+        try await process.waitForLog("\(command): listening on", timeout: timeout)
         return SeedProcess(process: process, port: port, dataDir: dataDir)
     }
 

@@ -1,0 +1,178 @@
+import DarterCore
+import PieceProtocol
+
+/// Which piece to ask which parent for next (pure; the peer's download engine and the
+/// simulator drive it). Order of preference for a parent with a free request slot:
+/// 1. pieces in the streaming window — the `window` pieces from the reader's position, lowest
+///    first — so a client reading the task in order (`/download`, `darter get -O -`) is fed;
+/// 2. elsewhere, the rarest piece among the parents this host knows (fewest holders), ties broken
+///    by a per-host seeded random order so peers starting together fetch different pieces and
+///    have something to give each other at once;
+/// 3. in the endgame (at most `endgamePieces` missing, every one of them asked for), a piece
+///    another parent is already fetching, at most `maxDuplicates` requests per piece, so one slow
+///    parent cannot hold back the last pieces.
+///
+/// A *scarce* parent (a seed: one upload link feeding the whole swarm) is asked only for the
+/// pieces this host *owns*: pieces are dealt round robin over this host and its peer parents,
+/// each to one owner, who fetches it from the seed and passes it on, so the seed sends
+/// each piece about once. Without that, peers starting together ask the seed for the same pieces
+/// and the seed's link, sending them twice or more, sets the swarm's pace (simulated, 8 peers:
+/// 1.88× the ideal time with the seed sending 1.9 copies).
+public struct PieceSelector: Sendable {
+    public let pieceCount: Int
+    public var window: Int
+    public var maxDuplicates: Int
+    public var endgamePieces: Int
+    /// This host's name (ownership of pieces at scarce parents).
+    public let me: String
+    public private(set) var have: PieceSet
+    /// The next piece a streaming reader needs (0 when nobody reads in order).
+    public private(set) var readerPosition = 0
+    private var holders: [String: PieceSet] = [:]
+    private var availability: [Int]
+    private var inFlight: [Int: [String]] = [:]
+    /// A random rank per piece (ties among equally rare pieces).
+    private let tieRank: [UInt32]
+    private var scarce: Set<String> = []
+    /// Per piece: whether this host owns it (recomputed when the peer parents change, unless
+    /// the scheduler dealt a share).
+    private var owned: [Bool]
+    private var dealt = false
+
+    public init(pieceCount: Int, have: PieceSet = PieceSet(), window: Int = 4, maxDuplicates: Int = 2, endgamePieces: Int = 4,
+                me: String = "", seed: UInt64) {
+        precondition(pieceCount >= 0)
+        self.pieceCount = pieceCount
+        self.window = window
+        self.maxDuplicates = maxDuplicates
+        self.endgamePieces = endgamePieces
+        self.me = me
+        self.have = have
+        owned = Array(repeating: true, count: pieceCount)
+        availability = Array(repeating: 0, count: pieceCount)
+        var rng = SplitMix64(seed: seed)
+        tieRank = (0..<pieceCount).map { _ in UInt32(truncatingIfNeeded: rng.next()) }
+        while readerPosition < pieceCount && have.contains(readerPosition) { readerPosition += 1 }
+    }
+
+    public var isComplete: Bool { have.count >= pieceCount }
+    public var remaining: Int { pieceCount - have.count }
+    public var parents: [String] { holders.keys.sorted() }
+    public func pieces(of parent: String) -> PieceSet? { holders[parent] }
+    public func requests(for piece: Int) -> [String] { inFlight[piece] ?? [] }
+    public func holderCount(_ piece: Int) -> Int { availability[piece] }
+
+    // MARK: What parents hold
+
+    /// A parent's snapshot or new pieces (its availability feed): added to what it holds. A
+    /// `scarce` parent (a seed, the origin) is asked only for pieces this host owns.
+    public mutating func parentHas(_ parent: String, _ pieces: PieceSet, scarce isScarce: Bool = false) {
+        let isNew = holders[parent] == nil
+        var known = holders[parent] ?? PieceSet()
+        for i in pieces.indexes where i < pieceCount && known.insert(i) { availability[i] += 1 }
+        holders[parent] = known
+        if isNew {
+            if isScarce { scarce.insert(parent) }
+            else { recomputeOwnership() }
+        }
+    }
+
+    /// Whether this host fetches `piece` from scarce parents.
+    public func owns(_ piece: Int) -> Bool { owned[piece] }
+
+    /// Round robin over the sorted group from an offset every member computes alike: each of n
+    /// members owns pieceCount/n pieces exactly (rendezvous hashing's uneven shares left the
+    /// seed idle while the owner of the most pieces still fetched: 1.65× ideal, simulated).
+    /// The scheduler's deal: this host owns the pieces with `piece % count == index` (every
+    /// peer of the task gets the same deal, where parent lists differ from host to host).
+    public mutating func setShare(index: Int, count: Int) {
+        guard count > 0, index >= 0, index < count else { return }
+        dealt = true
+        for i in 0..<pieceCount { owned[i] = i % count == index }
+    }
+
+    private mutating func recomputeOwnership() {
+        guard !dealt else { return }
+        let group = (holders.keys.filter { !scarce.contains($0) } + [me]).sorted()
+        guard let mine = group.firstIndex(of: me) else { return }
+        let offset = Int(RendezvousHash.fnv1a(group.joined(separator: ",")) % UInt64(group.count))
+        for i in 0..<pieceCount { owned[i] = (i + offset) % group.count == mine }
+    }
+
+    /// A parent that left or was dropped: its pieces no longer count, its requests are void
+    /// (the caller cancels them).
+    public mutating func removeParent(_ parent: String) {
+        guard let known = holders.removeValue(forKey: parent) else { return }
+        for i in known.indexes { availability[i] -= 1 }
+        for (piece, parents) in inFlight where parents.contains(parent) { drop(piece, parent) }
+        if scarce.remove(parent) == nil { recomputeOwnership() }
+    }
+
+    public mutating func setReaderPosition(_ piece: Int) { readerPosition = max(0, min(piece, pieceCount)) }
+
+    // MARK: Requests
+
+    /// The piece to ask `parent` for now, or nil when it has nothing this host lacks that is
+    /// worth asking it for. The request counts as in flight until `received` or `failed`.
+    public mutating func next(for parent: String) -> Int? {
+        guard let known = holders[parent] else { return nil }
+        let onlyOwned = scarce.contains(parent)
+        func wanted(_ i: Int) -> Bool { !have.contains(i) && known.contains(i) }
+        func worthIt(_ i: Int) -> Bool { wanted(i) && inFlight[i] == nil && (!onlyOwned || owned[i]) }
+        // 1. The streaming window, in order.
+        if readerPosition < pieceCount {
+            for i in readerPosition..<min(pieceCount, readerPosition + window) where wanted(i) && inFlight[i] == nil {
+                return start(i, parent)
+            }
+        }
+        // 2. Rarest first among pieces nobody is fetching.
+        var best: Int?
+        for i in 0..<pieceCount where worthIt(i) {
+            if let b = best, (availability[i], tieRank[i]) >= (availability[b], tieRank[b]) { continue }
+            best = i
+        }
+        if let best { return start(best, parent) }
+        // A scarce parent, to a host with nothing at all in flight: a piece no other parent holds
+        // (its owner may be gone, or not among this host's parents), so nobody starves.
+        if onlyOwned && inFlight.isEmpty {
+            for i in 0..<pieceCount where wanted(i) && inFlight[i] == nil && holders.allSatisfy({ $0.key == parent || scarce.contains($0.key) || !$0.value.contains(i) }) {
+                if let b = best, (tieRank[i]) >= (tieRank[b]) { continue }
+                best = i
+            }
+            if let best { return start(best, parent) }
+        }
+        // 3. Endgame: duplicate the request that has waited with fewest copies (window pieces first).
+        guard remaining <= endgamePieces, (0..<pieceCount).allSatisfy({ have.contains($0) || inFlight[$0] != nil }) else { return nil }
+        var dup: (key: (Int, Int, Int), piece: Int)?
+        for (i, parents) in inFlight where wanted(i) && parents.count < maxDuplicates && !parents.contains(parent) && (!onlyOwned || owned[i]) {
+            let key = (i < readerPosition + window ? 0 : 1, parents.count, i)
+            if dup == nil || key < dup!.key { dup = (key, i) }
+        }
+        return dup.map { start($0.piece, parent) }
+    }
+
+    /// `piece` arrived whole and checked (from `parent`): other requests for it are now
+    /// redundant; returns the parents to cancel them on.
+    @discardableResult
+    public mutating func received(_ piece: Int, from parent: String) -> [String] {
+        have.insert(piece)
+        let others = (inFlight.removeValue(forKey: piece) ?? []).filter { $0 != parent }
+        while readerPosition < pieceCount && have.contains(readerPosition) { readerPosition += 1 }
+        return others
+    }
+
+    /// The request for `piece` from `parent` failed (error, bad piece, deadline): it may be
+    /// asked again of anyone.
+    public mutating func failed(_ piece: Int, from parent: String) { drop(piece, parent) }
+
+    private mutating func start(_ piece: Int, _ parent: String) -> Int {
+        inFlight[piece, default: []].append(parent)
+        return piece
+    }
+
+    private mutating func drop(_ piece: Int, _ parent: String) {
+        guard var parents = inFlight[piece] else { return }
+        parents.removeAll { $0 == parent }
+        inFlight[piece] = parents.isEmpty ? nil : parents
+    }
+}

@@ -1,0 +1,185 @@
+import Synchronization
+import DarterCore
+import HTTPClient
+import HTTPCore
+import PieceProtocol
+import SchedulerProtocol
+
+/// A daemon's side of the scheduler protocol (docs/PROTOCOL.md, "Scheduler"): it registers
+/// with every scheduler it is given (each must know it as a parent), keeps alive, registers
+/// again with what it holds whenever a scheduler does not know it (restarted, or the TTL
+/// passed), and sends a task's announces and reports to the scheduler the task id hashes to,
+/// the next one on the ring when that one does not answer.
+public final class SchedulerClient: Sendable {
+    public struct Configuration: Sendable {
+        /// Scheduler base addresses (`http://host:port`; the target is ignored).
+        public var schedulers: [HTTPClientURL]
+        public var token: String?
+        /// This host as it registers (its `tasks` are filled from the inventory each time).
+        public var identity: HostRegistration
+        /// How long one request to a scheduler may take.
+        public var requestTimeout: Duration = .seconds(5)
+        public init(schedulers: [HTTPClientURL], token: String?, identity: HostRegistration) {
+            self.schedulers = schedulers
+            self.token = token.flatMap { $0.isEmpty ? nil : $0 }
+            self.identity = identity
+        }
+    }
+
+    public enum Failure: Error, Sendable, CustomStringConvertible {
+        /// No scheduler answered (each one's error, in the order tried).
+        case unreachable([String])
+        /// A scheduler answered something other than the protocol's answer.
+        case refused(String)
+        public var description: String {
+            switch self {
+            case .unreachable(let why): "no scheduler answered: " + why.joined(separator: "; ")
+            case .refused(let why): why
+            }
+        }
+    }
+
+    public let configuration: Configuration
+    let client: HTTPClient
+    let inventory: @Sendable () -> [HeldTask]
+    let log: @Sendable (String) -> Void
+    /// Per scheduler (by `hostHeader`): the keep-alive interval it asked for, once registered.
+    let registered = Mutex<[String: Int]>([:])
+    let loop = Mutex<Task<Void, Never>?>(nil)
+
+    /// - Parameter inventory: what this host holds now (sent with every registration).
+    public init(configuration: Configuration, client: HTTPClient, inventory: @escaping @Sendable () -> [HeldTask],
+                log: @escaping @Sendable (String) -> Void = { _ in }) {
+        self.configuration = configuration
+        self.client = client
+        self.inventory = inventory
+        self.log = log
+    }
+
+    /// Registers everywhere and keeps alive until `stop()`.
+    public func start() {
+        let task = Task { [self] in
+            while !Task.isCancelled {
+                var interval = 5_000
+                for s in configuration.schedulers {
+                    if let ms = await keepAliveOrRegister(s) { interval = min(interval, ms) }
+                }
+                try? await Task.sleep(for: .milliseconds(max(200, interval)))
+            }
+        }
+        loop.withLock { $0 = task }
+    }
+
+    /// Stops keeping alive and tells every scheduler this host leaves (best effort).
+    public func stop() async {
+        loop.withLock { $0?.cancel(); $0 = nil }
+        for s in configuration.schedulers {
+            _ = try? await send(.delete, s, SchedulerProtocol.hostPath(configuration.identity.id), body: nil)
+        }
+    }
+
+    /// Whether at least one scheduler has this host registered now.
+    public var isRegistered: Bool { registered.withLock { !$0.isEmpty } }
+
+    /// The schedulers for `task`, best first (rendezvous hashing on the task id, so every
+    /// daemon sends a task's announces to the same scheduler).
+    public func schedulers(for task: TaskID) -> [HTTPClientURL] {
+        let byName = Dictionary(configuration.schedulers.map { ($0.hostHeader, $0) }, uniquingKeysWith: { a, _ in a })
+        return RendezvousHash.ranked(task.description, Array(byName.keys)).compactMap { byName[$0] }
+    }
+
+    /// Asks the task's scheduler for parents; one that does not know this host gets a
+    /// registration first; one that does not answer passes the question to the next.
+    public func announce(_ a: Announce) async throws(Failure) -> AnnounceReply {
+        var errors: [String] = []
+        for s in schedulers(for: a.task) {
+            do {
+                var r = try await send(.post, s, SchedulerProtocol.announcePath(a.task), body: a.json)
+                if r.status == 404, await register(s) != nil {
+                    r = try await send(.post, s, SchedulerProtocol.announcePath(a.task), body: a.json)
+                }
+                if r.status >= 500 {
+                    errors.append("\(s.hostHeader) answered \(r.status): \(text(r))")
+                    continue
+                }
+                guard r.status == 200 else { throw Failure.refused("scheduler \(s.hostHeader) answered \(r.status) to an announce: \(text(r))") }
+                do { return try AnnounceReply(parsing: r.body) } catch {
+                    throw Failure.refused("scheduler \(s.hostHeader) sent an announce reply that does not parse: \(error)")
+                }
+            } catch let e as Failure {
+                throw e
+            } catch {
+                errors.append("\(s.hostHeader): \(error)")
+            }
+        }
+        throw .unreachable(errors)
+    }
+
+    /// Sends a batch of progress to the task's scheduler (best effort: a lost report costs the
+    /// scheduler some accuracy, never the download).
+    public func report(_ p: ProgressReport) async {
+        for s in schedulers(for: p.task) {
+            guard let r = try? await send(.post, s, SchedulerProtocol.progressPath(p.task), body: p.json) else { continue }
+            if r.status == 404, await register(s) != nil {
+                _ = try? await send(.post, s, SchedulerProtocol.progressPath(p.task), body: p.json)
+            }
+            return
+        }
+    }
+
+    // MARK: Registration
+
+    /// A keep-alive if registered there, else (or when it says it does not know us) a
+    /// registration; the interval the scheduler asked for, or nil when it did not answer.
+    func keepAliveOrRegister(_ s: HTTPClientURL) async -> Int? {
+        if let ms = registered.withLock({ $0[s.hostHeader] }) {
+            if let r = try? await send(.post, s, SchedulerProtocol.keepAlivePath(configuration.identity.id), body: nil) {
+                if r.status == 204 { return ms }
+                if r.status != 404 { log("scheduler \(s.hostHeader) answered \(r.status) to a keep-alive: \(text(r))") }
+            } else {
+                registered.withLock { $0[s.hostHeader] = nil }
+                log("scheduler \(s.hostHeader) does not answer; registering again when it does")
+                return nil
+            }
+        }
+        return await register(s)
+    }
+
+    /// Registers with what this host holds now.
+    func register(_ s: HTTPClientURL) async -> Int? {
+        var identity = configuration.identity
+        identity.tasks = inventory()
+        guard let r = try? await send(.post, s, SchedulerProtocol.hostsPath, body: identity.json) else {
+            registered.withLock { $0[s.hostHeader] = nil }
+            return nil
+        }
+        guard r.status == 200, let reply = try? RegistrationReply(parsing: r.body) else {
+            log("scheduler \(s.hostHeader) refused the registration (\(r.status)): \(text(r))")
+            return nil
+        }
+        let wasRegistered = registered.withLock { $0.updateValue(reply.keepAliveMilliseconds, forKey: s.hostHeader) != nil }
+        if !wasRegistered { log("registered with scheduler \(s.hostHeader) as \(identity.role.rawValue) \(identity.id) (\(identity.tasks.count) tasks held)") }
+        return reply.keepAliveMilliseconds
+    }
+
+    func send(_ method: HTTPMethod, _ s: HTTPClientURL, _ target: String, body: JSONValue?) async throws(HTTPClientError) -> HTTPClientResponse {
+        var headers = HTTPHeaders()
+        if body != nil { headers.add(name: "Content-Type", value: "application/json") }
+        if let token = configuration.token { headers.add(name: "Authorization", value: "Bearer \(token)") }
+        let url = HTTPClientURL(host: s.host, port: s.port, target: target)
+        return try await client.send(HTTPClientRequest(method: method, url: url, headers: headers, body: body?.serializedBytes ?? [],
+                                                       deadline: configuration.requestTimeout))
+    }
+
+    func text(_ r: HTTPClientResponse) -> String {
+        String(decoding: r.body.prefix(300), as: UTF8.self).trimmingCharacters(in: "\n")
+    }
+}
+
+extension String {
+    func trimmingCharacters(in c: Character) -> String {
+        var s = Substring(self)
+        while s.last == c { s = s.dropLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,103 @@
+import DarterCore
+import DarterIO
+import Origin
+import PieceProtocol
+import PieceStore
+import PieceTransfer
+import SchedulerProtocol
+import SwarmDownload
+
+extension Ingestor {
+    /// On a peer: the task through the swarm. True when the swarm handled it (complete or
+    /// failed, the job finished); false when the scheduler said to go to the origin (or could
+    /// not be asked) before anything was stored, so the usual origin fetch runs.
+    func runThroughSwarm(_ swarm: SwarmSource, _ job: IngestJob, _ source: ObjectSource) async -> Bool {
+        guard case .url(let url) = source.kind else { return false }
+        let id = source.id
+        let held = store.info(id, pieces: true).map { PieceSet(bitmap: $0.committed) } ?? PieceSet()
+        let announce = Announce(host: swarm.hostID, task: id, url: url, headers: source.headers.map { .init(name: $0.0, value: $0.1) },
+                                digest: source.expectedDigest, pieces: held)
+        let parents: [ParentCandidate]
+        let meta: TaskMetadata
+        let share: SeedShare?
+        switch await swarm.locate(announce) {
+        case .backToSource(let why):
+            guard swarm.configuration.backToSource else {
+                let reason = "\(source.describe): \(why), and --no-back-to-source forbids the origin"
+                SystemCalls.writeStandardError("swarm: \(reason)\n")
+                job.resolveStart(.failed(reason))
+                job.finish()
+                return true
+            }
+            SystemCalls.writeStandardError("swarm: \(source.describe): \(why); from the origin\n")
+            return false
+        case .parents(let m, let p, let s):
+            (meta, parents, share) = (m, p, s)
+        }
+        guard let length = meta.contentLength else { return false }
+        if let expected = source.expectedDigest, let known = meta.digest, known != expected {
+            let reason = "the swarm says \(source.describe) is sha256:\(known.hex), not the expected sha256:\(expected.hex)"
+            job.resolveStart(.failed(reason))
+            job.finish()
+            return true
+        }
+        let info: TaskInfo
+        do {
+            info = try await store.createTask(id, pieceLength: meta.pieceLength, contentLength: length, expectedDigest: source.expectedDigest,
+                                              origin: OriginMetadata(contentType: meta.contentType, sourceURL: source.describe))
+        } catch {
+            job.resolveStart(.failed("cannot store \(source.describe): \(error)"))
+            job.finish()
+            return true
+        }
+        guard info.pieceLength == meta.pieceLength else {
+            // An earlier, incomplete copy here was cut another way than the swarm's.
+            let reason = "\(source.describe): the copy here has \(info.pieceLength)-byte pieces, the swarm's \(meta.pieceLength); delete it to fetch anew"
+            job.resolveStart(.failed(reason))
+            job.finish()
+            return true
+        }
+        resident.beginFetch(id, pieceLength: info.pieceLength)
+        job.resolveStart(.ready(info, hit: false))
+        let assembler = PieceAssembler(store: store, id: id, pieceLength: info.pieceLength, contentLength: length,
+                                       resident: resident, arrivals: arrivals, piecesInFlight: configuration.piecesInFlight,
+                                       pageCacheOnIngest: configuration.pageCacheOnIngest)
+        let origins = self.origins, headers = source.headers
+        let download = SwarmDownload(meta: meta, announce: announce, assembler: assembler, have: PieceSet(bitmap: info.committed),
+                                     scheduler: swarm.scheduler, pieces: swarm.pieces, feeds: swarm.feeds,
+                                     origin: { _, offset, buffer, length in
+                                         switch await origins.fetchPiece(url: url, headers: headers, offset: offset, length: length, into: buffer) {
+                                         case .success: return nil
+                                         case .failure(let e): return e.description
+                                         }
+                                     },
+                                     configuration: swarm.configuration, log: { SystemCalls.writeStandardError($0 + "\n") })
+        let outcome = await download.run(parents: parents, seedShare: share)
+        do {
+            guard case .complete(let bySource) = outcome else {
+                if case .failed(let why) = outcome { throw IngestError.failed(why) }
+                throw IngestError.failed("the swarm gave up")
+            }
+            try await assembler.finish(streamEnded: false)
+            try await store.completeTask(id, contentLength: length, digestInBackground: true,
+                                         whenReadThrough: { [resident] in resident.settled(id) })
+            let fromOrigin = bySource["origin"] ?? 0
+            let parents = bySource.filter { $0.key != "origin" }.sorted { $0.key < $1.key }
+            SystemCalls.writeStandardError("swarm: \(source.describe): complete, \(parents.reduce(0) { $0 + $1.value }) pieces from parents ("
+                + parents.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + "), \(fromOrigin) from the origin\n")
+        } catch {
+            let reason = "fetching \(source.describe) through the swarm: \(error)"
+            SystemCalls.writeStandardError("swarm: \(reason)\n")
+            await store.failTask(id, reason: reason)
+            resident.settled(id)
+            resident.endFetch(id)
+            arrivals.announce(id, .ended(failure: reason))
+            job.finish()
+            return true
+        }
+        resident.endFetch(id)
+        arrivals.announce(id, .ended(failure: nil))
+        job.finish()
+        return true
+    }
+}

@@ -1,0 +1,397 @@
+import Synchronization
+import DarterCore
+import DarterIO
+import HTTPClient
+import HTTPCore
+import PeerPolicy
+import PieceProtocol
+import PieceStore
+import PieceTransfer
+import SchedulerClient
+import SchedulerProtocol
+
+/// How a peer downloads a task through the swarm.
+public struct SwarmConfiguration: Sendable {
+    /// Piece requests kept open per parent, pipelined on its persistent connections.
+    public var requestsPerParent = 3
+    /// Requests kept open to the origin when the swarm cannot serve (back to source).
+    public var originRequests = 2
+    /// How often the scheduler is asked again for parents while downloading.
+    public var reannounce: Duration = .seconds(2)
+    /// How often progress goes to the scheduler (batched, never per piece).
+    public var reportEvery: Duration = .seconds(1)
+    /// How long a parent may hold a piece request for a piece it announced but has not got whole.
+    public var pieceWaitMilliseconds = 5_000
+    /// A piece request's deadline: at least this, else 4× what the piece takes at the parent's
+    /// measured rate (Kraken: max(4 s, 4 s/MB)).
+    public var minimumPieceDeadline: Duration = .seconds(8)
+    /// Failed requests after which a parent is dropped (and reported).
+    public var failuresToDrop = 2
+    /// Pieces ahead of a streaming reader fetched in order (0: none; a window makes peers that
+    /// start together fetch the same pieces, with nothing to give each other).
+    public var window = 0
+    /// Going to the origin is allowed when no parent can serve (`--no-back-to-source` forbids it).
+    public var backToSource = true
+    public init() {}
+}
+
+/// Fetches piece `index` (`length` bytes at `offset`) from the origin into the buffer; nil on
+/// success, else why not. The peer's origin backends behind one call.
+public typealias OriginPieceFetch = @Sendable (_ index: Int, _ offset: Int64, _ buffer: SharedIOBuffer, _ length: Int) async -> String?
+
+/// What a swarm download came to.
+public enum SwarmOutcome: Sendable, Equatable {
+    /// Pieces by where they came from (a parent's id, or "origin").
+    case complete(bySource: [String: Int])
+    /// Nothing fetched from anyone: the caller goes to the origin the usual way.
+    case backToSource(String)
+    case failed(String)
+}
+
+/// One task's download on a peer: pieces from several parents at once (rarest first, a window
+/// ahead of a streaming reader, endgame duplicates: `PieceSelector`), each checked against the
+/// CRC32C its parent sends, landed through the `PieceAssembler` (memory and this host's own
+/// feed at once, so children get it before the store's commit, then the store). Parents come
+/// from the scheduler, and again every `reannounce`; each one's availability feed tells what it
+/// holds as pieces land there (pushed). A parent that fails `failuresToDrop` requests is dropped
+/// and reported; with no parent left, the origin serves the missing pieces (if allowed).
+public actor SwarmDownload {
+    let id: TaskID
+    let meta: TaskMetadata
+    let announce: Announce
+    let assembler: PieceAssembler
+    let scheduler: SchedulerClient
+    let pieces: HTTPClient
+    let feeds: HTTPClient
+    let origin: OriginPieceFetch?
+    let configuration: SwarmConfiguration
+    let log: @Sendable (String) -> Void
+
+    var selector: PieceSelector
+    var links: [String: ParentLink] = [:]
+    var idle: [CheckedContinuation<Void, Never>] = []
+    var finished: CheckedContinuation<SwarmOutcome, Never>?
+    var outcome: SwarmOutcome?
+    var reported = PieceSet()
+    var costs: [String: PieceCost] = [:]
+    var failures: [ParentFailure] = []
+    var bySource: [String: Int] = [:]
+    var originOpen = false
+    /// Pieces received and not yet handed to the assembler (waiting for a write slot).
+    var landing = 0
+    var workers: [Task<Void, Never>] = []
+
+    static let originID = "origin"
+
+    struct ParentLink {
+        let candidate: ParentCandidate
+        let url: HTTPClientURL
+        var failures = 0
+        var bytesPerSecond: Double?
+        var feed: HTTPClientTask?
+    }
+
+    public init(meta: TaskMetadata, announce: Announce, assembler: PieceAssembler, have: PieceSet, scheduler: SchedulerClient,
+                pieces: HTTPClient, feeds: HTTPClient, origin: OriginPieceFetch?, configuration: SwarmConfiguration,
+                log: @escaping @Sendable (String) -> Void) {
+        id = meta.id
+        self.meta = meta
+        self.announce = announce
+        self.assembler = assembler
+        self.scheduler = scheduler
+        self.pieces = pieces
+        self.feeds = feeds
+        self.origin = origin
+        self.configuration = configuration
+        self.log = log
+        selector = PieceSelector(pieceCount: meta.pieceCount ?? 0, have: have, window: configuration.window, me: announce.host,
+                                 seed: RendezvousHash.fnv1a(announce.host + meta.id.description))
+    }
+
+    /// Downloads every missing piece from `parents` (and those later announces bring).
+    public func run(parents: [ParentCandidate], seedShare: SeedShare?) async -> SwarmOutcome {
+        if selector.isComplete { return .complete(bySource: [:]) }
+        if let seedShare { selector.setShare(index: seedShare.index, count: seedShare.count) }
+        adopt(parents)
+        if links.isEmpty { goToOrigin("the scheduler named no parent") }
+        Task { [self] in await self.chores() }
+        let result = await withCheckedContinuation { c in
+            if let outcome { c.resume(returning: outcome) } else { finished = c }
+        }
+        for l in links.values { l.feed?.cancel() }
+        links = [:]
+        wakeAll()
+        for w in workers { w.cancel() }
+        return result
+    }
+
+    // MARK: Parents
+
+    /// New parents get a feed and their request slots; known ones are kept.
+    func adopt(_ candidates: [ParentCandidate]) {
+        for c in candidates where links[c.id] == nil && c.id != announce.host && c.id != Self.originID {
+            guard let url = try? HTTPClientURL(parsing: "http://\(c.address)/") else { continue }
+            links[c.id] = ParentLink(candidate: c, url: url)
+            // A seed feeds the whole swarm through one link: only the pieces this host owns come from it.
+            let all = c.complete ? PieceSet(0..<(meta.pieceCount ?? 0)) : c.pieces
+            selector.parentHas(c.id, all, scarce: c.role == .seed)
+            subscribe(c.id, url)
+            for _ in 0..<configuration.requestsPerParent { startWorker(c.id) }
+        }
+        wakeAll()
+    }
+
+    /// The parent's availability feed, its events handed to this actor as they come.
+    func subscribe(_ parent: String, _ url: HTTPClientURL) {
+        let feedURL = HTTPClientURL(host: url.host, port: url.port, target: PieceProtocol.availabilityPath(id))
+        let handler = FeedHandler { [weak self] events in
+            guard let self else { return }
+            Task { await self.feedEvents(parent, events) }
+        } ended: { [weak self] why in
+            guard let self else { return }
+            Task { await self.feedEnded(parent, why) }
+        }
+        links[parent]?.feed = feeds.execute(HTTPClientRequest(url: feedURL), handler: handler)
+    }
+
+    func feedEvents(_ parent: String, _ events: [AvailabilityEvent]) {
+        guard links[parent] != nil else { return }
+        for e in events {
+            switch e {
+            case .snapshot(let m): selector.parentHas(parent, m.complete ? PieceSet(0..<(meta.pieceCount ?? 0)) : m.pieces)
+            case .have(let p): selector.parentHas(parent, p)
+            case .complete: selector.parentHas(parent, PieceSet(0..<(meta.pieceCount ?? 0)))
+            case .failed(let why): drop(parent, .missing, "its fetch failed: \(why)")
+            case .heartbeat: break
+            }
+        }
+        wakeAll()
+    }
+
+    func feedEnded(_ parent: String, _ why: String?) {
+        // A feed that ends after `complete` told everything; one that breaks means the parent
+        // is gone or restarting: its pieces may still come while requests succeed, but it hears
+        // nothing new, so it is dropped once its requests fail too.
+        guard let why, links[parent] != nil else { return }
+        log("swarm: task \(id): the feed from \(parent) ended: \(why)")
+    }
+
+    func drop(_ parent: String, _ kind: ParentFailure.Kind, _ why: String) {
+        guard let link = links.removeValue(forKey: parent) else { return }
+        link.feed?.cancel()
+        selector.removeParent(parent)
+        failures.append(ParentFailure(parent: parent, kind: kind))
+        log("swarm: task \(id): dropped parent \(parent) (\(why))")
+        wakeAll()
+        if links.isEmpty && !originOpen { goToOrigin("every parent failed") }
+    }
+
+    func goToOrigin(_ why: String) {
+        guard !originOpen, outcome == nil else { return }
+        guard configuration.backToSource, origin != nil else {
+            if links.isEmpty { end(.failed("no parent can serve task \(id) (\(why)) and going to the origin is not allowed")) }
+            return
+        }
+        originOpen = true
+        log("swarm: task \(id): \(why): the missing pieces come from the origin")
+        selector.parentHas(Self.originID, PieceSet(0..<(meta.pieceCount ?? 0)), scarce: true)
+        for _ in 0..<configuration.originRequests { startWorker(Self.originID) }
+    }
+
+    // MARK: Requests
+
+    func startWorker(_ parent: String) {
+        let task = Task { [self] in
+            while let index = await self.nextPiece(for: parent) {
+                await self.fetch(index, from: parent)
+            }
+        }
+        workers.append(task)
+    }
+
+    /// The next piece for a slot of `parent`: waits while the parent has nothing to give; nil
+    /// once it is gone or the download is over.
+    func nextPiece(for parent: String) async -> Int? {
+        while true {
+            guard outcome == nil, !Task.isCancelled, parent == Self.originID ? originOpen : links[parent] != nil else { return nil }
+            if let p = selector.next(for: parent) { return p }
+            await withCheckedContinuation { idle.append($0) }
+        }
+    }
+
+    func wakeAll() {
+        let waiting = idle
+        idle = []
+        for c in waiting { c.resume() }
+    }
+
+    func fetch(_ index: Int, from parent: String) async {
+        guard let length = meta.contentLength.map({ PieceMath.length(ofPiece: index, contentLength: $0, pieceLength: meta.pieceLength) }) else { return }
+        let buffer = assembler.makePieceBuffer(index: index)
+        let started = ContinuousClock.now
+        let failure: (ParentFailure.Kind, String)?
+        if parent == Self.originID {
+            let offset = PieceMath.offset(ofPiece: index, pieceLength: meta.pieceLength)
+            failure = await origin!(index, offset, buffer, length).map { (.unreachable, $0) }
+        } else if let link = links[parent] {
+            failure = await fetchFromParent(link, index, buffer, length)
+        } else {
+            selector.failed(index, from: parent)
+            return
+        }
+        let elapsed = ContinuousClock.now - started
+        if let (kind, why) = failure {
+            selector.failed(index, from: parent)
+            wakeAll()
+            if parent == Self.originID {
+                log("swarm: task \(id): piece \(index) from the origin: \(why)")
+                if outcome == nil { end(.failed("piece \(index) from the origin: \(why)")) }
+                return
+            }
+            links[parent]?.failures += 1
+            if (links[parent]?.failures ?? 0) >= configuration.failuresToDrop { drop(parent, kind, "piece \(index): \(why)") }
+            return
+        }
+        guard !selector.have.contains(index) else { return }  // a duplicate (endgame) came second
+        selector.received(index, from: parent)
+        let ms = Int(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)
+        bySource[parent, default: 0] += 1
+        if parent != Self.originID {
+            var c = costs[parent] ?? PieceCost(parent: parent, pieces: 0, bytes: 0, milliseconds: 0)
+            c = PieceCost(parent: parent, pieces: c.pieces + 1, bytes: c.bytes + Int64(length), milliseconds: c.milliseconds + max(1, ms))
+            costs[parent] = c
+            let rate = Double(length) * 1000 / Double(max(1, ms))
+            // Computed first: an optional-chained assignment holds `links` while its right side runs.
+            let smoothed = links[parent]?.bytesPerSecond.map { 0.7 * $0 + 0.3 * rate } ?? rate
+            links[parent]?.bytesPerSecond = smoothed
+        }
+        wakeAll()
+        landing += 1
+        let landed = await assembler.acceptWholePiece(index, buffer, length: length, crc: buffer.buffer.crc32c(0..<length))
+        landing -= 1
+        guard landed else {
+            end(.failed("storing piece \(index): \(assembler.failure ?? "failed")"))
+            return
+        }
+        // Done once every piece is here and handed to the store (others may still wait for a
+        // write slot: the last to land finishes).
+        if selector.isComplete && landing == 0 && outcome == nil {
+            do {
+                try await assembler.finish(streamEnded: false)
+                end(.complete(bySource: bySource))
+            } catch {
+                end(.failed("\(error)"))
+            }
+        }
+    }
+
+    /// One piece from a parent into `buffer`; nil when it came whole and matched its CRC32C.
+    func fetchFromParent(_ link: ParentLink, _ index: Int, _ buffer: SharedIOBuffer, _ length: Int) async -> (ParentFailure.Kind, String)? {
+        let url = HTTPClientURL(host: link.url.host, port: link.url.port,
+                                target: PieceProtocol.piecePath(id, index, waitMilliseconds: configuration.pieceWaitMilliseconds))
+        var deadline = configuration.minimumPieceDeadline
+        if let rate = link.bytesPerSecond, rate > 0 {
+            deadline = max(deadline, .milliseconds(Int64(4000 * Double(length) / rate)))
+        }
+        deadline += .milliseconds(configuration.pieceWaitMilliseconds)
+        let r: HTTPClientResponse
+        do { r = try await pieces.send(HTTPClientRequest(url: url, deadline: deadline), into: buffer, range: 0..<length) } catch {
+            if case .deadlineExceeded = error { return (.timeout, "no answer within \(deadline)") }
+            return (.unreachable, "\(error)")
+        }
+        guard r.status == 200 else {
+            return (r.status == 404 || r.status == 503 ? .missing : .unreachable, "answered \(r.status)")
+        }
+        guard r.bodyLength == length else { return (.badPiece, "sent \(r.bodyLength) bytes, not \(length)") }
+        guard let crc = r.head.headers[PieceProtocol.crcHeader].flatMap({ PieceProtocol.parseCRC($0) }) else {
+            return (.badPiece, "sent no CRC32C")
+        }
+        guard buffer.buffer.crc32c(0..<length) == crc else { return (.badPiece, "the bytes do not match the CRC32C it sent") }
+        return nil
+    }
+
+    func end(_ o: SwarmOutcome) {
+        guard outcome == nil else { return }
+        outcome = o
+        finished?.resume(returning: o)
+        finished = nil
+        wakeAll()
+        // The scheduler hears at once (this host is now a parent with every piece, or not).
+        let state: ProgressReport.State = if case .complete = o { .complete } else { .failed }
+        Task { [self] in await self.sendReport(state: state) }
+    }
+
+    // MARK: Scheduler
+
+    /// Reports progress every `reportEvery` and asks for parents every `reannounce`.
+    func chores() async {
+        var sinceAnnounce: Duration = .zero
+        while outcome == nil {
+            try? await Task.sleep(for: configuration.reportEvery)
+            guard outcome == nil else { return }
+            await sendReport(state: .downloading)
+            sinceAnnounce += configuration.reportEvery
+            if sinceAnnounce >= configuration.reannounce {
+                sinceAnnounce = .zero
+                var a = announce
+                a.pieces = selector.have
+                if let reply = try? await scheduler.announce(a), outcome == nil {
+                    if let share = reply.seedShare { selector.setShare(index: share.index, count: share.count) }
+                    adopt(reply.parents)
+                    if links.isEmpty && reply.backToSource { goToOrigin(reply.reason ?? "the scheduler says so") }
+                }
+            }
+        }
+    }
+
+    func sendReport(state: ProgressReport.State) async {
+        var fresh = PieceSet()
+        for i in selector.have.indexes where !reported.contains(i) { fresh.insert(i) }
+        reported = selector.have
+        let report = ProgressReport(host: announce.host, task: id, pieces: fresh, state: state,
+                                    costs: costs.values.sorted { $0.parent < $1.parent }, failures: failures)
+        costs = [:]
+        failures = []
+        await scheduler.report(report)
+    }
+}
+
+/// The availability feed's body, decoded into events as it arrives (on the event loop).
+final class FeedHandler: HTTPResponseHandler, @unchecked Sendable {
+    let buffer = SharedIOBuffer(IOBuffer(capacity: 64 << 10))
+    var decoder = AvailabilityDecoder()
+    var ok = false
+    var failure: String?
+    let onEvents: @Sendable ([AvailabilityEvent]) -> Void
+    let onEnd: @Sendable (String?) -> Void
+
+    init(_ onEvents: @escaping @Sendable ([AvailabilityEvent]) -> Void, ended: @escaping @Sendable (String?) -> Void) {
+        self.onEvents = onEvents
+        onEnd = ended
+    }
+
+    func responseHead(_ head: HTTPResponseHead, body: HTTPResponseBodyFraming) -> Bool {
+        ok = head.status == 200
+        if !ok { failure = "status \(head.status)" }
+        return true
+    }
+
+    func bodySpace() -> BufferSpace? { BufferSpace(buffer: buffer, range: 0..<buffer.buffer.capacity) }
+
+    func bodyReceived(_ count: Int) {
+        guard ok, failure == nil else { return }
+        do {
+            let events = try decoder.feed(buffer.buffer.bytes(0..<count))
+            if !events.isEmpty { onEvents(events) }
+        } catch {
+            failure = error.description
+        }
+    }
+
+    func responseEnded(_ result: Result<Void, HTTPClientError>) {
+        switch result {
+        case .success: onEnd(failure)
+        case .failure(let e): onEnd(failure ?? "\(e)")
+        }
+    }
+}

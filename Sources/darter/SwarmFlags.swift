@@ -1,0 +1,110 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import DarterIO
+import HTTPClient
+import PieceProtocol
+import PieceStore
+import PieceTransfer
+import SchedulerClient
+import SchedulerProtocol
+import SwarmDownload
+
+/// The flags a daemon joins a swarm with (`darter seed`, and the peer), and what they build:
+/// a `SchedulerClient` that registers this host with what its store holds.
+enum SwarmFlags {
+    static func flags(role: HostRole) -> [Arguments.Flag] {
+        let peerOnly: [Arguments.Flag] = role == .seed ? [] : [
+            .init(name: "no-back-to-source", defaultValue: "", help: "never fetch from the origin: fail a task no parent can serve", kind: .toggle),
+            .init(name: "requests-per-parent", defaultValue: String(SwarmConfiguration().requestsPerParent), help: "piece requests kept open per parent (pipelined)"),
+        ]
+        return [
+            .init(name: "scheduler", defaultValue: "", help: role == .seed
+                  ? "schedulers to register with, comma-separated (http://HOST:PORT; empty: none, no swarm)"
+                  : "schedulers to register with and ask for parents, comma-separated (http://HOST:PORT; required)"),
+            .init(name: "advertise", defaultValue: "", help: "HOST:PORT other daemons reach this one at (default: --listen, unless it binds a wildcard address)"),
+            .init(name: "host-id", defaultValue: "", help: "this host's name in the swarm (default: the hostname)"),
+            .init(name: "idc", defaultValue: "", help: "data centre label: parents in the same one are preferred"),
+            .init(name: "location", defaultValue: "", help: "location labels, most general first: region|zone|rack"),
+            .init(name: "upload-rate", defaultValue: "0", help: "bytes/s this host can upload, for parent scoring (e.g. 100m; 0: unknown)"),
+            .init(name: "cluster-token", defaultValue: SystemCalls.environment()["DARTER_CLUSTER_TOKEN"] ?? "",
+                  help: "the cluster's secret for the scheduler (default: $DARTER_CLUSTER_TOKEN)"),
+        ] + peerOnly
+    }
+
+    /// The peer's download settings from its flags.
+    static func swarmConfiguration(_ args: Arguments) throws(UsageError) -> SwarmConfiguration {
+        var c = SwarmConfiguration()
+        c.backToSource = !args.isSet("no-back-to-source")
+        c.requestsPerParent = try args.int("requests-per-parent")
+        guard (1...64).contains(c.requestsPerParent) else {
+            throw UsageError("peer: --requests-per-parent must be from 1 to 64, got '\(args.string("requests-per-parent"))'")
+        }
+        return c
+    }
+
+    /// nil when no `--scheduler` was given.
+    static func schedulerClient(_ args: Arguments, role: HostRole, listenHost: String, port: UInt16, store: PieceStore,
+                                client: HTTPClient) throws(UsageError) -> SchedulerClient? {
+        let command = role == .seed ? "seed" : "peer"
+        let list = args.string("scheduler").split(separator: ",").map { $0.trimmingWhitespace() }.filter { !$0.isEmpty }
+        guard !list.isEmpty else {
+            if role == .peer { throw UsageError("peer: --scheduler URL is required (a peer finds parents through a scheduler; a standalone cache is darter seed)") }
+            return nil
+        }
+        var urls: [HTTPClientURL] = []
+        for s in list {
+            do { urls.append(try HTTPClientURL(parsing: s.contains("://") ? s : "http://" + s)) } catch {
+                throw UsageError("\(command): --scheduler '\(s)': \(error)")
+            }
+        }
+        var advertise = args.string("advertise")
+        if advertise.isEmpty {
+            guard !["0.0.0.0", "::", ""].contains(listenHost) else {
+                throw UsageError("\(command): --advertise HOST:PORT is needed with --scheduler when --listen binds a wildcard address (others must know where to reach this host)")
+            }
+            guard port != 0 else { throw UsageError("\(command): --advertise HOST:PORT is needed with --scheduler when --listen has port 0") }
+            advertise = listenHost.contains(":") ? "[\(listenHost)]:\(port)" : "\(listenHost):\(port)"
+        }
+        var id = args.string("host-id")
+        if id.isEmpty { id = hostname() }
+        guard SchedulerProtocol.isValidHostID(id) else {
+            throw UsageError("\(command): --host-id '\(id)' may hold only letters, digits and -._ (at most \(SchedulerProtocol.maxHostIDLength))")
+        }
+        let rate = try args.int("upload-rate")
+        guard rate >= 0 else { throw UsageError("\(command): --upload-rate must be 0 or more bytes/s, got '\(args.string("upload-rate"))'") }
+        let identity = HostRegistration(id: id, address: advertise, role: role, uploadRate: Int64(rate),
+                                        idc: args.string("idc").isEmpty ? nil : args.string("idc"),
+                                        location: args.string("location").isEmpty ? nil : args.string("location"))
+        // The same checks the scheduler makes, so a mistake shows here and not as a 400 there.
+        do { _ = try HostRegistration(json: identity.json) } catch { throw UsageError("\(command): \(error)") }
+        return SchedulerClient(configuration: .init(schedulers: urls, token: args.string("cluster-token"), identity: identity),
+                               client: client, inventory: { inventory(store) }, log: { log("\(command): " + $0) })
+    }
+
+    /// What the store holds, as registrations carry it.
+    static func inventory(_ store: PieceStore) -> [HeldTask] {
+        store.taskIDs.compactMap { id in
+            guard let info = store.info(id, pieces: true) else { return nil }
+            let m = TaskMetadata(info)
+            guard m.complete || !m.pieces.isEmpty else { return nil }
+            return HeldTask(task: id, contentLength: m.contentLength, pieceLength: m.pieceLength, pieces: m.pieces, complete: m.complete)
+        }
+    }
+
+    static func hostname() -> String {
+        var buf = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buf, buf.count) == 0 else { return "darter" }
+        let name = String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return name.isEmpty ? "darter" : name
+    }
+}
+
+extension Substring {
+    func trimmingWhitespace() -> String {
+        var s = self
+        while s.first?.isWhitespace == true { s = s.dropFirst() }
+        while s.last?.isWhitespace == true { s = s.dropLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,87 @@
+import Testing
+import DarterCore
+import PieceProtocol
+@testable import PeerPolicy
+
+@Suite("Piece selection: streaming window, rarest first, endgame")
+struct PieceSelectorTests {
+    @Test("the streaming window goes first and in order, then the rarest pieces")
+    func windowThenRarest() {
+        var s = PieceSelector(pieceCount: 10, window: 2, seed: 1)
+        s.parentHas("a", PieceSet(0..<10))
+        s.parentHas("b", PieceSet(0..<6))
+        #expect(s.next(for: "a") == 0)
+        #expect(s.next(for: "a") == 1)
+        // Outside the window, pieces only "a" holds (6-9) before the ones both hold.
+        var picked: [Int] = []
+        for _ in 0..<4 { picked.append(s.next(for: "a")!) }
+        #expect(Set(picked) == [6, 7, 8, 9])
+        // "b" holds 0-5; 0 and 1 are in flight, so it gets the others.
+        #expect([2, 3, 4, 5].contains(s.next(for: "b")!))
+        #expect(s.holderCount(7) == 1 && s.holderCount(3) == 2)
+    }
+
+    @Test("the window follows the reader as pieces arrive in order")
+    func windowMoves() {
+        var s = PieceSelector(pieceCount: 8, window: 2, seed: 1)
+        s.parentHas("a", PieceSet(0..<8))
+        #expect(s.next(for: "a") == 0 && s.next(for: "a") == 1)
+        s.received(1, from: "a")
+        #expect(s.readerPosition == 0, "piece 0 is still missing")
+        s.received(0, from: "a")
+        #expect(s.readerPosition == 2)
+        #expect(s.next(for: "a") == 2)
+    }
+
+    @Test("peers starting together with one parent pick different first pieces (seeded tie-breaks)")
+    func decorrelated() {
+        var firsts: Set<Int> = []
+        for seed in UInt64(1)...8 {
+            var s = PieceSelector(pieceCount: 64, window: 0, seed: seed)
+            s.parentHas("seed", PieceSet(0..<64))
+            firsts.insert(s.next(for: "seed")!)
+        }
+        #expect(firsts.count >= 6, "\(firsts)")
+    }
+
+    @Test("endgame: once every missing piece is asked for, another parent duplicates a request (at most twice); arrival names the ones to cancel")
+    func endgame() {
+        var s = PieceSelector(pieceCount: 3, have: PieceSet([0]), window: 0, seed: 3)
+        for p in ["a", "b", "c"] { s.parentHas(p, PieceSet(0..<3)) }
+        let x = s.next(for: "a")!, y = s.next(for: "a")!
+        #expect(Set([x, y]) == [1, 2])
+        let dup = s.next(for: "b")!
+        #expect([1, 2].contains(dup))
+        #expect(s.requests(for: dup) == ["a", "b"])
+        let other = s.next(for: "c")!
+        #expect(other != dup, "the piece with fewer copies")
+        #expect(s.next(for: "c") == nil, "c already asked for the one piece it could duplicate")
+        #expect(s.received(dup, from: "b") == ["a"])
+        #expect(s.requests(for: dup).isEmpty && s.remaining == 1)
+    }
+
+    @Test("a failed request can go to anyone; a removed parent's pieces and requests no longer count")
+    func failuresAndRemoval() {
+        var s = PieceSelector(pieceCount: 4, window: 0, seed: 5)
+        s.parentHas("a", PieceSet([0, 1]))
+        s.parentHas("b", PieceSet([1, 2, 3]))
+        let p = s.next(for: "a")!
+        #expect(p == 0, "rarest: only a holds 0")
+        s.failed(0, from: "a")
+        #expect(s.requests(for: 0).isEmpty)
+        #expect(s.next(for: "a") == 0)
+        s.removeParent("a")
+        #expect(s.requests(for: 0).isEmpty && s.holderCount(1) == 1 && s.next(for: "a") == nil)
+        #expect(s.parents == ["b"])
+    }
+
+    @Test("nothing to ask of a parent that holds only what this host has")
+    func nothingToAsk() {
+        var s = PieceSelector(pieceCount: 4, have: PieceSet([0, 1]), seed: 1)
+        s.parentHas("a", PieceSet([0, 1]))
+        #expect(s.next(for: "a") == nil && s.next(for: "unknown") == nil)
+        s.received(2, from: "x")
+        s.received(3, from: "x")
+        #expect(s.isComplete && s.readerPosition == 4)
+    }
+}
