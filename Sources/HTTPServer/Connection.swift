@@ -442,6 +442,9 @@ final class Connection: @unchecked Sendable {
         loop.assertInLoop()
         keepAlive = false
         if state == .reading { close() }
+        // A stream (an availability feed) has no end of its own: end it, so shutdown does not
+        // wait out its grace for a feed (peers keep feeds open to each other).
+        stream?.cancel()
     }
 
     private func finishClosing() {

@@ -28,6 +28,8 @@ final class TestHandler: HTTPHandler {
             var head = HTTPResponseHead(status: 200)
             head.setContentLength(n)
             respond(Response(head: head, body: .bytes(patternBytes(n, seed: seed))))
+        case "quiet":
+            respond(Response(head: HTTPResponseHead(status: 200), body: .stream(QuietStream())))
         case "stream":
             let chunks = Int(parts[1])!, size = Int(query["size"] ?? "1000")!
             respond(Response(head: HTTPResponseHead(status: 200), body: .stream(PatternStream(chunks: chunks, size: size))))
@@ -71,6 +73,24 @@ final class PatternStream: StreamBodySource {
         Task { deliver(i < chunks ? patternBytes(size, seed: UInt64(i)) : nil) }
     }
     func cancel() {}
+}
+
+/// A stream that sends one line and then nothing until it is cancelled (a quiet feed).
+final class QuietStream: StreamBodySource {
+    let state = Mutex<(sent: Bool, waiting: (@Sendable ([UInt8]?) -> Void)?, cancelled: Bool)>((false, nil, false))
+    func next(_ deliver: @escaping @Sendable ([UInt8]?) -> Void) {
+        let now = state.withLock { s -> [UInt8]?? in
+            if s.cancelled { return .some(nil) }
+            if !s.sent { s.sent = true; return .some(Array("hello\n".utf8)) }
+            s.waiting = deliver
+            return nil
+        }
+        if let now { deliver(now) }
+    }
+    func cancel() {
+        let w = state.withLock { s in s.cancelled = true; defer { s.waiting = nil }; return s.waiting }
+        w?(nil)
+    }
 }
 
 /// A server and a client on one group of loops, in this process.
@@ -218,6 +238,20 @@ struct HTTPClientTests {
         #expect(await g.client.connectionCount() == 0)
         #expect(try await g.client.send(HTTPClientRequest(url: g.url("/bytes/5"))).status == 200)
         await g.stop()
+    }
+
+    @Test("shutdown ends a quiet stream (a feed) at once instead of waiting out its grace; the client sees the body end")
+    func shutdownEndsStreams() async throws {
+        let f = try Fixture()
+        let client = f.client, url = f.url("/quiet")
+        let response = Task { try await client.send(HTTPClientRequest(url: url, deadline: .seconds(20))) }
+        try await Task.sleep(for: .milliseconds(200))
+        let started = ContinuousClock.now
+        await f.server.shutdown(grace: .seconds(10))
+        #expect(ContinuousClock.now - started < .seconds(3))
+        let r = try await response.value
+        #expect(r.status == 200 && r.body == Array("hello\n".utf8))
+        f.group.shutdown()
     }
 
     @Test("a handler that pauses (no space) is resumed and gets the whole body")
