@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "PieceStore", targets: ["PieceStore"]),
         .library(name: "PieceProtocol", targets: ["PieceProtocol"]),
         .library(name: "HTTPClient", targets: ["HTTPClient"]),
+        .library(name: "SchedulerProtocol", targets: ["SchedulerProtocol"]),
     ],
     targets: [
         // System libraries from Debian (see tools/bootstrap).

@@ -21,7 +21,7 @@ let package = Package(
         .executableTarget(
             name: "ProtocolFuzz",
             dependencies: [.product(name: "PieceProtocol", package: "Darter"), .product(name: "DarterCore", package: "Darter"),
-                           .product(name: "HTTPClient", package: "Darter")],
+                           .product(name: "HTTPClient", package: "Darter"), .product(name: "SchedulerProtocol", package: "Darter")],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .executableTarget(

@@ -9,10 +9,13 @@
 // idempotent, a URL's description parses to the same host, port and target. The availability
 // decoder must give the same events (and the same error) however its input is split: whole, in
 // two at a point the input picks, byte by byte; the lines of the events it gave decode back to
-// them. Errors name what is wrong in a bounded text.
+// them. Errors name what is wrong in a bounded text. Selector 7 with a body starting `{` is the
+// scheduler protocol's messages (registration, announce, announce reply, progress): what parses
+// serializes to JSON that parses back equal.
 import DarterCore
 import HTTPClient
 import PieceProtocol
+import SchedulerProtocol
 
 func check(_ condition: Bool, _ message: @autoclosure () -> String) {
     if !condition { fatalError("invariant violated: \(message())") }
@@ -209,6 +212,24 @@ func urls(_ text: String) {
     }
 }
 
+// MARK: - Scheduler messages
+
+func roundTrip<M: Equatable>(_ bytes: [UInt8], _ what: String, _ parse: ([UInt8]) throws(ProtocolError) -> M, _ json: (M) -> JSONValue) {
+    let m: M
+    do { m = try parse(bytes) } catch { return checkReason(error, what) }
+    let again: M
+    do { again = try parse(json(m).serializedBytes) } catch { fatalError("\(what) serialized as \(json(m).serialized.prefix(200)) does not parse: \(error)") }
+    check(again == m, "\(what) does not read back the same: \(json(m).serialized.prefix(200))")
+}
+
+func schedulerMessages(_ bytes: [UInt8]) {
+    roundTrip(bytes, "registration", { b throws(ProtocolError) in try HostRegistration(parsing: b) }, \.json)
+    roundTrip(bytes, "registration reply", { b throws(ProtocolError) in try RegistrationReply(parsing: b) }, \.json)
+    roundTrip(bytes, "announce", { b throws(ProtocolError) in try Announce(parsing: b) }, \.json)
+    roundTrip(bytes, "announce reply", { b throws(ProtocolError) in try AnnounceReply(parsing: b) }, \.json)
+    roundTrip(bytes, "progress", { b throws(ProtocolError) in try ProgressReport(parsing: b) }, \.json)
+}
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     guard count > 0 else { return 0 }
@@ -223,7 +244,7 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     case 4: waits(text)
     case 5: crcs(text, bytes)
     case 6: json(bytes)
-    default: urls(text)
+    default: if bytes.first == UInt8(ascii: "{") { schedulerMessages(bytes) } else { urls(text) }
     }
     return 0
 }
