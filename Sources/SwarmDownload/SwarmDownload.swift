@@ -348,12 +348,16 @@ public actor SwarmDownload {
     /// Reports progress every `reportEvery` and asks for parents every `reannounce`.
     func chores() async {
         var sinceAnnounce: Duration = .zero
+        // The first announce again soon: peers that start together learn of each other (and get
+        // their seed share among all of them) within half a second, not a whole interval.
+        var quick = true
         while outcome == nil {
-            try? await Task.sleep(for: configuration.reportEvery)
+            try? await Task.sleep(for: quick ? .milliseconds(500) : configuration.reportEvery)
             guard outcome == nil else { return }
-            await sendReport(state: .downloading)
+            if !quick { await sendReport(state: .downloading) }
             sinceAnnounce += configuration.reportEvery
-            if sinceAnnounce >= configuration.reannounce {
+            if quick || sinceAnnounce >= configuration.reannounce {
+                quick = false
                 sinceAnnounce = .zero
                 var a = announce
                 a.pieces = selector.have
