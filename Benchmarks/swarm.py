@@ -203,7 +203,7 @@ def darter_run(url, digest, ideal):
     peers = []
     for i in range(1, PEERS + 1):
         p = Proc(i, [DARTER, "peer", "--listen", f"{addr(i)}:{PEER_PORT}", "--data-dir", f"{data}/peer{i}", "--scheduler", sched_url,
-                     "--host-id", f"peer-{i}", "--upload-rate", str(RATE * 125_000), "--follow-memory", "64m"] + PEER_ARGS, f"{data}/peer{i}.log")
+                     "--host-id", f"peer-{i}", "--upload-rate", str(RATE * 125_000)] + PEER_ARGS, f"{data}/peer{i}.log")
         peers.append(p)
     for p in peers:
         p.wait_log("listening on")

@@ -17,6 +17,9 @@ public struct SwarmConfiguration: Sendable {
     /// Requests kept open at a seed: one, so each of its children's share arrives as soon as it
     /// can and is passed on (simulated, 8 peers: 1.24x ideal with 1, 1.47x with 2).
     public var requestsPerSeed = 1
+    /// Piece requests open at once over all parents: each holds a piece buffer, so this bounds
+    /// the download's memory (12 × 4 MiB; two seconds of a 200 Mbit/s link).
+    public var maxRequestsInFlight = 12
     /// Requests kept open to the origin when the swarm cannot serve (back to source).
     public var originRequests = 2
     /// How often the scheduler is asked again for parents while downloading.
@@ -82,6 +85,8 @@ public actor SwarmDownload {
     var originOpen = false
     /// Pieces received and not yet handed to the assembler (waiting for a write slot).
     var landing = 0
+    /// Requests open now (each with a piece buffer).
+    var active = 0
     var workers: [Task<Void, Never>] = []
 
     static let originID = "origin"
@@ -226,6 +231,7 @@ public actor SwarmDownload {
         let task = Task { [self] in
             while let index = await self.nextPiece(for: parent) {
                 await self.fetch(index, from: parent)
+                await self.requestEnded()
             }
         }
         workers.append(task)
@@ -236,9 +242,17 @@ public actor SwarmDownload {
     func nextPiece(for parent: String) async -> Int? {
         while true {
             guard outcome == nil, !Task.isCancelled, parent == Self.originID ? originOpen : links[parent] != nil else { return nil }
-            if let p = selector.next(for: parent) { return p }
+            if active < configuration.maxRequestsInFlight, let p = selector.next(for: parent) {
+                active += 1
+                return p
+            }
             await withCheckedContinuation { idle.append($0) }
         }
+    }
+
+    func requestEnded() {
+        active -= 1
+        wakeAll()
     }
 
     func wakeAll() {
