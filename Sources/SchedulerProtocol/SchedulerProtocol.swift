@@ -58,6 +58,11 @@ public struct HeldTask: Sendable, Equatable {
         task = try f.taskID("task")
         pieceLength = try f.pieceLength("pieceLength")
         contentLength = try f.optionalLength("contentLength")
+        // Checked whether or not pieces are listed (found by tools/fuzz protocol: a task of
+        // 2^47 bytes with no pieces parsed, its serialization, with "pieces": "", did not).
+        if let n = contentLength, PieceMath.pieceCount(contentLength: n, pieceLength: pieceLength) > PieceProtocol.maxPieceCount {
+            throw ProtocolError("held task: contentLength \(n) is more than \(PieceProtocol.maxPieceCount) pieces of \(pieceLength) bytes")
+        }
         pieces = try f.pieces("pieces", contentLength: contentLength, pieceLength: pieceLength)
         complete = try f.bool("complete", default: false)
     }

@@ -71,6 +71,8 @@ struct SchedulerProtocolTests {
         #expect(message(#"{"id":"a","address":"h:1","role":"boss"}"#, reg) == "registration: role 'boss' is neither seed nor peer")
         #expect(message(#"{"id":"a","address":"h:1","role":"peer","uploadRate":-1}"#, reg) == "registration: uploadRate is not a whole number ≥ 0")
         #expect(message(#"{"id":"a","address":"h:1"}"#, reg) == "registration: role is missing")
+        let huge = #"{"id":"a","address":"h:1","role":"peer","tasks":[{"task":"\#(task)","contentLength":104867108864576,"pieceLength":4194304}]}"#
+        #expect(message(huge, reg).hasPrefix("held task: contentLength 104867108864576 is more than 1048576 pieces"))
         let prog: ([UInt8]) throws(ProtocolError) -> Void = { b throws(ProtocolError) in _ = try ProgressReport(parsing: b) }
         #expect(message(#"{"host":"a","task":"\#(task)","state":"gone"}"#, prog).hasPrefix("progress: state 'gone' is not one of"))
         #expect(message(#"{"host":"a","task":"nope"}"#, prog) == "progress: task is not a task id")
