@@ -101,6 +101,9 @@ public final class HTTPClient: Sendable {
         } onCancel: {
             handler.task.withLock { $0 }?.cancel()
         }
+        // The handler holds the task, whose pending request holds the handler: break the cycle,
+        // or every buffer received into stays allocated (a peer's RSS grew by each 4 MiB piece).
+        handler.task.withLock { $0 = nil }
         return try result.get()
     }
 

@@ -254,6 +254,22 @@ struct HTTPClientTests {
         f.group.shutdown()
     }
 
+    @Test("a buffer a body was received into is let go once send returns (the handler and its task held each other)")
+    func bufferReleased() async throws {
+        let f = try Fixture()
+        weak var released: SharedIOBuffer?
+        do {
+            let buffer = SharedIOBuffer(IOBuffer(capacity: 1 << 20))
+            released = buffer
+            let r = try await f.client.send(HTTPClientRequest(url: f.url("/bytes/100000?seed=2")), into: buffer, range: 0..<(1 << 20))
+            #expect(r.status == 200 && r.bodyLength == 100_000)
+        }
+        // The loop may drop its last reference a moment after the continuation resumed.
+        for _ in 0..<100 where released != nil { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(released == nil)
+        await f.stop()
+    }
+
     @Test("a handler that pauses (no space) is resumed and gets the whole body")
     func pauseAndResume() async throws {
         let f = try Fixture()
