@@ -95,6 +95,6 @@ let package = Package(
         .testTarget(name: "PieceProtocolTests", dependencies: ["PieceProtocol", "DarterCore"], swiftSettings: strict),
         .testTarget(name: "HTTPCoreTests", dependencies: ["HTTPCore"], swiftSettings: strict),
         .testTarget(name: "OriginTests", dependencies: ["DarterCore", "HTTPCore", "Origin", "DarterIO", "DarterTestSupport"], swiftSettings: strict),
-        .testTarget(name: "ServerTests", dependencies: ["DarterCore", "DarterIO", "HTTPCore", "HTTPClient", "PieceProtocol", "PieceStore", "DarterTestSupport"], swiftSettings: [.swiftLanguageMode(.v6)]),
+        .testTarget(name: "ServerTests", dependencies: ["DarterCore", "DarterIO", "HTTPCore", "HTTPClient", "HTTPServer", "PieceProtocol", "PieceStore", "DarterTestSupport"], swiftSettings: [.swiftLanguageMode(.v6)]),
     ]
 )

@@ -343,8 +343,9 @@ struct MemoryTests {
         #expect(head.status == 200)
         #expect(sink.bytes == OriginServer.sharedBigSize)
         let growth = max(sink.maxResident, after) - before
-        // RSS is the whole test process's: suites running alongside allocate tens of MiB.
-        // Buffering the body would grow it by the body's 512 MiB; bounded memory stays far below.
-        #expect(growth < 128 << 20, "RSS grew by \(growth >> 20) MiB")
+        // RSS is the whole test process's: suites running alongside allocate (with the swarm
+        // suites, up to 138 MiB was seen with a bounded client). Buffering the body would grow
+        // it by the body's 512 MiB; half of that still tells the two apart.
+        #expect(growth < 256 << 20, "RSS grew by \(growth >> 20) MiB")
     }
 }

@@ -4,6 +4,10 @@ import Glibc
 import Testing
 import DarterCore
 import DarterIO
+import Synchronization
+import HTTPCore
+import HTTPServer
+import PieceProtocol
 
 /// A small swarm on loopback: `darter scheduler`, a `darter seed` and peers (`darter peer`), each
 /// with its own store and port, in front of origin.py. Bytes exact on every peer; the object
@@ -110,6 +114,87 @@ struct SwarmEndToEndTests {
         #expect(refused.exitCode != 0 && !SystemCalls.exists(fx.dir + "/out/b.bin"), "\(refused.output)")
         #expect(strict.log.contains("--no-back-to-source forbids the origin"), "\(strict.log)")
         _ = await strict.stop()
+        await fx.stop()
+    }
+}
+
+/// A parent that lies: it says it holds the whole task and sends pieces that fail their CRC32C
+/// (`badCRC`) or come short (`short`). Its feed sends the snapshot and then stays quiet.
+final class LyingParent: HTTPHandler {
+    enum Lie: Sendable { case badCRC, short }
+    let meta: TaskMetadata
+    let lie: Lie
+    let served = Atomic<Int>(0)
+    init(meta: TaskMetadata, lie: Lie) { self.meta = meta; self.lie = lie }
+
+    func handle(_ request: HTTPRequestHead, body: [UInt8], respond: @escaping @Sendable (Response) -> Void) {
+        let parts = request.path.split(separator: "/").map(String.init)
+        guard parts.count >= 3, parts[0] == "tasks" else { return respond(.text(404, "no\n")) }
+        if parts.count == 3 && parts[2] == "meta" { return respond(.text(200, meta.json.serialized, contentType: "application/json")) }
+        if parts.count == 3 && parts[2] == "pieces" {
+            return respond(Response(head: HTTPResponseHead(status: 200), body: .stream(QuietFeed(AvailabilityEvent.snapshot(meta).line))))
+        }
+        guard parts.count == 4, let n = Int(parts[3]), let total = meta.contentLength else { return respond(.text(404, "no\n")) }
+        served.add(1, ordering: .relaxed)
+        let length = PieceMath.length(ofPiece: n, contentLength: total, pieceLength: meta.pieceLength)
+        let bytes = [UInt8](repeating: 0x5A, count: lie == .short ? length / 2 : length)
+        var head = HTTPResponseHead(status: 200)
+        head.setContentLength(bytes.count)
+        // A CRC that matches neither the real piece nor these bytes (badCRC); the right one for
+        // what it sends (short: the length is what is wrong).
+        let crc = lie == .badCRC ? CRC32C.checksum(bytes) ^ 1 : CRC32C.checksum(bytes)
+        head.headers.add(name: PieceProtocol.crcHeader, value: PieceProtocol.crcValue(crc))
+        respond(Response(head: head, body: .bytes(bytes)))
+    }
+}
+
+/// One line, then nothing until cancelled.
+final class QuietFeed: StreamBodySource {
+    let state: Mutex<(line: [UInt8]?, waiting: (@Sendable ([UInt8]?) -> Void)?, cancelled: Bool)>
+    init(_ line: [UInt8]) { state = Mutex((line, nil, false)) }
+    func next(_ deliver: @escaping @Sendable ([UInt8]?) -> Void) {
+        let now = state.withLock { s -> [UInt8]?? in
+            if s.cancelled { return .some(nil) }
+            if let l = s.line { s.line = nil; return .some(l) }
+            s.waiting = deliver
+            return nil
+        }
+        if let now { deliver(now) }
+    }
+    func cancel() {
+        let w = state.withLock { s in s.cancelled = true; defer { s.waiting = nil }; return s.waiting }
+        w?(nil)
+    }
+}
+
+extension SwarmEndToEndTests {
+    @Test("a parent whose pieces fail their CRC32C, or come short, is dropped and reported; the bytes come whole from elsewhere",
+          arguments: [LyingParent.Lie.badCRC, .short])
+    func lyingParent(_ lie: LyingParent.Lie) async throws {
+        let fx = try await start(peers: 1, size: (12 << 20) + 11)
+        let url = fx.origin.url(file: "obj.bin")
+        let id = try TaskID.forURL(url)
+        let meta = TaskMetadata(id: id, contentLength: Int64(fx.file.count), pieceLength: 4 << 20,
+                                pieces: PieceSet(0..<4), complete: true)
+        let liar = LyingParent(meta: meta, lie: lie)
+        let group = try EventLoopGroup(count: 1)
+        var config = ServerConfiguration()
+        config.port = 0
+        let server = try HTTPServer(configuration: config, handler: liar, group: group)
+        server.start()
+        // It registers as holding the whole task: the scheduler hands it out first.
+        let held: JSONValue = ["task": .string(id.description), "contentLength": JSONValue(fx.file.count), "pieceLength": JSONValue(4 << 20),
+                               "pieces": "0-3", "complete": true]
+        let reg: JSONValue = ["id": "liar", "address": .string("127.0.0.1:\(server.port)"), "role": "peer", "tasks": [held]]
+        let r = try await curl(fx.schedulerURL + "/hosts", ["-X", "POST", "--data-binary", reg.serialized], scratch: fx.dir)
+        #expect(r.status == 200, "\(r.text)")
+        let got = try await fx.get(fx.peers[0], fx.dir + "/out/a.bin")
+        #expect(got.exitCode == 0, "\(got.output)\n\(fx.peers[0].log)")
+        #expect(try readFile(fx.dir + "/out/a.bin") == fx.file)
+        #expect(liar.served.load(ordering: .relaxed) > 0, "the liar was asked")
+        #expect(fx.peers[0].log.contains("dropped parent liar"), "\(fx.peers[0].log)")
+        await server.shutdown(grace: .milliseconds(200))
+        group.shutdown()
         await fx.stop()
     }
 }
