@@ -121,6 +121,9 @@ public final class HTTPOriginBackend: OriginBackend {
     /// Runs one request; a watchdog ends it when it stalls while the sink has room.
     private func run(_ request: HTTPClientRequest, _ adapter: SinkAdapter) async -> Result<Void, HTTPClientError> {
         let limit = Int64(configuration.lowSpeedTimeSeconds) * 1000
+        // The adapter holds the task, whose pending request holds the adapter (and its sink):
+        // let go once the request ended, or each fetch's adapter stays allocated.
+        defer { adapter.task.withLock { $0 = nil } }
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (c: CheckedContinuation<Result<Void, HTTPClientError>, Never>) in
                 adapter.onEnd = { c.resume(returning: $0) }

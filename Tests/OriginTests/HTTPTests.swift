@@ -333,6 +333,21 @@ struct HTTPTests {
 
 @Suite("OriginClient memory", .serialized)
 struct MemoryTests {
+    @Test(arguments: HTTPBackendKind.allCases) func sinkIsReleasedAfterTheFetch(_ kind: HTTPBackendKind) async throws {
+        let origin = try await OriginServer.shared()
+        let client = kind.make()
+        weak var released: CollectingSink?
+        do {
+            let sink = CollectingSink()
+            released = sink
+            let head = try await client.fetch(OriginRequest(url: origin.url("/files/small.bin")), into: sink)
+            #expect(head.status == 200)
+        }
+        // The loop may drop its last reference a moment after the fetch returned.
+        for _ in 0..<100 where released != nil { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(released == nil, "the sink (and all it holds) outlives its fetch")
+    }
+
     @Test(arguments: HTTPBackendKind.allCases) func largeDownloadKeepsMemoryBounded(_ kind: HTTPBackendKind) async throws {
         let origin = try await OriginServer.shared()
         let client = kind.make()
