@@ -30,7 +30,7 @@ enum SeedCommand {
             .init(name: "origin-allow", defaultValue: "", help: "origins the shield may fetch: hosts and CIDRs, comma-separated (empty: any but link-local and cloud metadata)"),
             .init(name: "origin-connections", defaultValue: String(shieldDefaults.connections), help: "parallel ranged connections for one object of --origin-split-size or more"),
             .init(name: "origin-split-size", defaultValue: "\(shieldDefaults.segmentThreshold >> 20)m", help: "objects at least this large are fetched over --origin-connections connections"),
-            .init(name: "follow-memory", defaultValue: "\(shieldDefaults.followMemory >> 20)m", help: "memory for fresh pieces: clients following a fetch, and hits before the object is in the page cache, get them without a disk read (seed: 1/16 of RAM, 256m-4g; peer: 64m; 0: none)"),
+            .init(name: "follow-memory", defaultValue: role == .peer ? "64m" : "\(shieldDefaults.followMemory >> 20)m", help: "memory for fresh pieces: clients following a fetch, and hits before the object is in the page cache, get them without a disk read (seed: 1/16 of RAM, 256m-4g; peer: 64m, it runs beside the node's workloads; 0: none)"),
             .init(name: "page-cache-on-ingest", defaultValue: String(shieldDefaults.pageCacheOnIngest), help: "read pieces that leave --follow-memory before their object is in the page cache into it (false: hits read them from disk)"),
             .init(name: "origin-retries", defaultValue: String(shieldDefaults.retries), help: "origin retries per fetch, each resuming with Range"),
             .init(name: "registry-mirror", defaultValue: "", help: "upstream registry for /v2/ requests without ?ns= (e.g. https://registry-1.docker.io)"),
@@ -82,9 +82,6 @@ enum SeedCommand {
         }
         shield.pageCacheOnIngest = try args.bool("page-cache-on-ingest")
         shield.followMemory = try args.int("follow-memory")
-        // A peer runs beside the node's workloads: fresh pieces get 64 MiB unless told otherwise
-        // (its RSS through a 1 GiB swarm must stay under 256 MiB).
-        if role == .peer && !args.given("follow-memory") { shield.followMemory = 64 << 20 }
         guard shield.followMemory >= 0 else {
             throw UsageError("\(command): --follow-memory must be a size of 0 or more (e.g. 256m), got '\(args.string("follow-memory"))'")
         }
