@@ -81,7 +81,7 @@ let package = Package(
 
         // Helpers the test targets share: scratch directories and files, child processes and the
         // darter binary, free ports, raw HTTP and curl, the origin.py and registry.py launchers.
-        .target(name: "DarterTestSupport", dependencies: ["DarterCore", "DarterIO"], path: "Tests/DarterTestSupport", swiftSettings: strict),
+        .target(name: "DarterTestSupport", dependencies: ["DarterCore", "DarterIO", "HTTPServer"], path: "Tests/DarterTestSupport", swiftSettings: strict),
         .testTarget(name: "DarterCoreTests", dependencies: ["DarterCore"], swiftSettings: strict),
         .testTarget(name: "DarterIOTests", dependencies: ["DarterCore", "DarterIO", "DarterTestSupport"], swiftSettings: strict),
         .testTarget(name: "PieceStoreTests", dependencies: ["DarterCore", "PieceStore", "DarterIO", "DarterTestSupport"], swiftSettings: strict),

@@ -77,9 +77,6 @@ public struct PieceSelector: Sendable {
         }
     }
 
-    /// Whether this host fetches `piece` from scarce parents.
-    public func owns(_ piece: Int) -> Bool { owned[piece] }
-
     /// Round robin over the sorted group from an offset every member computes alike: each of n
     /// members owns pieceCount/n pieces exactly (rendezvous hashing's uneven shares left the
     /// seed idle while the owner of the most pieces still fetched: 1.65× ideal, simulated).

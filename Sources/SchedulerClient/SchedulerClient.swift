@@ -172,14 +172,6 @@ public final class SchedulerClient: Sendable {
     }
 
     func text(_ r: HTTPClientResponse) -> String {
-        String(decoding: r.body.prefix(300), as: UTF8.self).trimmingCharacters(in: "\n")
-    }
-}
-
-extension String {
-    func trimmingCharacters(in c: Character) -> String {
-        var s = Substring(self)
-        while s.last == c { s = s.dropLast() }
-        return String(s)
+        String(decoding: r.body.prefix(300), as: UTF8.self).filter { $0 != "\n" }
     }
 }

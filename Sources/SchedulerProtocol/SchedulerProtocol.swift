@@ -218,7 +218,6 @@ public struct SeedShare: Sendable, Equatable {
         self.index = index
         self.count = count
     }
-    public func owns(_ piece: Int) -> Bool { piece % count == index }
 }
 
 /// The answer to an announce: parents to download from, or go to the origin (`reason` says why).

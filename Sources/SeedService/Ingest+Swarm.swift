@@ -14,6 +14,13 @@ extension Ingestor {
     func runThroughSwarm(_ swarm: SwarmSource, _ job: IngestJob, _ source: ObjectSource) async -> Bool {
         guard case .url(let url) = source.kind else { return false }
         let id = source.id
+        /// Ends the job with `reason` before anything was stored.
+        func refuse(_ reason: String) -> Bool {
+            SystemCalls.writeStandardError("swarm: \(reason)\n")
+            job.resolveStart(.failed(reason))
+            job.finish()
+            return true
+        }
         let held = store.info(id, pieces: true).map { PieceSet(bitmap: $0.committed) } ?? PieceSet()
         let announce = Announce(host: swarm.hostID, task: id, url: url, headers: source.headers.map { .init(name: $0.0, value: $0.1) },
                                 digest: source.expectedDigest, pieces: held)
@@ -23,11 +30,7 @@ extension Ingestor {
         switch await swarm.locate(announce) {
         case .backToSource(let why):
             guard swarm.configuration.backToSource else {
-                let reason = "\(source.describe): \(why), and --no-back-to-source forbids the origin"
-                SystemCalls.writeStandardError("swarm: \(reason)\n")
-                job.resolveStart(.failed(reason))
-                job.finish()
-                return true
+                return refuse("\(source.describe): \(why), and --no-back-to-source forbids the origin")
             }
             SystemCalls.writeStandardError("swarm: \(source.describe): \(why); from the origin\n")
             return false
@@ -36,26 +39,18 @@ extension Ingestor {
         }
         guard let length = meta.contentLength else { return false }
         if let expected = source.expectedDigest, let known = meta.digest, known != expected {
-            let reason = "the swarm says \(source.describe) is sha256:\(known.hex), not the expected sha256:\(expected.hex)"
-            job.resolveStart(.failed(reason))
-            job.finish()
-            return true
+            return refuse("the swarm says \(source.describe) is sha256:\(known.hex), not the expected sha256:\(expected.hex)")
         }
         let info: TaskInfo
         do {
             info = try await store.createTask(id, pieceLength: meta.pieceLength, contentLength: length, expectedDigest: source.expectedDigest,
                                               origin: OriginMetadata(contentType: meta.contentType, sourceURL: source.describe))
         } catch {
-            job.resolveStart(.failed("cannot store \(source.describe): \(error)"))
-            job.finish()
-            return true
+            return refuse("cannot store \(source.describe): \(error)")
         }
         guard info.pieceLength == meta.pieceLength else {
             // An earlier, incomplete copy here was cut another way than the swarm's.
-            let reason = "\(source.describe): the copy here has \(info.pieceLength)-byte pieces, the swarm's \(meta.pieceLength); delete it to fetch anew"
-            job.resolveStart(.failed(reason))
-            job.finish()
-            return true
+            return refuse("\(source.describe): the copy here has \(info.pieceLength)-byte pieces, the swarm's \(meta.pieceLength); delete it to fetch anew")
         }
         resident.beginFetch(id, pieceLength: info.pieceLength)
         job.resolveStart(.ready(info, hit: false))
@@ -89,15 +84,10 @@ extension Ingestor {
             let reason = "fetching \(source.describe) through the swarm: \(error)"
             SystemCalls.writeStandardError("swarm: \(reason)\n")
             await store.failTask(id, reason: reason)
-            resident.settled(id)
-            resident.endFetch(id)
-            arrivals.announce(id, .ended(failure: reason))
-            job.finish()
+            endFetch(id, job, failure: reason)
             return true
         }
-        resident.endFetch(id)
-        arrivals.announce(id, .ended(failure: nil))
-        job.finish()
+        endFetch(id, job, failure: nil)
         return true
     }
 }

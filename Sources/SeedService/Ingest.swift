@@ -226,15 +226,21 @@ final class Ingestor: Sendable {
             let reason = "fetching \(source.describe): \(error)"
             SystemCalls.writeStandardError("shield: \(reason)\n")
             if first.taskCreated { await store.failTask(source.id, reason: reason) }
-            resident.settled(source.id)  // nothing of a failed fetch is served from memory again
-            resident.endFetch(source.id)
-            arrivals.announce(source.id, .ended(failure: reason))
-            job.resolveStart(.failed(reason))
-            job.finish()
+            endFetch(source.id, job, failure: reason)
             return
         }
-        resident.endFetch(source.id)
-        arrivals.announce(source.id, .ended(failure: nil))
+        endFetch(source.id, job, failure: nil)
+    }
+
+    /// A fetch is over, for everyone following it: memory (nothing of a failed fetch is served
+    /// from there again), the availability feeds, and the clients waiting on the job.
+    func endFetch(_ id: TaskID, _ job: IngestJob, failure: String?) {
+        if let failure {
+            resident.settled(id)
+            job.resolveStart(.failed(failure))
+        }
+        resident.endFetch(id)
+        arrivals.announce(id, .ended(failure: failure))
         job.finish()
     }
 

@@ -31,7 +31,6 @@ public struct SwarmSimulation: Sendable {
         public var tickMilliseconds: Int64 = 5
         public var seed: UInt64 = 1
         public var scheduler = Scheduler.Config()
-        public var debug = false
         public init() {}
     }
 
@@ -69,7 +68,6 @@ public struct SwarmSimulation: Sendable {
             Double(min(Int64(shape.pieceLength), shape.objectBytes - Int64(i) * Int64(shape.pieceLength)))
         }
         var scheduler = Scheduler(config: shape.scheduler)
-        let debug = shape.debug
         var have = Array(repeating: PieceSet(), count: n)
         var selectors = (0..<n).map { PieceSelector(pieceCount: pieceCount, window: shape.window, me: names[$0], seed: shape.seed &* 1000 &+ UInt64($0)) }
         var parents = Array(repeating: [Int](), count: n)
@@ -97,7 +95,6 @@ public struct SwarmSimulation: Sendable {
         func announce(_ child: Int, now: Int64) {
             guard let out = try? scheduler.announce(Announce(host: names[child], task: task, url: "http://origin.sim/object", pieces: have[child]), now: now) else { return }
             if out.trigger != nil { seedFetching = true }
-            if debug { print("t=\(now) \(names[child]) parents \(out.reply.parents.map(\.id)) backToSource \(out.reply.backToSource)") }
             if let share = out.reply.seedShare { selectors[child].setShare(index: share.index, count: share.count) }
             setParents(child, out.reply.parents.map(\.id))
         }

@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Dispatch
 import DarterIO
 import HTTPClient
 import HTTPServer
@@ -26,11 +25,7 @@ enum SchedulerCommand {
         if args.wantsHelp { print(args.usage); return }
         var config = ServerConfiguration()
         let listen = args.string("listen")
-        guard let colon = listen.lastIndex(of: ":"), let port = UInt16(listen[listen.index(after: colon)...]) else {
-            throw UsageError("scheduler: --listen must be HOST:PORT (e.g. 127.0.0.1:65002), got '\(listen)'")
-        }
-        config.host = String(listen[..<colon]).trimmingBrackets()
-        config.port = port
+        (config.host, config.port) = try DaemonSupport.parseListen(listen, command: "scheduler", example: "127.0.0.1:65002")
         config.loops = max(1, try args.int("loops"))
         var policy = Scheduler.Config()
         policy.hostTTLMilliseconds = try positive(args, "host-ttl") * 1000
@@ -43,32 +38,19 @@ enum SchedulerCommand {
 
         signal(SIGPIPE, SIG_IGN)
         let metrics = ServerMetrics()
-        let start = ContinuousClock.now
         let server: HTTPServer
         let service: SchedulerService
         do {
             let group = try HTTPServer.makeGroup(config)
             service = SchedulerService(scheduler: Scheduler(config: policy), metrics: metrics, token: args.string("cluster-token"),
-                                       client: HTTPClient(group: group), now: { milliseconds(since: start) }, log: { log($0) })
+                                       client: HTTPClient(group: group), now: { SystemCalls.monotonicMilliseconds() }, log: { log($0) })
             server = try HTTPServer(configuration: config, handler: service, metrics: metrics, group: group)
         } catch {
             throw UsageError("scheduler: cannot listen on \(listen): \(error)")
         }
         server.start()
         log("scheduler: listening on \(config.host):\(server.port)" + (args.string("cluster-token").isEmpty ? " (no cluster token: anyone may register)" : ""))
-        for sig in [SIGTERM, SIGINT] { signal(sig, SIG_IGN) }
-        let sources = [SIGTERM, SIGINT].map { sig in
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler {
-                log("scheduler: signal \(sig), shutting down")
-                Task {
-                    await server.shutdown(grace: .seconds(2))
-                    exit(0)
-                }
-            }
-            source.resume()
-            return source
-        }
+        let sources = DaemonSupport.onTermination("scheduler") { await server.shutdown(grace: .seconds(2)) }
         while true {
             try await Task.sleep(for: .seconds(1))
             service.expire()
@@ -81,10 +63,4 @@ enum SchedulerCommand {
         guard n > 0 else { throw UsageError("scheduler: --\(name) must be at least 1, got '\(args.string(name))'") }
         return n
     }
-}
-
-/// Milliseconds on the monotonic clock since `start`.
-func milliseconds(since start: ContinuousClock.Instant) -> Int64 {
-    let d = ContinuousClock.now - start
-    return d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000
 }

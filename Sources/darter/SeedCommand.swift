@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Dispatch
 import DarterIO
 import HTTPClient
 import SchedulerClient
@@ -45,11 +44,7 @@ enum SeedCommand {
 
         var config = ServerConfiguration()
         let listen = args.string("listen")
-        guard let colon = listen.lastIndex(of: ":"), let port = UInt16(listen[listen.index(after: colon)...]) else {
-            throw UsageError("\(command): --listen must be HOST:PORT (e.g. 127.0.0.1:65001), got '\(listen)'")
-        }
-        config.host = String(listen[..<colon]).trimmingBrackets()
-        config.port = port
+        (config.host, config.port) = try DaemonSupport.parseListen(listen, command: command, example: "127.0.0.1:65001")
         let mode = args.string("serve-mode")
         if mode != "auto" {
             guard let m = ServeMode(rawValue: mode) else {
@@ -148,21 +143,11 @@ enum SeedCommand {
         swarm?.start()
 
         // SIGTERM / SIGINT: stop accepting, finish in-flight responses, flush the store, exit 0.
-        for sig in [SIGTERM, SIGINT] { signal(sig, SIG_IGN) }
-        let sources = [SIGTERM, SIGINT].map { sig in
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler {
-                log("\(command): signal \(sig), shutting down")
-                Task {
-                    await swarm?.stop()
-                    await server.shutdown()
-                    await store.close()
-                    log("\(command): stopped")
-                    exit(0)
-                }
-            }
-            source.resume()
-            return source
+        let sources = DaemonSupport.onTermination(command) {
+            await swarm?.stop()
+            await server.shutdown()
+            await store.close()
+            log("\(command): stopped")
         }
         while true {
             try await Task.sleep(for: .seconds(30))

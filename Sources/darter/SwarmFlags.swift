@@ -47,7 +47,7 @@ enum SwarmFlags {
     static func schedulerClient(_ args: Arguments, role: HostRole, listenHost: String, port: UInt16, store: PieceStore,
                                 client: HTTPClient) throws(UsageError) -> SchedulerClient? {
         let command = role == .seed ? "seed" : "peer"
-        let list = args.string("scheduler").split(separator: ",").map { $0.trimmingWhitespace() }.filter { !$0.isEmpty }
+        let list = args.string("scheduler").split(separator: ",").map { $0.filter { !$0.isWhitespace } }.filter { !$0.isEmpty }
         guard !list.isEmpty else {
             if role == .peer { throw UsageError("peer: --scheduler URL is required (a peer finds parents through a scheduler; a standalone cache is darter seed)") }
             return nil
@@ -97,14 +97,5 @@ enum SwarmFlags {
         guard gethostname(&buf, buf.count) == 0 else { return "darter" }
         let name = String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         return name.isEmpty ? "darter" : name
-    }
-}
-
-extension Substring {
-    func trimmingWhitespace() -> String {
-        var s = self
-        while s.first?.isWhitespace == true { s = s.dropFirst() }
-        while s.last?.isWhitespace == true { s = s.dropLast() }
-        return String(s)
     }
 }

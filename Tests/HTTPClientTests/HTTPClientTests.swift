@@ -29,7 +29,7 @@ final class TestHandler: HTTPHandler {
             head.setContentLength(n)
             respond(Response(head: head, body: .bytes(patternBytes(n, seed: seed))))
         case "quiet":
-            respond(Response(head: HTTPResponseHead(status: 200), body: .stream(QuietStream())))
+            respond(Response(head: HTTPResponseHead(status: 200), body: .stream(QuietStream(Array("hello\n".utf8)))))
         case "stream":
             let chunks = Int(parts[1])!, size = Int(query["size"] ?? "1000")!
             respond(Response(head: HTTPResponseHead(status: 200), body: .stream(PatternStream(chunks: chunks, size: size))))
@@ -73,24 +73,6 @@ final class PatternStream: StreamBodySource {
         Task { deliver(i < chunks ? patternBytes(size, seed: UInt64(i)) : nil) }
     }
     func cancel() {}
-}
-
-/// A stream that sends one line and then nothing until it is cancelled (a quiet feed).
-final class QuietStream: StreamBodySource {
-    let state = Mutex<(sent: Bool, waiting: (@Sendable ([UInt8]?) -> Void)?, cancelled: Bool)>((false, nil, false))
-    func next(_ deliver: @escaping @Sendable ([UInt8]?) -> Void) {
-        let now = state.withLock { s -> [UInt8]?? in
-            if s.cancelled { return .some(nil) }
-            if !s.sent { s.sent = true; return .some(Array("hello\n".utf8)) }
-            s.waiting = deliver
-            return nil
-        }
-        if let now { deliver(now) }
-    }
-    func cancel() {
-        let w = state.withLock { s in s.cancelled = true; defer { s.waiting = nil }; return s.waiting }
-        w?(nil)
-    }
 }
 
 /// A server and a client on one group of loops, in this process.

@@ -132,7 +132,7 @@ final class LyingParent: HTTPHandler {
         guard parts.count >= 3, parts[0] == "tasks" else { return respond(.text(404, "no\n")) }
         if parts.count == 3 && parts[2] == "meta" { return respond(.text(200, meta.json.serialized, contentType: "application/json")) }
         if parts.count == 3 && parts[2] == "pieces" {
-            return respond(Response(head: HTTPResponseHead(status: 200), body: .stream(QuietFeed(AvailabilityEvent.snapshot(meta).line))))
+            return respond(Response(head: HTTPResponseHead(status: 200), body: .stream(QuietStream(AvailabilityEvent.snapshot(meta).line))))
         }
         guard parts.count == 4, let n = Int(parts[3]), let total = meta.contentLength else { return respond(.text(404, "no\n")) }
         served.add(1, ordering: .relaxed)
@@ -145,25 +145,6 @@ final class LyingParent: HTTPHandler {
         let crc = lie == .badCRC ? CRC32C.checksum(bytes) ^ 1 : CRC32C.checksum(bytes)
         head.headers.add(name: PieceProtocol.crcHeader, value: PieceProtocol.crcValue(crc))
         respond(Response(head: head, body: .bytes(bytes)))
-    }
-}
-
-/// One line, then nothing until cancelled.
-final class QuietFeed: StreamBodySource {
-    let state: Mutex<(line: [UInt8]?, waiting: (@Sendable ([UInt8]?) -> Void)?, cancelled: Bool)>
-    init(_ line: [UInt8]) { state = Mutex((line, nil, false)) }
-    func next(_ deliver: @escaping @Sendable ([UInt8]?) -> Void) {
-        let now = state.withLock { s -> [UInt8]?? in
-            if s.cancelled { return .some(nil) }
-            if let l = s.line { s.line = nil; return .some(l) }
-            s.waiting = deliver
-            return nil
-        }
-        if let now { deliver(now) }
-    }
-    func cancel() {
-        let w = state.withLock { s in s.cancelled = true; defer { s.waiting = nil }; return s.waiting }
-        w?(nil)
     }
 }
 

@@ -20,8 +20,7 @@ struct SwarmSimulatorTests {
 
     @Test("8 peers × 200 Mbit/s × 256 MiB: everyone finishes near T_min and the origin sends the object once")
     func defaultShape() {
-        var shape = SwarmSimulation.Shape()
-        let r = SwarmSimulation.run(shape)
+        let r = SwarmSimulation.run(SwarmSimulation.Shape())
         print("simulated swarm: p50 \(r.p50VsIdeal) p99 \(r.p99VsIdeal) × ideal; uploads \(r.uploadBytes.map { $0 >> 20 }) MiB; wasted \(r.wastedBytes >> 20) MiB")
         #expect(r.completionMilliseconds.count == 8)
         #expect(r.originBytes == 256 << 20)
