@@ -72,7 +72,7 @@ let package = Package(
         // `darter scheduler`'s routes over the Scheduler (no store).
         .target(name: "SchedulerService", dependencies: ["DarterCore", "Scheduler", "SchedulerProtocol", "PieceProtocol", "HTTPServer", "HTTPClient", "HTTPCore"], swiftSettings: strict),
         // The seed peer's routes over the piece store.
-        .target(name: "SeedService", dependencies: ["DarterCore", "PieceTransfer", "PieceProtocol", "HTTPServer", "PieceStore", "HTTPCore", "DarterIO", "Origin", "SwarmDownload", "SchedulerProtocol"], swiftSettings: strict),
+        .target(name: "SeedService", dependencies: ["DarterCore", "PieceTransfer", "PieceProtocol", "HTTPServer", "PieceStore", "HTTPCore", "DarterIO", "Origin", "SwarmDownload", "SchedulerProtocol", "SchedulerClient"], swiftSettings: strict),
 
         .executableTarget(name: "darter", dependencies: ["DarterCore", "PieceStore", "DarterIO", "SeedService", "HTTPServer", "HTTPClient", "Origin", "DarterGet", "Scheduler", "SchedulerService", "SchedulerClient", "SchedulerProtocol", "PieceProtocol", "PieceTransfer", "SwarmDownload"], swiftSettings: strict),
         // Benchmarks live apart from the product; tools/bench runs them.

@@ -10,12 +10,23 @@ import DarterCore
 /// - `GET /tasks/{id}/pieces`: the availability feed, a long-lived chunked response of
 ///   ``AvailabilityEvent`` lines: a snapshot, then the pieces as they land (pushed, not polled),
 ///   then the end.
-/// - `GET /tasks/{id}/pieces/{n}[?wait=MS]`: piece `n` with its CRC32C in ``crcHeader``; with
-///   `wait`, a piece still arriving is waited for up to MS milliseconds.
+/// - `GET /tasks/{id}/pieces/{n}[?wait=MS]`: piece `n` with its CRC32C in ``crcHeader`` (and
+///   its SHA-256 in ``sha256Header`` when the daemon knows it); with `wait`, a piece still
+///   arriving is waited for up to MS milliseconds.
+///
+/// A seed that reads the origin for a swarm gives every piece a SHA-256 and publishes it (in
+/// metadata, on `have` lines, in ``sha256Header``); a peer checks every piece it gets from
+/// another peer against the seed's digest, since a lying parent can send a CRC32C that matches
+/// its wrong bytes.
 public enum PieceProtocol {
     /// The protocol version daemons announce in metadata.
     public static let version = 1
     public static let crcHeader = "X-Darter-Piece-CRC32C"
+    public static let sha256Header = "X-Darter-Piece-SHA256"
+    /// Piece digests go in a feed's snapshot line up to this many (76 bytes each in JSON: the
+    /// line stays under the decoder's 4 MiB). With default piece lengths a task has at most
+    /// about a thousand pieces below 32 GiB; bigger ones are told on `have` lines only.
+    public static let maxDigestsInSnapshot = 40_000
     /// The longest wait a daemon grants for a piece (longer asks are cut to this).
     public static let maxWaitMilliseconds = 60_000
     /// The most pieces a task may have here: a snapshot line of a task this big (its ranges and its
@@ -157,9 +168,12 @@ public struct TaskMetadata: Sendable, Equatable {
     public var complete: Bool
     public var digest: SHA256Digest?
     public var contentType: String?
+    /// The SHA-256 of each piece, as far as the daemon knows them (`"pieceSHA256":
+    /// {"INDEX": "HEX", …}`, absent when none).
+    public var pieceDigests: [Int: SHA256Digest]
 
     public init(id: TaskID, contentLength: Int64?, pieceLength: Int, pieces: PieceSet = PieceSet(), complete: Bool = false,
-                digest: SHA256Digest? = nil, contentType: String? = nil) {
+                digest: SHA256Digest? = nil, contentType: String? = nil, pieceDigests: [Int: SHA256Digest] = [:]) {
         self.id = id
         self.contentLength = contentLength
         self.pieceLength = pieceLength
@@ -167,6 +181,7 @@ public struct TaskMetadata: Sendable, Equatable {
         self.complete = complete
         self.digest = digest
         self.contentType = contentType
+        self.pieceDigests = pieceDigests
     }
 
     /// Pieces in the task, when its length is known.
@@ -174,7 +189,7 @@ public struct TaskMetadata: Sendable, Equatable {
 
     public var json: JSONValue {
         let count = pieceCount ?? (pieces.indexes.last.map { $0 + 1 } ?? 0)
-        return .object([
+        var o: [String: JSONValue] = [
             "protocol": JSONValue(PieceProtocol.version),
             "id": .string(id.description),
             "contentLength": contentLength.map { JSONValue($0) } ?? .null,
@@ -185,7 +200,9 @@ public struct TaskMetadata: Sendable, Equatable {
             "committedPieces": .string(String((0..<count).map { pieces.contains($0) ? "1" : "0" })),
             "digest": digest.map { .string("sha256:" + $0.hex) } ?? .null,
             "contentType": JSONValue(contentType),
-        ])
+        ]
+        if !pieceDigests.isEmpty { o["pieceSHA256"] = PieceDigestsJSON.encode(pieceDigests) }
+        return .object(o)
     }
 
     public init(json: JSONValue) throws(ProtocolError) {
@@ -216,8 +233,10 @@ public struct TaskMetadata: Sendable, Equatable {
             }
             digest = h
         }
+        var digests: [Int: SHA256Digest] = [:]
+        if let d = json["pieceSHA256"], !d.isNull { digests = try PieceDigestsJSON.decode(d, limit: limit, field: "metadata: pieceSHA256") }
         self.init(id: id, contentLength: length, pieceLength: Int(pieceLength), pieces: pieces,
-                  complete: json["complete"]?.bool ?? false, digest: digest, contentType: json["contentType"]?.string)
+                  complete: json["complete"]?.bool ?? false, digest: digest, contentType: json["contentType"]?.string, pieceDigests: digests)
     }
 
     public init(parsing bytes: [UInt8]) throws(ProtocolError) {
@@ -277,12 +296,35 @@ public struct OpenTaskRequest: Sendable, Equatable {
     }
 }
 
+/// Piece digests in JSON: an object from decimal piece index to 64 lowercase hex digits.
+enum PieceDigestsJSON {
+    static func encode(_ digests: [Int: SHA256Digest]) -> JSONValue {
+        var o: [String: JSONValue] = [:]
+        for (i, d) in digests { o[String(i)] = .string(d.hex) }
+        return .object(o)
+    }
+
+    static func decode(_ v: JSONValue, limit: Int, field: String) throws(ProtocolError) -> [Int: SHA256Digest] {
+        guard let o = v.object else { throw ProtocolError("\(field) must be an object of piece index to SHA-256 hex") }
+        var out: [Int: SHA256Digest] = [:]
+        for (key, value) in o {
+            guard key.utf8.count <= 7, key.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let i = Int(key), i < limit else {
+                throw ProtocolError("\(field): '\(key.prefix(20))' is not a piece index below \(limit)")
+            }
+            guard let s = value.string, let d = SHA256Digest(hex: s) else { throw ProtocolError("\(field): piece \(i)'s digest is not 64 lowercase hex") }
+            out[i] = d
+        }
+        return out
+    }
+}
+
 /// One line of the availability feed (`GET /tasks/{id}/pieces`), as newline-terminated JSON:
-/// `{"snapshot": META}` first, then `{"have":"RANGES"}` as pieces land, `{}` as a heartbeat, and
-/// last `{"complete":true}` or `{"failed":"REASON"}`, after which the response ends.
+/// `{"snapshot": META}` first, then `{"have":"RANGES"}` as pieces land (with `"sha256":
+/// {"INDEX": "HEX"}` for those whose digest the daemon knows), `{}` as a heartbeat, and last
+/// `{"complete":true}` or `{"failed":"REASON"}`, after which the response ends.
 public enum AvailabilityEvent: Sendable, Equatable {
     case snapshot(TaskMetadata)
-    case have(PieceSet)
+    case have(PieceSet, sha256: [Int: SHA256Digest] = [:])
     case heartbeat
     case complete
     case failed(String)
@@ -291,7 +333,8 @@ public enum AvailabilityEvent: Sendable, Equatable {
         let v: JSONValue
         switch self {
         case .snapshot(let m): v = ["snapshot": m.json]
-        case .have(let p): v = ["have": .string(p.description)]
+        case .have(let p, let digests):
+            v = digests.isEmpty ? ["have": .string(p.description)] : ["have": .string(p.description), "sha256": PieceDigestsJSON.encode(digests)]
         case .heartbeat: v = [:]
         case .complete: v = ["complete": true]
         case .failed(let why): v = ["failed": .string(why)]
@@ -304,7 +347,13 @@ public enum AvailabilityEvent: Sendable, Equatable {
         if let m = o["snapshot"] { self = .snapshot(try TaskMetadata(json: m)) }
         else if let h = o["have"] {
             guard let s = h.string else { throw ProtocolError("availability: have must be a ranges string") }
-            self = .have(try PieceSet(parsing: s, limit: pieceLimit))
+            let set = try PieceSet(parsing: s, limit: pieceLimit)
+            var digests: [Int: SHA256Digest] = [:]
+            if let d = o["sha256"], !d.isNull {
+                digests = try PieceDigestsJSON.decode(d, limit: pieceLimit, field: "availability: sha256")
+                guard digests.keys.allSatisfy({ set.contains($0) }) else { throw ProtocolError("availability: sha256 names a piece the have line does not") }
+            }
+            self = .have(set, sha256: digests)
         }
         else if o["complete"]?.bool == true { self = .complete }
         else if let f = o["failed"] { self = .failed(f.string ?? "failed") }

@@ -43,8 +43,10 @@ public struct OriginMetadata: Equatable, Sendable {
 /// rebuilds the index.
 public enum JournalRecord: Equatable, Sendable {
     case taskCreated(TaskDescriptor)
-    /// Data and record are both durable: the piece may be served.
-    case pieceCommitted(TaskID, index: Int, length: Int, crc32c: UInt32)
+    /// Data and record are both durable: the piece may be served. `sha256`: the piece's own
+    /// digest, when the writer computed it (a seed reading the origin): children check pieces
+    /// from other peers against it.
+    case pieceCommitted(TaskID, index: Int, length: Int, crc32c: UInt32, sha256: SHA256Digest? = nil)
     /// A piece failed its checksum and is gone.
     case pieceDropped(TaskID, index: Int)
     /// Every piece is in; `sha256` is the content's digest once computed.
@@ -56,7 +58,7 @@ public enum JournalRecord: Equatable, Sendable {
     public var taskID: TaskID {
         switch self {
         case .taskCreated(let d): return d.id
-        case .pieceCommitted(let id, _, _, _), .pieceDropped(let id, _), .taskCompleted(let id, _, _),
+        case .pieceCommitted(let id, _, _, _, _), .pieceDropped(let id, _), .taskCompleted(let id, _, _),
              .taskAccessed(let id, _), .taskPinned(let id, _), .taskDeleted(let id):
             return id
         }
@@ -80,8 +82,10 @@ public enum JournalCodec {
             payload.optionalDigest(d.expectedDigest)
             payload.optionalString(d.origin.contentType); payload.optionalString(d.origin.etag)
             payload.optionalString(d.origin.lastModified); payload.optionalString(d.origin.sourceURL)
-        case .pieceCommitted(let id, let index, let length, let crc):
-            payload.u8(2); payload.taskID(id); payload.u32(UInt32(index)); payload.u32(UInt32(length)); payload.u32(crc)
+        case .pieceCommitted(let id, let index, let length, let crc, let sha256):
+            // Type 8 is type 2 with the piece's digest; journals written before it still read.
+            payload.u8(sha256 == nil ? 2 : 8); payload.taskID(id); payload.u32(UInt32(index)); payload.u32(UInt32(length)); payload.u32(crc)
+            if let sha256 { payload.digest(sha256) }
         case .pieceDropped(let id, let index):
             payload.u8(3); payload.taskID(id); payload.u32(UInt32(index))
         case .taskCompleted(let id, let length, let digest):
@@ -132,9 +136,14 @@ public enum JournalCodec {
                 id: id, pieceLength: Int(pieceLength), contentLength: length < 0 ? nil : length, createdAt: created,
                 pinned: pinned != 0, expectedDigest: digest,
                 origin: OriginMetadata(contentType: contentType, etag: etag, lastModified: lastModified, sourceURL: source)))
-        case 2:
+        case 2, 8:
             guard let index = r.u32(), let length = r.u32(), let crc = r.u32() else { return nil }
-            return .pieceCommitted(id, index: Int(index), length: Int(length), crc32c: crc)
+            var sha256: SHA256Digest?
+            if type == 8 {
+                guard let d = r.digest() else { return nil }
+                sha256 = d
+            }
+            return .pieceCommitted(id, index: Int(index), length: Int(length), crc32c: crc, sha256: sha256)
         case 3:
             guard let index = r.u32() else { return nil }
             return .pieceDropped(id, index: Int(index))

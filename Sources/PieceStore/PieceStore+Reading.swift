@@ -71,10 +71,15 @@ extension PieceStore {
         }
     }
 
-    /// The byte range and recorded CRC32C of piece `index`, if it is committed.
-    public func committedPiece(_ id: TaskID, index: Int) -> (range: Range<Int64>, crc32c: UInt32)? {
+    /// The byte range, recorded CRC32C and SHA-256 (if its writer computed one) of piece
+    /// `index`, if it is committed.
+    public func committedPiece(_ id: TaskID, index: Int) -> (range: Range<Int64>, crc32c: UInt32, sha256: SHA256Digest?)? {
         guard let (offset, length, crc) = try? pieceExtent(id, index: index) else { return nil }
-        return (offset..<(offset + Int64(length)), crc)
+        let sha256 = state.withLock { s -> SHA256Digest? in
+            guard let t = s.index.tasks[id], index < t.pieces.count else { return nil }
+            return t.pieces[index].sha256
+        }
+        return (offset..<(offset + Int64(length)), crc, sha256)
     }
 
     /// Checks a piece against its CRC32C once per process lifetime (pieces written by this

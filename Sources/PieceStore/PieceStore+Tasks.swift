@@ -58,8 +58,10 @@ extension PieceStore {
     /// are synced, instead of waiting one group commit per piece. Until the commit the piece
     /// reads as being written (readers wait for it), and a failed commit leaves it missing.
     /// `crc32c`: the piece's CRC32C when the caller computed it already (from these bytes), so
-    /// it is not computed twice.
-    public func startPieceWrite(_ id: TaskID, index: Int, from buffer: borrowing IOBuffer, length: Int, crc32c given: UInt32? = nil) async throws -> Task<Void, any Error> {
+    /// it is not computed twice. `sha256`: the piece's own digest, kept with it (a seed that read
+    /// the origin publishes it; children check other peers' copies against it).
+    public func startPieceWrite(_ id: TaskID, index: Int, from buffer: borrowing IOBuffer, length: Int, crc32c given: UInt32? = nil,
+                                sha256: SHA256Digest? = nil) async throws -> Task<Void, any Error> {
         let padded = alignUp(length)
         precondition(buffer.capacity >= padded, "buffer of \(buffer.capacity) bytes cannot hold piece of \(length)")
         enum Start { case write(FileDescriptor?, Int64, Bool, UInt64), alreadyCommitted }
@@ -98,7 +100,7 @@ extension PieceStore {
             throw error
         }
         // Queued in the same step that ends the data write, so a waiting group commit sees it.
-        let commit = queueDurableAppend([.pieceCommitted(id, index: index, length: length, crc32c: crc)], syncing: [fd],
+        let commit = queueDurableAppend([.pieceCommitted(id, index: index, length: length, crc32c: crc, sha256: sha256)], syncing: [fd],
                                         endingDataWrite: true, onlyIf: (id, generation))
         return Task { [self] in
             do { try await commit() } catch {
@@ -346,9 +348,13 @@ extension PieceStore {
     public func info(_ id: TaskID, pieces: Bool = false) -> TaskInfo? {
         state.withLock { s in
             guard let t = s.index.tasks[id], !t.deleting else { return nil }
+            var digests: [Int: SHA256Digest] = [:]
+            if pieces {
+                for (i, p) in t.pieces.enumerated() where p.state == .committed { if let d = p.sha256 { digests[i] = d } }
+            }
             return TaskInfo(id: id, pieceLength: t.pieceLength, contentLength: t.contentLength, complete: t.complete,
                             committed: pieces ? t.pieces.map { $0.state == .committed } : [], committedPieceCount: t.committedCount,
-                            sha256: t.sha256, expectedDigest: t.descriptor.expectedDigest, origin: t.descriptor.origin,
+                            pieceSHA256: digests, sha256: t.sha256, expectedDigest: t.descriptor.expectedDigest, origin: t.descriptor.origin,
                             pinned: t.descriptor.pinned, createdAt: t.descriptor.createdAt, lastAccess: t.lastAccess,
                             bytesOnDisk: t.allocatedBytes, failure: t.failure)
         }

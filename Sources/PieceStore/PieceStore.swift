@@ -224,7 +224,7 @@ public final class PieceStore: Sendable {
         guard !s.waiters.isEmpty else { return false }
         for p in batch {
             for r in p.records {
-                if case .pieceCommitted(let id, _, _, _) = r, s.waiters[id]?.isEmpty == false { return true }
+                if case .pieceCommitted(let id, _, _, _, _) = r, s.waiters[id]?.isEmpty == false { return true }
             }
         }
         return false

@@ -8,6 +8,8 @@ struct PieceSlot {
     var state: PieceState = .missing
     var length: UInt32 = 0
     var crc32c: UInt32 = 0
+    /// The piece's SHA-256 when its writer computed it (see ``JournalRecord/pieceCommitted``).
+    var sha256: SHA256Digest?
     /// Checked against its CRC since this process started (pieces we wrote count as checked).
     var verified = false
 }
@@ -94,13 +96,13 @@ struct StoreIndex {
             nextGeneration += 1
             bytesUsed += entry.allocatedBytes
             tasks[d.id] = entry
-        case .pieceCommitted(let id, let index, let length, let crc):
+        case .pieceCommitted(let id, let index, let length, let crc, let sha256):
             guard var t = tasks.removeValue(forKey: id) else { return }
             if index >= t.pieces.count {
                 t.pieces += Array(repeating: PieceSlot(), count: index + 1 - t.pieces.count)
             }
             if t.pieces[index].state != .committed { t.committedCount += 1 }
-            t.pieces[index] = PieceSlot(state: .committed, length: UInt32(length), crc32c: crc, verified: t.pieces[index].verified)
+            t.pieces[index] = PieceSlot(state: .committed, length: UInt32(length), crc32c: crc, sha256: sha256, verified: t.pieces[index].verified)
             if t.contentLength == nil {  // unknown length: the file grows piece by piece
                 let end = Int64(alignUp(Int(PieceMath.offset(ofPiece: index, pieceLength: t.pieceLength)) + length))
                 if end > t.allocatedBytes { bytesUsed += end - t.allocatedBytes; t.allocatedBytes = end }
@@ -147,7 +149,7 @@ struct StoreIndex {
         for (id, t) in tasks.sorted(by: { $0.key < $1.key }) where !t.deleting {
             out.append(.taskCreated(t.descriptor))
             for (i, p) in t.pieces.enumerated() where p.state == .committed {
-                out.append(.pieceCommitted(id, index: i, length: Int(p.length), crc32c: p.crc32c))
+                out.append(.pieceCommitted(id, index: i, length: Int(p.length), crc32c: p.crc32c, sha256: p.sha256))
             }
             if t.complete, let n = t.contentLength { out.append(.taskCompleted(id, contentLength: n, sha256: t.sha256)) }
             if t.lastAccess > t.descriptor.createdAt { out.append(.taskAccessed(id, at: t.lastAccess)) }

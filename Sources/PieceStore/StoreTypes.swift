@@ -80,6 +80,8 @@ public struct TaskInfo: Sendable, Equatable {
     /// One entry per known piece: committed or not.
     public var committed: [Bool]
     public var committedPieceCount: Int
+    /// The SHA-256 of each committed piece whose writer computed one (filled with `committed`).
+    public var pieceSHA256: [Int: SHA256Digest] = [:]
     public var sha256: SHA256Digest?
     public var expectedDigest: SHA256Digest?
     public var origin: OriginMetadata

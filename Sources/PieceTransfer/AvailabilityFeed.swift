@@ -7,12 +7,13 @@ import Synchronization
 
 extension TaskMetadata {
     /// What a daemon holding `info` (and, in memory, `held` pieces that arrived but may not be
-    /// committed yet) tells others about the task.
-    public init(_ info: TaskInfo, held: [Int] = []) {
+    /// committed yet, with the digests of those it knows) tells others about the task.
+    public init(_ info: TaskInfo, held: [Int] = [], heldDigests: [Int: SHA256Digest] = [:]) {
         var pieces = PieceSet(bitmap: info.committed)
         for i in held { pieces.insert(i) }
         self.init(id: info.id, contentLength: info.contentLength, pieceLength: info.pieceLength, pieces: pieces, complete: info.complete,
-                  digest: info.sha256 ?? (info.id.kind == .digest ? info.id.hash : nil), contentType: info.origin.contentType)
+                  digest: info.sha256 ?? (info.id.kind == .digest ? info.id.hash : nil), contentType: info.origin.contentType,
+                  pieceDigests: info.pieceSHA256.merging(heldDigests) { a, _ in a })
     }
 }
 
@@ -23,6 +24,7 @@ public final class AvailabilityFeed: StreamBodySource {
     private struct State {
         var snapshotSent = false
         var pending = PieceSet()
+        var pendingDigests: [Int: SHA256Digest] = [:]
         var ended: String??  // nil: going on; .some(nil): complete; .some(reason): failed
         var finished = false
         var waiting: (@Sendable ([UInt8]?) -> Void)?
@@ -55,7 +57,9 @@ public final class AvailabilityFeed: StreamBodySource {
     private func heard(_ event: PieceArrivals.Event) {
         let deliver = state.withLock { s -> (@Sendable ([UInt8]?) -> Void, [UInt8])? in
             switch event {
-            case .piece(let i): s.pending.insert(i)
+            case .piece(let i, let sha256):
+                s.pending.insert(i)
+                if let sha256 { s.pendingDigests[i] = sha256 }
             case .ended(let failure): s.ended = .some(failure)
             }
             guard s.snapshotSent, let w = s.waiting, let line = takeLine(&s) else { return nil }
@@ -68,8 +72,8 @@ public final class AvailabilityFeed: StreamBodySource {
     /// The next line to send, if one is due (pieces first, then the end).
     private func takeLine(_ s: inout State) -> [UInt8]? {
         if !s.pending.isEmpty {
-            defer { s.pending = PieceSet() }
-            return AvailabilityEvent.have(s.pending).line
+            defer { s.pending = PieceSet(); s.pendingDigests = [:] }
+            return AvailabilityEvent.have(s.pending, sha256: s.pendingDigests).line
         }
         if let ended = s.ended, !s.finished {
             s.finished = true
@@ -84,12 +88,15 @@ public final class AvailabilityFeed: StreamBodySource {
             if s.finished { return .end }
             if !s.snapshotSent {
                 s.snapshotSent = true
-                guard let meta = snapshot() else {
+                guard var meta = snapshot() else {
                     s.finished = true
                     return .send(AvailabilityEvent.failed("the task is gone").line)
                 }
+                if meta.pieceDigests.count > PieceProtocol.maxDigestsInSnapshot { meta.pieceDigests = [:] }
                 var line = AvailabilityEvent.snapshot(meta).line
-                s.pending = PieceSet()  // the snapshot has them
+                // The snapshot has them (those whose digests it lacks as well: it was taken later).
+                s.pending = PieceSet()
+                s.pendingDigests = [:]
                 if meta.complete {
                     s.finished = true
                     line += AvailabilityEvent.complete.line

@@ -7,7 +7,8 @@ import Synchronization
 /// thread and must only queue.
 public final class PieceArrivals: Sendable {
     public enum Event: Sendable, Equatable {
-        case piece(Int)
+        /// A piece landed, with its SHA-256 when this daemon knows it.
+        case piece(Int, sha256: SHA256Digest? = nil)
         /// The task is complete, or its fetch ended without it (`failure`).
         case ended(failure: String?)
     }

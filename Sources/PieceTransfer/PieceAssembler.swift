@@ -24,6 +24,9 @@ public final class PieceAssembler: @unchecked Sendable {
     let arrivals: PieceArrivals?
     let piecesInFlight: Int
     let pageCacheOnIngest: Bool
+    /// Each piece of the stream gets its own SHA-256, kept and published with it (a seed reading
+    /// the origin for a swarm: children check other peers' copies against these).
+    let pieceDigests: Bool
 
     // Producer state (one producer at a time, so unlocked).
     /// The task offset of the next byte.
@@ -47,8 +50,11 @@ public final class PieceAssembler: @unchecked Sendable {
     /// - Parameters:
     ///   - start: where the stream begins (a piece boundary: a segment, or a resumed fetch).
     ///   - hashing: hash the content as it streams (only meaningful from offset 0).
+    ///   - pieceDigests: give each streamed piece its own SHA-256 (about 2 ms per 4 MiB piece
+    ///     with SHA-NI, so only where children need them).
     public init(store: PieceStore, id: TaskID, pieceLength: Int, contentLength: Int64?, start: Int64 = 0, hashing: Bool = false,
-                resident: ResidentPieces, arrivals: PieceArrivals?, piecesInFlight: Int = 4, pageCacheOnIngest: Bool = true) {
+                pieceDigests: Bool = false, resident: ResidentPieces, arrivals: PieceArrivals?, piecesInFlight: Int = 4,
+                pageCacheOnIngest: Bool = true) {
         precondition(start % Int64(pieceLength) == 0, "a stream starts on a piece boundary")
         self.store = store
         self.id = id
@@ -58,6 +64,7 @@ public final class PieceAssembler: @unchecked Sendable {
         self.arrivals = arrivals
         self.piecesInFlight = max(1, piecesInFlight)
         self.pageCacheOnIngest = pageCacheOnIngest
+        self.pieceDigests = pieceDigests
         position = start
         nextPiece = Int(start / Int64(pieceLength))
         if hashing && start == 0 { hasher = SHA256Hasher() }
@@ -138,11 +145,12 @@ public final class PieceAssembler: @unchecked Sendable {
         return SharedIOBuffer(length < pieceLength ? IOBuffer(capacity: length) : store.io.makeBuffer(capacity: length))
     }
 
-    /// A whole piece that arrived out of order (from a parent), already checked against `crc`:
-    /// into memory and the feed at once, then the store, as a streamed piece goes. Waits while
-    /// `piecesInFlight` writes are busy (backpressure on the download). The buffer then belongs
-    /// to ``ResidentPieces``: take a new one for the next piece. False after a failure.
-    public func acceptWholePiece(_ index: Int, _ piece: SharedIOBuffer, length: Int, crc: UInt32) async -> Bool {
+    /// A whole piece that arrived out of order (from a parent), already checked against `crc`
+    /// (and `sha256`, the seed's digest for it, when known): into memory and the feed at once,
+    /// then the store, as a streamed piece goes. Waits while `piecesInFlight` writes are busy
+    /// (backpressure on the download). The buffer then belongs to ``ResidentPieces``: take a new
+    /// one for the next piece. False after a failure.
+    public func acceptWholePiece(_ index: Int, _ piece: SharedIOBuffer, length: Int, crc: UInt32, sha256: SHA256Digest? = nil) async -> Bool {
         while true {
             let ready: Bool? = await withCheckedContinuation { c in
                 let r = shared.withLock { s -> Bool? in
@@ -156,7 +164,7 @@ public final class PieceAssembler: @unchecked Sendable {
             guard let ready else { return false }
             if ready { break }
         }
-        publishAndWrite(piece, index: index, length: length, crc: crc, slotTaken: true)
+        publishAndWrite(piece, index: index, length: length, crc: crc, sha256: sha256, slotTaken: true)
         return true
     }
 
@@ -167,15 +175,21 @@ public final class PieceAssembler: @unchecked Sendable {
         let (index, length) = (nextPiece, fill)
         nextPiece += 1
         fill = 0
-        publishAndWrite(piece, index: index, length: length, crc: piece.buffer.crc32c(0..<length))
+        var sha256: SHA256Digest?
+        if pieceDigests {
+            var h = SHA256Hasher()
+            h.update(piece.buffer, range: 0..<length)
+            sha256 = SHA256Digest(bytes: h.finalize())
+        }
+        publishAndWrite(piece, index: index, length: length, crc: piece.buffer.crc32c(0..<length), sha256: sha256)
     }
 
     /// A piece and its CRC32C: memory and the feed first, then the store. A piece that a client
     /// must read from the store (it is no longer in memory) is read ahead.
-    private func publishAndWrite(_ piece: SharedIOBuffer, index: Int, length: Int, crc: UInt32, slotTaken: Bool = false) {
+    private func publishAndWrite(_ piece: SharedIOBuffer, index: Int, length: Int, crc: UInt32, sha256: SHA256Digest?, slotTaken: Bool = false) {
         let (store, id, pageCacheOnIngest, resident) = (self.store, self.id, self.pageCacheOnIngest, self.resident)
-        let departed = resident.publish(id, index: index, piece, length: length, crc: crc).filter { $0.needed || pageCacheOnIngest }
-        arrivals?.announce(id, .piece(index))
+        let departed = resident.publish(id, index: index, piece, length: length, crc: crc, sha256: sha256).filter { $0.needed || pageCacheOnIngest }
+        arrivals?.announce(id, .piece(index, sha256: sha256))
         if !departed.isEmpty {
             Task { [store] in for d in departed { await store.prefetchPiece(d.id, index: d.index) } }
         }
@@ -183,7 +197,7 @@ public final class PieceAssembler: @unchecked Sendable {
         let write = Task { [self] in
             let commit: Task<Void, any Error>
             do {
-                commit = try await store.startPieceWrite(id, index: index, from: piece.buffer, length: length, crc32c: crc)
+                commit = try await store.startPieceWrite(id, index: index, from: piece.buffer, length: length, crc32c: crc, sha256: sha256)
             } catch {
                 finishWrite(error: "storing piece \(index): \(error)")
                 return

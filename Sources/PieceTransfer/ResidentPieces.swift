@@ -25,8 +25,9 @@ public final class ResidentPieces: Sendable {
     private struct Fetch {
         let pieceLength: Int64
         var pieces: [Int: SharedIOBuffer] = [:]
-        /// Each held piece's CRC32C and length (the piece protocol sends them before the bytes).
-        var checks: [Int: (crc: UInt32, length: Int)] = [:]
+        /// Each held piece's CRC32C, length and (when known) SHA-256: the piece protocol sends them
+        /// before the bytes.
+        var checks: [Int: (crc: UInt32, length: Int, sha256: SHA256Digest?)] = [:]
         /// Readers waiting for a piece to arrive, woken when it does or when the fetch ends.
         var waiters: [(index: Int, wake: @Sendable () -> Void)] = []
         /// Pieces published so far (a piece not held but published has left: read the store).
@@ -150,17 +151,17 @@ public final class ResidentPieces: Sendable {
         return known
     }
 
-    /// Keeps piece `index` of `id` (its first `length` bytes filled, with CRC32C `crc`: it is not
-    /// written to again), making room if needed. Returns the pieces that left before their
-    /// object was settled.
-    public func publish(_ id: TaskID, index: Int, _ piece: SharedIOBuffer, length: Int, crc: UInt32) -> [Departure] {
+    /// Keeps piece `index` of `id` (its first `length` bytes filled, with CRC32C `crc` and, when
+    /// known, SHA-256 `sha256`: it is not written to again), making room if needed. Returns the
+    /// pieces that left before their object was settled.
+    public func publish(_ id: TaskID, index: Int, _ piece: SharedIOBuffer, length: Int, crc: UInt32, sha256: SHA256Digest? = nil) -> [Departure] {
         let (departures, woken) = state.withLock { s -> ([Departure], [@Sendable () -> Void]) in
             guard var f = s.fetches[id], f.fetching else {
                 keepSpares([piece], &s)
                 return ([], [])
             }
             f.pieces[index] = piece
-            f.checks[index] = (crc, length)
+            f.checks[index] = (crc, length, sha256)
             f.published.insert(index)
             let woken = f.waiters.filter { $0.index == index }.map(\.wake)
             f.waiters.removeAll { $0.index == index }
@@ -203,12 +204,21 @@ public final class ResidentPieces: Sendable {
         return departures
     }
 
-    /// Piece `index` of `id` if it is held here: its buffer, length and CRC32C (a piece that has
-    /// arrived whole, committed or not).
-    public func piece(_ id: TaskID, index: Int) -> (buffer: SharedIOBuffer, length: Int, crc: UInt32)? {
+    /// Piece `index` of `id` if it is held here: its buffer, length, CRC32C and SHA-256 if known
+    /// (a piece that has arrived whole, committed or not).
+    public func piece(_ id: TaskID, index: Int) -> (buffer: SharedIOBuffer, length: Int, crc: UInt32, sha256: SHA256Digest?)? {
         state.withLock { s in
             guard let f = s.fetches[id], let b = f.pieces[index], let c = f.checks[index] else { return nil }
-            return (b, c.length, c.crc)
+            return (b, c.length, c.crc, c.sha256)
+        }
+    }
+
+    /// The SHA-256 of each piece of `id` held here whose digest is known.
+    public func heldDigests(_ id: TaskID) -> [Int: SHA256Digest] {
+        state.withLock { s in
+            var out: [Int: SHA256Digest] = [:]
+            for (i, c) in s.fetches[id]?.checks ?? [:] { if let d = c.sha256 { out[i] = d } }
+            return out
         }
     }
 

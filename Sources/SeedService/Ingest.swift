@@ -2,6 +2,9 @@ import Dispatch
 import DarterIO
 import Origin
 import PieceStore
+import SchedulerClient
+import SchedulerProtocol
+import PieceProtocol
 import Synchronization
 import PieceTransfer
 import DarterCore
@@ -34,6 +37,10 @@ public struct ShieldConfiguration: Sendable {
     /// nginx's cache. It costs only when an object does not fit in `followMemory`; without it,
     /// hits read such pieces from disk until the background pass after the fetch.
     public var pageCacheOnIngest = true
+    /// Gives each piece read from the origin its own SHA-256, kept with it and published to
+    /// children (a seed in a swarm: its peers check other peers' copies against it). Costs
+    /// about 0.5 CPU-seconds per GiB (SHA-NI), so off for a seed serving only HTTP clients.
+    public var pieceDigests = false
     public init() {}
 }
 
@@ -88,13 +95,18 @@ final class Ingestor: Sendable {
     let arrivals = PieceArrivals()
     /// On a peer: tasks come through the swarm first (nil on a seed: from the origin).
     let swarm: SwarmSource?
+    /// The swarm's schedulers, told of each object this daemon fetched whole from its origin (so
+    /// children find it as a parent without another origin fetch); nil outside a swarm.
+    let scheduler: SchedulerClient?
     private let jobs = Mutex<[TaskID: IngestJob]>([:])
     private let negative = Mutex<[TaskID: (status: Int, reason: String, until: Int64)]>([:])
     /// When each cached URL task was last confirmed fresh by its origin (monotonic seconds).
     private let validated = Mutex<[TaskID: Int64]>([:])
 
-    init(store: PieceStore, origins: OriginBackends, registry: RegistryClient, configuration: ShieldConfiguration, swarm: SwarmSource? = nil) {
+    init(store: PieceStore, origins: OriginBackends, registry: RegistryClient, configuration: ShieldConfiguration, swarm: SwarmSource? = nil,
+         scheduler: SchedulerClient? = nil) {
         self.swarm = swarm
+        self.scheduler = scheduler ?? swarm?.scheduler
         self.store = store
         self.origins = origins
         self.registry = registry
@@ -230,6 +242,10 @@ final class Ingestor: Sendable {
             return
         }
         endFetch(source.id, job, failure: nil)
+        if let scheduler, !first.noStore, let info = store.info(source.id), info.complete, let length = info.contentLength {
+            let all = PieceSet(0..<PieceMath.pieceCount(contentLength: length, pieceLength: info.pieceLength))
+            await scheduler.report(ProgressReport(host: scheduler.configuration.identity.id, task: source.id, pieces: all, state: .complete))
+        }
     }
 
     /// A fetch is over, for everyone following it: memory (nothing of a failed fetch is served
@@ -436,7 +452,7 @@ final class IngestSink: OriginDirectSink, @unchecked Sendable {
         limitEnd = segment.upperBound
         assemblerState.withLock {
             $0 = .ready(PieceAssembler(store: store, id: source.id, pieceLength: pieceLength, contentLength: contentLength,
-                                       start: segment.lowerBound, resident: resident, arrivals: arrivals,
+                                       start: segment.lowerBound, pieceDigests: configuration.pieceDigests, resident: resident, arrivals: arrivals,
                                        piecesInFlight: configuration.piecesInFlight, pageCacheOnIngest: configuration.pageCacheOnIngest))
         }
     }
@@ -531,7 +547,7 @@ final class IngestSink: OriginDirectSink, @unchecked Sendable {
                 // Content that must match a digest is hashed as it streams in, so completion need
                 // not read it back; other content gets its digest in the background afterwards.
                 next = .ready(PieceAssembler(store: store, id: id, pieceLength: info.pieceLength, contentLength: length, hashing: hashing,
-                                             resident: resident, arrivals: arrivals, piecesInFlight: configuration.piecesInFlight,
+                                             pieceDigests: configuration.pieceDigests, resident: resident, arrivals: arrivals, piecesInFlight: configuration.piecesInFlight,
                                              pageCacheOnIngest: configuration.pageCacheOnIngest))
                 onStart(info)
             } catch {

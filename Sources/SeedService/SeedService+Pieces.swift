@@ -8,11 +8,12 @@ import PieceTransfer
 import Synchronization
 
 /// The piece protocol on the seed (docs/PROTOCOL.md): what it holds, pieces as they land, each
-/// piece with its CRC32C (a piece still arriving is waited for), and opening a task by URL.
+/// piece with its CRC32C and, when known, its SHA-256 (a piece still arriving is waited for),
+/// and opening a task by URL.
 extension SeedService {
     /// What this seed holds of `info`'s task: committed pieces and those in memory already.
     func metadata(_ info: TaskInfo) -> TaskMetadata {
-        TaskMetadata(info, held: ingestor?.resident.heldPieces(info.id) ?? [])
+        TaskMetadata(info, held: ingestor?.resident.heldPieces(info.id) ?? [], heldDigests: ingestor?.resident.heldDigests(info.id) ?? [:])
     }
 
     /// `GET /tasks/{id}/meta`.
@@ -29,7 +30,7 @@ extension SeedService {
         let (store, id) = (self.store, info.id)
         let resident = ingestor?.resident
         let feed = AvailabilityFeed(id, arrivals: ingestor?.arrivals ?? PieceArrivals(), snapshot: {
-            store.info(id, pieces: true).map { TaskMetadata($0, held: resident?.heldPieces(id) ?? []) }
+            store.info(id, pieces: true).map { TaskMetadata($0, held: resident?.heldPieces(id) ?? [], heldDigests: resident?.heldDigests(id) ?? [:]) }
         }, isFetching: { resident?.isFetching(id) ?? false })
         return Response(head: head, body: .stream(feed), route: "availability")
     }
@@ -79,19 +80,20 @@ extension SeedService {
 
     /// The piece if this seed holds it now (memory first, then the store), else nil.
     private func pieceNow(_ request: HTTPRequestHead, _ info: TaskInfo, _ n: Int) -> Response? {
-        let range: Range<Int64>, crc: UInt32
+        let range: Range<Int64>, crc: UInt32, sha256: SHA256Digest?
         if let held = ingestor?.resident.piece(info.id, index: n) {
             let start = PieceMath.offset(ofPiece: n, pieceLength: info.pieceLength)
             range = start..<(start + Int64(held.length))
-            crc = held.crc
+            (crc, sha256) = (held.crc, held.sha256)
         } else if let committed = store.committedPiece(info.id, index: n) {
-            (range, crc) = committed
+            (range, crc, sha256) = committed
         } else {
             return nil
         }
         var head = HTTPResponseHead(status: 200)
         head.headers.add(name: "Content-Type", value: "application/octet-stream")
         head.headers.add(name: PieceProtocol.crcHeader, value: PieceProtocol.crcValue(crc))
+        if let sha256 { head.headers.add(name: PieceProtocol.sha256Header, value: sha256.hex) }
         head.setContentLength(range.count)
         let body: ResponseBody = request.method == .head ? .none
             : .file(StoreBody(store: store, id: info.id, range: range, following: ingestor?.resident))

@@ -3,6 +3,7 @@ import HTTPCore
 import HTTPServer
 import Origin
 import PieceStore
+import SchedulerClient
 import PieceProtocol
 import PieceTransfer
 import DarterCore
@@ -22,11 +23,13 @@ public final class SeedService: HTTPHandler {
     ///   - origin: origin access for the shield front doors; nil serves the store only.
     ///   - origins: the backends by scheme (plain http on the event loops, the rest on libcurl).
     ///   - swarm: on a peer, where tasks come from first (the scheduler and parents).
+    ///   - scheduler: on a seed in a swarm, the schedulers it tells of what it fetched.
     public init(store: PieceStore, metrics: ServerMetrics, origins: OriginBackends? = nil, registry: RegistryClient? = nil,
-                shield: ShieldConfiguration = ShieldConfiguration(), swarm: SwarmSource? = nil) {
+                shield: ShieldConfiguration = ShieldConfiguration(), swarm: SwarmSource? = nil, scheduler: SchedulerClient? = nil) {
         self.store = store
         self.metrics = metrics
-        ingestor = origins.map { Ingestor(store: store, origins: $0, registry: registry ?? RegistryClient(origin: $0.curl), configuration: shield, swarm: swarm) }
+        ingestor = origins.map { Ingestor(store: store, origins: $0, registry: registry ?? RegistryClient(origin: $0.curl), configuration: shield,
+                                          swarm: swarm, scheduler: scheduler) }
     }
 
     public func handle(_ request: HTTPRequestHead, body: [UInt8], respond: @escaping @Sendable (Response) -> Void) {

@@ -56,7 +56,8 @@ public enum SwarmOutcome: Sendable, Equatable {
 
 /// One task's download on a peer: pieces from several parents at once (rarest first, a window
 /// ahead of a streaming reader, endgame duplicates: `PieceSelector`), each checked against the
-/// CRC32C its parent sends, landed through the `PieceAssembler` (memory and this host's own
+/// CRC32C its parent sends and, from a peer, against the SHA-256 the task's seed published for
+/// it (a lying peer can send a CRC32C that matches its wrong bytes), landed through the `PieceAssembler` (memory and this host's own
 /// feed at once, so children get it before the store's commit, then the store). Parents come
 /// from the scheduler, and again every `reannounce`; each one's availability feed tells what it
 /// holds as pieces land there (pushed). A parent that fails `failuresToDrop` requests is dropped
@@ -88,6 +89,15 @@ public actor SwarmDownload {
     /// Requests open now (each with a piece buffer).
     var active = 0
     var workers: [Task<Void, Never>] = []
+    /// Piece digests from the task's seeds: the metadata a seed gave, its feed, its piece
+    /// headers. Never from peers (a liar would lie about these too).
+    var trusted: [Int: SHA256Digest]
+    /// The seed's metadata asked for a digest not heard yet (one request at a time).
+    var digestRefresh: Task<Void, Never>?
+    var digestRefreshedAt: ContinuousClock.Instant?
+    /// Pieces from peers accepted on their CRC32C alone: the seeds had no digest for them (no
+    /// seed among the parents, or the seed's copy predates piece digests).
+    var unverified = 0
 
     static let originID = "origin"
 
@@ -113,6 +123,7 @@ public actor SwarmDownload {
         self.origin = origin
         self.configuration = configuration
         self.log = log
+        trusted = meta.pieceDigests
         selector = PieceSelector(pieceCount: meta.pieceCount ?? 0, have: have, window: configuration.window, me: announce.host,
                                  seed: RendezvousHash.fnv1a(announce.host + meta.id.description))
     }
@@ -169,10 +180,15 @@ public actor SwarmDownload {
 
     func feedEvents(_ parent: String, _ events: [AvailabilityEvent]) {
         guard links[parent] != nil else { return }
+        let fromSeed = links[parent]?.candidate.role == .seed
         for e in events {
             switch e {
-            case .snapshot(let m): selector.parentHas(parent, m.complete ? PieceSet(0..<(meta.pieceCount ?? 0)) : m.pieces)
-            case .have(let p): selector.parentHas(parent, p)
+            case .snapshot(let m):
+                selector.parentHas(parent, m.complete ? PieceSet(0..<(meta.pieceCount ?? 0)) : m.pieces)
+                if fromSeed { trusted.merge(m.pieceDigests) { a, _ in a } }
+            case .have(let p, let digests):
+                selector.parentHas(parent, p)
+                if fromSeed { trusted.merge(digests) { a, _ in a } }
             case .complete: selector.parentHas(parent, PieceSet(0..<(meta.pieceCount ?? 0)))
             case .failed(let why): drop(parent, .missing, "its fetch failed: \(why)")
             case .heartbeat: break
@@ -194,7 +210,7 @@ public actor SwarmDownload {
         }
         Task { [self] in
             try? await Task.sleep(for: .milliseconds(min(2000, 100 * attempts)))
-            await self.resubscribe(parent)
+            self.resubscribe(parent)
         }
     }
 
@@ -231,7 +247,7 @@ public actor SwarmDownload {
         let task = Task { [self] in
             while let index = await self.nextPiece(for: parent) {
                 await self.fetch(index, from: parent)
-                await self.requestEnded()
+                self.requestEnded()
             }
         }
         workers.append(task)
@@ -303,7 +319,7 @@ public actor SwarmDownload {
         }
         wakeAll()
         landing += 1
-        let landed = await assembler.acceptWholePiece(index, buffer, length: length, crc: buffer.buffer.crc32c(0..<length))
+        let landed = await assembler.acceptWholePiece(index, buffer, length: length, crc: buffer.buffer.crc32c(0..<length), sha256: trusted[index])
         landing -= 1
         guard landed else {
             end(.failed("storing piece \(index): \(assembler.failure ?? "failed")"))
@@ -314,6 +330,7 @@ public actor SwarmDownload {
         if selector.isComplete && landing == 0 && outcome == nil {
             do {
                 try await assembler.finish(streamEnded: false)
+                if unverified > 0 { log("swarm: task \(id): \(unverified) pieces from peers were checked against their CRC32C only: no seed had their SHA-256") }
                 end(.complete(bySource: bySource))
             } catch {
                 end(.failed("\(error)"))
@@ -321,7 +338,8 @@ public actor SwarmDownload {
         }
     }
 
-    /// One piece from a parent into `buffer`; nil when it came whole and matched its CRC32C.
+    /// One piece from a parent into `buffer`; nil when it came whole and matched its CRC32C and
+    /// (from a peer) the seed's SHA-256 for it.
     func fetchFromParent(_ link: ParentLink, _ index: Int, _ buffer: SharedIOBuffer, _ length: Int) async -> (ParentFailure.Kind, String)? {
         let url = HTTPClientURL(host: link.url.host, port: link.url.port,
                                 target: PieceProtocol.piecePath(id, index, waitMilliseconds: configuration.pieceWaitMilliseconds))
@@ -343,7 +361,48 @@ public actor SwarmDownload {
             return (.badPiece, "sent no CRC32C")
         }
         guard buffer.buffer.crc32c(0..<length) == crc else { return (.badPiece, "the bytes do not match the CRC32C it sent") }
+        if link.candidate.role == .seed {
+            // The seed read the origin: what it says a piece hashes to is what children check.
+            if let d = r.head.headers[PieceProtocol.sha256Header].flatMap({ SHA256Digest(hex: $0) }) { trusted[index] = d }
+            return nil
+        }
+        guard let expected = await seedDigest(index) else {
+            unverified += 1
+            return nil
+        }
+        var hasher = SHA256Hasher()
+        hasher.update(buffer.buffer, range: 0..<length)
+        guard SHA256Digest(bytes: hasher.finalize()) == expected else {
+            return (.badPiece, "the bytes do not match the seed's SHA-256 for piece \(index) (their CRC32C did)")
+        }
         return nil
+    }
+
+    /// The seed's digest of piece `index`: known already, else asked of a seed parent's
+    /// metadata (one request at a time, at most once a second); nil with no seed parent or
+    /// when the seed has none for it.
+    func seedDigest(_ index: Int) async -> SHA256Digest? {
+        if let d = trusted[index] { return d }
+        if digestRefresh == nil {
+            guard let seed = links.values.first(where: { $0.candidate.role == .seed }) else { return nil }
+            if let at = digestRefreshedAt, ContinuousClock.now - at < .seconds(1) { return nil }
+            let request = HTTPClientRequest(url: HTTPClientURL(host: seed.url.host, port: seed.url.port, target: PieceProtocol.metaPath(id)),
+                                            deadline: .seconds(5))
+            let client = pieces
+            digestRefresh = Task { [self] in
+                let body = try? await client.send(request)
+                let digests = body.flatMap { $0.status == 200 ? try? TaskMetadata(parsing: $0.body) : nil }?.pieceDigests ?? [:]
+                self.digestsArrived(digests)
+            }
+        }
+        await digestRefresh?.value
+        return trusted[index]
+    }
+
+    func digestsArrived(_ digests: [Int: SHA256Digest]) {
+        trusted.merge(digests) { a, _ in a }
+        digestRefresh = nil
+        digestRefreshedAt = .now
     }
 
     func end(_ o: SwarmOutcome) {

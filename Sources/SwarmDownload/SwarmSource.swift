@@ -51,7 +51,9 @@ public final class SwarmSource: Sendable {
         if reply.parents.isEmpty { return .backToSource(reply.reason ?? "the scheduler names no parent") }
         // Seeds first: one that is not fetching the task yet starts on this request.
         for p in reply.parents.sorted(by: { ($0.role == .seed ? 0 : 1) < ($1.role == .seed ? 0 : 1) }) {
-            if let meta = await metadata(from: p, announce), meta.id == announce.task, meta.contentLength != nil {
+            if var meta = await metadata(from: p, announce), meta.id == announce.task, meta.contentLength != nil {
+                // Piece digests count only from a seed, which read the origin; a peer could lie.
+                if p.role != .seed { meta.pieceDigests = [:] }
                 return .parents(meta, reply.parents, reply.seedShare)
             }
         }

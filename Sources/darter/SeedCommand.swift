@@ -128,8 +128,10 @@ enum SeedCommand {
             swarm = try SwarmFlags.schedulerClient(args, role: role, listenHost: config.host, port: config.port, store: store, client: HTTPClient(group: group))
             let origins = OriginBackends(curl: origin, http: httpBackend == "loop" ? HTTPOriginBackend(group: group, configuration: originConfig, fallback: origin) : nil)
             let source = role == .peer ? swarm.map { SwarmSource(scheduler: $0, group: group, configuration: swarmConfig, log: { log($0) }) } : nil
+            // A seed in a swarm is where children's piece digests come from.
+            shield.pieceDigests = role == .seed && swarm != nil
             let service = SeedService(store: store, metrics: metrics, origins: origins, registry: RegistryClient(origin: origin, credentials: registryCredentials),
-                                      shield: shield, swarm: source)
+                                      shield: shield, swarm: source, scheduler: swarm)
             server = try HTTPServer(configuration: config, handler: service, metrics: metrics, group: group)
         } catch let e as UsageError {
             await store.close()

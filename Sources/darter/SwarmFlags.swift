@@ -17,6 +17,8 @@ enum SwarmFlags {
         let peerOnly: [Arguments.Flag] = role == .seed ? [] : [
             .init(name: "no-back-to-source", defaultValue: "", help: "never fetch from the origin: fail a task no parent can serve", kind: .toggle),
             .init(name: "requests-per-parent", defaultValue: String(SwarmConfiguration().requestsPerParent), help: "piece requests kept open per parent (pipelined)"),
+            .init(name: "piece-timeout", defaultValue: String(SwarmConfiguration().minimumPieceDeadline.components.seconds),
+                  help: "seconds a parent has at least to send a piece (more when its measured rate needs it, plus the parent's wait for a piece still arriving); a parent that misses it twice is dropped"),
         ]
         return [
             .init(name: "scheduler", defaultValue: "", help: role == .seed
@@ -40,6 +42,11 @@ enum SwarmFlags {
         guard (1...64).contains(c.requestsPerParent) else {
             throw UsageError("peer: --requests-per-parent must be from 1 to 64, got '\(args.string("requests-per-parent"))'")
         }
+        let timeout = try args.int("piece-timeout")
+        guard (1...3600).contains(timeout) else {
+            throw UsageError("peer: --piece-timeout must be from 1 to 3600 seconds, got '\(args.string("piece-timeout"))'")
+        }
+        c.minimumPieceDeadline = .seconds(timeout)
         return c
     }
 

@@ -20,3 +20,26 @@ public final class QuietStream: StreamBodySource {
         w?(nil)
     }
 }
+
+/// A streamed body that sends one byte per `interval` (a parent that drips), until cancelled.
+public final class DripStream: StreamBodySource {
+    private let state = Mutex<(task: Task<Void, Never>?, cancelled: Bool)>((nil, false))
+    private let interval: Duration
+    public init(interval: Duration = .seconds(1)) { self.interval = interval }
+    public func next(_ deliver: @escaping @Sendable ([UInt8]?) -> Void) {
+        let interval = self.interval
+        let cancelled = state.withLock { s -> Bool in
+            if s.cancelled { return true }
+            s.task = Task {
+                try? await Task.sleep(for: interval)
+                deliver(Task.isCancelled ? nil : [0x44])
+            }
+            return false
+        }
+        if cancelled { deliver(nil) }
+    }
+    public func cancel() {
+        let t = state.withLock { s in s.cancelled = true; return s.task }
+        t?.cancel()
+    }
+}

@@ -76,6 +76,31 @@ struct PieceProtocolTests {
         }
     }
 
+    @Test("piece digests: in metadata and on have lines, round trip; a bad index, digest, or a digest for a piece the line does not name is refused")
+    func pieceDigests() throws {
+        let d0 = SHA256Digest(bytes: SHA256Hasher.hash([0])), d3 = SHA256Digest(bytes: SHA256Hasher.hash([3]))
+        let m = TaskMetadata(id: id, contentLength: 40 << 20, pieceLength: 4 << 20, pieces: PieceSet([0, 3]), pieceDigests: [0: d0!, 3: d3!])
+        #expect(try TaskMetadata(parsing: m.json.serializedBytes) == m)
+        #expect(m.json["pieceSHA256"]?["3"]?.string == d3!.hex)
+        #expect(TaskMetadata(id: id, contentLength: 1, pieceLength: 4 << 20).json["pieceSHA256"] == nil, "absent when none are known")
+        let have = AvailabilityEvent.have(PieceSet([3, 4]), sha256: [3: d3!])
+        var d = AvailabilityDecoder()
+        #expect(try d.feed(have.line) == [have])
+        let hex = d0!.hex
+        let bad: [(String, String)] = [
+            (#"{"have":"3","sha256":{"4":"\#(hex)"}}"#, "does not"), (#"{"have":"3","sha256":{"3":"xyz"}}"#, "64 lowercase hex"),
+            (#"{"have":"3","sha256":{"-3":"\#(hex)"}}"#, "piece index"), (#"{"have":"3","sha256":["\#(hex)"]}"#, "object"),
+        ]
+        for (line, why) in bad {
+            var d = AvailabilityDecoder()
+            #expect { try d.feed(Array(line.utf8) + [10]) } throws: { ($0 as? ProtocolError)?.description.contains(why) == true }
+        }
+        // Metadata: an index past the task's pieces.
+        var o = m.json.object!
+        o["pieceSHA256"] = ["10": .string(hex)]
+        #expect { try TaskMetadata(json: .object(o)) } throws: { ($0 as? ProtocolError)?.description.contains("below 10") == true }
+    }
+
     @Test("availability events are one JSON line each; the decoder gives the same events however the bytes are split")
     func availability() throws {
         let m = TaskMetadata(id: id, contentLength: 40 << 20, pieceLength: 4 << 20, pieces: PieceSet([0]))

@@ -19,6 +19,7 @@ let sampleRecords: [JournalRecord] = [
                                 origin: OriginMetadata(contentType: "", etag: "", lastModified: nil, sourceURL: ""))),
     .pieceCommitted(id("full"), index: 0, length: 1, crc32c: 0),
     .pieceCommitted(digestID, index: Int(UInt32.max), length: 64 << 20, crc32c: 0xFFFF_FFFF),
+    .pieceCommitted(id("full"), index: 3, length: 4 << 20, crc32c: 0x1234_5678, sha256: digest),
     .pieceDropped(id("full"), index: 7),
     .pieceDropped(digestID, index: 0),
     .taskCompleted(id("full"), contentLength: 123_456_789, sha256: digest),

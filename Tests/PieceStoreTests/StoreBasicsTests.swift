@@ -48,6 +48,32 @@ struct StoreBasicsTests {
         await store.close()
     }
 
+    @Test("a piece's own SHA-256, given with its write, is kept with it: in info, with the committed piece, across a restart and in what compaction writes")
+    func pieceDigests() async throws {
+        let dir = makeTestDirectory(); defer { removeTree(dir) }
+        let id = taskID("piece-digests")
+        let d1 = SHA256Digest(bytes: SHA256Hasher.hash([1]))!
+        do {
+            let store = try await openTestStore(dir, io: BackendKind.uring.make())
+            try await store.createTask(id, pieceLength: 65536, contentLength: 2 * 65536)
+            let buffer = store.io.makeBuffer(capacity: 65536)
+            try await store.startPieceWrite(id, index: 0, from: buffer, length: 65536).value
+            try await store.startPieceWrite(id, index: 1, from: buffer, length: 65536, sha256: d1).value
+            #expect(store.info(id, pieces: true)?.pieceSHA256 == [1: d1], "only the piece written with one has one")
+            #expect(store.committedPiece(id, index: 1)?.sha256 == d1)
+            #expect(store.committedPiece(id, index: 0)?.sha256 == nil)
+            await store.close()
+        }
+        let store = try await openTestStore(dir, io: BackendKind.uring.make())
+        #expect(store.info(id, pieces: true)?.pieceSHA256 == [1: d1])
+        await store.close()
+        // What compaction writes (the index's records) keeps it.
+        var index = StoreIndex()
+        for r in [JournalRecord.taskCreated(TaskDescriptor(id: id, pieceLength: 65536, contentLength: 2 * 65536, createdAt: 0)),
+                  .pieceCommitted(id, index: 1, length: 65536, crc32c: 7, sha256: d1)] { index.apply(r) }
+        #expect(index.snapshot().contains(.pieceCommitted(id, index: 1, length: 65536, crc32c: 7, sha256: d1)))
+    }
+
     @Test("completeTask(digestInBackground:) marks the task complete at once; its SHA-256 follows from the idle thread and finds it by digest")
     func backgroundDigest() async throws {
         let dir = makeTestDirectory(); defer { removeTree(dir) }

@@ -41,6 +41,18 @@ struct AvailabilityFeedTests {
         #expect(await next(feed) == nil)
     }
 
+    @Test("a piece announced with its SHA-256 goes out with it on the have line")
+    func digests() async throws {
+        let arrivals = PieceArrivals()
+        let feed = AvailabilityFeed(id, arrivals: arrivals, heartbeat: .seconds(60), snapshot: { self.meta([0]) }, isFetching: { true })
+        _ = await next(feed)
+        let d = SHA256Digest(bytes: SHA256Hasher.hash([1]))!
+        arrivals.announce(id, .piece(1, sha256: d))
+        arrivals.announce(id, .piece(2))
+        #expect(try decode(await next(feed)) == [.have(PieceSet([1, 2]), sha256: [1: d])])
+        feed.cancel()
+    }
+
     @Test("a complete task: snapshot and complete in one delivery; nothing fetching: snapshot and failed")
     func ends() async throws {
         let done = AvailabilityFeed(id, arrivals: PieceArrivals(), snapshot: { self.meta(Array(0..<10), complete: true) }, isFetching: { false })

@@ -38,7 +38,7 @@ struct PieceAssemblerTests {
         }
     }
 
-    @Test("pieces land in the store with their CRC32C, in memory and on the feed; the digest is the content's", arguments: [1000, 65536, 100_000])
+    @Test("pieces land in the store with their CRC32C and SHA-256, in memory and on the feed; the digest is the content's", arguments: [1000, 65536, 100_000])
     func directPath(step: Int) async throws {
         let (store, dir) = try await openStore(try UringBackend(fixedBuffers: 2, fixedBufferSize: 64 << 10))
         defer { removeTree(dir) }
@@ -49,9 +49,12 @@ struct PieceAssemblerTests {
         resident.beginFetch(id, pieceLength: pieceLength)
         let arrivals = PieceArrivals()
         let heard = Mutex<[Int]>([])
-        let listener = arrivals.listen(id) { e in if case .piece(let i) = e { heard.withLock { $0.append(i) } } }
+        let heardDigests = Mutex<[Int: SHA256Digest]>([:])
+        let listener = arrivals.listen(id) { e in
+            if case .piece(let i, let d) = e { heard.withLock { $0.append(i) }; heardDigests.withLock { $0[i] = d } }
+        }
         let a = PieceAssembler(store: store, id: id, pieceLength: pieceLength, contentLength: Int64(content.count), hashing: true,
-                               resident: resident, arrivals: arrivals, piecesInFlight: 2)
+                               pieceDigests: true, resident: resident, arrivals: arrivals, piecesInFlight: 2)
         await feedDirect(a, content, step: step)
         try await a.finish(streamEnded: true)
         #expect(a.takeDigest() == id.hash)
@@ -59,9 +62,12 @@ struct PieceAssemblerTests {
         for i in 0..<6 {
             let length = PieceMath.length(ofPiece: i, contentLength: Int64(content.count), pieceLength: pieceLength)
             let bytes = Array(content[(i * pieceLength)..<(i * pieceLength + length)])
+            let sha = SHA256Digest(bytes: SHA256Hasher.hash(bytes))
             #expect(store.committedPiece(id, index: i)?.crc32c == CRC32C.checksum(bytes))
+            #expect(store.committedPiece(id, index: i)?.sha256 == sha)
+            #expect(heardDigests.withLock { $0[i] } == sha)
             let held = resident.piece(id, index: i)
-            #expect(held?.crc == CRC32C.checksum(bytes) && held?.length == length)
+            #expect(held?.crc == CRC32C.checksum(bytes) && held?.length == length && held?.sha256 == sha)
         }
         try await store.completeTask(id, sha256: id.hash)
         #expect(try await store.readBytes(id, range: 0..<Int64(content.count)) == content)

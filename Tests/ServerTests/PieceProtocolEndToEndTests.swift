@@ -104,7 +104,7 @@ struct PieceProtocolEndToEndTests {
         guard case .snapshot(let first)? = events.first?.0 else { Issue.record("no snapshot first: \(events.map(\.0))"); return await fx.stop() }
         var held = first.pieces
         var haveLines = 0
-        for (e, _) in events.dropFirst() { if case .have(let p) = e { held.formUnion(p); haveLines += 1 } }
+        for (e, _) in events.dropFirst() { if case .have(let p, _) = e { held.formUnion(p); haveLines += 1 } }
         #expect(held.isComplete(pieceCount: 7), "pieces heard: \(held)")
         #expect(haveLines >= 2, "pieces came in several pushes, not one: \(events.map(\.0))")
         #expect(events.last?.0 == .complete)

@@ -41,7 +41,7 @@ struct SwarmEndToEndTests {
         }
     }
 
-    func start(peers count: Int, size: Int) async throws -> Fixture {
+    func start(peers count: Int, size: Int, peerArgs: [String] = []) async throws -> Fixture {
         raiseFileLimit()
         let dir = makeServerTestDirectory("swarm")
         try SystemCalls.makeDirectories(dir + "/origin")
@@ -56,7 +56,7 @@ struct SwarmEndToEndTests {
         let seed = try await SeedProcess.start(dataDir: dir + "/seed", extra: ["--scheduler", schedulerURL, "--host-id", "seed-1"])
         var peers: [SeedProcess] = []
         for i in 1...count {
-            peers.append(try await SeedProcess.start(dataDir: dir + "/peer\(i)", extra: ["--scheduler", schedulerURL, "--host-id", "peer-\(i)"],
+            peers.append(try await SeedProcess.start(dataDir: dir + "/peer\(i)", extra: ["--scheduler", schedulerURL, "--host-id", "peer-\(i)"] + peerArgs,
                                                      command: "peer"))
         }
         let fx = Fixture(dir: dir, origin: origin, scheduler: scheduler, schedulerURL: schedulerURL, seed: seed, peers: peers, file: file)
@@ -97,6 +97,16 @@ struct SwarmEndToEndTests {
         // The scheduler saw every peer complete.
         let members = try await fx.debug("tasks").array?.first?["members"]?.array ?? []
         #expect(members.filter { $0["state"]?.string == "complete" }.count >= fx.peers.count, "\(members)")
+        // The seed that read the origin published each piece's SHA-256, in its metadata and with the piece.
+        let id = try TaskID.forURL(fx.origin.url(file: "obj.bin"))
+        let meta = try TaskMetadata(parsing: try await curl(fx.seed.base + "/tasks/\(id)/meta", scratch: fx.dir).body)
+        let pieceLength = meta.pieceLength, count = meta.pieceCount ?? 0
+        let expected = (0..<count).map { i in
+            SHA256Digest(bytes: SHA256Hasher.hash(Array(fx.file[(i * pieceLength)..<min(fx.file.count, (i + 1) * pieceLength)])))!
+        }
+        #expect(count == 11 && (0..<count).allSatisfy { meta.pieceDigests[$0] == expected[$0] }, "\(meta.pieceDigests.count) digests")
+        let piece = try await curl(fx.seed.base + "/tasks/\(id)/pieces/3", scratch: fx.dir)
+        #expect(piece.headers["x-darter-piece-sha256"] == expected[3].hex, "\(piece.headers)")
         await fx.stop()
     }
 
@@ -119,9 +129,11 @@ struct SwarmEndToEndTests {
 }
 
 /// A parent that lies: it says it holds the whole task and sends pieces that fail their CRC32C
-/// (`badCRC`) or come short (`short`). Its feed sends the snapshot and then stays quiet.
+/// (`badCRC`), come short (`short`), are wrong bytes with a CRC32C that matches them
+/// (`matchingCRC`: only the seed's SHA-256 tells), or come one byte a second (`drip`). Its feed
+/// sends the snapshot and then stays quiet.
 final class LyingParent: HTTPHandler {
-    enum Lie: Sendable { case badCRC, short }
+    enum Lie: Sendable { case badCRC, short, matchingCRC, drip }
     let meta: TaskMetadata
     let lie: Lie
     let served = Atomic<Int>(0)
@@ -141,22 +153,38 @@ final class LyingParent: HTTPHandler {
         var head = HTTPResponseHead(status: 200)
         head.setContentLength(bytes.count)
         // A CRC that matches neither the real piece nor these bytes (badCRC); the right one for
-        // what it sends (short: the length is what is wrong).
+        // what it sends (short: the length is what is wrong; matchingCRC: the bytes are).
         let crc = lie == .badCRC ? CRC32C.checksum(bytes) ^ 1 : CRC32C.checksum(bytes)
         head.headers.add(name: PieceProtocol.crcHeader, value: PieceProtocol.crcValue(crc))
-        respond(Response(head: head, body: .bytes(bytes)))
+        respond(Response(head: head, body: lie == .drip ? .stream(DripStream()) : .bytes(bytes)))
     }
 }
 
 extension SwarmEndToEndTests {
-    @Test("a parent whose pieces fail their CRC32C, or come short, is dropped and reported; the bytes come whole from elsewhere",
-          arguments: [LyingParent.Lie.badCRC, .short])
+    @Test("""
+          a parent whose pieces fail their CRC32C, come short, are wrong bytes with a matching CRC32C (the seed's SHA-256 \
+          catches them) or drip a byte a second (the piece deadline), is dropped and reported; the bytes come whole from elsewhere
+          """, arguments: [LyingParent.Lie.badCRC, .short, .matchingCRC, .drip])
     func lyingParent(_ lie: LyingParent.Lie) async throws {
-        let fx = try await start(peers: 1, size: (12 << 20) + 11)
+        // A short piece deadline: the drip is dropped after two missed deadlines of 1 s + the 5 s wait.
+        let fx = try await start(peers: 1, size: (12 << 20) + 11, peerArgs: ["--piece-timeout", "1"])
         let url = fx.origin.url(file: "obj.bin")
         let id = try TaskID.forURL(url)
         let meta = TaskMetadata(id: id, contentLength: Int64(fx.file.count), pieceLength: 4 << 20,
                                 pieces: PieceSet(0..<4), complete: true)
+        // The seed holds the object first (and tells the scheduler): its metadata carries the
+        // pieces' SHA-256, the only thing that gives a matching-CRC liar away. The others meet the
+        // liar alone (no seed holds the task, and the liar says it is complete): a drip is then
+        // dropped on its deadlines, not outrun by the seed.
+        if lie == .matchingCRC {
+            let warm = try await curl(fx.seed.base + "/download?url=" + percentEncode(url), scratch: fx.dir)
+            #expect(warm.status == 200)
+        }
+        for _ in 0..<50 where lie == .matchingCRC {
+            let members = try await fx.debug("tasks").array?.first?["members"]?.array ?? []
+            if members.contains(where: { $0["host"]?.string == "seed-1" && $0["state"]?.string == "complete" }) { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
         let liar = LyingParent(meta: meta, lie: lie)
         let group = try EventLoopGroup(count: 1)
         var config = ServerConfiguration()
@@ -174,6 +202,9 @@ extension SwarmEndToEndTests {
         #expect(try readFile(fx.dir + "/out/a.bin") == fx.file)
         #expect(liar.served.load(ordering: .relaxed) > 0, "the liar was asked")
         #expect(fx.peers[0].log.contains("dropped parent liar"), "\(fx.peers[0].log)")
+        if lie == .matchingCRC { #expect(fx.peers[0].log.contains("do not match the seed's SHA-256"), "\(fx.peers[0].log)") }
+        let stats = try await fx.origin.stats(scratch: fx.dir)
+        #expect(stats.bodyBytes(path: "/files/obj.bin") == fx.file.count, "the seed's copy served the rest: the origin sent the object once")
         await server.shutdown(grace: .milliseconds(200))
         group.shutdown()
         await fx.stop()
