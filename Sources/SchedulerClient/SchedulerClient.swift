@@ -59,11 +59,16 @@ public final class SchedulerClient: Sendable {
     /// Registers everywhere and keeps alive until `stop()`.
     public func start() {
         let task = Task { [self] in
+            var retry = 250
             while !Task.isCancelled {
                 var interval = 5_000
+                var unanswered = false
                 for s in configuration.schedulers {
-                    if let ms = await keepAliveOrRegister(s) { interval = min(interval, ms) }
+                    if let ms = await keepAliveOrRegister(s) { interval = min(interval, ms) } else { unanswered = true }
                 }
+                // A scheduler that does not answer (restarting) is asked again soon, backing off
+                // to the keep-alive interval: the host is back as soon as it listens again.
+                if unanswered { interval = min(interval, retry); retry = min(retry * 2, 5_000) } else { retry = 250 }
                 try? await Task.sleep(for: .milliseconds(max(200, interval)))
             }
         }

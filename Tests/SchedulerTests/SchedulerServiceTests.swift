@@ -77,8 +77,10 @@ struct SchedulerServiceTests {
         let seedReg = HostRegistration(id: "seed-1", address: "127.0.0.1:\(f.seedServer.port)", role: .seed)
         let reg = try await f.send(.post, "/hosts", seedReg.json)
         #expect(reg.status == 200)
-        #expect(try RegistrationReply(parsing: reg.body) == RegistrationReply(keepAliveMilliseconds: 5000, ttlMilliseconds: 15000))
-        #expect(try await f.send(.post, "/hosts", HostRegistration(id: "p1", address: "10.77.0.2:65001", role: .peer).json).status == 200)
+        #expect(try RegistrationReply(parsing: reg.body) == RegistrationReply(keepAliveMilliseconds: 1000, ttlMilliseconds: 15000),
+                "a seed keeps alive every second: after a scheduler restart it is back within one")
+        let peerReg = try await f.send(.post, "/hosts", HostRegistration(id: "p1", address: "10.77.0.2:65001", role: .peer).json)
+        #expect(try RegistrationReply(parsing: peerReg.body) == RegistrationReply(keepAliveMilliseconds: 5000, ttlMilliseconds: 15000))
         let a = try await f.send(.post, "/tasks/\(task)/announce", Announce(host: "p1", task: task, url: "http://origin.test/big.bin").json)
         #expect(a.status == 200)
         let reply = try AnnounceReply(parsing: a.body)
@@ -183,6 +185,27 @@ struct SchedulerClientTests {
         #expect(reply.backToSource, "no seed registered")
         #expect(try JSONValue.parse(try await f.send(.get, "/debug/hosts").body).array?.count == 1)
         await c.report(ProgressReport(host: "p1", task: other, pieces: PieceSet([0]), state: .complete))
+        await f.stop()
+    }
+
+    @Test("a scheduler that was down (restarting) is asked again within a fraction of a second, not a keep-alive later")
+    func comesBackQuickly() async throws {
+        let f = try SchedulerFixture()
+        let port = closedPort()
+        let c = makeClient(f, schedulers: [HTTPClientURL(host: "127.0.0.1", port: port)])
+        c.start()
+        try await Task.sleep(for: .milliseconds(700))  // a few refused attempts
+        #expect(!c.isRegistered)
+        var config = ServerConfiguration()
+        config.port = port
+        let later = try HTTPServer(configuration: config, handler: SchedulerService(metrics: ServerMetrics(), token: nil, client: f.client, now: { SystemCalls.monotonicMilliseconds() }), group: f.group)
+        later.start()
+        let listening = ContinuousClock.now
+        while !c.isRegistered && ContinuousClock.now - listening < .seconds(5) { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(c.isRegistered)
+        #expect(ContinuousClock.now - listening < .milliseconds(1500), "registered \(ContinuousClock.now - listening) after the scheduler listened")
+        await c.stop()
+        await later.shutdown(grace: .milliseconds(100))
         await f.stop()
     }
 
