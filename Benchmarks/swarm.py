@@ -339,17 +339,18 @@ def restart_scheduler(d, info):
             d.sched.wait_log("listening on")
             listening = time.monotonic() - start
             # Every host registers again by itself (its keep-alive is answered 404, or fails).
-            known, deadline = 0, time.monotonic() + 20
-            while time.monotonic() < deadline:
+            seen, deadline = {}, time.monotonic() + 20
+            while len(seen) < PEERS + 1 and time.monotonic() < deadline:
                 try:
-                    known = len(json.loads(d.scheduler_get("/debug/hosts") or ""))
+                    hosts = json.loads(d.scheduler_get("/debug/hosts") or "")
                 except ValueError:
-                    known = 0
-                if known == PEERS + 1:
-                    break
+                    hosts = []
+                for h in hosts:
+                    seen.setdefault(h["id"], time.monotonic() - start)
                 time.sleep(0.1)
+            order = ", ".join(f"{h} {t:.1f}" for h, t in sorted(seen.items(), key=lambda x: x[1]))
             info["note"] = (f"scheduler SIGKILLed at {killed:.2f}s, listening again at {listening:.2f}s; "
-                            f"{known} of {PEERS + 1} hosts registered again by {time.monotonic() - start:.2f}s")
+                            f"{len(seen)} of {PEERS + 1} hosts registered again (s: {order})")
         except BaseException as e:  # SystemExit from wait_log: the restart failed
             info["error"] = f"scheduler restart failed: {e}"
     return fire
@@ -378,6 +379,8 @@ def darter_run(name, url, digest, ideal, log, fault=None, timeout=None):
     note = info.get("note", "")
     if note:
         print(f"  {name}: {note}")
+    for h in sorted(excluded):
+        print(f"  {name}: h{h}'s own darter get (left out): exit {codes[h]} after {times[h]:.2f}s: {errors[h].strip()[-200:]}")
     print(f"  {name}: the scheduler's counters at the end: " + (", ".join(f"{k} {v}" for k, v in counters.items()) or "none (no answer)"))
     if bad:
         print(f"  {name}: failures {bad}; logs in {data}")
