@@ -35,8 +35,9 @@ public final class RateLimiter: Sendable {
     public func reserve(_ n: Int) -> Int64 {
         let now = clock()
         let delay = bucket.withLock { $0.take(Int64(n), now: now) }
-        taken.add(n, ordering: .relaxed)
-        if delay > 0 { waited.add(Int(delay), ordering: .relaxed) }
+        // Wrapping: a counter must never trap a daemon (absurd rates give absurd waits).
+        taken.wrappingAdd(n, ordering: .relaxed)
+        if delay > 0 { waited.wrappingAdd(Int(delay), ordering: .relaxed) }
         return delay
     }
 
