@@ -54,7 +54,7 @@ final class Connection: @unchecked Sendable {
     }
 
     /// Which timeout applies (``LoopServer``'s tick).
-    enum TimeoutPhase { case idle, readingHead, handling, responding, none }
+    enum TimeoutPhase { case idle, readingHead, handling, responding, waitingForUploadRate, none }
 
     let fd: FileDescriptor
     unowned let owner: LoopServer
@@ -78,6 +78,10 @@ final class Connection: @unchecked Sendable {
     private var chunkedStream = false
     private var position: Int64 = 0
     private var pipe: (read: FileDescriptor, write: FileDescriptor)?
+    /// Body bytes the upload limit has granted and that are not sent yet (with a limit only).
+    private var allowance = 0
+    /// Waiting for the upload limit: the timer, and what ends the wait (``close()`` ends it early).
+    private var pacing: (timer: TimerID, end: () -> Void)?
 
     init(fd: FileDescriptor, owner: LoopServer) {
         self.fd = fd
@@ -101,7 +105,7 @@ final class Connection: @unchecked Sendable {
         switch state {
         case .reading: return parser.bufferedByteCount == 0 && pendingHead == nil ? .idle : .readingHead
         case .handling: return .handling
-        case .sending: return .responding
+        case .sending: return pacing != nil ? .waitingForUploadRate : .responding
         case .closing, .closed: return .none
         }
     }
@@ -280,6 +284,11 @@ final class Connection: @unchecked Sendable {
     /// Next extent of the body to send from its file, or nil after arranging to continue:
     /// when the bytes are ready, or after sending them from memory.
     private func nextExtent(_ body: any FileBodySource, maxLength: Int) -> FileExtent? {
+        var maxLength = maxLength
+        if let limit = owner.configuration.uploadLimit {
+            if allowance == 0 && !takeUploadAllowance(limit, body) { return nil }
+            maxLength = min(maxLength, allowance)
+        }
         switch body.extent(at: position, maxLength: maxLength) {
         case .file(let e)?:
             return e
@@ -300,6 +309,32 @@ final class Connection: @unchecked Sendable {
         return nil
     }
 
+    /// Takes the next chunk of the upload limit for this body; false when it must wait first
+    /// (a timer on the loop, then the body goes on). Each take is small (``RateLimiter/chunk``),
+    /// so connections sharing the limit take turns and the pace stays smooth.
+    private func takeUploadAllowance(_ limit: RateLimiter, _ body: any FileBodySource) -> Bool {
+        let n = Int(min(Int64(limit.chunk), body.length - position))
+        allowance = n
+        let resume = { [self] in
+            let end = pacing?.end
+            pacing = nil
+            end?()
+        }
+        guard let timer = limit.take(n, on: loop, resume: resume) else { return true }
+        // Counted like an operation in flight, so a close waits for it (or ends it: close()).
+        track({ [self] (done: @escaping (()) -> Void) in pacing = (timer, { done(()) }) }) { [self] (_: ()) in
+            phaseStarted = monotonicMilliseconds()
+            continueBody()
+        }
+        return false
+    }
+
+    /// `n` body bytes are on their way: the position moves, and they come out of the allowance.
+    private func advance(_ n: Int) {
+        position += Int64(n)
+        allowance = max(0, allowance - n)
+    }
+
     /// Sends `memory[range]` (after any pending head bytes), whatever the serve mode: one copy
     /// into the socket instead of a read and a copy. The closure holds `memory` until sent.
     private func sendFromMemory(_ memory: SharedIOBuffer, _ range: Range<Int>, last: Bool) {
@@ -308,7 +343,7 @@ final class Connection: @unchecked Sendable {
         }
         track({ loop.send(fd, from: memory.buffer, range: range, more: !last, $0) }) { [self] (r: Result<Int, Errno>) in
             guard let n = sent(r) else { return }
-            position += Int64(n)
+            advance(n)
             if n < range.count { return sendFromMemory(memory, (range.lowerBound + n)..<range.upperBound, last: last) }
             continueBody()
         }
@@ -326,7 +361,7 @@ final class Connection: @unchecked Sendable {
             [self] (r: Result<Int, Errno>) in
             withExtendedLifetime(e) {}
             guard let n = sent(r) else { return }
-            position += Int64(e.length)
+            advance(e.length)
             if n < total { return sendAll(b, n..<total, more: !last) { [self] in continueBody() } }
             continueBody()
         }
@@ -346,7 +381,7 @@ final class Connection: @unchecked Sendable {
         track({ loop.sendZeroCopy(fd, from: b.buffer, range: range, $0) }) { [self] (r: Result<Int, Errno>) in
             guard let n = sent(r) else { return }
             if n < range.count { return sendZeroCopy(b, (range.lowerBound + n)..<range.upperBound, extent: e) }
-            position += Int64(e.length)
+            advance(e.length)
             continueBody()
         }
     }
@@ -362,7 +397,7 @@ final class Connection: @unchecked Sendable {
                 return
             }
             progress(sent)
-            position += Int64(sent)
+            advance(sent)
         }
         finishResponse()
     }
@@ -377,7 +412,7 @@ final class Connection: @unchecked Sendable {
         track({ loop.spliceToSocket(e.fd, at: e.offset, through: through, to: fd, count: e.length, $0) }) { [self] (r: Result<Int, Errno>) in
             withExtendedLifetime(e) {}
             guard let n = sent(r) else { return }
-            position += Int64(e.length)
+            advance(e.length)
             drainPipe(e.length - n)
         }
     }
@@ -416,6 +451,7 @@ final class Connection: @unchecked Sendable {
 
     private func finishResponse() {
         body = nil
+        allowance = 0
         if let b = sendBuffer { owner.returnBuffer(b); sendBuffer = nil }
         guard keepAlive else { return close() }
         transition(to: .reading)
@@ -434,6 +470,11 @@ final class Connection: @unchecked Sendable {
         stream?.cancel()
         stream = nil
         Socket.shutdown(fd)
+        if let p = pacing {
+            pacing = nil
+            loop.cancelTimer(p.timer)
+            p.end()
+        }
         finishClosing()
     }
 

@@ -149,6 +149,8 @@ final class LoopServer: @unchecked Sendable {
             // minute): its time is its own, bounded only against handlers that never answer.
             case .handling: limit = configuration.sendTimeout + 65; responding += 1
             case .responding: limit = configuration.sendTimeout; responding += 1
+            // Held back by --upload-rate: its own timer ends the wait; that is not a stall.
+            case .waitingForUploadRate: responding += 1; continue
             case .none: continue
             }
             if now - c.phaseStarted > limit * 1000 { c.close() }

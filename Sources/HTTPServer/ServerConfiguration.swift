@@ -45,6 +45,10 @@ public struct ServerConfiguration: Sendable {
     public var receiveBufferSize = 8 << 10
     /// Registered send buffers per loop (copy and zerocopy modes).
     public var registeredBuffersPerLoop = 16
+    /// Paces the bytes of file bodies (content and pieces) over all connections together
+    /// (`--upload-rate`); heads, small in-memory bodies and streams (feeds) are not counted.
+    /// Nil: unlimited.
+    public var uploadLimit: RateLimiter? = nil
 
     public init() {}
 }

@@ -99,6 +99,9 @@ public struct OriginConfiguration: Sendable {
     /// with the host of the URL it is at (as libcurl parses it) and the address. The default
     /// refuses link-local and cloud metadata addresses only.
     public var allowlist = OriginAllowlist()
+    /// Paces the bytes received from origins, over every transfer of both backends together
+    /// (`--origin-rate`); nil: unlimited.
+    public var rateLimit: RateLimiter? = nil
     public init() {}
 }
 

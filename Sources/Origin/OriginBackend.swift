@@ -88,7 +88,7 @@ public final class HTTPOriginBackend: OriginBackend {
                 headers.add(name: "Range", value: range.upperBound == Int64.max ? "bytes=\(range.lowerBound)-" : "bytes=\(range.lowerBound)-\(range.upperBound - 1)")
             }
             let method = HTTPMethod(rawValue: request.method.uppercased())
-            let adapter = SinkAdapter(sink: sink, effectiveURL: url, label: "\(method) \(url)")
+            let adapter = SinkAdapter(sink: sink, effectiveURL: url, label: "\(method) \(url)", rateLimit: configuration.rateLimit)
             let outcome = await run(HTTPClientRequest(method: method, url: target, headers: headers), adapter)
             if let location = adapter.redirect {
                 redirects += 1
@@ -187,15 +187,19 @@ final class SinkAdapter: HTTPResponseHandler, @unchecked Sendable {
     var stalled = false
     private var staging: SharedIOBuffer?
     private var discarding = false
+    /// --origin-rate: what the last bytes received cost, in nanoseconds to wait before the next.
+    let rateLimit: RateLimiter?
+    private var owedWait: Int64 = 0
     // The watchdog's view: the last progress (monotonic ms), and whether the sink paused us.
     private let lastProgress = Atomic<Int64>(SystemCalls.monotonicMilliseconds())
     private let waitingForSink = Atomic<Bool>(false)
 
-    init(sink: any OriginSink, effectiveURL: String, label: String) {
+    init(sink: any OriginSink, effectiveURL: String, label: String, rateLimit: RateLimiter? = nil) {
         self.sink = sink
         direct = sink as? any OriginDirectSink
         self.effectiveURL = effectiveURL
         self.label = label
+        self.rateLimit = rateLimit
     }
 
     /// Milliseconds without progress while the sink had room (0 while it has none).
@@ -222,6 +226,32 @@ final class SinkAdapter: HTTPResponseHandler, @unchecked Sendable {
     }
 
     func bodySpace() -> BufferSpace? {
+        if let rateLimit { return pacedBodySpace(rateLimit) }
+        return unpacedBodySpace()
+    }
+
+    /// Under --origin-rate: reading pauses (as for a sink with no room: not a stall) until the
+    /// bytes already received are paid for, and a space is at most one chunk of the rate, so a
+    /// piece buffer is not filled in one gulp.
+    private func pacedBodySpace(_ limit: RateLimiter) -> BufferSpace? {
+        if owedWait > 0 {
+            let wait = owedWait
+            owedWait = 0
+            waitingForSink.store(true, ordering: .relaxed)
+            Task { [self] in
+                try? await Task.sleep(for: .nanoseconds(wait))
+                waitingForSink.store(false, ordering: .relaxed)
+                lastProgress.store(SystemCalls.monotonicMilliseconds(), ordering: .relaxed)
+                task.withLock { $0 }?.resume()
+            }
+            return nil
+        }
+        guard let space = unpacedBodySpace() else { return nil }
+        let end = min(space.range.upperBound, space.range.lowerBound + limit.chunk)
+        return BufferSpace(buffer: space.buffer, range: space.range.lowerBound..<end)
+    }
+
+    private func unpacedBodySpace() -> BufferSpace? {
         if let direct, !discarding {
             let resume: @Sendable () -> Void = { [self] in
                 waitingForSink.store(false, ordering: .relaxed)
@@ -248,6 +278,7 @@ final class SinkAdapter: HTTPResponseHandler, @unchecked Sendable {
 
     func bodyReceived(_ count: Int) {
         lastProgress.store(SystemCalls.monotonicMilliseconds(), ordering: .relaxed)
+        if let rateLimit { owedWait = rateLimit.reserve(count) }
         if discarding || sinkAborted { return }
         let accepted: Bool
         if let direct {

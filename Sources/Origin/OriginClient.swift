@@ -189,7 +189,9 @@ struct TransferPlan: Sendable {
         long(CURLOPT_SSL_VERIFYHOST, c.verifyTLS ? 2 : 0, "CURLOPT_SSL_VERIFYHOST")
         if let ca = c.caFile { string(CURLOPT_CAINFO, ca, "CURLOPT_CAINFO") }
         long(CURLOPT_CONNECTTIMEOUT, c.connectTimeoutSeconds, "CURLOPT_CONNECTTIMEOUT")
-        long(CURLOPT_LOW_SPEED_LIMIT, c.lowSpeedLimitBytesPerSecond, "CURLOPT_LOW_SPEED_LIMIT")
+        // Under --origin-rate a transfer may be held below the low-speed limit by its share of
+        // the rate (many at once): then only a transfer that moves nothing at all is too slow.
+        long(CURLOPT_LOW_SPEED_LIMIT, c.rateLimit == nil ? c.lowSpeedLimitBytesPerSecond : 1, "CURLOPT_LOW_SPEED_LIMIT")
         long(CURLOPT_LOW_SPEED_TIME, c.lowSpeedTimeSeconds, "CURLOPT_LOW_SPEED_TIME")
         string(CURLOPT_USERAGENT, c.userAgent, "CURLOPT_USERAGENT")
         // Identity bytes only: no Accept-Encoding is sent, and nothing is decoded.
@@ -353,6 +355,12 @@ final class Transfer: @unchecked Sendable {
     func receiveBody(_ chunk: OriginChunk) -> Bool {
         if head == nil { deliverHead() }
         if abortedBySink { return false }
+        // --origin-rate: this is the transfer's own thread, so it may sleep here (libcurl reads
+        // no more meanwhile, and TCP slows the origin down); a cancel ends the wait.
+        if let limit = plan.configuration.rateLimit,
+           !limit.takeBlocking(chunk.count, stop: { [handle] in darter_curl_cancelled(handle.raw) != 0 }) {
+            return false
+        }
         if !sinkBox.sink.receive(body: chunk) {
             abortedBySink = true
             return false

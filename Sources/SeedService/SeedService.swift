@@ -18,16 +18,21 @@ public final class SeedService: HTTPHandler {
     let ingestor: Ingestor?
     let preheats = PreheatRegistry()
     let tagManifests = TagManifestCache()
+    /// For `/metrics` (the server, the swarm and the origin backends enforce them).
+    let rateLimits: RateLimits
 
     /// - Parameters:
     ///   - origin: origin access for the shield front doors; nil serves the store only.
     ///   - origins: the backends by scheme (plain http on the event loops, the rest on libcurl).
     ///   - swarm: on a peer, where tasks come from first (the scheduler and parents).
     ///   - scheduler: on a seed in a swarm, the schedulers it tells of what it fetched.
+    ///   - rateLimits: the daemon's limits, shown in `/metrics`.
     public init(store: PieceStore, metrics: ServerMetrics, origins: OriginBackends? = nil, registry: RegistryClient? = nil,
-                shield: ShieldConfiguration = ShieldConfiguration(), swarm: SwarmSource? = nil, scheduler: SchedulerClient? = nil) {
+                shield: ShieldConfiguration = ShieldConfiguration(), swarm: SwarmSource? = nil, scheduler: SchedulerClient? = nil,
+                rateLimits: RateLimits = RateLimits()) {
         self.store = store
         self.metrics = metrics
+        self.rateLimits = rateLimits
         ingestor = origins.map { Ingestor(store: store, origins: $0, registry: registry ?? RegistryClient(origin: $0.curl), configuration: shield,
                                           swarm: swarm, scheduler: scheduler) }
     }
@@ -202,6 +207,7 @@ public final class SeedService: HTTPHandler {
         darter_store_corrupt_pieces_total \(u.corruptPiecesDropped)
 
         """
+        out += rateLimitMetrics()
         if let resident = ingestor?.resident {
             out += """
             # HELP darter_shield_memory_bytes Bytes of fresh pieces held in memory, for clients following a fetch and hits before the object is in the page cache.
@@ -225,6 +231,23 @@ public final class SeedService: HTTPHandler {
             }
         }
         return out
+    }
+}
+
+extension SeedService {
+    /// `--upload-rate`, `--download-rate`, `--origin-rate`: the limits, the bytes through them
+    /// and the waits they imposed (0 for an unlimited direction).
+    func rateLimitMetrics() -> String {
+        func family(_ name: String, _ type: String, _ help: String, _ value: (RateLimiter) -> String) -> String {
+            "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+                + rateLimits.byDirection.map { "\(name){direction=\"\($0.direction)\"} \($0.limiter.map(value) ?? "0")\n" }.joined()
+        }
+        return family("darter_rate_limit_bytes_per_second", "gauge", "The configured rate limit, by direction (upload, download, origin; 0: unlimited).",
+                      { String($0.bytesPerSecond) })
+            + family("darter_rate_limit_bytes_total", "counter", "Bytes that passed through a rate limit, by direction.",
+                     { String($0.bytesTaken) })
+            + family("darter_rate_limit_wait_seconds_total", "counter", "Time transfers were held back by a rate limit, summed over the transfers, by direction.",
+                     { String(Double($0.waitNanoseconds) / 1e9) })
     }
 }
 

@@ -38,6 +38,8 @@ public struct SwarmConfiguration: Sendable {
     public var window = 0
     /// Going to the origin is allowed when no parent can serve (`--no-back-to-source` forbids it).
     public var backToSource = true
+    /// Piece bytes from parents, over all downloads of the daemon (`--download-rate`); nil: unlimited.
+    public var downloadLimit: RateLimiter? = nil
     public init() {}
 }
 
@@ -279,6 +281,8 @@ public actor SwarmDownload {
 
     func fetch(_ index: Int, from parent: String) async {
         guard let length = meta.contentLength.map({ PieceMath.length(ofPiece: index, contentLength: $0, pieceLength: meta.pieceLength) }) else { return }
+        // Paid for before asking, so the parent's measured rate leaves the wait out.
+        if parent != Self.originID { await configuration.downloadLimit?.take(length) }
         let buffer = assembler.makePieceBuffer(index: index)
         let started = ContinuousClock.now
         let failure: (ParentFailure.Kind, String)?

@@ -115,12 +115,15 @@ struct UsageError: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
-/// "4096", "4k", "64m", "2g" → bytes.
+/// "4096", "4k", "64m", "2g" → bytes; nil for anything else, a negative number, or one too
+/// large for 64 bits.
 func parseSize(_ s: String) -> Int? {
     let lower = s.lowercased()
     let units: [Character: Int] = ["k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40]
     if let last = lower.last, let unit = units[last] {
-        return Int(lower.dropLast()).flatMap { $0 >= 0 ? $0 * unit : nil }
+        guard let n = Int(lower.dropLast()), n >= 0 else { return nil }
+        let (v, overflow) = n.multipliedReportingOverflow(by: unit)
+        return overflow ? nil : v
     }
     return Int(lower).flatMap { $0 >= 0 ? $0 : nil }
 }

@@ -39,7 +39,7 @@ enum SeedCommand {
             .init(name: "s3-endpoint", defaultValue: "", help: "S3-compatible endpoint for s3:// URLs, path-style (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL or the AWS profile's endpoint_url, else AWS)"),
             .init(name: "http-origin-backend", defaultValue: "loop", help: "how plain http:// origins are fetched: loop (the event loops' own HTTP client, bodies straight into piece buffers) | curl (libcurl, as https and s3 are)"),
             .init(name: "chunk-size", defaultValue: "\(defaults.chunkSize >> 10)k", help: "bytes per read/send (or splice) of a file body"),
-        ] + SwarmFlags.flags(role: role), arguments: argv)
+        ] + RateFlags.flags + SwarmFlags.flags(role: role), arguments: argv)
         if args.wantsHelp { print(args.usage); return }
 
         var config = ServerConfiguration()
@@ -62,8 +62,12 @@ enum SeedCommand {
             throw UsageError("\(command): --chunk-size must be a multiple of 4k from 16k to 16m, got '\(args.string("chunk-size"))'")
         }
 
+        // One bucket per direction for the whole daemon: every loop, task and transfer shares it.
+        let limits = try RateFlags.limits(args)
+        config.uploadLimit = limits.upload
         var shield = ShieldConfiguration()
         var originConfig = OriginConfiguration()
+        originConfig.rateLimit = limits.origin
         // Enforced by the origin client on every connection a fetch opens.
         switch OriginAllowlist.parse(args.string("origin-allow")) {
         case .success(let a): originConfig.allowlist = a
@@ -114,7 +118,8 @@ enum SeedCommand {
                 + (auth.skipped.isEmpty ? "" : " (skipped, no user and password: \(auth.skipped.joined(separator: ", ")))"))
         }
 
-        let swarmConfig = role == .peer ? try SwarmFlags.swarmConfiguration(args) : SwarmConfiguration()
+        var swarmConfig = role == .peer ? try SwarmFlags.swarmConfiguration(args) : SwarmConfiguration()
+        swarmConfig.downloadLimit = limits.download
         signal(SIGPIPE, SIG_IGN)
         SystemCalls.returnLargeAllocationsToKernel()
         let store = try await openStore(args)
@@ -131,7 +136,7 @@ enum SeedCommand {
             // A seed in a swarm is where children's piece digests come from.
             shield.pieceDigests = role == .seed && swarm != nil
             let service = SeedService(store: store, metrics: metrics, origins: origins, registry: RegistryClient(origin: origin, credentials: registryCredentials),
-                                      shield: shield, swarm: source, scheduler: swarm)
+                                      shield: shield, swarm: source, scheduler: swarm, rateLimits: limits)
             server = try HTTPServer(configuration: config, handler: service, metrics: metrics, group: group)
         } catch let e as UsageError {
             await store.close()
@@ -141,6 +146,8 @@ enum SeedCommand {
             throw UsageError("\(command): cannot listen on \(listen): \(error)")
         }
         server.start()
+        let limited = limits.byDirection.compactMap { d in d.limiter.map { "\(d.direction) \($0.bytesPerSecond) bytes/s" } }
+        if !limited.isEmpty { log("\(command): rate limits: \(limited.joined(separator: ", "))") }
         log("\(command): listening on \(config.host):\(server.port) (\(config.loops) loops, serve mode \(config.serveMode.rawValue), data \(args.string("data-dir")), \(store.usage.taskCount) tasks)")
         swarm?.start()
 

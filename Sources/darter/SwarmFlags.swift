@@ -28,7 +28,6 @@ enum SwarmFlags {
             .init(name: "host-id", defaultValue: "", help: "this host's name in the swarm (default: the hostname)"),
             .init(name: "idc", defaultValue: "", help: "data centre label: parents in the same one are preferred"),
             .init(name: "location", defaultValue: "", help: "location labels, most general first: region|zone|rack"),
-            .init(name: "upload-rate", defaultValue: "0", help: "bytes/s this host can upload, for parent scoring (e.g. 100m; 0: unknown)"),
             .init(name: "cluster-token", defaultValue: SystemCalls.environment()["DARTER_CLUSTER_TOKEN"] ?? "",
                   help: "the cluster's secret for the scheduler (default: $DARTER_CLUSTER_TOKEN)"),
         ] + peerOnly
@@ -78,9 +77,9 @@ enum SwarmFlags {
         guard SchedulerProtocol.isValidHostID(id) else {
             throw UsageError("\(command): --host-id '\(id)' may hold only letters, digits and -._ (at most \(SchedulerProtocol.maxHostIDLength))")
         }
-        let rate = try args.int("upload-rate")
-        guard rate >= 0 else { throw UsageError("\(command): --upload-rate must be 0 or more bytes/s, got '\(args.string("upload-rate"))'") }
-        let identity = HostRegistration(id: id, address: advertise, role: role, uploadRate: Int64(rate),
+        // --upload-rate (RateFlags) is both this host's limit and what it tells the scheduler it can give.
+        let rate = try RateFlags.bytesPerSecond(args, "upload-rate")
+        let identity = HostRegistration(id: id, address: advertise, role: role, uploadRate: rate,
                                         idc: args.string("idc").isEmpty ? nil : args.string("idc"),
                                         location: args.string("location").isEmpty ? nil : args.string("location"))
         // The same checks the scheduler makes, so a mistake shows here and not as a 400 there.

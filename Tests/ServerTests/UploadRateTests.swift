@@ -1,0 +1,94 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Testing
+import DarterCore
+import DarterIO
+import HTTPCore
+import HTTPServer
+
+/// A body of bytes in memory, sent as `.memory` extents (as a fresh piece of a fetch is).
+final class MemoryBody: FileBodySource {
+    let buffer: SharedIOBuffer
+    let length: Int64
+    init(_ bytes: [UInt8]) {
+        let b = IOBuffer(capacity: bytes.count)
+        b.copyBytes(from: bytes)
+        buffer = SharedIOBuffer(b)
+        length = Int64(bytes.count)
+    }
+    func extent(at position: Int64, maxLength: Int) -> BodyExtent? {
+        .memory(buffer, offset: Int(position), length: min(maxLength, Int(length - position)))
+    }
+    func waitForData(at position: Int64, _ ready: @escaping @Sendable ((any Error)?) -> Void) { ready(nil) }
+}
+
+/// Answers every request with the same bytes as a file body.
+final class FixedBodyHandler: HTTPHandler {
+    let bytes: [UInt8]
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+    func handle(_ request: HTTPRequestHead, body: [UInt8], respond: @escaping @Sendable (Response) -> Void) {
+        var head = HTTPResponseHead(status: 200)
+        head.setContentLength(bytes.count)
+        respond(Response(head: head, body: .file(MemoryBody(bytes))))
+    }
+}
+
+/// The server's side of `--upload-rate` in process: what the end-to-end tests cannot time.
+@Suite("HTTPServer under an upload limit")
+struct UploadRateTests {
+    func server(_ bytes: [UInt8], limit: RateLimiter, sendTimeout: Int64 = 60) throws -> HTTPServer {
+        var config = ServerConfiguration()
+        config.port = 0
+        config.loops = 1
+        config.sendTimeout = sendTimeout
+        config.uploadLimit = limit
+        let server = try HTTPServer(configuration: config, handler: FixedBodyHandler(bytes))
+        server.start()
+        return server
+    }
+
+    @Test("a response held back by the limit longer than --send-timeout is paced, not dropped as stalled")
+    func waitsAreNotStalls() async throws {
+        // 10 KiB/s: 16 KiB takes (and burst), so each take after the first waits 1.6 s.
+        let limit = RateLimiter(bytesPerSecond: 10 << 10)
+        #expect(limit.chunk == 16 << 10 && limit.burst == 16 << 10)
+        let bytes = SplitMix64.bytes(48 << 10, seed: 11)
+        let server = try server(bytes, limit: limit, sendTimeout: 1)
+        let port = server.port
+        let start = SystemCalls.monotonicNanoseconds()
+        let r = try await offPool { () throws -> RawResponse in
+            let c = try RawConnection(port: port, timeout: 20)
+            try c.send("GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+            return try c.readResponse()
+        }
+        let seconds = Double(SystemCalls.monotonicNanoseconds() - start) / 1e9
+        #expect(r.status == 200 && r.body == bytes, "\(r.status), \(r.body.count) bytes")
+        // The burst at once, then two waits of 1.6 s.
+        #expect(seconds >= 3.1, "\(seconds) s")
+        #expect(limit.bytesTaken == bytes.count)
+        await server.shutdown(grace: .milliseconds(100))
+    }
+
+    @Test("shutdown closes a connection that waits for the limit at once (its timer does not hold it)")
+    func shutdownEndsTheWait() async throws {
+        // 1 KiB/s: after the first 16 KiB, the next take waits 16 s.
+        let limit = RateLimiter(bytesPerSecond: 1 << 10)
+        let bytes = SplitMix64.bytes(64 << 10, seed: 12)
+        let server = try server(bytes, limit: limit)
+        let port = server.port
+        let c = try await offPool { () throws -> SendableBox<RawConnection> in
+            let c = try RawConnection(port: port, timeout: 20)
+            try c.send("GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+            while c.buffer.count < 16 << 10 { try c.receiveSome() }
+            return SendableBox(c)
+        }
+        #expect(server.metrics.activeConnections == 1)
+        let start = SystemCalls.monotonicNanoseconds()
+        await server.shutdown(grace: .milliseconds(100))
+        let closed = try await offPool { c.value.readUntilClosed(timeout: 5) }
+        #expect(closed, "the client saw its connection end")
+        #expect(server.metrics.activeConnections == 0, "the connection let go of its descriptor")
+        #expect(Double(SystemCalls.monotonicNanoseconds() - start) / 1e9 < 5)
+    }
+}
