@@ -48,9 +48,10 @@ enum SchedulerCommand {
         } catch {
             throw UsageError("scheduler: cannot listen on \(listen): \(error)")
         }
+        // Before "listening" is logged: whoever waits for that line may signal at once.
+        let sources = DaemonSupport.onTermination("scheduler") { await server.shutdown(grace: .seconds(2)) }
         server.start()
         log("scheduler: listening on \(config.host):\(server.port)" + (args.string("cluster-token").isEmpty ? " (no cluster token: anyone may register)" : ""))
-        let sources = DaemonSupport.onTermination("scheduler") { await server.shutdown(grace: .seconds(2)) }
         while true {
             try await Task.sleep(for: .seconds(1))
             service.expire()

@@ -145,19 +145,20 @@ enum SeedCommand {
             await store.close()
             throw UsageError("\(command): cannot listen on \(listen): \(error)")
         }
-        server.start()
-        let limited = limits.byDirection.compactMap { d in d.limiter.map { "\(d.direction) \($0.bytesPerSecond) bytes/s" } }
-        if !limited.isEmpty { log("\(command): rate limits: \(limited.joined(separator: ", "))") }
-        log("\(command): listening on \(config.host):\(server.port) (\(config.loops) loops, serve mode \(config.serveMode.rawValue), data \(args.string("data-dir")), \(store.usage.taskCount) tasks)")
-        swarm?.start()
-
         // SIGTERM / SIGINT: stop accepting, finish in-flight responses, flush the store, exit 0.
+        // Set before "listening" is logged: whoever waits for that line may signal at once.
         let sources = DaemonSupport.onTermination(command) {
             await swarm?.stop()
             await server.shutdown()
             await store.close()
             log("\(command): stopped")
         }
+        server.start()
+        let limited = limits.byDirection.compactMap { d in d.limiter.map { "\(d.direction) \($0.bytesPerSecond) bytes/s" } }
+        if !limited.isEmpty { log("\(command): rate limits: \(limited.joined(separator: ", "))") }
+        log("\(command): listening on \(config.host):\(server.port) (\(config.loops) loops, serve mode \(config.serveMode.rawValue), data \(args.string("data-dir")), \(store.usage.taskCount) tasks)")
+        swarm?.start()
+
         while true {
             try await Task.sleep(for: .seconds(30))
             await store.maintain()

@@ -210,3 +210,22 @@ extension SwarmEndToEndTests {
         await fx.stop()
     }
 }
+
+extension SwarmEndToEndTests {
+    @Test("darter scheduler and darter peer stop gracefully (exit 0) on SIGTERM sent the moment they say they listen")
+    func terminateAtOnce() async throws {
+        let dir = makeServerTestDirectory("swarm-term")
+        defer { removeTree(dir) }
+        for _ in 0..<3 {
+            let scheduler = try ChildProcess(DarterBinary.path, ["scheduler", "--listen", "127.0.0.1:0"], logPath: dir + "/scheduler.log")
+            try await scheduler.waitForLog("scheduler: listening on")
+            #expect(await scheduler.stop() == 0, "\(scheduler.log)")
+        }
+        let port = try freePort(), own = try freePort()
+        let peer = try ChildProcess(DarterBinary.path, ["peer", "--listen", "127.0.0.1:\(own)", "--data-dir", dir + "/peer",
+                                                        "--scheduler", "http://127.0.0.1:\(port)", "--host-id", "p"], logPath: dir + "/peer.log")
+        try await peer.waitForLog("peer: listening on")
+        #expect(await peer.stop() == 0, "\(peer.log)")
+        #expect(peer.log.contains("peer: stopped"))
+    }
+}
