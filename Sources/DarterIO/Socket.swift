@@ -194,10 +194,17 @@ extension Socket {
     }
 
     /// The local address a connected socket got (getsockname(2)), for logs and tests.
-    public static func localAddress(_ fd: FileDescriptor) -> SocketAddress? {
+    public static func localAddress(_ fd: FileDescriptor) -> SocketAddress? { address(fd, peer: false) }
+
+    /// The address of a connected socket's other end (getpeername(2)).
+    public static func peerAddress(_ fd: FileDescriptor) -> SocketAddress? { address(fd, peer: true) }
+
+    private static func address(_ fd: FileDescriptor, peer: Bool) -> SocketAddress? {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let r = withUnsafeMutablePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd.rawValue, $0, &length) } }
+        let r = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { peer ? getpeername(fd.rawValue, $0, &length) : getsockname(fd.rawValue, $0, &length) }
+        }
         guard r == 0 else { return nil }
         let family = storage.ss_family
         return withUnsafeBytes(of: &storage) { raw -> SocketAddress? in
@@ -211,6 +218,15 @@ extension Socket {
             }
             return nil
         }
+    }
+}
+
+extension SocketAddress {
+    /// 127.0.0.0/8, ::1, or 127.0.0.0/8 mapped into IPv6: a client on this host.
+    public var isLoopback: Bool {
+        if !isIPv6 { return addressBytes.first == 127 }
+        if addressBytes == [UInt8](repeating: 0, count: 15) + [1] { return true }
+        return addressBytes.prefix(12) == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff][...] && addressBytes[12] == 127
     }
 }
 

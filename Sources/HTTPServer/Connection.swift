@@ -82,10 +82,19 @@ final class Connection: @unchecked Sendable {
     private var allowance = 0
     /// Waiting for the upload limit: the timer, and what ends the wait (``close()`` ends it early).
     private var pacing: (timer: TimerID, end: () -> Void)?
+    /// The upload limit this connection's bodies are paced by (none for a loopback client
+    /// unless the configuration says so).
+    private let uploadLimit: RateLimiter?
 
     init(fd: FileDescriptor, owner: LoopServer) {
         self.fd = fd
         self.owner = owner
+        let configuration = owner.configuration
+        if configuration.uploadLimit != nil, !configuration.uploadLimitCoversLoopback, Socket.peerAddress(fd)?.isLoopback ?? false {
+            uploadLimit = nil
+        } else {
+            uploadLimit = configuration.uploadLimit
+        }
         parser = HTTPRequestParser()
         receiveBuffer = IOBuffer(capacity: owner.configuration.receiveBufferSize)
         phaseStarted = monotonicMilliseconds()
@@ -285,7 +294,7 @@ final class Connection: @unchecked Sendable {
     /// when the bytes are ready, or after sending them from memory.
     private func nextExtent(_ body: any FileBodySource, maxLength: Int) -> FileExtent? {
         var maxLength = maxLength
-        if let limit = owner.configuration.uploadLimit {
+        if let limit = uploadLimit {
             if allowance == 0 && !takeUploadAllowance(limit, body) { return nil }
             maxLength = min(maxLength, allowance)
         }

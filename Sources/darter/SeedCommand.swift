@@ -65,6 +65,7 @@ enum SeedCommand {
         // One bucket per direction for the whole daemon: every loop, task and transfer shares it.
         let limits = try RateFlags.limits(args)
         config.uploadLimit = limits.upload
+        config.uploadLimitCoversLoopback = args.isSet("upload-rate-local")
         var shield = ShieldConfiguration()
         var originConfig = OriginConfiguration()
         originConfig.rateLimit = limits.origin

@@ -39,7 +39,8 @@ struct RateLimitEndToEndTests {
         let bytes = SplitMix64.bytes(Self.size, seed: 0xA7E)
         let id = try await importFile(bytes, dir: dir, dataDir: dir + "/limited")
         _ = try await importFile(bytes, dir: dir, dataDir: dir + "/free")
-        let limited = try await SeedProcess.start(dataDir: dir + "/limited", extra: ["--upload-rate", "4m"])
+        // The test's clients are on loopback, which the limit leaves alone unless told.
+        let limited = try await SeedProcess.start(dataDir: dir + "/limited", extra: ["--upload-rate", "4m", "--upload-rate-local"])
         let free = try await SeedProcess.start(dataDir: dir + "/free")
         defer { Task { _ = await limited.stop(); _ = await free.stop() } }
         #expect(limited.log.contains("rate limits: upload 4194304 bytes/s"), "\(limited.log)")

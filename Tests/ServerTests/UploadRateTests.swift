@@ -37,12 +37,13 @@ final class FixedBodyHandler: HTTPHandler {
 /// The server's side of `--upload-rate` in process: what the end-to-end tests cannot time.
 @Suite("HTTPServer under an upload limit")
 struct UploadRateTests {
-    func server(_ bytes: [UInt8], limit: RateLimiter, sendTimeout: Int64 = 60) throws -> HTTPServer {
+    func server(_ bytes: [UInt8], limit: RateLimiter, sendTimeout: Int64 = 60, coversLoopback: Bool = true) throws -> HTTPServer {
         var config = ServerConfiguration()
         config.port = 0
         config.loops = 1
         config.sendTimeout = sendTimeout
         config.uploadLimit = limit
+        config.uploadLimitCoversLoopback = coversLoopback
         let server = try HTTPServer(configuration: config, handler: FixedBodyHandler(bytes))
         server.start()
         return server
@@ -67,6 +68,24 @@ struct UploadRateTests {
         // The burst at once, then two waits of 1.6 s.
         #expect(seconds >= 3.1, "\(seconds) s")
         #expect(limit.bytesTaken == bytes.count)
+        await server.shutdown(grace: .milliseconds(100))
+    }
+
+    @Test("a client on loopback is not paced unless the configuration says so (this host's own readers)")
+    func loopbackIsExempt() async throws {
+        let limit = RateLimiter(bytesPerSecond: 10 << 10)
+        let bytes = SplitMix64.bytes(256 << 10, seed: 13)
+        let server = try server(bytes, limit: limit, coversLoopback: false)
+        let port = server.port
+        let start = SystemCalls.monotonicNanoseconds()
+        let r = try await offPool { () throws -> RawResponse in
+            let c = try RawConnection(port: port, timeout: 20)
+            try c.send("GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+            return try c.readResponse()
+        }
+        #expect(r.status == 200 && r.body == bytes)
+        #expect(Double(SystemCalls.monotonicNanoseconds() - start) / 1e9 < 5, "256 KiB at 10 KiB/s would take 25 s")
+        #expect(limit.bytesTaken == 0)
         await server.shutdown(grace: .milliseconds(100))
     }
 
