@@ -199,6 +199,13 @@ extension Socket {
     /// The address of a connected socket's other end (getpeername(2)).
     public static func peerAddress(_ fd: FileDescriptor) -> SocketAddress? { address(fd, peer: true) }
 
+    /// Whether a connected socket's other end is on this host: a loopback address, or the
+    /// same address as this end (a client that dialled this host's own interface address).
+    public static func peerIsLocal(_ fd: FileDescriptor) -> Bool {
+        guard let peer = peerAddress(fd) else { return false }
+        return peer.isLoopback || peer.addressBytes == localAddress(fd)?.addressBytes
+    }
+
     private static func address(_ fd: FileDescriptor, peer: Bool) -> SocketAddress? {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)

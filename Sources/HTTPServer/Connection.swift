@@ -82,7 +82,7 @@ final class Connection: @unchecked Sendable {
     private var allowance = 0
     /// Waiting for the upload limit: the timer, and what ends the wait (``close()`` ends it early).
     private var pacing: (timer: TimerID, end: () -> Void)?
-    /// The upload limit this connection's bodies are paced by (none for a loopback client
+    /// The upload limit this connection's bodies are paced by (none for a client on this host
     /// unless the configuration says so).
     private let uploadLimit: RateLimiter?
 
@@ -90,7 +90,7 @@ final class Connection: @unchecked Sendable {
         self.fd = fd
         self.owner = owner
         let configuration = owner.configuration
-        if configuration.uploadLimit != nil, !configuration.uploadLimitCoversLoopback, Socket.peerAddress(fd)?.isLoopback ?? false {
+        if configuration.uploadLimit != nil, !configuration.uploadLimitCoversLoopback, Socket.peerIsLocal(fd) {
             uploadLimit = nil
         } else {
             uploadLimit = configuration.uploadLimit

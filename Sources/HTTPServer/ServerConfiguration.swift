@@ -49,7 +49,7 @@ public struct ServerConfiguration: Sendable {
     /// (`--upload-rate`); heads, small in-memory bodies and streams (feeds) are not counted.
     /// Nil: unlimited.
     public var uploadLimit: RateLimiter? = nil
-    /// Whether clients on this host (loopback) are paced too. Off by default: the limit is for
+    /// Whether clients on this host (loopback, or this host's own address) are paced too. Off by default: the limit is for
     /// the network, and this host's own `darter get` or containerd reading from its peer would
     /// otherwise share it with the children the peer serves (measured, 8 peers each limited to
     /// its link: 2.25x ideal instead of 1.50x).

@@ -5,8 +5,8 @@ import DarterIO
 enum RateFlags {
     static let flags: [Arguments.Flag] = [
         .init(name: "upload-rate", defaultValue: "unlimited",
-              help: "bytes/s of content and pieces this daemon sends to other hosts, at most, over all clients (e.g. 100m; 0: unlimited); also told to the scheduler as this host's capacity for parent scoring (unlimited: unknown). Clients on this host (loopback) are not limited unless --upload-rate-local"),
-        .init(name: "upload-rate-local", defaultValue: "", help: "let --upload-rate pace clients on this host (loopback) too", kind: .toggle),
+              help: "bytes/s of content and pieces this daemon sends to other hosts, at most, over all clients (e.g. 100m; 0: unlimited); also told to the scheduler as this host's capacity for parent scoring (unlimited: unknown). Clients on this host (loopback or this host's own address: its darter get, containerd) are not limited unless --upload-rate-local"),
+        .init(name: "upload-rate-local", defaultValue: "", help: "let --upload-rate pace clients on this host too", kind: .toggle),
         .init(name: "download-rate", defaultValue: "unlimited",
               help: "bytes/s of pieces this daemon takes from parents in the swarm, at most, over all tasks (e.g. 50m; 0: unlimited; a seed takes none: see --origin-rate)"),
         .init(name: "origin-rate", defaultValue: "unlimited",
