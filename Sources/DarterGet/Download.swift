@@ -284,7 +284,9 @@ public final class Download: Sendable {
     /// The whole object over one connection, cut into pieces as it streams; with `-c`, from the
     /// last whole piece of the partial file on (with Range).
     private func fromOrigin() async throws(GetError) -> Summary {
-        let pieceLength = PieceMath.minimumDefaultPieceLength
+        // Cut for this host's own output, not for a swarm: 4 MiB writes (the default before
+        // swarm pieces went to 1 MiB; tools/bench client measured with it).
+        let pieceLength = 4 << 20
         let io = makeBackend(pieceLength: pieceLength)
         var keep = 0
         if options.resume, let size = SystemCalls.fileSize(atPath: Output.partialPath(options.output)) {

@@ -40,6 +40,9 @@ public struct SwarmConfiguration: Sendable {
     public var backToSource = true
     /// Piece bytes from parents, over all downloads of the daemon (`--download-rate`); nil: unlimited.
     public var downloadLimit: RateLimiter? = nil
+    /// Logs every piece as it lands (when, from whom, how long it took): for people tuning a swarm
+    /// (`DARTER_SWARM_TRACE=1`).
+    public var tracePieces = false
     public init() {}
 }
 
@@ -100,6 +103,7 @@ public actor SwarmDownload {
     /// Pieces from peers accepted on their CRC32C alone: the seeds had no digest for them (no
     /// seed among the parents, or the seed's copy predates piece digests).
     var unverified = 0
+    let began = ContinuousClock.now
 
     static let originID = "origin"
 
@@ -311,6 +315,10 @@ public actor SwarmDownload {
         guard !selector.have.contains(index) else { return }  // a duplicate (endgame) came second
         selector.received(index, from: parent)
         let ms = Int(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)
+        if configuration.tracePieces {
+            let at = ContinuousClock.now - began
+            log("swarm-trace: task \(id): piece \(index) from \(parent) at \(at.components.seconds * 1000 + at.components.attoseconds / 1_000_000_000_000_000) ms, took \(ms) ms")
+        }
         bySource[parent, default: 0] += 1
         if parent != Self.originID {
             var c = costs[parent] ?? PieceCost(parent: parent, pieces: 0, bytes: 0, milliseconds: 0)

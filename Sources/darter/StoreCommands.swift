@@ -17,7 +17,9 @@ func openStore(_ args: Arguments, configure: (inout StoreConfiguration) -> Void 
     guard let backendChoice = IOBackendChoice(rawValue: choice) else {
         throw UsageError("\(args.command): --io-backend must be auto, uring or threads, got '\(choice)'")
     }
-    let io = try makeIOBackend(backendChoice, fixedBuffers: 4, log: log)
+    // Registered buffers a default piece each (1 MiB): a bigger piece gets a plain buffer, a
+    // smaller one never takes a whole slot it would leave three quarters empty.
+    let io = try makeIOBackend(backendChoice, fixedBuffers: 16, fixedBufferSize: PieceMath.minimumDefaultPieceLength, log: log)
     var config = StoreConfiguration(directory: args.string("data-dir"))
     if let quota = try args.optionalInt("quota") { config.eviction.quotaBytes = Int64(quota) }
     configure(&config)

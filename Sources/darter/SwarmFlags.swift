@@ -46,6 +46,7 @@ enum SwarmFlags {
             throw UsageError("peer: --piece-timeout must be from 1 to 3600 seconds, got '\(args.string("piece-timeout"))'")
         }
         c.minimumPieceDeadline = .seconds(timeout)
+        c.tracePieces = SystemCalls.environment()["DARTER_SWARM_TRACE"] == "1"
         return c
     }
 

@@ -7,35 +7,33 @@ private let GiB: Int64 = 1 << 30
 @Suite("PieceMath")
 struct PieceMathTests {
     static let defaults: [(Int64?, Int)] = [
-        (nil, 4 << 20),
-        (0, 4 << 20),
-        (-1, 4 << 20),
-        (1, 4 << 20),
-        (100 * MiB, 4 << 20),
-        (1 * GiB, 4 << 20),               // 1 GiB / 500 ≈ 2.05 MiB → 4 MiB
-        (2000 * MiB, 4 << 20),            // exactly 4 MiB per 500 pieces
-        (2000 * MiB + 499, 4 << 20),      // integer division: still 4 MiB
-        (2000 * MiB + 500, 8 << 20),      // one byte per piece more → next power of two
-        (4000 * MiB, 8 << 20),
-        (4000 * MiB + 500, 16 << 20),
-        (4 * GiB, 16 << 20),              // 4 GiB / 500 ≈ 8.2 MiB → 16 MiB
-        (16000 * MiB, 32 << 20),
-        (16000 * MiB + 500, 64 << 20),
-        (32000 * MiB, 64 << 20),
-        (32000 * MiB + 500, 64 << 20),    // would be 128 MiB: clamped
-        (100 * GiB, 64 << 20),
+        (nil, 1 << 20),
+        (0, 1 << 20),
+        (-1, 1 << 20),
+        (1, 1 << 20),
+        (256 * MiB, 1 << 20),
+        (1 * GiB, 1 << 20),               // 1 GiB / 2000 ≈ 0.5 MiB → 1 MiB
+        (2000 * MiB, 1 << 20),            // exactly 1 MiB per 2000 pieces
+        (2000 * MiB + 1999, 1 << 20),     // integer division: still 1 MiB
+        (2000 * MiB + 2000, 2 << 20),     // one byte per piece more → next power of two
+        (4 * GiB, 4 << 20),               // 4 GiB / 2000 ≈ 2.05 MiB → 4 MiB
+        (16000 * MiB, 8 << 20),
+        (16000 * MiB + 2000, 16 << 20),
+        (128000 * MiB, 64 << 20),
+        (128000 * MiB + 2000, 64 << 20),  // would be 128 MiB: clamped
+        (400 * GiB, 64 << 20),
         (Int64.max, 64 << 20),
     ]
 
-    @Test("default piece length: next_power_of_two(length / 500) clamped to 4–64 MiB", arguments: defaults)
+    @Test("default piece length: next_power_of_two(length / 2000) clamped to 1–64 MiB", arguments: defaults)
     func defaultPieceLength(contentLength: Int64?, expected: Int) {
         #expect(PieceMath.defaultPieceLength(contentLength: contentLength) == expected)
     }
 
-    @Test("default piece length is a valid power of two, monotonic, and gives about 500 pieces at most")
+    @Test("default piece length is a valid power of two, monotonic, and gives about 2000 pieces at most")
     func defaultPieceLengthProperties() {
         var rng = SplitMix64(seed: 500)
-        var lengths: [Int64] = (0..<2000).map { _ in Int64.random(in: 1...(200 * GiB), using: &rng) }
+        var lengths: [Int64] = (0..<2000).map { _ in Int64.random(in: 1...(400 * GiB), using: &rng) }
         lengths += (0..<40).map { Int64(1) << $0 }
         lengths.sort()
         var previous = 0
@@ -47,11 +45,11 @@ struct PieceMathTests {
             previous = p
             let count = PieceMath.pieceCount(contentLength: n, pieceLength: p)
             if p < PieceMath.maximumPieceLength {
-                // length / 500 rounds down, so 500 pieces plus a sub-500-byte remainder can occur.
-                #expect(count <= 501, "\(n) bytes → \(count) pieces of \(p)")
+                // length / 2000 rounds down, so 2000 pieces plus a sub-2000-byte remainder can occur.
+                #expect(count <= 2001, "\(n) bytes → \(count) pieces of \(p)")
             }
             if p > PieceMath.minimumDefaultPieceLength {
-                #expect(count > 250, "\(n) bytes → only \(count) pieces of \(p): a smaller power of two would do")
+                #expect(count > 1000, "\(n) bytes → only \(count) pieces of \(p): a smaller power of two would do")
             }
         }
     }

@@ -29,6 +29,17 @@ final class VirtualClock: Sendable {
     let milliseconds = Atomic<Int64>(0)
 }
 
+/// A scheduler that is "restarting" (503 to everything) until `up`.
+final class RestartingScheduler: HTTPHandler {
+    let service: SchedulerService
+    let up = Atomic<Bool>(false)
+    init(_ service: SchedulerService) { self.service = service }
+    func handle(_ request: HTTPRequestHead, body: [UInt8], respond: @escaping @Sendable (Response) -> Void) {
+        guard up.load(ordering: .relaxed) else { return respond(.text(503, "restarting\n")) }
+        service.handle(request, body: body, respond: respond)
+    }
+}
+
 /// The scheduler service and a fake seed on one group, with a client to talk to them; the
 /// scheduler's clock is a value the test moves.
 final class SchedulerFixture: Sendable {
@@ -191,21 +202,23 @@ struct SchedulerClientTests {
     @Test("a scheduler that was down (restarting) is asked again within a fraction of a second, not a keep-alive later")
     func comesBackQuickly() async throws {
         let f = try SchedulerFixture()
-        let port = closedPort()
-        let c = makeClient(f, schedulers: [HTTPClientURL(host: "127.0.0.1", port: port)])
+        // A scheduler that answers 503 until it is "up" (its own port: no race for a closed one).
+        let gate = RestartingScheduler(SchedulerService(metrics: ServerMetrics(), token: nil, client: f.client, now: { SystemCalls.monotonicMilliseconds() }))
+        var config = ServerConfiguration()
+        config.port = 0
+        let server = try HTTPServer(configuration: config, handler: gate, group: f.group)
+        server.start()
+        let c = makeClient(f, schedulers: [HTTPClientURL(host: "127.0.0.1", port: server.port)])
         c.start()
         try await Task.sleep(for: .milliseconds(700))  // a few refused attempts
         #expect(!c.isRegistered)
-        var config = ServerConfiguration()
-        config.port = port
-        let later = try HTTPServer(configuration: config, handler: SchedulerService(metrics: ServerMetrics(), token: nil, client: f.client, now: { SystemCalls.monotonicMilliseconds() }), group: f.group)
-        later.start()
+        gate.up.store(true, ordering: .relaxed)
         let listening = ContinuousClock.now
-        while !c.isRegistered && ContinuousClock.now - listening < .seconds(5) { try await Task.sleep(for: .milliseconds(20)) }
+        while !c.isRegistered && ContinuousClock.now - listening < .seconds(10) { try await Task.sleep(for: .milliseconds(20)) }
         #expect(c.isRegistered)
-        #expect(ContinuousClock.now - listening < .milliseconds(1500), "registered \(ContinuousClock.now - listening) after the scheduler listened")
+        #expect(ContinuousClock.now - listening < .milliseconds(2500), "registered \(ContinuousClock.now - listening) after the scheduler came back")
         await c.stop()
-        await later.shutdown(grace: .milliseconds(100))
+        await server.shutdown(grace: .milliseconds(100))
         await f.stop()
     }
 

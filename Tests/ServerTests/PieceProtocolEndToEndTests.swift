@@ -54,7 +54,7 @@ struct PieceProtocolEndToEndTests {
         let r = try await fx.open(fx.origin.url(file: "big.bin"))
         #expect(r.status == 200 && r.head.headers["X-Darter-Cache"] == "MISS")
         let meta = try TaskMetadata(parsing: r.body)
-        #expect(meta.contentLength == Int64(fx.file.count) && meta.pieceLength == 4 << 20 && meta.pieceCount == 7)
+        #expect(meta.contentLength == Int64(fx.file.count) && meta.pieceLength == 1 << 20 && meta.pieceCount == 25)
         #expect(meta.id == (try TaskID.forURL(fx.origin.url(file: "big.bin"))))
         // Wait for it to complete, then the same request is a hit with every piece held.
         for _ in 0..<200 {
@@ -65,7 +65,7 @@ struct PieceProtocolEndToEndTests {
         let again = try await fx.open(fx.origin.url(file: "big.bin"))
         #expect(again.head.headers["X-Darter-Cache"] == "HIT")
         let done = try TaskMetadata(parsing: again.body)
-        #expect(done.complete && done.pieces.isComplete(pieceCount: 7))
+        #expect(done.complete && done.pieces.isComplete(pieceCount: 25))
         for (body, field) in [("{}", "url"), ("[1]", "JSON object"), (#"{"url":"http://x/","digest":"md5:1"}"#, "digest"), (#"{"url":"ftp://x/"}"#, "url")] {
             let bad = try await fx.client.send(HTTPClientRequest(method: .post, url: fx.url("/tasks"), body: Array(body.utf8)))
             #expect(bad.status == 400 && String(decoding: bad.body, as: UTF8.self).contains(field), "\(body): \(bad.status) \(String(decoding: bad.body, as: UTF8.self))")
@@ -105,7 +105,7 @@ struct PieceProtocolEndToEndTests {
         var held = first.pieces
         var haveLines = 0
         for (e, _) in events.dropFirst() { if case .have(let p, _) = e { held.formUnion(p); haveLines += 1 } }
-        #expect(held.isComplete(pieceCount: 7), "pieces heard: \(held)")
+        #expect(held.isComplete(pieceCount: 25), "pieces heard: \(held)")
         #expect(haveLines >= 2, "pieces came in several pushes, not one: \(events.map(\.0))")
         #expect(events.last?.0 == .complete)
         if let firstHave = events.first(where: { if case .have = $0.0 { return true }; return false })?.1, let end = events.last?.1 {
@@ -120,13 +120,13 @@ struct PieceProtocolEndToEndTests {
         let originURL = fx.origin.url(file: "big.bin", "drip=8000000")
         let meta = try TaskMetadata(parsing: try await fx.open(originURL).body)
         // The last piece arrives last: asked at once with a long wait, it comes when it lands.
-        let last = 6
-        let piece = SharedIOBuffer(IOBuffer(capacity: 4 << 20))
-        let soon = try await fx.client.send(HTTPClientRequest(url: fx.url(PieceProtocol.piecePath(meta.id, 1, waitMilliseconds: 1))), into: piece, range: 0..<(4 << 20))
+        let last = 24
+        let piece = SharedIOBuffer(IOBuffer(capacity: 1 << 20))
+        let soon = try await fx.client.send(HTTPClientRequest(url: fx.url(PieceProtocol.piecePath(meta.id, 1, waitMilliseconds: 1))), into: piece, range: 0..<(1 << 20))
         #expect(soon.status == 503 && soon.head.headers["Retry-After"] == "1", "piece 1 cannot be here within 1 ms: \(soon.status)")
-        let r = try await fx.client.send(HTTPClientRequest(url: fx.url(PieceProtocol.piecePath(meta.id, last, waitMilliseconds: 30_000))), into: piece, range: 0..<(4 << 20))
+        let r = try await fx.client.send(HTTPClientRequest(url: fx.url(PieceProtocol.piecePath(meta.id, last, waitMilliseconds: 30_000))), into: piece, range: 0..<(1 << 20))
         #expect(r.status == 200)
-        let start = last * (4 << 20)
+        let start = last * (1 << 20)
         let want = Array(fx.file[start...])
         #expect(r.bodyLength == want.count)
         #expect(piece.buffer.bytes(0..<want.count) == want)
@@ -136,19 +136,19 @@ struct PieceProtocolEndToEndTests {
         config.maxConnectionsPerHost = 1
         config.pipelineDepth = 7
         let one = HTTPClient(group: fx.group, configuration: config)
-        let buffers = (0..<7).map { _ in SharedIOBuffer(IOBuffer(capacity: 4 << 20)) }
+        let buffers = (0..<25).map { _ in SharedIOBuffer(IOBuffer(capacity: 1 << 20)) }
         try await withThrowingTaskGroup(of: (Int, HTTPClientResponse).self) { g in
-            for i in 0..<7 {
-                g.addTask { (i, try await one.send(HTTPClientRequest(url: fx.url(PieceProtocol.piecePath(meta.id, i, waitMilliseconds: 30_000))), into: buffers[i], range: 0..<(4 << 20))) }
+            for i in 0..<25 {
+                g.addTask { (i, try await one.send(HTTPClientRequest(url: fx.url(PieceProtocol.piecePath(meta.id, i, waitMilliseconds: 30_000))), into: buffers[i], range: 0..<(1 << 20))) }
             }
             for try await (i, r) in g {
-                let bytes = Array(fx.file[(i * (4 << 20))..<min(fx.file.count, (i + 1) * (4 << 20))])
+                let bytes = Array(fx.file[(i * (1 << 20))..<min(fx.file.count, (i + 1) * (1 << 20))])
                 #expect(r.status == 200 && r.bodyLength == bytes.count && buffers[i].buffer.bytes(0..<bytes.count) == bytes, "piece \(i)")
                 #expect(r.head.headers[PieceProtocol.crcHeader].flatMap { PieceProtocol.parseCRC($0) } == CRC32C.checksum(bytes), "piece \(i) CRC")
             }
         }
         #expect(await one.connectionCount() == 1)
-        let beyond = try await fx.client.send(HTTPClientRequest(url: fx.url(PieceProtocol.piecePath(meta.id, 7))))
+        let beyond = try await fx.client.send(HTTPClientRequest(url: fx.url(PieceProtocol.piecePath(meta.id, 25))))
         #expect(beyond.status == 404)
         let badWait = try await fx.client.send(HTTPClientRequest(url: fx.url("/tasks/\(meta.id)/pieces/0?wait=soon")))
         #expect(badWait.status == 400)

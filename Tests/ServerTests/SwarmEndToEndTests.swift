@@ -104,7 +104,7 @@ struct SwarmEndToEndTests {
         let expected = (0..<count).map { i in
             SHA256Digest(bytes: SHA256Hasher.hash(Array(fx.file[(i * pieceLength)..<min(fx.file.count, (i + 1) * pieceLength)])))!
         }
-        #expect(count == 11 && (0..<count).allSatisfy { meta.pieceDigests[$0] == expected[$0] }, "\(meta.pieceDigests.count) digests")
+        #expect(count == 41 && (0..<count).allSatisfy { meta.pieceDigests[$0] == expected[$0] }, "\(meta.pieceDigests.count) digests")
         let piece = try await curl(fx.seed.base + "/tasks/\(id)/pieces/3", scratch: fx.dir)
         #expect(piece.headers["x-darter-piece-sha256"] == expected[3].hex, "\(piece.headers)")
         await fx.stop()
@@ -170,8 +170,10 @@ extension SwarmEndToEndTests {
         let fx = try await start(peers: 1, size: (12 << 20) + 11, peerArgs: ["--piece-timeout", "1"])
         let url = fx.origin.url(file: "obj.bin")
         let id = try TaskID.forURL(url)
-        let meta = TaskMetadata(id: id, contentLength: Int64(fx.file.count), pieceLength: 4 << 20,
-                                pieces: PieceSet(0..<4), complete: true)
+        let pieceLength = PieceMath.defaultPieceLength(contentLength: Int64(fx.file.count))
+        let count = PieceMath.pieceCount(contentLength: Int64(fx.file.count), pieceLength: pieceLength)
+        let meta = TaskMetadata(id: id, contentLength: Int64(fx.file.count), pieceLength: pieceLength,
+                                pieces: PieceSet(0..<count), complete: true)
         // The seed holds the object first (and tells the scheduler): its metadata carries the
         // pieces' SHA-256, the only thing that gives a matching-CRC liar away. The others meet the
         // liar alone (no seed holds the task, and the liar says it is complete): a drip is then
@@ -192,8 +194,8 @@ extension SwarmEndToEndTests {
         let server = try HTTPServer(configuration: config, handler: liar, group: group)
         server.start()
         // It registers as holding the whole task: the scheduler hands it out first.
-        let held: JSONValue = ["task": .string(id.description), "contentLength": JSONValue(fx.file.count), "pieceLength": JSONValue(4 << 20),
-                               "pieces": "0-3", "complete": true]
+        let held: JSONValue = ["task": .string(id.description), "contentLength": JSONValue(fx.file.count), "pieceLength": JSONValue(pieceLength),
+                               "pieces": .string("0-\(count - 1)"), "complete": true]
         let reg: JSONValue = ["id": "liar", "address": .string("127.0.0.1:\(server.port)"), "role": "peer", "tasks": [held]]
         let r = try await curl(fx.schedulerURL + "/hosts", ["-X", "POST", "--data-binary", reg.serialized], scratch: fx.dir)
         #expect(r.status == 200, "\(r.text)")

@@ -84,7 +84,7 @@ struct UploadRateTests {
             return try c.readResponse()
         }
         #expect(r.status == 200 && r.body == bytes)
-        #expect(Double(SystemCalls.monotonicNanoseconds() - start) / 1e9 < 5, "256 KiB at 10 KiB/s would take 25 s")
+        #expect(Double(SystemCalls.monotonicNanoseconds() - start) / 1e9 < 12, "256 KiB at 10 KiB/s would take 25 s")
         #expect(limit.bytesTaken == 0)
         await server.shutdown(grace: .milliseconds(100))
     }
@@ -105,9 +105,10 @@ struct UploadRateTests {
         #expect(server.metrics.activeConnections == 1)
         let start = SystemCalls.monotonicNanoseconds()
         await server.shutdown(grace: .milliseconds(100))
-        let closed = try await offPool { c.value.readUntilClosed(timeout: 5) }
+        let closed = try await offPool { c.value.readUntilClosed(timeout: 10) }
         #expect(closed, "the client saw its connection end")
         #expect(server.metrics.activeConnections == 0, "the connection let go of its descriptor")
-        #expect(Double(SystemCalls.monotonicNanoseconds() - start) / 1e9 < 5)
+        // Well before the 16 s the next take waits (a loaded machine took 5 s once).
+        #expect(Double(SystemCalls.monotonicNanoseconds() - start) / 1e9 < 10)
     }
 }
