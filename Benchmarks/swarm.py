@@ -211,6 +211,8 @@ def run_all(cmds, timeout, fault=None):
     codes. `fault`: (delay s, fn(start)) run on a thread at `delay` after the start (a thread, so
     the completion times go on being read while it runs)."""
     start = time.monotonic()
+    if os.environ.get("DARTER_SWARM_TRACE") == "1":  # the peers' trace lines use the same clock
+        print(f"  trace: the common start at monotonic {start * 1000:.0f} ms")
     procs = [(h, subprocess.Popen(in_ns(h, *argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)) for h, argv in cmds]
     timer = None
     if fault:

@@ -118,7 +118,7 @@ public struct PieceSelector: Sendable {
         func worthIt(_ i: Int) -> Bool { wanted(i) && inFlight[i] == nil && (!onlyOwned || owned[i]) }
         // 1. The streaming window, in order.
         if readerPosition < pieceCount {
-            for i in readerPosition..<min(pieceCount, readerPosition + window) where wanted(i) && inFlight[i] == nil {
+            for i in readerPosition..<min(pieceCount, readerPosition + window) where wanted(i) && inFlight[i] == nil && (!onlyOwned || owned[i]) {
                 return start(i, parent)
             }
         }

@@ -33,9 +33,13 @@ public struct SwarmConfiguration: Sendable {
     public var minimumPieceDeadline: Duration = .seconds(8)
     /// Failed requests after which a parent is dropped (and reported).
     public var failuresToDrop = 2
-    /// Pieces ahead of a streaming reader fetched in order (0: none; a window makes peers that
-    /// start together fetch the same pieces, with nothing to give each other).
-    public var window = 0
+    /// Pieces from the first one this host lacks that are fetched first, in order, so a reader
+    /// streaming the task (`darter get`, `/download`, containerd) is fed as the swarm goes and
+    /// does not wait at the end for old pieces rarest-first left for last (measured, 8 peers ×
+    /// 200 Mbit/s × 256 MiB in 1 MiB pieces: the last reader done 1.4 s after its swarm with no
+    /// window; p99 1.33× the ideal with none, 1.35× with 8, 1.23-1.28× with 32, 1.25× with 64,
+    /// 1.26× with 128). At a seed only this host's own pieces count, window or not.
+    public var window = 32
     /// Going to the origin is allowed when no parent can serve (`--no-back-to-source` forbids it).
     public var backToSource = true
     /// Piece bytes from parents, over all downloads of the daemon (`--download-rate`); nil: unlimited.
@@ -137,6 +141,7 @@ public actor SwarmDownload {
     /// Downloads every missing piece from `parents` (and those later announces bring).
     public func run(parents: [ParentCandidate], seedShare: SeedShare?) async -> SwarmOutcome {
         if selector.isComplete { return .complete(bySource: [:]) }
+        if configuration.tracePieces { log("swarm-trace: task \(id): began at monotonic \(SystemCalls.monotonicMilliseconds()) ms") }
         if let seedShare { selector.setShare(index: seedShare.index, count: seedShare.count) }
         adopt(parents)
         if links.isEmpty { goToOrigin("the scheduler named no parent") }
@@ -342,6 +347,7 @@ public actor SwarmDownload {
         if selector.isComplete && landing == 0 && outcome == nil {
             do {
                 try await assembler.finish(streamEnded: false)
+                if configuration.tracePieces { log("swarm-trace: task \(id): complete at monotonic \(SystemCalls.monotonicMilliseconds()) ms") }
                 if unverified > 0 { log("swarm: task \(id): \(unverified) pieces from peers were checked against their CRC32C only: no seed had their SHA-256") }
                 end(.complete(bySource: bySource))
             } catch {

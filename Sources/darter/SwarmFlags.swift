@@ -17,6 +17,8 @@ enum SwarmFlags {
         let peerOnly: [Arguments.Flag] = role == .seed ? [] : [
             .init(name: "no-back-to-source", defaultValue: "", help: "never fetch from the origin: fail a task no parent can serve", kind: .toggle),
             .init(name: "requests-per-parent", defaultValue: String(SwarmConfiguration().requestsPerParent), help: "piece requests kept open per parent (pipelined)"),
+            .init(name: "window", defaultValue: String(SwarmConfiguration().window),
+                  help: "pieces from the first one this host lacks that are fetched first, in order (a reader streams them); the rest rarest first"),
             .init(name: "piece-timeout", defaultValue: String(SwarmConfiguration().minimumPieceDeadline.components.seconds),
                   help: "seconds a parent has at least to send a piece (more when its measured rate needs it, plus the parent's wait for a piece still arriving); a parent that misses it twice is dropped"),
         ]
@@ -46,6 +48,8 @@ enum SwarmFlags {
             throw UsageError("peer: --piece-timeout must be from 1 to 3600 seconds, got '\(args.string("piece-timeout"))'")
         }
         c.minimumPieceDeadline = .seconds(timeout)
+        c.window = try args.int("window")
+        guard (0...4096).contains(c.window) else { throw UsageError("peer: --window must be from 0 to 4096 pieces, got '\(args.string("window"))'") }
         c.tracePieces = SystemCalls.environment()["DARTER_SWARM_TRACE"] == "1"
         return c
     }

@@ -84,4 +84,15 @@ struct PieceSelectorTests {
         s.received(3, from: "x")
         #expect(s.isComplete && s.readerPosition == 4)
     }
+
+    @Test("a seed (scarce) is asked only for this host's own pieces, in the window too: the window does not make the seed send a piece twice")
+    func windowAtAScarceParent() {
+        var s = PieceSelector(pieceCount: 8, window: 4, me: "b", seed: 1)
+        s.parentHas("seed", PieceSet(0..<8), scarce: true)
+        s.setShare(index: 1, count: 2)  // b owns the odd pieces
+        var asked: [Int] = []
+        while let p = s.next(for: "seed") { asked.append(p) }
+        #expect(Array(asked.prefix(2)) == [1, 3], "the window's own pieces first, in order")
+        #expect(asked.sorted() == [1, 3, 5, 7], "then the rest of its own, none of the others'")
+    }
 }
