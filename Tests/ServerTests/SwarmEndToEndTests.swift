@@ -137,6 +137,7 @@ final class LyingParent: HTTPHandler {
     let meta: TaskMetadata
     let lie: Lie
     let served = Atomic<Int>(0)
+    let feeds = Atomic<Int>(0)
     init(meta: TaskMetadata, lie: Lie) { self.meta = meta; self.lie = lie }
 
     func handle(_ request: HTTPRequestHead, body: [UInt8], respond: @escaping @Sendable (Response) -> Void) {
@@ -144,6 +145,7 @@ final class LyingParent: HTTPHandler {
         guard parts.count >= 3, parts[0] == "tasks" else { return respond(.text(404, "no\n")) }
         if parts.count == 3 && parts[2] == "meta" { return respond(.text(200, meta.json.serialized, contentType: "application/json")) }
         if parts.count == 3 && parts[2] == "pieces" {
+            feeds.add(1, ordering: .relaxed)
             return respond(Response(head: HTTPResponseHead(status: 200), body: .stream(QuietStream(AvailabilityEvent.snapshot(meta).line))))
         }
         guard parts.count == 4, let n = Int(parts[3]), let total = meta.contentLength else { return respond(.text(404, "no\n")) }
@@ -229,5 +231,32 @@ extension SwarmEndToEndTests {
         try await peer.waitForLog("peer: listening on")
         #expect(await peer.stop() == 0, "\(peer.log)")
         #expect(peer.log.contains("peer: stopped"))
+    }
+}
+
+extension SwarmEndToEndTests {
+    @Test("a parent killed (SIGKILL) is dropped by a child with no piece request open there (its feed cannot reconnect), and the bytes come whole")
+    func parentVanishes() async throws {
+        // 12 MiB at 2 MiB/s: the download outlives the parent.
+        let fx = try await start(peers: 1, size: (12 << 20) + 11, peerArgs: ["--download-rate", "2m"])
+        let url = fx.origin.url(file: "obj.bin")
+        let id = try TaskID.forURL(url)
+        // It joins the task holding nothing: handed out as a parent, asked for no piece.
+        let port = try freePort()
+        let ghost = try ChildProcess("python3", [fixturesDirectory + "/ghost_parent.py", "\(port)", id.description, "\(fx.file.count)", "\(1 << 20)"],
+                                     logPath: fx.dir + "/ghost.log")
+        try await ghost.waitForLog("listening")
+        let reg: JSONValue = ["id": "ghost", "address": .string("127.0.0.1:\(port)"), "role": "peer"]
+        #expect(try await curl(fx.schedulerURL + "/hosts", ["-X", "POST", "--data-binary", reg.serialized], scratch: fx.dir).status == 200)
+        let announce: JSONValue = ["host": "ghost", "task": .string(id.description), "url": .string(url)]
+        #expect(try await curl(fx.schedulerURL + "/tasks/\(id)/announce", ["-X", "POST", "--data-binary", announce.serialized], scratch: fx.dir).status == 200)
+        async let got = fx.get(fx.peers[0], fx.dir + "/out/a.bin")
+        try await ghost.waitForLog("feed")
+        ghost.kill()
+        let result = try await got
+        #expect(result.exitCode == 0, "\(result.output)")
+        #expect(try readFile(fx.dir + "/out/a.bin") == fx.file)
+        #expect(fx.peers[0].log.contains("dropped parent ghost (its feed cannot reconnect"), "\(fx.peers[0].log)")
+        await fx.stop()
     }
 }
