@@ -77,6 +77,13 @@ public struct PieceSelector: Sendable {
         }
     }
 
+    /// One new piece at a known parent (a feed event): `parentHas(parent, PieceSet([piece]))`
+    /// without building a set.
+    public mutating func parentHas(_ parent: String, piece i: Int) {
+        guard i >= 0, i < pieceCount, holders[parent] != nil else { return }
+        if holders[parent]!.insert(i) { availability[i] += 1 }
+    }
+
     /// Round robin over the sorted group from an offset every member computes alike: each of n
     /// members owns pieceCount/n pieces exactly (rendezvous hashing's uneven shares left the
     /// seed idle while the owner of the most pieces still fetched: 1.65× ideal, simulated).
