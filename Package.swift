@@ -74,7 +74,7 @@ let package = Package(
         // The seed peer's routes over the piece store.
         .target(name: "SeedService", dependencies: ["DarterCore", "PieceTransfer", "PieceProtocol", "HTTPServer", "PieceStore", "HTTPCore", "DarterIO", "Origin", "SwarmDownload", "SchedulerProtocol", "SchedulerClient"], swiftSettings: strict),
 
-        .executableTarget(name: "darter", dependencies: ["DarterCore", "PieceStore", "DarterIO", "SeedService", "HTTPServer", "HTTPClient", "Origin", "DarterGet", "Scheduler", "SchedulerService", "SchedulerClient", "SchedulerProtocol", "PieceProtocol", "PieceTransfer", "SwarmDownload"], swiftSettings: strict),
+        .executableTarget(name: "darter", dependencies: ["DarterCore", "PieceStore", "DarterIO", "SeedService", "HTTPServer", "HTTPClient", "Origin", "DarterGet", "Scheduler", "SchedulerService", "SchedulerClient", "SchedulerProtocol", "PieceProtocol", "PieceTransfer", "SwarmDownload", "SwarmSimulator"], swiftSettings: strict),
         // Benchmarks live apart from the product; tools/bench runs them.
         .executableTarget(name: "darter-bench", dependencies: ["DarterCore", "PieceStore", "DarterIO"],
                           path: "Benchmarks/DarterBench", swiftSettings: strict),
