@@ -25,9 +25,14 @@ enum SimulateCommand {
             .init(name: "no-idc", defaultValue: "", help: "register hosts without their idc label (locality off)", kind: .toggle),
             .init(name: "tick", defaultValue: "", help: "smallest step of virtual time, seconds (default: half a piece's time at the link rate)"),
             .init(name: "seed", defaultValue: "1", help: "random seed (the run is deterministic for a seed)"),
+            .init(name: "scheduler-cost", defaultValue: "", help: "instead: time the real Scheduler's register, announce and report at this many hosts x 10 tasks, and its memory"),
             .init(name: "cdf", defaultValue: "", help: "also print completion ÷ T_min at every 5th percentile", kind: .toggle),
         ], arguments: argv)
         if args.wantsHelp { print(args.usage); return }
+        if args.string("scheduler-cost") != "" {
+            SchedulerCost.run(hosts: max(1, try args.int("scheduler-cost")))
+            return
+        }
         var shape = SwarmSimulation.Shape()
         shape.peers = try args.int("peers")
         shape.linkBytesPerSecond = try bits(args, "link") / 8
