@@ -64,7 +64,7 @@ let package = Package(
         // A peer's download policy (pure): which piece to ask which parent for.
         .target(name: "PeerPolicy", dependencies: ["DarterCore", "PieceProtocol"], swiftSettings: strict),
         // A swarm in virtual time driving the real Scheduler and PieceSelector (tests, tools).
-        .target(name: "SwarmSimulator", dependencies: ["DarterCore", "PeerPolicy", "PieceProtocol", "Scheduler", "SchedulerProtocol"], swiftSettings: strict),
+        .target(name: "SwarmSimulator", dependencies: ["DarterCore", "PeerPolicy", "PieceProtocol", "Scheduler", "SchedulerProtocol", "SwarmDownload"], swiftSettings: strict),
         // A peer's download of one task through the swarm: parents from the scheduler, pieces from
         // several at once, checked and landed through the piece assembler; the origin when none can.
         .target(name: "SwarmDownload", dependencies: ["DarterCore", "DarterIO", "HTTPClient", "HTTPCore", "PeerPolicy", "PieceProtocol",
@@ -74,7 +74,7 @@ let package = Package(
         // The seed peer's routes over the piece store.
         .target(name: "SeedService", dependencies: ["DarterCore", "PieceTransfer", "PieceProtocol", "HTTPServer", "PieceStore", "HTTPCore", "DarterIO", "Origin", "SwarmDownload", "SchedulerProtocol", "SchedulerClient"], swiftSettings: strict),
 
-        .executableTarget(name: "darter", dependencies: ["DarterCore", "PieceStore", "DarterIO", "SeedService", "HTTPServer", "HTTPClient", "Origin", "DarterGet", "Scheduler", "SchedulerService", "SchedulerClient", "SchedulerProtocol", "PieceProtocol", "PieceTransfer", "SwarmDownload"], swiftSettings: strict),
+        .executableTarget(name: "darter", dependencies: ["DarterCore", "PieceStore", "DarterIO", "SeedService", "HTTPServer", "HTTPClient", "Origin", "DarterGet", "Scheduler", "SchedulerService", "SchedulerClient", "SchedulerProtocol", "PieceProtocol", "PieceTransfer", "SwarmDownload", "SwarmSimulator"], swiftSettings: strict),
         // Benchmarks live apart from the product; tools/bench runs them.
         .executableTarget(name: "darter-bench", dependencies: ["DarterCore", "PieceStore", "DarterIO"],
                           path: "Benchmarks/DarterBench", swiftSettings: strict),

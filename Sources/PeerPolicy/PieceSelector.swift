@@ -39,6 +39,21 @@ public struct PieceSelector: Sendable {
     private var owned: [Bool]
     private var dealt = false
 
+    // Rarest first without a scan of every piece (the simulator asks this millions of times):
+    // bitsets over *rank positions* — pieces sorted by (tieRank, index) — so the lowest set bit
+    // of (pieces at availability a) ∧ (neither held nor in flight) ∧ (the parent holds) ∧ (owned,
+    // at a scarce parent), for the smallest a that has one, is exactly the piece the linear
+    // search over (availability, tieRank, index) picks.
+    private let rankOf: [Int]
+    private let pieceAt: [Int]
+    private let words: Int
+    /// Per availability level, the pieces at it.
+    private var level: [[UInt64]]
+    /// Pieces neither held nor in flight.
+    private var openBits: [UInt64]
+    private var ownedBits: [UInt64]
+    private var holderBits: [String: [UInt64]] = [:]
+
     public init(pieceCount: Int, have: PieceSet = PieceSet(), window: Int = 4, maxDuplicates: Int = 2, endgamePieces: Int = 4,
                 me: String = "", seed: UInt64) {
         precondition(pieceCount >= 0)
@@ -51,8 +66,41 @@ public struct PieceSelector: Sendable {
         owned = Array(repeating: true, count: pieceCount)
         availability = Array(repeating: 0, count: pieceCount)
         var rng = SplitMix64(seed: seed)
-        tieRank = (0..<pieceCount).map { _ in UInt32(truncatingIfNeeded: rng.next()) }
+        let ranks = (0..<pieceCount).map { _ in UInt32(truncatingIfNeeded: rng.next()) }
+        tieRank = ranks
         while readerPosition < pieceCount && have.contains(readerPosition) { readerPosition += 1 }
+        let order = (0..<pieceCount).sorted { ranks[$0] != ranks[$1] ? ranks[$0] < ranks[$1] : $0 < $1 }
+        pieceAt = order
+        var rankOf = Array(repeating: 0, count: pieceCount)
+        for (pos, i) in order.enumerated() { rankOf[i] = pos }
+        self.rankOf = rankOf
+        words = (pieceCount + 63) / 64
+        var all = Array(repeating: UInt64(0), count: words)
+        var openBits = all
+        for i in 0..<pieceCount {
+            let pos = rankOf[i]
+            all[pos >> 6] |= 1 << UInt64(pos & 63)
+            if !have.contains(i) { openBits[pos >> 6] |= 1 << UInt64(pos & 63) }
+        }
+        level = [all]
+        self.openBits = openBits
+        ownedBits = all
+    }
+
+    private static func set(_ bits: inout [UInt64], _ pos: Int) { bits[pos >> 6] |= 1 << UInt64(pos & 63) }
+    private static func clear(_ bits: inout [UInt64], _ pos: Int) { bits[pos >> 6] &= ~(1 << UInt64(pos & 63)) }
+
+    private mutating func changeAvailability(_ i: Int, by delta: Int) {
+        let pos = rankOf[i], from = availability[i], to = from + delta
+        availability[i] = to
+        while level.count <= to { level.append(Array(repeating: 0, count: words)) }
+        Self.clear(&level[from], pos)
+        Self.set(&level[to], pos)
+    }
+
+    private mutating func rebuildOwnedBits() {
+        ownedBits = Array(repeating: 0, count: words)
+        for i in 0..<pieceCount where owned[i] { Self.set(&ownedBits, rankOf[i]) }
     }
 
     public var isComplete: Bool { have.count >= pieceCount }
@@ -69,11 +117,26 @@ public struct PieceSelector: Sendable {
     public mutating func parentHas(_ parent: String, _ pieces: PieceSet, scarce isScarce: Bool = false) {
         let isNew = holders[parent] == nil
         var known = holders[parent] ?? PieceSet()
-        for i in pieces.indexes where i < pieceCount && known.insert(i) { availability[i] += 1 }
+        var bits = holderBits[parent] ?? Array(repeating: 0, count: words)
+        for i in pieces.indexes where i < pieceCount && known.insert(i) {
+            changeAvailability(i, by: 1)
+            Self.set(&bits, rankOf[i])
+        }
         holders[parent] = known
+        holderBits[parent] = bits
         if isNew {
             if isScarce { scarce.insert(parent) }
             else { recomputeOwnership() }
+        }
+    }
+
+    /// One new piece at a known parent (a feed event): `parentHas(parent, PieceSet([piece]))`
+    /// without building a set.
+    public mutating func parentHas(_ parent: String, piece i: Int) {
+        guard i >= 0, i < pieceCount, holders[parent] != nil else { return }
+        if holders[parent]!.insert(i) {
+            changeAvailability(i, by: 1)
+            Self.set(&holderBits[parent]!, rankOf[i])
         }
     }
 
@@ -86,6 +149,7 @@ public struct PieceSelector: Sendable {
         guard count > 0, index >= 0, index < count else { return }
         dealt = true
         for i in 0..<pieceCount { owned[i] = i % count == index }
+        rebuildOwnedBits()
     }
 
     private mutating func recomputeOwnership() {
@@ -94,13 +158,15 @@ public struct PieceSelector: Sendable {
         guard let mine = group.firstIndex(of: me) else { return }
         let offset = Int(RendezvousHash.fnv1a(group.joined(separator: ",")) % UInt64(group.count))
         for i in 0..<pieceCount { owned[i] = (i + offset) % group.count == mine }
+        rebuildOwnedBits()
     }
 
     /// A parent that left or was dropped: its pieces no longer count, its requests are void
     /// (the caller cancels them).
     public mutating func removeParent(_ parent: String) {
         guard let known = holders.removeValue(forKey: parent) else { return }
-        for i in known.indexes { availability[i] -= 1 }
+        for i in known.indexes { changeAvailability(i, by: -1) }
+        holderBits[parent] = nil
         for (piece, parents) in inFlight where parents.contains(parent) { drop(piece, parent) }
         if scarce.remove(parent) == nil { recomputeOwnership() }
     }
@@ -122,12 +188,26 @@ public struct PieceSelector: Sendable {
                 return start(i, parent)
             }
         }
-        // 2. Rarest first among pieces nobody is fetching.
+        // 2. Rarest first among pieces nobody is fetching (what `worthIt` admits, by the
+        // rank-space bitsets: the lowest availability level, then the lowest rank).
         var best: Int?
-        for i in 0..<pieceCount where worthIt(i) {
-            if let b = best, (availability[i], tieRank[i]) >= (availability[b], tieRank[b]) { continue }
-            best = i
+        if let bits = holderBits[parent] {
+            search: for a in 1..<max(1, level.count) {
+                let lv = level[a]
+                for w in 0..<words {
+                    let x = lv[w] & openBits[w] & bits[w] & (onlyOwned ? ownedBits[w] : ~0)
+                    if x != 0 { best = pieceAt[w << 6 | x.trailingZeroBitCount]; break search }
+                }
+            }
         }
+        #if DEBUG
+        var linear: Int?
+        for i in 0..<pieceCount where worthIt(i) {
+            if let b = linear, (availability[i], tieRank[i]) >= (availability[b], tieRank[b]) { continue }
+            linear = i
+        }
+        assert(linear == best, "rank-space rarest-first \(String(describing: best)) differs from the scan's \(String(describing: linear))")
+        #endif
         if let best { return start(best, parent) }
         // A scarce parent, to a host with nothing at all in flight: a piece no other parent holds
         // (its owner may be gone, or not among this host's parents), so nobody starves.
@@ -153,6 +233,7 @@ public struct PieceSelector: Sendable {
     @discardableResult
     public mutating func received(_ piece: Int, from parent: String) -> [String] {
         have.insert(piece)
+        if piece >= 0 && piece < pieceCount { Self.clear(&openBits, rankOf[piece]) }
         let others = (inFlight.removeValue(forKey: piece) ?? []).filter { $0 != parent }
         while readerPosition < pieceCount && have.contains(readerPosition) { readerPosition += 1 }
         return others
@@ -164,6 +245,7 @@ public struct PieceSelector: Sendable {
 
     private mutating func start(_ piece: Int, _ parent: String) -> Int {
         inFlight[piece, default: []].append(parent)
+        Self.clear(&openBits, rankOf[piece])
         return piece
     }
 
@@ -171,5 +253,6 @@ public struct PieceSelector: Sendable {
         guard var parents = inFlight[piece] else { return }
         parents.removeAll { $0 == parent }
         inFlight[piece] = parents.isEmpty ? nil : parents
+        if parents.isEmpty && !have.contains(piece) { Self.set(&openBits, rankOf[piece]) }
     }
 }

@@ -1,206 +1,564 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import DarterCore
 import PeerPolicy
 import PieceProtocol
 import Scheduler
 import SchedulerProtocol
+import SwarmDownload
 
-/// A discrete-time swarm in virtual time: the real `Scheduler` and the real `PieceSelector`
-/// against hosts whose links are numbers. One seed (host 0, next to the origin) and `peers`
-/// peers start at once; links are shared max-min fairly among the transfers on them (each
-/// transfer is limited by its parent's upload and its child's download). Availability is pushed
-/// to children the moment a piece lands (the feed's latency is not modelled), announces repeat
-/// every `reannounceMilliseconds`, progress is reported every second. Pure and deterministic
-/// for a given `seed`: tests use it to check the policy before the network benchmark does.
+/// A swarm in virtual time: the real `Scheduler` and the real `PieceSelector` against hosts whose
+/// links are numbers. One seed (host 0, next to the origin) and `peers` peers start at once, each
+/// downloading `objects` tasks; links are shared max-min fairly among the transfers on them (a
+/// transfer is limited by its parent's upload, its child's download and, between data centres,
+/// the shared inter-DC link). The peer's knobs (requests per parent and per seed, requests in
+/// flight, the streaming window, reannounce and report periods) come from the real
+/// `SwarmConfiguration`, the piece length from `PieceMath`, so a policy change flows in here.
+///
+/// Time advances from event to event (the next piece to finish, the next origin piece, the next
+/// announce, report or departure), but never by less than `tick` (half a piece's time at the
+/// link rate by default), so that at thousands of hosts, where pieces finish continuously, a
+/// step moves many transfers at once. Rates are recomputed after every step by progressive
+/// filling with a heap (O(T log T) for T transfers). Availability is pushed to children the
+/// moment a piece lands (the feed's latency is not modelled); wire latency is not modelled.
+/// Pure and deterministic for a given `seed`.
 public struct SwarmSimulation: Sendable {
     public struct Shape: Sendable {
         public var peers = 8
         /// Every host's upload and download, bytes per second (200 Mbit/s).
         public var linkBytesPerSecond = 25_000_000.0
-        /// The seed's origin: it sits next to the seed (host 0 in the benchmark).
-        public var originBytesPerSecond = 1_000_000_000.0
+        /// The seed's origin (it sits next to the seed, host 0 in the benchmark); nil: 4× the link.
+        public var originBytesPerSecond: Double? = nil
         public var objectBytes: Int64 = 256 << 20
-        public var pieceLength = 4 << 20
-        /// Requests a child keeps open per parent (pipelined on its connections).
-        public var requestsPerParent = 2
-        /// Requests a child keeps open at the seed.
-        public var requestsPerSeed = 1
-        /// No streaming reader: a window makes every peer fetch the same pieces from the seed at
-        /// once, with nothing to give each other (measured here: 8.0× ideal with 4, all from the seed).
-        public var window = 0
-        public var reannounceMilliseconds: Int64 = 1_000
-        public var tickMilliseconds: Int64 = 5
+        /// nil: what the real peer uses (`PieceMath.defaultPieceLength`).
+        public var pieceLength: Int? = nil
+        /// Tasks every peer downloads at once (each its own download, sharing the links).
+        public var objects = 1
+        /// This fraction of the peers has `slowFactor` of the link, both ways.
+        public var slowFraction = 0.0
+        public var slowFactor = 0.1
+        /// This fraction of the peers leaves, each at a random time in 10-90 % of T_min: its
+        /// transfers stop, its children drop it and report it failing, the scheduler forgets it.
+        public var churnFraction = 0.0
+        /// 1, or 2: peers alternate between `dc0` and `dc1` (their `idc` label); the seed is in dc0.
+        public var dataCentres = 1
+        /// The link between the data centres, each way, as a fraction of one DC's total link
+        /// capacity (hosts in the smaller DC × link).
+        public var interDCFraction = 0.1
+        /// Whether hosts register their `idc` (the scheduler's locality score uses it).
+        public var localityLabels = true
+        /// The peer's knobs, from the real peer.
+        public var swarm = SwarmConfiguration()
+        /// The smallest step of virtual time, seconds; nil: half a piece's time at the link rate.
+        public var tick: Double? = nil
         public var seed: UInt64 = 1
         public var scheduler = Scheduler.Config()
         public init() {}
+
+        public var effectivePieceLength: Int { pieceLength ?? PieceMath.defaultPieceLength(contentLength: objectBytes) }
+        public var effectiveOriginRate: Double { originBytesPerSecond ?? 4 * linkBytesPerSecond }
     }
 
     public struct Result: Sendable {
-        /// Per peer, milliseconds from the start until it held every piece.
-        public var completionMilliseconds: [Int64]
-        /// F / min(S, D, (S + N·U)/N): the physical limit (REFERENCE-P2P §1).
-        public var idealMilliseconds: Double
+        /// Per peer, seconds from the start until it held every piece of every object (peers that
+        /// left: nil; peers that never finished: the time limit).
+        public var completionSeconds: [Double?]
+        /// Per peer, its own lower bound: total bytes × max(1/origin, 1/its download,
+        /// N/(seed upload + Σ peer uploads), 1/inter-DC link if across) — REFERENCE-P2P §1.
+        public var idealSeconds: [Double]
+        /// T_min of the swarm as a whole (the homogeneous formula for a fast host in dc0).
+        public var swarmIdealSeconds: Double
+        public var totalBytes: Int64
         public var originBytes: Int64
         /// Bytes each host uploaded (host 0 is the seed).
         public var uploadBytes: [Int64]
-        /// Bytes received for pieces another parent delivered first (endgame duplicates).
+        /// Bytes received for pieces another parent delivered first (endgame duplicates, cancelled).
         public var wastedBytes: Int64
-        public func percentile(_ p: Double) -> Double {
-            let s = completionMilliseconds.sorted()
-            return Double(s[min(s.count - 1, Int((Double(s.count) * p).rounded(.up)) - 1)])
-        }
-        public var p50VsIdeal: Double { percentile(0.5) / idealMilliseconds }
-        public var p99VsIdeal: Double { percentile(0.99) / idealMilliseconds }
-    }
+        /// Bytes carried from one data centre to the other.
+        public var crossDCBytes: Int64
+        public var slow: [Bool]
+        public var departed: [Bool]
+        public var unfinished: Int
+        public var virtualSeconds: Double
+        public var steps: Int
+        public var schedulerCounters: Scheduler.Counters
 
-    struct Transfer {
-        var child: Int, parent: Int, piece: Int
-        var remaining: Double
-        var rate = 0.0
+        /// Completion ÷ the host's own bound, for peers that stayed.
+        public var ratios: [Double] {
+            completionSeconds.indices.compactMap { i in completionSeconds[i].map { $0 / idealSeconds[i] } }
+        }
+        public static func percentile(_ values: [Double], _ p: Double) -> Double {
+            let s = values.sorted()
+            guard !s.isEmpty else { return .nan }
+            return s[min(s.count - 1, max(0, Int((Double(s.count) * p).rounded(.up)) - 1))]
+        }
+        public var p50VsIdeal: Double { Self.percentile(ratios, 0.5) }
+        public var p99VsIdeal: Double { Self.percentile(ratios, 0.99) }
+        public var maxVsIdeal: Double { ratios.max() ?? .nan }
+        /// Completion seconds in ascending order (the CDF), peers that stayed.
+        public var sortedCompletions: [Double] { completionSeconds.compactMap { $0 }.sorted() }
+        public var originVsSize: Double { Double(originBytes) / Double(totalBytes) }
+        /// Peers' uploads ÷ total bytes: min, median, max.
+        public var peerUploadSpread: (min: Double, p50: Double, max: Double) {
+            let u = uploadBytes.dropFirst().map { Double($0) / Double(totalBytes) }
+            return (u.min() ?? 0, Self.percentile(Array(u), 0.5), u.max() ?? 0)
+        }
     }
 
     public static func run(_ shape: Shape) -> Result {
-        let n = shape.peers + 1
-        let names = ["seed-0"] + (1...shape.peers).map { "peer-\($0)" }
-        let index = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($1, $0) })
-        let task = try! TaskID.forURL("http://origin.sim/object")
-        let pieceCount = PieceMath.pieceCount(contentLength: shape.objectBytes, pieceLength: shape.pieceLength)
-        func pieceBytes(_ i: Int) -> Double {
-            Double(min(Int64(shape.pieceLength), shape.objectBytes - Int64(i) * Int64(shape.pieceLength)))
-        }
-        var scheduler = Scheduler(config: shape.scheduler)
-        var have = Array(repeating: PieceSet(), count: n)
-        var selectors = (0..<n).map { PieceSelector(pieceCount: pieceCount, window: shape.window, me: names[$0], seed: shape.seed &* 1000 &+ UInt64($0)) }
-        var parents = Array(repeating: [Int](), count: n)
-        var reported = Array(repeating: PieceSet(), count: n)
-        var done = Array(repeating: Int64(-1), count: n)
-        var uploaded = Array(repeating: 0.0, count: n)
-        var wasted = 0.0
-        var transfers: [Transfer] = []
-        var originDone = 0.0
-        var seedFetching = false
-        for (i, name) in names.enumerated() {
-            _ = scheduler.register(HostRegistration(id: name, address: "\(name):65001", role: i == 0 ? .seed : .peer,
-                                                    uploadRate: Int64(shape.linkBytesPerSecond)), now: 0)
-        }
+        let engine = Engine(shape)
+        return engine.run()
+    }
 
-        func setParents(_ child: Int, _ ids: [String]) {
-            let new = ids.compactMap { index[$0] }
-            for old in parents[child] where !new.contains(old) {
-                selectors[child].removeParent(names[old])
-                transfers.removeAll { $0.child == child && $0.parent == old }
-            }
-            for p in new where !parents[child].contains(p) { selectors[child].parentHas(names[p], have[p], scarce: p == 0) }
-            parents[child] = new
-        }
-        func announce(_ child: Int, now: Int64) {
-            guard let out = try? scheduler.announce(Announce(host: names[child], task: task, url: "http://origin.sim/object", pieces: have[child]), now: now) else { return }
-            if out.trigger != nil { seedFetching = true }
-            if let share = out.reply.seedShare { selectors[child].setShare(index: share.index, count: share.count) }
-            setParents(child, out.reply.parents.map(\.id))
-        }
-        func landed(_ host: Int, _ piece: Int) {
-            have[host].insert(piece)
-            for c in 1..<n where parents[c].contains(host) { selectors[c].parentHas(names[host], PieceSet([piece])) }
-        }
-
-        let ideal = Double(shape.objectBytes) / min(shape.originBytesPerSecond, shape.linkBytesPerSecond,
-                                                   (shape.linkBytesPerSecond + Double(shape.peers) * shape.linkBytesPerSecond) / Double(shape.peers)) * 1000
-        let dt = Double(shape.tickMilliseconds) / 1000
-        var now: Int64 = 0
-        for c in 1..<n { announce(c, now: 0) }
-        let limit = Int64(ideal * 50)
-        while now < limit && done[1...].contains(-1) {
-            // The seed reads the origin in order.
-            if seedFetching && have[0].count < pieceCount {
-                originDone += shape.originBytesPerSecond * dt
-                while have[0].count < pieceCount {
-                    let next = have[0].count
-                    let end = Double(Int64(next) * Int64(shape.pieceLength)) + pieceBytes(next)
-                    guard originDone >= end else { break }
-                    landed(0, next)
-                }
-            }
-            // Keep every parent's request slots full.
-            for c in 1..<n where done[c] < 0 {
-                for p in parents[c] {
-                    var open = transfers.filter { $0.child == c && $0.parent == p }.count
-                    while open < (p == 0 ? shape.requestsPerSeed : shape.requestsPerParent), let piece = selectors[c].next(for: names[p]) {
-                        transfers.append(Transfer(child: c, parent: p, piece: piece, remaining: pieceBytes(piece)))
-                        open += 1
-                    }
-                }
-            }
-            allocate(&transfers, hosts: n, capacity: shape.linkBytesPerSecond)
-            // Move bytes; finish pieces.
-            var finished: [Int] = []
-            for k in transfers.indices {
-                let moved = min(transfers[k].remaining, transfers[k].rate * dt)
-                transfers[k].remaining -= moved
-                uploaded[transfers[k].parent] += moved
-                if transfers[k].remaining <= 0.5 { finished.append(k) }
-            }
-            var cancel: [(child: Int, parent: Int, piece: Int)] = []
-            for k in finished {
-                let t = transfers[k]
-                guard !have[t.child].contains(t.piece) else { continue }
-                for other in selectors[t.child].received(t.piece, from: names[t.parent]) {
-                    cancel.append((t.child, index[other]!, t.piece))
-                }
-                landed(t.child, t.piece)
-            }
-            let finishedSet = Set(finished)
-            transfers = transfers.enumerated().filter { !finishedSet.contains($0.offset) }.map(\.element)
-            for x in cancel {
-                if let k = transfers.firstIndex(where: { $0.child == x.child && $0.parent == x.parent && $0.piece == x.piece }) {
-                    wasted += pieceBytes(x.piece) - transfers[k].remaining
-                    transfers.remove(at: k)
-                }
-            }
-            now += shape.tickMilliseconds
-            for c in 1..<n where done[c] < 0 && have[c].count == pieceCount {
-                done[c] = now
-                try? scheduler.report(ProgressReport(host: names[c], task: task, pieces: have[c], state: .complete), now: now)
-                transfers.removeAll { $0.child == c }
-            }
-            if now % 1000 == 0 {
-                for c in 1..<n where done[c] < 0 {
-                    var fresh = PieceSet()
-                    for i in have[c].indexes where !reported[c].contains(i) { fresh.insert(i) }
-                    reported[c] = have[c]
-                    try? scheduler.report(ProgressReport(host: names[c], task: task, pieces: fresh), now: now)
-                }
-            }
-            if now % shape.reannounceMilliseconds == 0 {
-                for c in 1..<n where done[c] < 0 { announce(c, now: now) }
-            }
-        }
-        return Result(completionMilliseconds: done[1...].map { $0 < 0 ? limit : $0 }, idealMilliseconds: ideal,
-                      originBytes: Int64(min(originDone, Double(shape.objectBytes))), uploadBytes: uploaded.map { Int64($0) },
-                      wastedBytes: Int64(wasted))
+    struct Transfer {
+        var child: Int32, parent: Int32, task: Int32, piece: Int32
+        var remaining: Double
+        var rate = 0.0
+        var cross: Int32 = -1
     }
 
     /// Max-min fair rates by progressive filling: each host has an upload and a download link of
     /// `capacity`; the tightest link fixes the rate of its transfers, which then leave the rest.
     static func allocate(_ transfers: inout [Transfer], hosts: Int, capacity: Double) {
-        var upLeft = Array(repeating: capacity, count: hosts), downLeft = upLeft
+        let links = Array(repeating: capacity, count: hosts)
+        FairShare.allocate(&transfers, up: links, down: links, cross: [])
+    }
+}
+
+/// Max-min fair shares over resources (uploads, downloads, inter-DC links) by progressive
+/// filling: the resource with the smallest share per unfrozen transfer fixes its transfers'
+/// rates; shares of the others only grow as transfers freeze, so a lazy heap finds the next one.
+enum FairShare {
+    static func allocate(_ transfers: inout [SwarmSimulation.Transfer], up: [Double], down: [Double], cross: [Double]) {
+        let n = up.count
+        let resources = 2 * n + cross.count
+        var left = up + down + cross
+        var count = Array(repeating: 0, count: resources)
+        for t in transfers {
+            count[Int(t.parent)] += 1
+            count[n + Int(t.child)] += 1
+            if t.cross >= 0 { count[2 * n + Int(t.cross)] += 1 }
+        }
+        // CSR lists of the transfers on each resource.
+        var start = Array(repeating: 0, count: resources + 1)
+        for r in 0..<resources { start[r + 1] = start[r] + count[r] }
+        var fill = start
+        var members = Array(repeating: 0, count: start[resources])
+        for (k, t) in transfers.enumerated() {
+            members[fill[Int(t.parent)]] = k; fill[Int(t.parent)] += 1
+            members[fill[n + Int(t.child)]] = k; fill[n + Int(t.child)] += 1
+            if t.cross >= 0 { let r = 2 * n + Int(t.cross); members[fill[r]] = k; fill[r] += 1 }
+        }
         var frozen = Array(repeating: false, count: transfers.count)
-        var remaining = transfers.count
-        while remaining > 0 {
-            var upCount = Array(repeating: 0, count: hosts), downCount = upCount
-            for (k, t) in transfers.enumerated() where !frozen[k] { upCount[t.parent] += 1; downCount[t.child] += 1 }
-            var share = Double.infinity
-            var tight: (up: Bool, host: Int) = (true, 0)
-            for h in 0..<hosts {
-                if upCount[h] > 0, upLeft[h] / Double(upCount[h]) < share { share = upLeft[h] / Double(upCount[h]); tight = (true, h) }
-                if downCount[h] > 0, downLeft[h] / Double(downCount[h]) < share { share = downLeft[h] / Double(downCount[h]); tight = (false, h) }
-            }
-            for (k, t) in transfers.enumerated() where !frozen[k] && (tight.up ? t.parent == tight.host : t.child == tight.host) {
-                transfers[k].rate = share
+        var heap = MinHeap()
+        for r in 0..<resources where count[r] > 0 { heap.push(left[r] / Double(count[r]), r) }
+        while let (share, r) = heap.pop() {
+            guard count[r] > 0 else { continue }
+            let current = max(0, left[r]) / Double(count[r])
+            if current > share * (1 + 1e-12) + 1e-9 { heap.push(current, r); continue }
+            for m in start[r]..<start[r + 1] {
+                let k = members[m]
+                guard !frozen[k] else { continue }
                 frozen[k] = true
-                remaining -= 1
-                upLeft[t.parent] -= share
-                downLeft[t.child] -= share
+                transfers[k].rate = current
+                let t = transfers[k]
+                for other in [Int(t.parent), n + Int(t.child), t.cross >= 0 ? 2 * n + Int(t.cross) : -1] where other >= 0 {
+                    left[other] -= current
+                    count[other] -= 1
+                    if other != r, count[other] > 0 { heap.push(max(0, left[other]) / Double(count[other]), other) }
+                }
             }
         }
+    }
+}
+
+struct MinHeap {
+    private var keys: [Double] = []
+    private var values: [Int] = []
+    var isEmpty: Bool { keys.isEmpty }
+    mutating func push(_ key: Double, _ value: Int) {
+        keys.append(key); values.append(value)
+        var i = keys.count - 1
+        while i > 0 {
+            let p = (i - 1) / 2
+            guard less(i, p) else { break }
+            keys.swapAt(i, p); values.swapAt(i, p); i = p
+        }
+    }
+    private func less(_ a: Int, _ b: Int) -> Bool { keys[a] != keys[b] ? keys[a] < keys[b] : values[a] < values[b] }
+    mutating func pop() -> (Double, Int)? {
+        guard let key = keys.first, let value = values.first else { return nil }
+        let last = keys.count - 1
+        keys.swapAt(0, last); values.swapAt(0, last)
+        keys.removeLast(); values.removeLast()
+        var i = 0
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var m = i
+            if l < keys.count, less(l, m) { m = l }
+            if r < keys.count, less(r, m) { m = r }
+            guard m != i else { break }
+            keys.swapAt(i, m); values.swapAt(i, m); i = m
+        }
+        return (key, value)
+    }
+}
+
+/// One run's state. Hosts are 0 (the seed) … peers; a download is (task, host).
+final class Engine {
+    let shape: SwarmSimulation.Shape
+    let n: Int, tasksCount: Int, pieceCount: Int, pieceLength: Int
+    let names: [String]
+    var index: [String: Int] = [:]
+    let taskIDs: [TaskID], urls: [String]
+    var scheduler: Scheduler
+    let up: [Double], down: [Double]
+    let dc: [Int]
+    var cross: [Double] = []
+    let slow: [Bool]
+    var departed: [Bool]
+    var leaveAt: [Double]
+    // Per task, per host.
+    var have: [[PieceSet]]
+    var selectors: [[PieceSelector]]
+    var parents: [[[Int]]]
+    var children: [[[Int]]]
+    var reported: [[PieceSet]]
+    var done: [[Double]]
+    /// Open requests per download (task, host), by parent.
+    var open: [[[Int: Int]]]
+    var active: [[Int]]
+    var dirty: [[Bool]]
+    var freed: [[[Int]]]
+    var rotation: [[Int]]
+    var dirtyList: [(Int, Int)] = []
+    var hostDone: [Double]
+    var uploaded: [Double]
+    var wasted = 0.0, crossBytes = 0.0
+    var transfers: [SwarmSimulation.Transfer] = []
+    var originDone: [Double]
+    var seedFetching: [Bool]
+    var now = 0.0
+    var steps = 0
+    /// Whether the set of transfers changed since rates were last computed.
+    var changed = true
+    let trace = getenv("DARTER_SIM_TRACE") != nil
+
+    init(_ shape: SwarmSimulation.Shape) {
+        self.shape = shape
+        n = shape.peers + 1
+        tasksCount = max(1, shape.objects)
+        pieceLength = shape.effectivePieceLength
+        pieceCount = PieceMath.pieceCount(contentLength: shape.objectBytes, pieceLength: pieceLength)
+        let hostNames = ["seed-0"] + (1..<(shape.peers + 1)).map { "peer-\($0)" }
+        names = hostNames
+        for (i, name) in names.enumerated() { index[name] = i }
+        urls = (0..<tasksCount).map { "http://origin.sim/object-\($0)" }
+        taskIDs = urls.map { try! TaskID.forURL($0) }
+        scheduler = Scheduler(config: shape.scheduler)
+        var rng = SplitMix64(seed: shape.seed &* 7919 &+ 17)
+        var order = Array(1..<n)
+        for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+        let slowCount = Int((Double(shape.peers) * shape.slowFraction).rounded())
+        let churnCount = Int((Double(shape.peers) * shape.churnFraction).rounded())
+        var slow = Array(repeating: false, count: n)
+        for h in order.prefix(slowCount) { slow[h] = true }
+        self.slow = slow
+        var leave = Array(repeating: Double.infinity, count: n)
+        let bound = Double(shape.objectBytes) * Double(tasksCount) / shape.linkBytesPerSecond
+        for h in order.dropFirst(slowCount).prefix(churnCount) {
+            leave[h] = bound * (0.1 + 0.8 * Double(rng.next() % 1_000_000) / 1_000_000)
+        }
+        leaveAt = leave
+        departed = Array(repeating: false, count: n)
+        up = (0..<n).map { slow[$0] ? shape.linkBytesPerSecond * shape.slowFactor : shape.linkBytesPerSecond }
+        down = up
+        dc = (0..<n).map { shape.dataCentres >= 2 ? ($0 == 0 ? 0 : ($0 + 1) % 2) : 0 }
+        if shape.dataCentres >= 2 {
+            let smaller = min(dc.filter { $0 == 0 }.count, dc.filter { $0 == 1 }.count)
+            let capacity = shape.interDCFraction * Double(max(1, smaller)) * shape.linkBytesPerSecond
+            cross = [capacity, capacity]
+        }
+        let perHost = { (x: PieceSet) in Array(repeating: x, count: shape.peers + 1) }
+        have = (0..<tasksCount).map { _ in perHost(PieceSet()) }
+        reported = have
+        selectors = (0..<tasksCount).map { t in
+            (0..<(shape.peers + 1)).map {
+                PieceSelector(pieceCount: PieceMath.pieceCount(contentLength: shape.objectBytes, pieceLength: shape.effectivePieceLength),
+                              window: shape.swarm.window, me: hostNames[$0],
+                              seed: shape.seed &* 1000 &+ UInt64($0) &+ UInt64(t) &* 1_000_003)
+            }
+        }
+        parents = Array(repeating: Array(repeating: [], count: n), count: tasksCount)
+        children = parents
+        done = Array(repeating: Array(repeating: -1, count: n), count: tasksCount)
+        open = Array(repeating: Array(repeating: [:], count: n), count: tasksCount)
+        active = Array(repeating: Array(repeating: 0, count: n), count: tasksCount)
+        dirty = Array(repeating: Array(repeating: false, count: n), count: tasksCount)
+        freed = Array(repeating: Array(repeating: [], count: n), count: tasksCount)
+        rotation = Array(repeating: Array(repeating: 0, count: n), count: tasksCount)
+        hostDone = Array(repeating: -1, count: n)
+        uploaded = Array(repeating: 0, count: n)
+        originDone = Array(repeating: 0, count: tasksCount)
+        seedFetching = Array(repeating: false, count: tasksCount)
+    }
+
+    var ms: Int64 { Int64((now * 1000).rounded()) }
+    func pieceBytes(_ i: Int) -> Double {
+        Double(min(Int64(pieceLength), shape.objectBytes - Int64(i) * Int64(pieceLength)))
+    }
+    static func seconds(_ d: Duration) -> Double {
+        Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+    }
+
+    func markDirty(_ t: Int, _ c: Int) {
+        if !dirty[t][c] { dirty[t][c] = true; dirtyList.append((t, c)) }
+    }
+
+    func setParents(_ t: Int, _ child: Int, _ ids: [String]) {
+        let new = ids.compactMap { index[$0] }.filter { !departed[$0] }
+        for old in parents[t][child] where !new.contains(old) {
+            selectors[t][child].removeParent(names[old])
+            cancelTransfers(where: { $0.task == t && $0.child == child && $0.parent == old })
+            children[t][old].removeAll { $0 == child }
+            open[t][child][old] = nil
+        }
+        for p in new where !parents[t][child].contains(p) {
+            selectors[t][child].parentHas(names[p], have[t][p], scarce: p == 0)
+            children[t][p].append(child)
+        }
+        parents[t][child] = new
+        markDirty(t, child)
+    }
+
+    func announce(_ t: Int, _ child: Int) {
+        guard let out = try? scheduler.announce(Announce(host: names[child], task: taskIDs[t], url: urls[t], pieces: have[t][child]), now: ms) else { return }
+        if out.trigger != nil { seedFetching[t] = true }
+        if let share = out.reply.seedShare { selectors[t][child].setShare(index: share.index, count: share.count) }
+        setParents(t, child, out.reply.parents.map(\.id))
+    }
+
+    func landed(_ t: Int, _ host: Int, _ piece: Int) {
+        have[t][host].insert(piece)
+        for c in children[t][host] where done[t][c] < 0 {
+            selectors[t][c].parentHas(names[host], piece: piece)
+            markDirty(t, c)
+        }
+    }
+
+    /// Removes transfers matching `match` (their bytes so far are wasted); the caller tells the selector.
+    func cancelTransfers(where match: (SwarmSimulation.Transfer) -> Bool) {
+        var kept: [SwarmSimulation.Transfer] = []
+        kept.reserveCapacity(transfers.count)
+        for x in transfers {
+            if match(x) {
+                wasted += pieceBytes(Int(x.piece)) - x.remaining
+                let t = Int(x.task), c = Int(x.child), p = Int(x.parent)
+                active[t][c] -= 1
+                open[t][c][p, default: 1] -= 1
+                markDirty(t, c)
+            } else { kept.append(x) }
+        }
+        if kept.count != transfers.count { changed = true }
+        transfers = kept
+    }
+
+    /// Fills the request slots of the downloads that may have something new to ask for.
+    func refill() {
+        let list = dirtyList
+        dirtyList = []
+        let maxActive = shape.swarm.maxRequestsInFlight
+        for (t, c) in list {
+            dirty[t][c] = false
+            guard done[t][c] < 0, !departed[c] else { continue }
+            // The real peer's worker whose request just ended asks its own parent again first;
+            // the others wake in turn (a rotating start here).
+            let ps = parents[t][c]
+            let first = freed[t][c].filter { ps.contains($0) }
+            freed[t][c] = []
+            rotation[t][c] &+= 1
+            let rotated = ps.isEmpty ? [] : (0..<ps.count).map { ps[($0 + rotation[t][c]) % ps.count] }
+            let order = first + rotated.filter { !first.contains($0) }
+            var progress = true
+            while progress && active[t][c] < maxActive {
+                progress = false
+                for p in order where active[t][c] < maxActive {
+                    let limit = p == 0 ? shape.swarm.requestsPerSeed : shape.swarm.requestsPerParent
+                    guard open[t][c][p, default: 0] < limit, let piece = selectors[t][c].next(for: names[p]) else { continue }
+                    open[t][c][p, default: 0] += 1
+                    active[t][c] += 1
+                    transfers.append(SwarmSimulation.Transfer(child: Int32(c), parent: Int32(p), task: Int32(t), piece: Int32(piece),
+                                                              remaining: pieceBytes(piece), cross: dc[p] != dc[c] ? Int32(dc[p]) : -1))
+                    changed = true
+                    progress = true
+                }
+            }
+        }
+    }
+
+    func depart(_ h: Int) {
+        departed[h] = true
+        for t in 0..<tasksCount {
+            // Its own downloads stop; requests it was serving fail at the children.
+            cancelTransfers(where: { $0.child == h && $0.task == t })
+            let failing = transfers.filter { $0.parent == h && $0.task == t }
+            cancelTransfers(where: { $0.parent == h && $0.task == t })
+            for x in failing { selectors[t][Int(x.child)].failed(Int(x.piece), from: names[h]) }
+            for c in children[t][h] {
+                selectors[t][c].removeParent(names[h])
+                parents[t][c].removeAll { $0 == h }
+                open[t][c][h] = nil
+                try? scheduler.report(ProgressReport(host: names[c], task: taskIDs[t], failures: [ParentFailure(parent: names[h], kind: .unreachable)]), now: ms)
+                markDirty(t, c)
+            }
+            children[t][h] = []
+            for p in parents[t][h] { children[t][p].removeAll { $0 == h } }
+            parents[t][h] = []
+        }
+        scheduler.leave(names[h])
+    }
+
+    func run() -> SwarmSimulation.Result {
+        for h in 0..<n {
+            _ = scheduler.register(HostRegistration(id: names[h], address: "\(names[h]):65001", role: h == 0 ? .seed : .peer,
+                                                    uploadRate: Int64(up[h]), idc: shape.dataCentres >= 2 && shape.localityLabels ? "dc\(dc[h])" : nil), now: 0)
+        }
+        let originRate = shape.effectiveOriginRate
+        let peerUploads = up.dropFirst().reduce(0, +)
+        let total = Double(shape.objectBytes) * Double(tasksCount)
+        let swarmBound = max(1 / originRate, 1 / shape.linkBytesPerSecond, Double(shape.peers) / (up[0] + peerUploads))
+        let ideal = (0..<n).map { h in
+            total * max(swarmBound, 1 / down[h], dc[h] != 0 && !cross.isEmpty ? 1 / cross[0] : 0)
+        }
+        let announceEvery = Engine.seconds(shape.swarm.reannounce), reportEvery = Engine.seconds(shape.swarm.reportEvery)
+        let tick = shape.tick ?? Double(pieceLength) / shape.linkBytesPerSecond / 2
+        var nextAnnounce = announceEvery, nextReport = reportEvery
+        for t in 0..<tasksCount { for c in 1..<n { announce(t, c) } }
+        let limit = (ideal.max() ?? 1) * 50
+        var remainingHosts = n - 1
+        while remainingHosts > 0 && now < limit {
+            steps += 1
+            // Departures due.
+            for h in 1..<n where !departed[h] && hostDone[h] < 0 && leaveAt[h] <= now {
+                depart(h); remainingHosts -= 1
+            }
+            refill()
+            // Rates (only when the set of transfers changed: every step at scale).
+            if changed { FairShare.allocate(&transfers, up: up, down: down, cross: cross); changed = false }
+            // How far to step: the next piece to finish or the next origin piece, at least a tick,
+            // at most to the next periodic event.
+            var dt = Double.infinity
+            for x in transfers where x.rate > 0 { dt = min(dt, x.remaining / x.rate) }
+            let fetching = (0..<tasksCount).filter { seedFetching[$0] && have[$0][0].count < pieceCount }
+            if !fetching.isEmpty {
+                let rate = originRate / Double(fetching.count)
+                for t in fetching {
+                    let next = have[t][0].count
+                    dt = min(dt, (Double(next) * Double(pieceLength) + pieceBytes(next) - originDone[t]) / rate)
+                }
+            }
+            dt = max(dt, tick)
+            dt = min(dt, max(1e-9, min(nextAnnounce, nextReport) - now), limit - now)
+            if let soonest = leaveAt.enumerated().filter({ !departed[$0.offset] && $0.element > now }).map(\.element).min() {
+                dt = min(dt, soonest - now)
+            }
+            dt = max(dt, 1e-9)
+            // The seed reads the origin in order.
+            for t in fetching {
+                originDone[t] += originRate / Double(fetching.count) * dt
+                while have[t][0].count < pieceCount {
+                    let next = have[t][0].count
+                    guard originDone[t] + 0.5 >= Double(next) * Double(pieceLength) + pieceBytes(next) else { break }
+                    landed(t, 0, next)
+                }
+            }
+            // Move bytes; finish pieces.
+            var finished: [(k: Int, at: Double)] = []
+            for k in transfers.indices {
+                let r = transfers[k].rate
+                guard r > 0 else { continue }
+                let moved = min(transfers[k].remaining, r * dt)
+                let at = now + transfers[k].remaining / r
+                transfers[k].remaining -= moved
+                uploaded[Int(transfers[k].parent)] += moved
+                if transfers[k].cross >= 0 { crossBytes += moved }
+                if transfers[k].remaining <= 0.5 { finished.append((k, min(at, now + dt))) }
+            }
+            now += dt
+            var cancel: [(task: Int, child: Int, parent: Int, piece: Int)] = []
+            var completions: [(t: Int, c: Int, at: Double)] = []
+            for (k, at) in finished {
+                let x = transfers[k]
+                let t = Int(x.task), c = Int(x.child), p = Int(x.parent), piece = Int(x.piece)
+                active[t][c] -= 1
+                open[t][c][p, default: 1] -= 1
+                freed[t][c].append(p)
+                markDirty(t, c)
+                guard !have[t][c].contains(piece) else { continue }
+                for other in selectors[t][c].received(piece, from: names[p]) {
+                    if let o = index[other] { cancel.append((t, c, o, piece)) }
+                }
+                landed(t, c, piece)
+                if have[t][c].count == pieceCount { completions.append((t, c, at)) }
+            }
+            if !finished.isEmpty {
+                var gone = Set(finished.map(\.k))
+                // Endgame duplicates of pieces that just landed.
+                if !cancel.isEmpty {
+                    for (k, x) in transfers.enumerated() where !gone.contains(k) {
+                        guard cancel.contains(where: { $0.task == Int(x.task) && $0.child == Int(x.child) && $0.parent == Int(x.parent) && $0.piece == Int(x.piece) }) else { continue }
+                        wasted += pieceBytes(Int(x.piece)) - x.remaining
+                        active[Int(x.task)][Int(x.child)] -= 1
+                        open[Int(x.task)][Int(x.child)][Int(x.parent), default: 1] -= 1
+                        gone.insert(k)
+                    }
+                }
+                transfers = transfers.enumerated().filter { !gone.contains($0.offset) }.map(\.element)
+                changed = true
+            }
+            for (t, c, at) in completions {
+                done[t][c] = at
+                try? scheduler.report(ProgressReport(host: names[c], task: taskIDs[t], pieces: have[t][c], state: .complete), now: ms)
+                cancelTransfers(where: { $0.task == t && $0.child == c })
+                for p in parents[t][c] { children[t][p].removeAll { $0 == c } }
+                parents[t][c] = []
+                if (0..<tasksCount).allSatisfy({ done[$0][c] >= 0 }) {
+                    hostDone[c] = (0..<tasksCount).map { done[$0][c] }.max()!
+                    remainingHosts -= 1
+                }
+            }
+            if now + 1e-9 >= nextReport {
+                nextReport += reportEvery
+                if trace {
+                    let rate = transfers.reduce(0) { $0 + $1.rate }, seedRate = transfers.filter { $0.parent == 0 }.reduce(0) { $0 + $1.rate }
+                    print("t=\(now) transfers \(transfers.count) rate \(Int(rate / 1e6)) MB/s seed \(Int(seedRate / 1e6)) MB/s have \((1..<n).map { have[0][$0].count }) seed \(have[0][0].count) active \((1..<n).map { active[0][$0] })")
+                }
+                for t in 0..<tasksCount {
+                    for c in 1..<n where done[t][c] < 0 && !departed[c] {
+                        var fresh = PieceSet()
+                        for i in have[t][c].indexes where !reported[t][c].contains(i) { fresh.insert(i) }
+                        reported[t][c] = have[t][c]
+                        try? scheduler.report(ProgressReport(host: names[c], task: taskIDs[t], pieces: fresh), now: ms)
+                    }
+                }
+            }
+            if now + 1e-9 >= nextAnnounce {
+                nextAnnounce += announceEvery
+                for t in 0..<tasksCount { for c in 1..<n where done[t][c] < 0 && !departed[c] { announce(t, c) } }
+            }
+        }
+        var unfinished = 0
+        let completion: [Double?] = (1..<n).map { h in
+            if departed[h] { return nil }
+            if hostDone[h] < 0 { unfinished += 1; return limit }
+            return hostDone[h]
+        }
+        return SwarmSimulation.Result(
+            completionSeconds: completion, idealSeconds: Array(ideal.dropFirst()), swarmIdealSeconds: total * swarmBound,
+            totalBytes: Int64(total), originBytes: Int64(originDone.map { min($0, Double(shape.objectBytes)) }.reduce(0, +)),
+            uploadBytes: uploaded.map { Int64($0) }, wastedBytes: Int64(wasted), crossDCBytes: Int64(crossBytes),
+            slow: Array(slow.dropFirst()), departed: Array(departed.dropFirst()), unfinished: unfinished,
+            virtualSeconds: now, steps: steps, schedulerCounters: scheduler.counters)
     }
 }

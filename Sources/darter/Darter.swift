@@ -9,6 +9,7 @@ struct Darter {
         ("seed", "run the seed peer: serve cached tasks over HTTP", { try await SeedCommand.run($0, role: .seed) }),
         ("peer", "run a peer daemon: the seed's front doors, tasks through the swarm (needs --scheduler)", { try await SeedCommand.run($0, role: .peer) }),
         ("scheduler", "run the swarm's scheduler: hosts, tasks, parents (no store)", SchedulerCommand.run),
+        ("simulate", "a swarm in virtual time: the real scheduler and piece policy at N hosts (docs/SCALE.md)", SimulateCommand.run),
         ("get", "download a URL (or sha256:HEX) through the local daemon, else from the origin", GetCommand.run),
         ("import", "store local files in the piece cache and print their task ids", ImportCommand.run),
         ("info", "list the tasks in a data directory", InfoCommand.run),

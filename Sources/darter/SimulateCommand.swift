@@ -1,0 +1,94 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import DarterCore
+import SwarmSimulator
+
+/// `darter simulate`: a swarm in virtual time, driving the real Scheduler and PieceSelector with
+/// the real peer's knobs (SwarmConfiguration) over hosts whose links are numbers (issue 14,
+/// docs/SCALE.md). Prints completion p50/p99/max ÷ T_min, origin egress ÷ size and the
+/// per-host upload balance.
+enum SimulateCommand {
+    static func run(_ argv: [String]) async throws {
+        let args = try Arguments(command: "simulate", flags: [
+            .init(name: "peers", defaultValue: "8", help: "peers downloading (besides the seed, host 0, next to the origin)"),
+            .init(name: "link", defaultValue: "200m", help: "every host's link, bits per second each way (decimal: 200m, 1g, 10g)"),
+            .init(name: "origin", defaultValue: "", help: "the origin's rate to the seed, bits per second (default: 4x --link)"),
+            .init(name: "size", defaultValue: "256m", help: "object size, bytes (k/m/g: binary)"),
+            .init(name: "piece-length", defaultValue: "", help: "piece length, bytes (default: the peer's, from the size)"),
+            .init(name: "objects", defaultValue: "1", help: "objects every peer downloads at once"),
+            .init(name: "slow", defaultValue: "0", help: "fraction of peers at --slow-factor of the link (0.1: 10 %)"),
+            .init(name: "slow-factor", defaultValue: "0.1", help: "a slow peer's share of the link"),
+            .init(name: "churn", defaultValue: "0", help: "fraction of peers that leave mid-download (at 10-90 % of T_min)"),
+            .init(name: "dcs", defaultValue: "1", help: "1, or 2 data centres (peers alternate; the seed in dc0)"),
+            .init(name: "inter-dc", defaultValue: "0.1", help: "the link between DCs, each way, as a fraction of one DC's total link capacity"),
+            .init(name: "no-idc", defaultValue: "", help: "register hosts without their idc label (locality off)", kind: .toggle),
+            .init(name: "tick", defaultValue: "", help: "smallest step of virtual time, seconds (default: half a piece's time at the link rate)"),
+            .init(name: "seed", defaultValue: "1", help: "random seed (the run is deterministic for a seed)"),
+            .init(name: "scheduler-cost", defaultValue: "", help: "instead: time the real Scheduler's register, announce and report at this many hosts x 10 tasks, and its memory"),
+            .init(name: "cdf", defaultValue: "", help: "also print completion ÷ T_min at every 5th percentile", kind: .toggle),
+        ], arguments: argv)
+        if args.wantsHelp { print(args.usage); return }
+        if args.string("scheduler-cost") != "" {
+            SchedulerCost.run(hosts: max(1, try args.int("scheduler-cost")))
+            return
+        }
+        var shape = SwarmSimulation.Shape()
+        shape.peers = try args.int("peers")
+        shape.linkBytesPerSecond = try bits(args, "link") / 8
+        if args.string("origin") != "" { shape.originBytesPerSecond = try bits(args, "origin") / 8 }
+        guard let size = parseSize(args.string("size")), size > 0 else { throw UsageError("simulate: --size must be bytes (k/m/g), got '\(args.string("size"))'") }
+        shape.objectBytes = Int64(size)
+        if args.string("piece-length") != "" {
+            guard let p = parseSize(args.string("piece-length")), PieceMath.isValidPieceLength(p) else { throw UsageError("simulate: --piece-length must be a multiple of 4 KiB up to 64 MiB") }
+            shape.pieceLength = p
+        }
+        shape.objects = max(1, try args.int("objects"))
+        shape.slowFraction = try fraction(args, "slow")
+        shape.slowFactor = try fraction(args, "slow-factor")
+        shape.churnFraction = try fraction(args, "churn")
+        shape.dataCentres = try args.int("dcs")
+        shape.interDCFraction = try fraction(args, "inter-dc")
+        shape.localityLabels = !args.isSet("no-idc")
+        if args.string("tick") != "" { shape.tick = try fraction(args, "tick", max: 1e9) }
+        shape.seed = UInt64(try args.int("seed"))
+        guard shape.peers > 0 else { throw UsageError("simulate: --peers must be at least 1") }
+
+        let clock = ContinuousClock()
+        let start = clock.now
+        let r = SwarmSimulation.run(shape)
+        let wall = clock.now - start
+        let u = r.peerUploadSpread
+        func f(_ x: Double) -> String {
+            guard x.isFinite else { return "-" }
+            let v = Int((x * 100).rounded())
+            return "\(v / 100).\(v % 100 < 10 ? "0" : "")\(v % 100)"
+        }
+        print("peers \(shape.peers) link \(args.string("link"))bit/s size \(args.string("size")) x \(shape.objects) pieces \(shape.effectivePieceLength >> 10) KiB slow \(shape.slowFraction) churn \(shape.churnFraction) dcs \(shape.dataCentres)\(shape.dataCentres > 1 ? " inter-dc \(shape.interDCFraction)" : "")")
+        print("T_min \(f(r.swarmIdealSeconds)) s; completion ÷ own T_min: p50 \(f(r.p50VsIdeal)) p99 \(f(r.p99VsIdeal)) max \(f(r.maxVsIdeal)); absolute p50 \(f(SwarmSimulation.Result.percentile(r.sortedCompletions, 0.5))) s p99 \(f(SwarmSimulation.Result.percentile(r.sortedCompletions, 0.99))) s")
+        let fast = r.completionSeconds.indices.filter { !r.slow[$0] }.compactMap { i in r.completionSeconds[i].map { $0 / r.idealSeconds[i] } }
+        let slowR = r.completionSeconds.indices.filter { r.slow[$0] }.compactMap { i in r.completionSeconds[i].map { $0 / r.idealSeconds[i] } }
+        if !slowR.isEmpty {
+            print("  fast peers ÷ T_min: p50 \(f(SwarmSimulation.Result.percentile(fast, 0.5))) p99 \(f(SwarmSimulation.Result.percentile(fast, 0.99))); slow peers ÷ their own bound: p50 \(f(SwarmSimulation.Result.percentile(slowR, 0.5))) max \(f(slowR.max() ?? .nan))")
+        }
+        print("origin egress ÷ size \(f(r.originVsSize)); seed upload ÷ size \(f(Double(r.uploadBytes[0]) / Double(r.totalBytes))); peer upload ÷ size min \(f(u.min)) p50 \(f(u.p50)) max \(f(u.max)); wasted ÷ size \(f(Double(r.wastedBytes) / Double(r.totalBytes)))\(shape.dataCentres > 1 ? "; cross-DC ÷ size \(f(Double(r.crossDCBytes) / Double(r.totalBytes)))" : "")")
+        print("left \(r.departed.filter { $0 }.count), unfinished \(r.unfinished); scheduler: \(r.schedulerCounters.announces) announces, \(r.schedulerCounters.reports) reports; \(r.steps) steps, \(f(r.virtualSeconds)) s virtual in \(f(Double(wall.components.seconds) + Double(wall.components.attoseconds) * 1e-18)) s")
+        if args.isSet("cdf") {
+            let ratios = r.ratios
+            print("cdf " + stride(from: 0.05, through: 1.0001, by: 0.05).map { "\(Int(($0 * 100).rounded())):\(f(SwarmSimulation.Result.percentile(ratios, $0)))" }.joined(separator: " "))
+        }
+    }
+
+    static func bits(_ args: Arguments, _ name: String) throws -> Double {
+        let s = args.string(name).lowercased()
+        let units: [Character: Double] = ["k": 1e3, "m": 1e6, "g": 1e9]
+        if let last = s.last, let unit = units[last], let v = Double(s.dropLast()), v > 0 { return v * unit }
+        guard let v = Double(s), v > 0 else { throw UsageError("simulate: --\(name) must be bits per second (200m, 10g), got '\(s)'") }
+        return v
+    }
+
+    static func fraction(_ args: Arguments, _ name: String, max: Double = 1) throws -> Double {
+        guard let v = Double(args.string(name)), v >= 0, v <= max else { throw UsageError("simulate: --\(name) must be a number from 0 to \(max), got '\(args.string(name))'") }
+        return v
+    }
+}
