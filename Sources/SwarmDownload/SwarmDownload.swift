@@ -66,8 +66,9 @@ public enum SwarmOutcome: Sendable, Equatable {
 /// One task's download on a peer: pieces from several parents at once (rarest first, a window
 /// ahead of a streaming reader, endgame duplicates: `PieceSelector`), each checked against the
 /// CRC32C its parent sends and, from a peer, against the SHA-256 the task's seed published for
-/// it (a lying peer can send a CRC32C that matches its wrong bytes), landed through the `PieceAssembler` (memory and this host's own
-/// feed at once, so children get it before the store's commit, then the store). Parents come
+/// it (a lying peer can send a CRC32C that matches its wrong bytes), landed through the
+/// `PieceAssembler` (memory and this host's own feed at once, so children get it before the
+/// store's commit, then the store). Parents come
 /// from the scheduler, and again every `reannounce`; each one's availability feed tells what it
 /// holds as pieces land there (pushed). A parent that fails `failuresToDrop` requests is dropped
 /// and reported; with no parent left, the origin serves the missing pieces (if allowed).
