@@ -42,7 +42,7 @@ struct TOMLLines {
                 continue
             }
             let body = raw.drop { $0 == " " || $0 == "\t" }
-            if body.isEmpty || body.first == "#" || body.first == "\n" || body.first == "\r" {
+            if body.isEmpty || body.first == "#" || body.first == "\n" || body.first == "\r\n" {
                 lines.append(Line(text: raw, kind: .other, table: table))
                 continue
             }
@@ -53,7 +53,7 @@ struct TOMLLines {
                 let close = isArray ? "]]" : "]"
                 guard rest.hasPrefix(close) else { throw RuntimeConfigError("line \(number): cannot read the table header \(raw.trimmed)") }
                 rest = rest.dropFirst(close.count).drop { $0 == " " || $0 == "\t" }
-                guard rest.isEmpty || rest.first == "#" || rest.first == "\n" || rest.first == "\r" else {
+                guard rest.isEmpty || rest.first == "#" || rest.first == "\n" || rest.first == "\r\n" else {
                     throw RuntimeConfigError("line \(number): unexpected text after the table header \(raw.trimmed)")
                 }
                 table = path
