@@ -74,7 +74,11 @@ let package = Package(
         // The seed peer's routes over the piece store.
         .target(name: "SeedService", dependencies: ["DarterCore", "PieceTransfer", "PieceProtocol", "HTTPServer", "PieceStore", "HTTPCore", "DarterIO", "Origin", "SwarmDownload", "SchedulerProtocol", "SchedulerClient"], swiftSettings: strict),
 
-        .executableTarget(name: "darter", dependencies: ["DarterCore", "PieceStore", "DarterIO", "SeedService", "HTTPServer", "HTTPClient", "Origin", "DarterGet", "Scheduler", "SchedulerService", "SchedulerClient", "SchedulerProtocol", "PieceProtocol", "PieceTransfer", "SwarmDownload", "SwarmSimulator"], swiftSettings: strict),
+        // `darter init containerd|podman|docker` (pure): hosts.toml, minimal config.toml,
+        // registries.conf and daemon.json edits, unified diffs for --dry-run.
+        .target(name: "RuntimeConfig", dependencies: ["DarterCore"], swiftSettings: strict),
+
+        .executableTarget(name: "darter", dependencies: ["DarterCore", "RuntimeConfig", "PieceStore", "DarterIO", "SeedService", "HTTPServer", "HTTPClient", "Origin", "DarterGet", "Scheduler", "SchedulerService", "SchedulerClient", "SchedulerProtocol", "PieceProtocol", "PieceTransfer", "SwarmDownload", "SwarmSimulator"], swiftSettings: strict),
         // Benchmarks live apart from the product; tools/bench runs them.
         .executableTarget(name: "darter-bench", dependencies: ["DarterCore", "PieceStore", "DarterIO"],
                           path: "Benchmarks/DarterBench", swiftSettings: strict),
@@ -91,6 +95,7 @@ let package = Package(
         .testTarget(name: "DarterGetTests", dependencies: ["DarterGet", "DarterCore", "DarterIO", "DarterTestSupport"], swiftSettings: strict),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "SchedulerProtocol", "SchedulerService", "SchedulerClient", "PieceProtocol", "DarterCore", "DarterIO", "HTTPServer", "HTTPClient", "HTTPCore", "DarterTestSupport"], swiftSettings: strict),
         .testTarget(name: "PeerPolicyTests", dependencies: ["PeerPolicy", "PieceProtocol", "DarterCore"], swiftSettings: strict),
+        .testTarget(name: "RuntimeConfigTests", dependencies: ["RuntimeConfig", "DarterCore"], swiftSettings: strict),
         .testTarget(name: "SwarmSimulatorTests", dependencies: ["SwarmSimulator"], swiftSettings: strict),
         .testTarget(name: "PieceProtocolTests", dependencies: ["PieceProtocol", "DarterCore"], swiftSettings: strict),
         .testTarget(name: "HTTPCoreTests", dependencies: ["HTTPCore"], swiftSettings: strict),

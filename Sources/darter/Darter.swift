@@ -11,6 +11,7 @@ struct Darter {
         ("scheduler", "run the swarm's scheduler: hosts, tasks, parents (no store)", SchedulerCommand.run),
         ("simulate", "a swarm in virtual time: the real scheduler and piece policy at N hosts (docs/SCALE.md)", SimulateCommand.run),
         ("get", "download a URL (or sha256:HEX) through the local daemon, else from the origin", GetCommand.run),
+        ("init", "point containerd, podman or docker at the local daemon's registry mirror", InitCommand.run),
         ("import", "store local files in the piece cache and print their task ids", ImportCommand.run),
         ("info", "list the tasks in a data directory", InfoCommand.run),
         ("debug-ingest", "write deterministic test content, printing each committed piece (crash tests)", DebugIngestCommand.run),
