@@ -376,6 +376,9 @@ public final class PieceStore: Sendable {
         await compactJournal()
     }
 
+    /// False once `close()` has begun (readiness: a closing store serves nothing new).
+    public var isOpen: Bool { state.withLock { !$0.closing } }
+
     /// Stops the committer after pending commits, persists access times and closes files.
     public func close() async {
         appendAccessTimes(force: true)

@@ -9,7 +9,7 @@ import SchedulerProtocol
 
 /// `darter scheduler`'s routes over the pure `Scheduler` (docs/PROTOCOL.md, "Scheduler"):
 /// `POST /hosts`, `POST /hosts/{id}/keepalive`, `DELETE /hosts/{id}`, `POST /tasks/{id}/announce`,
-/// `POST /tasks/{id}/progress`, `GET /debug/hosts`, `GET /debug/tasks`, `/healthz`, `/metrics`.
+/// `POST /tasks/{id}/progress`, `GET /debug/hosts`, `GET /debug/tasks`, `/healthz`, `/readyz`, `/metrics`.
 /// Every decision is the `Scheduler`'s; this class only decodes, locks, answers, and asks a seed
 /// to fetch when the scheduler says so.
 public final class SchedulerService: HTTPHandler {
@@ -55,6 +55,9 @@ public final class SchedulerService: HTTPHandler {
         switch (request.method, parts.count, parts.first ?? "") {
         case (.get, 1, "healthz"), (.head, 1, "healthz"):
             respond(.text(200, "ok\n", route: "healthz"))
+        case (.get, 1, "readyz"), (.head, 1, "readyz"):
+            // The scheduler holds no state it must load: answering is being ready.
+            respond(.text(200, "ready\n", route: "readyz"))
         case (.get, 1, "metrics"):
             respond(.text(200, metricsText(), contentType: "text/plain; version=0.0.4", route: "metrics"))
         case (.get, 2, "debug") where parts[1] == "hosts":
@@ -72,7 +75,7 @@ public final class SchedulerService: HTTPHandler {
             respond(announce(parts[1], body))
         case (.post, 3, "tasks") where parts[2] == "progress":
             respond(progress(parts[1], body))
-        case (_, 1, "healthz"), (_, 1, "metrics"), (_, 2, "debug"):
+        case (_, 1, "healthz"), (_, 1, "readyz"), (_, 1, "metrics"), (_, 2, "debug"):
             respond(methodNotAllowed("use GET", allow: "GET, HEAD"))
         case (_, 1, "hosts"), (_, 3, "hosts"), (_, 3, "tasks"):
             respond(methodNotAllowed("use POST", allow: "POST"))

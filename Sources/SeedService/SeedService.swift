@@ -10,7 +10,7 @@ import DarterCore
 import SwarmDownload
 
 /// The seed peer's HTTP routes over the piece store:
-/// `GET|HEAD /tasks/{id}`, `/tasks/{id}/pieces/{n}`, `/tasks/{id}/meta`, `/healthz`, `/metrics`.
+/// `GET|HEAD /tasks/{id}`, `/tasks/{id}/pieces/{n}`, `/tasks/{id}/meta`, `/healthz`, `/readyz`, `/metrics`.
 /// See docs/API.md.
 public final class SeedService: HTTPHandler {
     let store: PieceStore
@@ -20,6 +20,8 @@ public final class SeedService: HTTPHandler {
     let tagManifests = TagManifestCache()
     /// For `/metrics` (the server, the swarm and the origin backends enforce them).
     let rateLimits: RateLimits
+    /// For `/readyz`: ready only once a scheduler has this host registered.
+    let scheduler: SchedulerClient?
 
     /// - Parameters:
     ///   - origin: origin access for the shield front doors; nil serves the store only.
@@ -33,6 +35,7 @@ public final class SeedService: HTTPHandler {
         self.store = store
         self.metrics = metrics
         self.rateLimits = rateLimits
+        self.scheduler = scheduler
         ingestor = origins.map { Ingestor(store: store, origins: $0, registry: registry ?? RegistryClient(origin: $0.curl), configuration: shield,
                                           swarm: swarm, scheduler: scheduler) }
     }
@@ -102,6 +105,7 @@ public final class SeedService: HTTPHandler {
         guard let first = parts.first else { return notFound() }
         if parts.count == 1 {
             if first.elementsEqual("healthz".utf8) { return respond(.text(200, "ok\n", route: "healthz")) }
+            if first.elementsEqual("readyz".utf8) { return respond(readiness()) }
             if first.elementsEqual("metrics".utf8) { return respond(.text(200, metricsText(), contentType: "text/plain; version=0.0.4", route: "metrics")) }
             return notFound()
         }
@@ -129,6 +133,18 @@ public final class SeedService: HTTPHandler {
             }
         }
         notFound()
+    }
+
+    /// `/readyz`: 200 when the store is open and, in a swarm, a scheduler has this host
+    /// registered (so children can be given it as a parent and it can ask for parents); 503
+    /// with the reason otherwise. `/healthz` is liveness only.
+    func readiness() -> Response {
+        guard store.isOpen else { return .text(503, "not ready: the store is closed (shutting down)\n", route: "readyz") }
+        if let scheduler, !scheduler.isRegistered {
+            let names = scheduler.configuration.schedulers.map { "http://" + $0.hostHeader }.joined(separator: ", ")
+            return .text(503, "not ready: no scheduler has this host registered yet (--scheduler \(names))\n", route: "readyz")
+        }
+        return .text(200, "ready\n", route: "readyz")
     }
 
     private func etag(_ info: TaskInfo) -> HTTPETag? {

@@ -2,15 +2,27 @@
 import Glibc
 #endif
 import Dispatch
+import DarterIO
 
 /// What `darter seed`, `peer` and `scheduler` share on the command line and at exit.
 enum DaemonSupport {
-    /// `--listen HOST:PORT` (`[v6]:PORT`) → host (brackets removed) and port.
+    /// `--check-config`: every daemon's switch to validate its flags and stop before the store,
+    /// the sockets or the network.
+    static let checkConfigFlag = Arguments.Flag(name: "check-config", defaultValue: "",
+                                                help: "parse and validate every flag, print a one-line summary and exit (0: ok; 2: a bad flag, named) without opening the store, binding or contacting anyone",
+                                                kind: .toggle)
+
+    /// `--listen HOST:PORT` (`[v6]:PORT`) → host (brackets removed) and port. The host must be
+    /// an IP address (the listener binds literals only: 0.0.0.0 or :: for all).
     static func parseListen(_ listen: String, command: String, example: String) throws(UsageError) -> (host: String, port: UInt16) {
         guard let colon = listen.lastIndex(of: ":"), let port = UInt16(listen[listen.index(after: colon)...]) else {
             throw UsageError("\(command): --listen must be HOST:PORT (e.g. \(example)), got '\(listen)'")
         }
-        return (String(listen[..<colon]).trimmingBrackets(), port)
+        let host = String(listen[..<colon]).trimmingBrackets()
+        guard SocketAddress(ipLiteral: host, port: port) != nil else {
+            throw UsageError("\(command): --listen needs an IP address to bind (e.g. \(example), 0.0.0.0:PORT or [::]:PORT for all), got '\(listen)'")
+        }
+        return (host, port)
     }
 
     /// On SIGTERM or SIGINT: logs it, runs `stop` (a graceful shutdown), exits 0. Keep the

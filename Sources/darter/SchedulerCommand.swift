@@ -21,6 +21,7 @@ enum SchedulerCommand {
             .init(name: "max-parents", defaultValue: String(defaults.maxParents), help: "parents handed out per announce"),
             .init(name: "children-per-parent", defaultValue: String(defaults.childrenPerParent), help: "children at which a parent counts as fully loaded"),
             .init(name: "loops", defaultValue: "1", help: "event loops (threads)"),
+            DaemonSupport.checkConfigFlag,
         ], arguments: argv)
         if args.wantsHelp { print(args.usage); return }
         var config = ServerConfiguration()
@@ -35,6 +36,11 @@ enum SchedulerCommand {
         }
         policy.maxParents = try positive(args, "max-parents")
         policy.childrenPerParent = try positive(args, "children-per-parent")
+        if args.isSet("check-config") {
+            print("scheduler: config ok (listen \(listen), host-ttl \(policy.hostTTLMilliseconds / 1000)s, keepalive \(policy.keepAliveMilliseconds / 1000)s, "
+                  + "max-parents \(policy.maxParents), cluster token \(args.string("cluster-token").isEmpty ? "none" : "set"))")
+            return
+        }
 
         signal(SIGPIPE, SIG_IGN)
         let metrics = ServerMetrics()

@@ -39,7 +39,7 @@ enum SeedCommand {
             .init(name: "s3-endpoint", defaultValue: "", help: "S3-compatible endpoint for s3:// URLs, path-style (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL or the AWS profile's endpoint_url, else AWS)"),
             .init(name: "http-origin-backend", defaultValue: "loop", help: "how plain http:// origins are fetched: loop (the event loops' own HTTP client, bodies straight into piece buffers) | curl (libcurl, as https and s3 are)"),
             .init(name: "chunk-size", defaultValue: "\(defaults.chunkSize >> 10)k", help: "bytes per read/send (or splice) of a file body"),
-        ] + RateFlags.flags + SwarmFlags.flags(role: role), arguments: argv)
+        ] + RateFlags.flags + SwarmFlags.flags(role: role) + [DaemonSupport.checkConfigFlag], arguments: argv)
         if args.wantsHelp { print(args.usage); return }
 
         var config = ServerConfiguration()
@@ -121,9 +121,20 @@ enum SeedCommand {
 
         var swarmConfig = role == .peer ? try SwarmFlags.swarmConfiguration(args) : SwarmConfiguration()
         swarmConfig.downloadLimit = limits.download
+        let storeSetup = try storeSettings(args)
+        // Everything checked that does not need the store or the sockets: the swarm identity too
+        // (--advertise is required here with a wildcard --listen), so --check-config sees it.
+        let schedulerConfig = try SwarmFlags.schedulerConfiguration(args, role: role, listenHost: config.host, port: config.port)
+        if args.isSet("check-config") {
+            let swarmSummary = schedulerConfig.map {
+                "advertise \($0.identity.address), host-id \($0.identity.id), scheduler \($0.schedulers.map { "http://" + $0.hostHeader }.joined(separator: ","))"
+            } ?? "no scheduler"
+            print("\(command): config ok (listen \(listen), \(swarmSummary), data-dir \(args.string("data-dir")), io-backend \(storeSetup.backend.rawValue))")
+            return
+        }
         signal(SIGPIPE, SIG_IGN)
         SystemCalls.returnLargeAllocationsToKernel()
-        let store = try await openStore(args)
+        let store = try await openStore(storeSetup)
         let metrics = ServerMetrics()
         let server: HTTPServer
         let group: EventLoopGroup
@@ -131,7 +142,7 @@ enum SeedCommand {
         do {
             // One set of event loops for the server's connections, the origin fetches and the swarm.
             group = try HTTPServer.makeGroup(config)
-            swarm = try SwarmFlags.schedulerClient(args, role: role, listenHost: config.host, port: config.port, store: store, client: HTTPClient(group: group))
+            swarm = schedulerConfig.map { SwarmFlags.schedulerClient($0, role: role, store: store, client: HTTPClient(group: group)) }
             let origins = OriginBackends(curl: origin, http: httpBackend == "loop" ? HTTPOriginBackend(group: group, configuration: originConfig, fallback: origin) : nil)
             let source = role == .peer ? swarm.map { SwarmSource(scheduler: $0, group: group, configuration: swarmConfig, log: { log($0) }) } : nil
             // A seed in a swarm is where children's piece digests come from.
@@ -139,9 +150,6 @@ enum SeedCommand {
             let service = SeedService(store: store, metrics: metrics, origins: origins, registry: RegistryClient(origin: origin, credentials: registryCredentials),
                                       shield: shield, swarm: source, scheduler: swarm, rateLimits: limits)
             server = try HTTPServer(configuration: config, handler: service, metrics: metrics, group: group)
-        } catch let e as UsageError {
-            await store.close()
-            throw e
         } catch {
             await store.close()
             throw UsageError("\(command): cannot listen on \(listen): \(error)")

@@ -13,17 +13,28 @@ let storeFlags: [Arguments.Flag] = [
 /// Opens the store named by the flags. Four 4 MiB buffers are registered with the ring
 /// (pinned memory): a seed needs few, as its disk reads are piece verifications and ingest.
 func openStore(_ args: Arguments, configure: (inout StoreConfiguration) -> Void = { _ in }) async throws -> PieceStore {
+    var settings = try storeSettings(args)
+    configure(&settings.configuration)
+    return try await openStore(settings)
+}
+
+/// The store's flags, validated, with nothing opened (`--check-config` stops here).
+func storeSettings(_ args: Arguments) throws(UsageError) -> (backend: IOBackendChoice, configuration: StoreConfiguration) {
     let choice = args.string("io-backend")
     guard let backendChoice = IOBackendChoice(rawValue: choice) else {
         throw UsageError("\(args.command): --io-backend must be auto, uring or threads, got '\(choice)'")
     }
-    // Registered buffers a default piece each (1 MiB): a bigger piece gets a plain buffer, a
-    // smaller one never takes a whole slot it would leave three quarters empty.
-    let io = try makeIOBackend(backendChoice, fixedBuffers: 16, fixedBufferSize: PieceMath.minimumDefaultPieceLength, log: log)
+    guard !args.string("data-dir").isEmpty else { throw UsageError("\(args.command): --data-dir must name a directory") }
     var config = StoreConfiguration(directory: args.string("data-dir"))
     if let quota = try args.optionalInt("quota") { config.eviction.quotaBytes = Int64(quota) }
-    configure(&config)
-    return try await PieceStore.open(config, io: io)
+    return (backendChoice, config)
+}
+
+func openStore(_ settings: (backend: IOBackendChoice, configuration: StoreConfiguration)) async throws -> PieceStore {
+    // Registered buffers a default piece each (1 MiB): a bigger piece gets a plain buffer, a
+    // smaller one never takes a whole slot it would leave three quarters empty.
+    let io = try makeIOBackend(settings.backend, fixedBuffers: 16, fixedBufferSize: PieceMath.minimumDefaultPieceLength, log: log)
+    return try await PieceStore.open(settings.configuration, io: io)
 }
 
 enum ImportCommand {

@@ -54,9 +54,10 @@ enum SwarmFlags {
         return c
     }
 
-    /// nil when no `--scheduler` was given.
-    static func schedulerClient(_ args: Arguments, role: HostRole, listenHost: String, port: UInt16, store: PieceStore,
-                                client: HTTPClient) throws(UsageError) -> SchedulerClient? {
+    /// The scheduler client's configuration from the flags, every check made (the same ones
+    /// the scheduler makes), before anything opens: `--check-config` stops after this. nil when
+    /// no `--scheduler` was given (a seed outside a swarm).
+    static func schedulerConfiguration(_ args: Arguments, role: HostRole, listenHost: String, port: UInt16) throws(UsageError) -> SchedulerClient.Configuration? {
         let command = role == .seed ? "seed" : "peer"
         let list = args.string("scheduler").split(separator: ",").map { $0.filter { !$0.isWhitespace } }.filter { !$0.isEmpty }
         guard !list.isEmpty else {
@@ -89,8 +90,14 @@ enum SwarmFlags {
                                         location: args.string("location").isEmpty ? nil : args.string("location"))
         // The same checks the scheduler makes, so a mistake shows here and not as a 400 there.
         do { _ = try HostRegistration(json: identity.json) } catch { throw UsageError("\(command): \(error)") }
-        return SchedulerClient(configuration: .init(schedulers: urls, token: args.string("cluster-token"), identity: identity),
-                               client: client, inventory: { inventory(store) }, log: { log("\(command): " + $0) })
+        return .init(schedulers: urls, token: args.string("cluster-token"), identity: identity)
+    }
+
+    /// The client for a configuration from `schedulerConfiguration`: it registers this host
+    /// with what `store` holds.
+    static func schedulerClient(_ configuration: SchedulerClient.Configuration, role: HostRole, store: PieceStore, client: HTTPClient) -> SchedulerClient {
+        let command = role == .seed ? "seed" : "peer"
+        return SchedulerClient(configuration: configuration, client: client, inventory: { inventory(store) }, log: { log("\(command): " + $0) })
     }
 
     /// What the store holds, as registrations carry it.
