@@ -194,6 +194,31 @@ public enum SystemCalls {
         }
     }
 
+    /// Writes `bytes` to `path` so a reader sees the old file or the new one: `path.darter-tmp`
+    /// (open(2) with `mode`, write(2) retrying EINTR and short writes, fchmod(2), fsync(2)), then
+    /// rename(2) over `path`. The temporary file is removed on failure.
+    public static func writeFileAtomically(_ path: String, _ bytes: [UInt8], mode: UInt32) throws(Errno) {
+        let tmp = path + ".darter-tmp"
+        let fd = try open(tmp, [.writeOnly, .create, .truncate], mode: mode)
+        do throws(Errno) {
+            var done = 0
+            while done < bytes.count {
+                let n = bytes.withUnsafeBytes { write(fd.rawValue, $0.baseAddress! + done, $0.count - done) }
+                if n < 0 { if errno == EINTR { continue }; throw Errno.current }
+                if n == 0 { throw Errno.ioError }
+                done += n
+            }
+            _ = fchmod(fd.rawValue, mode_t(mode))
+            guard fsync(fd.rawValue) == 0 else { throw Errno.current }
+            try close(fd)
+        } catch {
+            try? close(fd)
+            try? unlink(tmp)
+            throw error
+        }
+        do throws(Errno) { try rename(tmp, path) } catch { try? unlink(tmp); throw error }
+    }
+
     /// stat(2)'s size of a path (nil when it does not exist).
     public static func fileSize(atPath path: String) -> Int64? {
         var st = stat()

@@ -50,7 +50,7 @@ extension PieceStore {
 
     /// Reads one whole piece into `buffer[0..<length]` and returns its length.
     public func readPiece(_ id: TaskID, index: Int, into buffer: borrowing IOBuffer) async throws -> Int {
-        let (offset, length, _) = try pieceExtent(id, index: index)
+        let (offset, length, _, _) = try pieceExtent(id, index: index)
         let r = try await read(id, range: offset..<(offset + Int64(length)), into: buffer)
         precondition(r.lowerBound == 0)  // pieces start aligned
         return length
@@ -63,22 +63,19 @@ extension PieceStore {
         return buffer.bytes(r)
     }
 
-    func pieceExtent(_ id: TaskID, index: Int) throws(StoreError) -> (offset: Int64, length: Int, crc32c: UInt32) {
+    func pieceExtent(_ id: TaskID, index: Int) throws(StoreError) -> (offset: Int64, length: Int, crc32c: UInt32, sha256: SHA256Digest?) {
         try state.withLock { s throws(StoreError) in
             guard let t = s.index.tasks[id], !t.deleting else { throw .unknownTask(id) }
             guard index >= 0, index < t.pieces.count, t.pieces[index].state == .committed else { throw .pieceNotCommitted(id, index: index) }
-            return (PieceMath.offset(ofPiece: index, pieceLength: t.pieceLength), Int(t.pieces[index].length), t.pieces[index].crc32c)
+            let p = t.pieces[index]
+            return (PieceMath.offset(ofPiece: index, pieceLength: t.pieceLength), Int(p.length), p.crc32c, p.sha256)
         }
     }
 
     /// The byte range, recorded CRC32C and SHA-256 (if its writer computed one) of piece
     /// `index`, if it is committed.
     public func committedPiece(_ id: TaskID, index: Int) -> (range: Range<Int64>, crc32c: UInt32, sha256: SHA256Digest?)? {
-        guard let (offset, length, crc) = try? pieceExtent(id, index: index) else { return nil }
-        let sha256 = state.withLock { s -> SHA256Digest? in
-            guard let t = s.index.tasks[id], index < t.pieces.count else { return nil }
-            return t.pieces[index].sha256
-        }
+        guard let (offset, length, crc, sha256) = try? pieceExtent(id, index: index) else { return nil }
         return (offset..<(offset + Int64(length)), crc, sha256)
     }
 

@@ -149,7 +149,7 @@ struct TOMLLines {
         return s
     }
 
-    /// `s` as a TOML basic string.
+    /// `s` as a TOML basic string. Not JSONValue.writeString: TOML also requires DEL (0x7f) escaped.
     static func quote(_ s: String) -> String {
         var out = "\""
         for u in s.unicodeScalars {

@@ -114,6 +114,8 @@ public actor SwarmDownload {
 
     static let originID = "origin"
 
+    static func milliseconds(_ d: Duration) -> Int { Int(d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000) }
+
     struct ParentLink {
         let candidate: ParentCandidate
         let url: HTTPClientURL
@@ -331,10 +333,9 @@ public actor SwarmDownload {
         }
         guard !selector.have.contains(index) else { return }  // a duplicate (endgame) came second
         selector.received(index, from: parent)
-        let ms = Int(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)
+        let ms = Self.milliseconds(elapsed)
         if configuration.tracePieces {
-            let at = ContinuousClock.now - began
-            log("swarm-trace: task \(id): piece \(index) from \(parent) at \(at.components.seconds * 1000 + at.components.attoseconds / 1_000_000_000_000_000) ms, took \(ms) ms")
+            log("swarm-trace: task \(id): piece \(index) from \(parent) at \(Self.milliseconds(ContinuousClock.now - began)) ms, took \(ms) ms")
         }
         bySource[parent, default: 0] += 1
         if parent != Self.originID {

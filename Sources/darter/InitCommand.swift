@@ -97,26 +97,15 @@ enum InitCommand {
         return stat(path, &st) == 0 ? st.st_mode & 0o7777 : nil
     }
 
-    /// path.darter-tmp, fsync, rename: a reader sees the old file or the new one.
+    /// The directory first, then SystemCalls.writeFileAtomically (a reader sees the old file or the new one).
     static func writeAtomically(_ path: String, _ text: String, mode: mode_t) throws {
         let dir = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
         if !dir.isEmpty {
             do { try SystemCalls.makeDirectories(dir) } catch { throw FileError(description: "cannot create \(dir): \(error)") }
         }
-        let tmp = path + ".darter-tmp"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
-        guard fd >= 0 else { throw FileError(description: "cannot write \(tmp): \(Errno.current)") }
-        let bytes = Array(text.utf8)
-        var done = 0
-        while done < bytes.count {
-            let n = bytes[done...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            if n < 0 { if errno == EINTR { continue }; let e = Errno.current; close(fd); unlink(tmp); throw FileError(description: "cannot write \(tmp): \(e)") }
-            done += n
+        do { try SystemCalls.writeFileAtomically(path, Array(text.utf8), mode: UInt32(mode)) } catch {
+            throw FileError(description: "cannot write \(path): \(error)")
         }
-        fchmod(fd, mode)
-        fsync(fd)
-        close(fd)
-        do { try SystemCalls.rename(tmp, path) } catch { unlink(tmp); throw FileError(description: "cannot rename \(tmp) to \(path): \(error)") }
     }
 
     /// 20240131T120000Z

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import DarterCore
+import DarterIO
 import PieceProtocol
 import Scheduler
 import SchedulerProtocol
@@ -15,7 +16,7 @@ enum SchedulerCost {
         let clock = ContinuousClock()
         func us(_ d: Duration) -> Double { (Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) * 1e-12) }
         let ids = (0..<tasks).map { try! TaskID.forURL("http://origin.sim/object-\($0)") }
-        let rssBefore = residentBytes()
+        let rssBefore = SystemCalls.residentBytes()
         var s = Scheduler()
         _ = s.register(HostRegistration(id: "seed-0", address: "seed-0:65001", role: .seed, uploadRate: 1_250_000_000), now: 0)
         var rng = SplitMix64(seed: 7)
@@ -29,7 +30,7 @@ enum SchedulerCost {
                                             idc: "dc\(h % 2)", tasks: held), now: 1)
         }
         let register = us(clock.now - t0) / Double(hosts)
-        let rssAfter = residentBytes()
+        let rssAfter = SystemCalls.residentBytes()
         t0 = clock.now
         var tail = clock.now
         for h in 1...hosts {
@@ -56,17 +57,5 @@ enum SchedulerCost {
         print("  resident memory for the state: \((rssAfter - rssBefore) >> 20) MiB")
         let perSecond = 1e6 / announceTail
         print("  one core: \(f(perSecond)) announces/s at this size")
-    }
-
-    static func residentBytes() -> Int {
-        let fd = open("/proc/self/statm", O_RDONLY)
-        guard fd >= 0 else { return 0 }
-        defer { close(fd) }
-        var buffer = [UInt8](repeating: 0, count: 256)
-        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, 255) }
-        guard n > 0 else { return 0 }
-        let fields = String(decoding: buffer[0..<n], as: UTF8.self).split(separator: " ")
-        guard fields.count > 1, let pages = Int(fields[1]) else { return 0 }
-        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
     }
 }

@@ -49,11 +49,8 @@ struct ContainerdInitEndToEndTests {
         let upstream = "127.0.0.1:\(registry.port)"
 
         // The swarm: a scheduler, a seed, a peer per node.
-        let schedulerPort = try freePort()
-        let scheduler = try ChildProcess(DarterBinary.path, ["scheduler", "--listen", "127.0.0.1:\(schedulerPort)"], logPath: dir + "/scheduler.log")
+        let (scheduler, schedulerURL) = try await startScheduler(dir: dir)
         defer { scheduler.kill() }
-        try await scheduler.waitForLog("scheduler: listening on")
-        let schedulerURL = "http://127.0.0.1:\(schedulerPort)"
         let seed = try await SeedProcess.start(dataDir: dir + "/seed", extra: ["--scheduler", schedulerURL, "--host-id", "seed-1"])
         defer { Task { _ = await seed.stop() } }
         var peers: [SeedProcess] = []

@@ -109,10 +109,7 @@ struct RateLimitEndToEndTests {
         let bytes = SplitMix64.bytes(Self.size + 9, seed: 0xD0)
         try writeFile(dir + "/origin/obj.bin", bytes)
         let origin = try await OriginServer.start(dir: dir + "/origin")
-        let port = try freePort()
-        let scheduler = try ChildProcess(DarterBinary.path, ["scheduler", "--listen", "127.0.0.1:\(port)"], logPath: dir + "/scheduler.log")
-        try await scheduler.waitForLog("scheduler: listening on")
-        let schedulerURL = "http://127.0.0.1:\(port)"
+        let (scheduler, schedulerURL) = try await startScheduler(dir: dir)
         let seed = try await SeedProcess.start(dataDir: dir + "/seed", extra: ["--scheduler", schedulerURL, "--host-id", "seed-1"])
         let peer = try await SeedProcess.start(dataDir: dir + "/peer", extra: ["--scheduler", schedulerURL, "--host-id", "peer-1", "--download-rate", "4m"],
                                                command: "peer")

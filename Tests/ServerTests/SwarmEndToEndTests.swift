@@ -49,10 +49,7 @@ struct SwarmEndToEndTests {
         let file = SplitMix64.bytes(size, seed: 0x5A4)
         try writeFile(dir + "/origin/obj.bin", file)
         let origin = try await OriginServer.start(dir: dir + "/origin")
-        let port = try freePort()
-        let scheduler = try ChildProcess(DarterBinary.path, ["scheduler", "--listen", "127.0.0.1:\(port)"], logPath: dir + "/scheduler.log")
-        try await scheduler.waitForLog("scheduler: listening on")
-        let schedulerURL = "http://127.0.0.1:\(port)"
+        let (scheduler, schedulerURL) = try await startScheduler(dir: dir)
         let seed = try await SeedProcess.start(dataDir: dir + "/seed", extra: ["--scheduler", schedulerURL, "--host-id", "seed-1"])
         var peers: [SeedProcess] = []
         for i in 1...count {

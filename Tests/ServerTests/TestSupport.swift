@@ -18,6 +18,17 @@ func hex8(_ v: UInt32) -> String {
     return String(repeating: "0", count: 8 - s.count) + s
 }
 
+// MARK: - The scheduler process
+
+/// Starts `darter scheduler --listen 127.0.0.1:<free port>` (log in `dir/scheduler.log`) and waits
+/// for its `listening` line; returns it with its base URL.
+func startScheduler(dir: String) async throws -> (process: ChildProcess, url: String) {
+    let port = try freePort()
+    let scheduler = try ChildProcess(DarterBinary.path, ["scheduler", "--listen", "127.0.0.1:\(port)"], logPath: dir + "/scheduler.log")
+    try await scheduler.waitForLog("scheduler: listening on")
+    return (scheduler, "http://127.0.0.1:\(port)")
+}
+
 // MARK: - The seed process
 
 /// A running `darter seed` on a port of its own. Killed (SIGKILL) on deinit if not stopped.

@@ -49,6 +49,16 @@ struct UploadRateTests {
         return server
     }
 
+    /// One GET over a raw connection, off the cooperative pool.
+    func get(_ server: HTTPServer) async throws -> RawResponse {
+        let port = server.port
+        return try await offPool { () throws -> RawResponse in
+            let c = try RawConnection(port: port, timeout: 20)
+            try c.send("GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+            return try c.readResponse()
+        }
+    }
+
     @Test("a response held back by the limit longer than --send-timeout is paced, not dropped as stalled")
     func waitsAreNotStalls() async throws {
         // 10 KiB/s: 16 KiB takes (and burst), so each take after the first waits 1.6 s.
@@ -56,13 +66,8 @@ struct UploadRateTests {
         #expect(limit.chunk == 16 << 10 && limit.burst == 16 << 10)
         let bytes = SplitMix64.bytes(48 << 10, seed: 11)
         let server = try server(bytes, limit: limit, sendTimeout: 1)
-        let port = server.port
         let start = SystemCalls.monotonicNanoseconds()
-        let r = try await offPool { () throws -> RawResponse in
-            let c = try RawConnection(port: port, timeout: 20)
-            try c.send("GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
-            return try c.readResponse()
-        }
+        let r = try await get(server)
         let seconds = Double(SystemCalls.monotonicNanoseconds() - start) / 1e9
         #expect(r.status == 200 && r.body == bytes, "\(r.status), \(r.body.count) bytes")
         // The burst at once, then two waits of 1.6 s.
@@ -76,13 +81,8 @@ struct UploadRateTests {
         let limit = RateLimiter(bytesPerSecond: 10 << 10)
         let bytes = SplitMix64.bytes(256 << 10, seed: 13)
         let server = try server(bytes, limit: limit, coversLoopback: false)
-        let port = server.port
         let start = SystemCalls.monotonicNanoseconds()
-        let r = try await offPool { () throws -> RawResponse in
-            let c = try RawConnection(port: port, timeout: 20)
-            try c.send("GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
-            return try c.readResponse()
-        }
+        let r = try await get(server)
         #expect(r.status == 200 && r.body == bytes)
         #expect(Double(SystemCalls.monotonicNanoseconds() - start) / 1e9 < 12, "256 KiB at 10 KiB/s would take 25 s")
         #expect(limit.bytesTaken == 0)
