@@ -169,12 +169,17 @@ public enum SystemCalls {
 
     /// write(2) of `text` to standard error, unbuffered (logs and diagnostics).
     public static func writeStandardError(_ text: String) {
-        var bytes = Array(text.utf8)
+        let bytes = Array(text.utf8)
+        bytes.withUnsafeBytes { try? writeFully(2, $0) }
+    }
+
+    /// write(2) of all of `bytes` to `fd`, retrying EINTR and short writes (no offset). Blocks.
+    private static func writeFully(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws(Errno) {
+        guard let base = bytes.baseAddress else { return }
         var done = 0
         while done < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress! + done, $0.count - done) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { return }
+            let n = try retryingOnInterrupt { write(fd, base + done, bytes.count - done) }
+            if n == 0 { throw Errno.ioError }
             done += n
         }
     }
@@ -186,12 +191,7 @@ public enum SystemCalls {
     /// EINTR and short writes. Blocks.
     public static func writeAll(_ fd: FileDescriptor, from buffer: borrowing IOBuffer, range: Range<Int>) throws(Errno) {
         precondition(range.lowerBound >= 0 && range.upperBound <= buffer.capacity)
-        var done = range.lowerBound
-        while done < range.upperBound {
-            let n = try retryingOnInterrupt { write(fd.rawValue, buffer.base + done, range.upperBound - done) }
-            if n == 0 { throw Errno.ioError }
-            done += n
-        }
+        try writeFully(fd.rawValue, UnsafeRawBufferPointer(start: buffer.base + range.lowerBound, count: range.count))
     }
 
     /// Writes `bytes` to `path` so a reader sees the old file or the new one: `path.darter-tmp`
@@ -201,13 +201,9 @@ public enum SystemCalls {
         let tmp = path + ".darter-tmp"
         let fd = try open(tmp, [.writeOnly, .create, .truncate], mode: mode)
         do throws(Errno) {
-            var done = 0
-            while done < bytes.count {
-                let n = bytes.withUnsafeBytes { write(fd.rawValue, $0.baseAddress! + done, $0.count - done) }
-                if n < 0 { if errno == EINTR { continue }; throw Errno.current }
-                if n == 0 { throw Errno.ioError }
-                done += n
-            }
+            // Array.withUnsafeBytes rethrows untyped: the Errno comes back as a value.
+            let written = bytes.withUnsafeBytes { b in Result { () throws(Errno) in try writeFully(fd.rawValue, b) } }
+            try written.get()
             _ = fchmod(fd.rawValue, mode_t(mode))
             guard fsync(fd.rawValue) == 0 else { throw Errno.current }
             try close(fd)
