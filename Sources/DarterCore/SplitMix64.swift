@@ -20,15 +20,20 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
         return Self.word(seed: seed, index: counter)
     }
 
-    /// `count` bytes of the stream seeded with `seed` (reproducible test and benchmark content).
+    /// `count` bytes of the stream seeded with `seed` (reproducible test and benchmark content):
+    /// each word little-endian, the last one cut short.
     public static func bytes(_ count: Int, seed: UInt64) -> [UInt8] {
+        // Whole words stored at once: byte by byte this took 0.57 s for 32 MiB in a debug build,
+        // on one of the two cooperative threads a parallel test run shares (measured).
         var rng = SplitMix64(seed: seed)
         var out = [UInt8](repeating: 0, count: count)
-        var i = 0
-        while i < count {
+        let whole = count / 8
+        out.withUnsafeMutableBytes { raw in
+            for i in 0..<whole { raw.storeBytes(of: rng.next().littleEndian, toByteOffset: i * 8, as: UInt64.self) }
+        }
+        if whole * 8 < count {
             let w = rng.next()
-            for k in 0..<min(8, count - i) { out[i + k] = UInt8(truncatingIfNeeded: w >> (8 * UInt64(k))) }
-            i += 8
+            for k in 0..<(count - whole * 8) { out[whole * 8 + k] = UInt8(truncatingIfNeeded: w >> (8 * UInt64(k))) }
         }
         return out
     }

@@ -5,6 +5,7 @@ import Testing
 import DarterCore
 @testable import DarterIO
 import Synchronization
+import DarterTestSupport
 
 // MARK: Socket helpers (plain Glibc, independent of the code under test)
 
@@ -329,7 +330,7 @@ struct EventLoopSocketTests {
         #expect(ran.0 && ran.1)
         let fromOther: Bool = await withCheckedContinuation { c in
             let back = loop.hop { (_: Int) in c.resume(returning: loop.inLoopThread) }
-            Thread.detach { back(1) }
+            detachThread { back(1) }
         }
         #expect(fromOther)
     }
@@ -370,19 +371,6 @@ struct EventLoopConfinementTests {
     }
 }
 
-/// Starts a detached thread (tests that need a caller that is neither the loop nor the pool).
-enum Thread {
-    static func detach(_ body: @escaping @Sendable () -> Void) {
-        final class Box { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
-        var t = pthread_t()
-        let context = Unmanaged.passRetained(Box(body)).toOpaque()
-        pthread_create(&t, nil, { arg in
-            Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue().body()
-            return nil
-        }, context)
-        pthread_detach(t)
-    }
-}
 
 @Suite("EventLoop timers")
 struct EventLoopTimerTests {

@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Dispatch
 import DarterIO
 
 // Clients for tests that talk to a server: free ports, raw HTTP/1.1 over a blocking socket (run
@@ -37,12 +36,13 @@ public func closedPort() -> UInt16 { (try? freePort()) ?? 1 }
 
 // MARK: - Raw HTTP/1.1 client sockets (blocking; use inside `offPool`)
 
-/// Runs blocking work on a Dispatch thread.
+/// Runs blocking work on a thread of its own (``detachThread(_:)``). Not on Dispatch's global
+/// queue: on Linux Swift's tasks run on that queue's threads too, and it adds a thread for a
+/// blocked one only after a while, so blocking there held up the test tasks of a parallel run
+/// for seconds (seen as 1 to 4 s gaps in a heartbeat task).
 public func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async {
-            continuation.resume(with: Result { try body() })
-        }
+        detachThread { continuation.resume(with: Result { try body() }) }
     }
 }
 

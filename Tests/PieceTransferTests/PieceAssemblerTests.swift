@@ -107,7 +107,7 @@ struct PieceAssemblerTests {
         let a = PieceAssembler(store: store, id: id, pieceLength: pieceLength, contentLength: nil,
                                resident: ResidentPieces(capacity: 0), arrivals: nil, piecesInFlight: 1)
         let ok: Bool = await withCheckedContinuation { c in
-            Thread.detach {
+            detachThread {
                 var all = true
                 for start in stride(from: 0, to: content.count, by: 10_000) {
                     let chunk = Array(content[start..<min(content.count, start + 10_000)])
@@ -146,17 +146,4 @@ struct PieceAssemblerTests {
     }
 }
 
-/// A detached thread (a producer that may block, as libcurl's does).
-enum Thread {
-    static func detach(_ body: @escaping @Sendable () -> Void) {
-        final class Box { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
-        var t = pthread_t()
-        let context = Unmanaged.passRetained(Box(body)).toOpaque()
-        pthread_create(&t, nil, { arg in
-            Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue().body()
-            return nil
-        }, context)
-        pthread_detach(t)
-    }
-}
 @inline(__always) func holds(_ v: Bool) -> Bool { v }
