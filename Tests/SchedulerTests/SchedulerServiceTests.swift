@@ -210,7 +210,9 @@ struct SchedulerClientTests {
         server.start()
         let c = makeClient(f, schedulers: [HTTPClientURL(host: "127.0.0.1", port: server.port)])
         c.start()
-        try await Task.sleep(for: .milliseconds(700))  // a few refused attempts
+        // Two refused attempts (at 0 and 250 ms); the next comes 500 ms later, so the client
+        // registers about 350 ms after the gate opens, not at the next 5 s keep-alive.
+        try await Task.sleep(for: .milliseconds(400))
         #expect(!c.isRegistered)
         gate.up.store(true, ordering: .relaxed)
         let listening = ContinuousClock.now
