@@ -59,23 +59,44 @@ extension OriginBackends {
     /// `attempts` times on transfer errors.
     public func fetchPiece(url: String, headers: [(String, String)], offset: Int64, length: Int, into buffer: SharedIOBuffer,
                            attempts: Int = 4) async -> Result<Void, OriginPieceFailure> {
-        let sink = OriginRangeSink(buffer: buffer, length: length)
-        var attempt = 0
-        while true {
-            if Task.isCancelled { return .failure(.transfer("cancelled")) }
-            sink.reset()
-            let head: OriginResponseHead
-            do {
-                head = try await fetch(OriginRequest(url: url, headers: headers, range: offset..<(offset + Int64(length))), into: sink)
-            } catch {
-                attempt += 1
-                if attempt >= attempts { return .failure(.transfer("\(error)")) }
-                try? await Task.sleep(for: .milliseconds(200 << attempt))
-                continue
-            }
-            if head.status >= 400 { return .failure(.status(head.status)) }
-            guard head.status == 206, sink.filled == length else { return .failure(.notRanged(status: head.status, bytes: sink.filled)) }
-            return .success(())
+        await fetchRangedPiece(offset: offset, length: length, into: buffer, attempts: attempts) { range, sink in
+            try await self.fetch(OriginRequest(url: url, headers: headers, range: range), into: sink)
         }
+    }
+}
+
+extension RegistryClient {
+    /// `length` bytes at `offset` of the registry blob at `path` into `buffer` (token
+    /// authentication as ``fetch(registry:path:method:headers:range:into:)``), retried like
+    /// ``OriginBackends/fetchPiece(url:headers:offset:length:into:attempts:)``.
+    public func fetchPiece(registry: String, path: String, headers: [(String, String)], offset: Int64, length: Int,
+                           into buffer: SharedIOBuffer, attempts: Int = 4) async -> Result<Void, OriginPieceFailure> {
+        await fetchRangedPiece(offset: offset, length: length, into: buffer, attempts: attempts) { range, sink in
+            try await self.fetch(registry: registry, path: path, headers: headers, range: range, into: sink)
+        }
+    }
+}
+
+/// One ranged piece through `fetch`, retried with backoff on transfer errors; a status or a
+/// response that is not the range is not retried.
+func fetchRangedPiece(offset: Int64, length: Int, into buffer: SharedIOBuffer, attempts: Int,
+                      _ fetch: (Range<Int64>, OriginRangeSink) async throws -> OriginResponseHead) async -> Result<Void, OriginPieceFailure> {
+    let sink = OriginRangeSink(buffer: buffer, length: length)
+    var attempt = 0
+    while true {
+        if Task.isCancelled { return .failure(.transfer("cancelled")) }
+        sink.reset()
+        let head: OriginResponseHead
+        do {
+            head = try await fetch(offset..<(offset + Int64(length)), sink)
+        } catch {
+            attempt += 1
+            if attempt >= attempts { return .failure(.transfer("\(error)")) }
+            try? await Task.sleep(for: .milliseconds(200 << attempt))
+            continue
+        }
+        if head.status >= 400 { return .failure(.status(head.status)) }
+        guard head.status == 206, sink.filled == length else { return .failure(.notRanged(status: head.status, bytes: sink.filled)) }
+        return .success(())
     }
 }

@@ -246,11 +246,14 @@ public struct TaskMetadata: Sendable, Equatable {
 }
 
 /// `POST /tasks`: fetch (or join the fetch of) `url`, sending `headers` to its origin; content
-/// named by `digest` must match it.
+/// named by `digest` must match it. With `registry`, `url` is that OCI registry's
+/// `<registry>/v2/<name>/blobs|manifests/<digest>`, fetched with the registry's token
+/// authentication; `digest` is then required.
 public struct OpenTaskRequest: Sendable, Equatable {
     public var url: String
     public var headers: [Header]
     public var digest: SHA256Digest?
+    public var registry: String?
 
     public struct Header: Sendable, Equatable {
         public var name: String
@@ -258,15 +261,23 @@ public struct OpenTaskRequest: Sendable, Equatable {
         public init(name: String, value: String) { self.name = name; self.value = value }
     }
 
-    public init(url: String, headers: [Header] = [], digest: SHA256Digest? = nil) {
+    public init(url: String, headers: [Header] = [], digest: SHA256Digest? = nil, registry: String? = nil) {
         self.url = url
         self.headers = headers
         self.digest = digest
+        self.registry = registry
+    }
+
+    /// The path under `registry` (`/v2/...`), when this is a registry request.
+    public var registryPath: String? {
+        guard let registry, url.hasPrefix(registry) else { return nil }
+        return String(url.dropFirst(registry.count))
     }
 
     public var json: JSONValue {
         var o: [String: JSONValue] = ["url": .string(url), "headers": .array(headers.map { .array([.string($0.name), .string($0.value)]) })]
         if let digest { o["digest"] = .string("sha256:" + digest.hex) }
+        if let registry { o["registry"] = .string(registry) }
         return .object(o)
     }
 
@@ -292,7 +303,16 @@ public struct OpenTaskRequest: Sendable, Equatable {
             }
             digest = h
         }
-        self.init(url: url, headers: headers, digest: digest)
+        var registry: String?
+        if let r = v["registry"], !r.isNull {
+            guard let base = r.string, base.hasPrefix("http://") || base.hasPrefix("https://"), !base.hasSuffix("/") else {
+                throw ProtocolError("registry must be http(s)://host[:port] without a trailing slash")
+            }
+            guard url.hasPrefix(base + "/v2/") else { throw ProtocolError("with registry, url must be <registry>/v2/...") }
+            guard digest != nil else { throw ProtocolError("with registry, digest is required (blobs and manifests by digest only)") }
+            registry = base
+        }
+        self.init(url: url, headers: headers, digest: digest, registry: registry)
     }
 }
 

@@ -110,7 +110,7 @@ public struct Scheduler: Sendable {
         child.lastSeen = now
         hosts[a.host] = child
         var task = tasks[a.task] ?? SwarmTask(id: a.task)
-        if task.url == nil, let url = a.url { task.url = url; task.headers = a.headers; task.digest = a.digest }
+        if task.url == nil, let url = a.url { task.url = url; task.headers = a.headers; task.digest = a.digest; task.registry = a.registry }
         var member = task.members[a.host] ?? Member(pieces: PieceSet(), state: .downloading, lastSeen: now)
         member.pieces.formUnion(a.pieces)
         if member.state != .complete { member.state = .downloading }
@@ -199,7 +199,7 @@ public struct Scheduler: Sendable {
         counters.seedTriggers += 1
         task.members[id] = Member(pieces: PieceSet(), state: .fetching, lastSeen: now)
         return SeedTrigger(seed: id, address: seed.registration.address,
-                           request: OpenTaskRequest(url: url, headers: task.headers, digest: task.digest))
+                           request: OpenTaskRequest(url: url, headers: task.headers, digest: task.digest, registry: task.registry))
     }
 
     /// Candidates: live members of the task other than the child, not blocked, not refused by
@@ -367,6 +367,8 @@ struct SwarmTask: Sendable {
     var url: String?
     var headers: [OpenTaskRequest.Header] = []
     var digest: SHA256Digest?
+    /// Set for an OCI registry blob or manifest: the seed fetches `url` with the registry's auth.
+    var registry: String?
     var pieceCount: Int?
     var members: [String: Member] = [:]
 

@@ -140,21 +140,30 @@ public struct Announce: Sendable, Equatable {
     public var headers: [OpenTaskRequest.Header]
     public var digest: SHA256Digest?
     public var pieces: PieceSet
+    /// Set when `url` is an OCI registry's blob or manifest by digest (see ``OpenTaskRequest``).
+    public var registry: String?
 
     public init(host: String, task: TaskID, url: String? = nil, headers: [OpenTaskRequest.Header] = [],
-                digest: SHA256Digest? = nil, pieces: PieceSet = PieceSet()) {
+                digest: SHA256Digest? = nil, pieces: PieceSet = PieceSet(), registry: String? = nil) {
         self.host = host
         self.task = task
         self.url = url
         self.headers = headers
         self.digest = digest
         self.pieces = pieces
+        self.registry = registry
+    }
+
+    /// What a seed is asked to fetch for this task (nil without a URL).
+    public var openRequest: OpenTaskRequest? {
+        url.map { OpenTaskRequest(url: $0, headers: headers, digest: digest, registry: registry) }
     }
 
     public var json: JSONValue {
         ["host": .string(host), "task": .string(task.description), "url": JSONValue(url),
          "headers": .array(headers.map { ["name": .string($0.name), "value": .string($0.value)] }),
-         "digest": digest.map { .string("sha256:" + $0.hex) } ?? .null, "pieces": .string(pieces.description)]
+         "digest": digest.map { .string("sha256:" + $0.hex) } ?? .null, "pieces": .string(pieces.description),
+         "registry": JSONValue(registry)]
     }
 
     public init(json: JSONValue) throws(ProtocolError) {
@@ -172,6 +181,13 @@ public struct Announce: Sendable, Equatable {
         }
         digest = try f.optionalDigest("digest")
         pieces = try f.pieces("pieces", contentLength: nil, pieceLength: nil)
+        registry = try f.optionalString("registry", limit: 2048)
+        if let registry {
+            // Checked as the seed will check the open request it becomes.
+            guard let url, url.hasPrefix(registry + "/v2/"), digest != nil else {
+                throw ProtocolError("announce: with registry, url must be <registry>/v2/... and digest is required")
+            }
+        }
     }
 
     public init(parsing bytes: [UInt8]) throws(ProtocolError) { try self.init(json: parseObject(bytes, "announce")) }

@@ -12,7 +12,16 @@ extension Ingestor {
     /// failed, the job finished); false when the scheduler said to go to the origin (or could
     /// not be asked) before anything was stored, so the usual origin fetch runs.
     func runThroughSwarm(_ swarm: SwarmSource, _ job: IngestJob, _ source: ObjectSource) async -> Bool {
-        guard case .url(let url) = source.kind else { return false }
+        // A registry blob or manifest by digest goes through the swarm as its URL under the
+        // registry; seeds and the origin fallback fetch it with the registry's token auth.
+        let url: String, registry: (base: String, path: String)?
+        switch source.kind {
+        case .url(let u): (url, registry) = (u, nil)
+        case .registry(var base, let path):
+            while base.hasSuffix("/") { base.removeLast() }
+            guard path.hasPrefix("/v2/"), source.expectedDigest != nil else { return false }
+            (url, registry) = (base + path, (base, path))
+        }
         let id = source.id
         /// Ends the job with `reason` before anything was stored.
         func refuse(_ reason: String) -> Bool {
@@ -23,7 +32,7 @@ extension Ingestor {
         }
         let held = store.info(id, pieces: true).map { PieceSet(bitmap: $0.committed) } ?? PieceSet()
         let announce = Announce(host: swarm.hostID, task: id, url: url, headers: source.headers.map { .init(name: $0.0, value: $0.1) },
-                                digest: source.expectedDigest, pieces: held)
+                                digest: source.expectedDigest, pieces: held, registry: registry?.base)
         let parents: [ParentCandidate]
         let meta: TaskMetadata
         let share: SeedShare?
@@ -57,11 +66,17 @@ extension Ingestor {
         let assembler = PieceAssembler(store: store, id: id, pieceLength: info.pieceLength, contentLength: length,
                                        resident: resident, arrivals: arrivals, piecesInFlight: configuration.piecesInFlight,
                                        pageCacheOnIngest: configuration.pageCacheOnIngest)
-        let origins = self.origins, headers = source.headers
+        let origins = self.origins, registryClient = self.registry, headers = source.headers
         let download = SwarmDownload(meta: meta, announce: announce, assembler: assembler, have: PieceSet(bitmap: info.committed),
                                      scheduler: swarm.scheduler, pieces: swarm.pieces, feeds: swarm.feeds,
                                      origin: { _, offset, buffer, length in
-                                         switch await origins.fetchPiece(url: url, headers: headers, offset: offset, length: length, into: buffer) {
+                                         let fetched = if let registry {
+                                             await registryClient.fetchPiece(registry: registry.base, path: registry.path, headers: headers,
+                                                                             offset: offset, length: length, into: buffer)
+                                         } else {
+                                             await origins.fetchPiece(url: url, headers: headers, offset: offset, length: length, into: buffer)
+                                         }
+                                         switch fetched {
                                          case .success: return nil
                                          case .failure(let e): return e.description
                                          }

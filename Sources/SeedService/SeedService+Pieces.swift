@@ -109,10 +109,15 @@ extension SeedService {
             return respond(.text(400, "POST /tasks: \(error)\n", route: "open"))
         }
         guard let ingestor else { return respond(.text(501, "this seed has no origin access configured\n", route: "open")) }
-        let source: ObjectSource
+        var source: ObjectSource
         switch urlSource(open.url, digest: open.digest.map { "sha256:" + $0.hex }, headers: open.headers.map { ($0.name, $0.value) }) {
         case .success(let s): source = s
         case .failure(let reason): return respond(.text(400, reason.message, route: "open"))
+        }
+        if let registry = open.registry, let path = open.registryPath {
+            // Registry content is named by its digest; the registry client does the token auth.
+            // (The parser made the digest required and `url` = registry + "/v2/...".)
+            source.kind = .registry(base: registry, path: path)
         }
         Task { [self] in
             switch await ingestor.open(source) {

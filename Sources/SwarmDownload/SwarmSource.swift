@@ -63,8 +63,7 @@ public final class SwarmSource: Sendable {
     func metadata(from parent: ParentCandidate, _ a: Announce) async -> TaskMetadata? {
         guard let base = try? HTTPClientURL(parsing: "http://\(parent.address)/") else { return nil }
         var request: HTTPClientRequest
-        if parent.role == .seed, let url = a.url {
-            let open = OpenTaskRequest(url: url, headers: a.headers, digest: a.digest)
+        if parent.role == .seed, let open = a.openRequest {
             var headers = HTTPHeaders()
             headers.add(name: "Content-Type", value: "application/json")
             request = HTTPClientRequest(method: .post, url: HTTPClientURL(host: base.host, port: base.port, target: PieceProtocol.openPath),

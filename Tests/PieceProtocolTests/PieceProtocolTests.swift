@@ -66,10 +66,19 @@ struct PieceProtocolTests {
                                 digest: SHA256Digest(bytes: Array(repeating: 1, count: 32)))
         #expect(try OpenTaskRequest(parsing: r.json.serializedBytes) == r)
         #expect(try OpenTaskRequest(parsing: Array(#"{"url":"http://o/y"}"#.utf8)) == OpenTaskRequest(url: "http://o/y"))
+        let blob = OpenTaskRequest(url: "http://127.0.0.1:5000/v2/test/app/blobs/sha256:" + String(repeating: "ab", count: 32),
+                                   digest: SHA256Digest(bytes: Array(repeating: 0xab, count: 32)), registry: "http://127.0.0.1:5000")
+        #expect(try OpenTaskRequest(parsing: blob.json.serializedBytes) == blob)
+        #expect(blob.registryPath == "/v2/test/app/blobs/sha256:" + String(repeating: "ab", count: 32))
+        #expect(r.registryPath == nil)
         let cases: [(String, String)] = [
             (#"[]"#, "JSON object"), (#"{}"#, "url"), (#"{"url":3}"#, "url"),
             (#"{"url":"u","headers":{"a":"b"}}"#, "headers"), (#"{"url":"u","headers":[["a b","c"]]}"#, "headers"),
             (#"{"url":"u","headers":[["a","c\r\nX: y"]]}"#, "headers"), (#"{"url":"u","digest":"sha256:zz"}"#, "digest"),
+            (#"{"url":"http://r/v2/a/blobs/x","registry":"ftp://r"}"#, "registry"),
+            (#"{"url":"http://r/v2/a/blobs/x","registry":"http://r/"}"#, "registry"),
+            (#"{"url":"http://other/v2/a/blobs/x","registry":"http://r","digest":"sha256:\#(String(repeating: "ab", count: 32))"}"#, "registry"),
+            (#"{"url":"http://r/v2/a/blobs/x","registry":"http://r"}"#, "digest"),
         ]
         for (body, field) in cases {
             #expect { try OpenTaskRequest(parsing: Array(body.utf8)) } throws: { ($0 as? ProtocolError)?.description.contains(field) == true }

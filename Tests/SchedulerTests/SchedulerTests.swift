@@ -49,6 +49,13 @@ struct SchedulerProtocolTests {
         let a = Announce(host: "node-1", task: task, url: "http://origin.test/big.bin", headers: [.init(name: "Authorization", value: "x")],
                          digest: SHA256Digest(bytes: Array(repeating: 1, count: 32)), pieces: PieceSet([3]))
         #expect(try Announce(parsing: a.json.serializedBytes) == a)
+        let blob = Announce(host: "node-1", task: task, url: "https://registry.test/v2/app/blobs/sha256:" + String(repeating: "01", count: 32),
+                            digest: SHA256Digest(bytes: Array(repeating: 1, count: 32)), registry: "https://registry.test")
+        #expect(try Announce(parsing: blob.json.serializedBytes) == blob)
+        #expect(blob.openRequest == OpenTaskRequest(url: blob.url!, digest: blob.digest, registry: "https://registry.test"))
+        var stray = blob
+        stray.url = "https://elsewhere.test/v2/app/blobs/x"
+        #expect(throws: ProtocolError.self) { try Announce(parsing: stray.json.serializedBytes) }
         let ar = AnnounceReply(parents: [ParentCandidate(id: "seed-1", address: "10.77.0.1:65001", role: .seed, pieces: PieceSet(0..<3), complete: true)],
                                backToSource: false, reason: nil, retryMilliseconds: 250)
         #expect(try AnnounceReply(parsing: ar.json.serializedBytes) == ar)
@@ -119,6 +126,18 @@ struct SchedulerPolicyTests {
         #expect(Set(r2.parents.map(\.id)) == [expected!, "p1"])
         #expect(r2.parents.first?.id == expected, "the seed, which will have every piece, ranks first")
         #expect(s.counters.seedTriggers == 1)
+    }
+
+    @Test("a registry blob's seed trigger carries the registry, so the seed fetches it with the registry's auth")
+    func registryTrigger() throws {
+        var s = Scheduler()
+        _ = s.register(seed("seed-a"), now: 0)
+        _ = s.register(peer("p1"), now: 0)
+        let digest = SHA256Digest(bytes: Array(repeating: 7, count: 32))!
+        let blob = "http://127.0.0.1:5000/v2/app/blobs/sha256:" + digest.hex
+        let (_, trigger) = try s.announce(Announce(host: "p1", task: TaskID(kind: .digest, hash: digest), url: blob, digest: digest,
+                                                   registry: "http://127.0.0.1:5000"), now: 1)
+        #expect(trigger?.request == OpenTaskRequest(url: blob, digest: digest, registry: "http://127.0.0.1:5000"))
     }
 
     @Test("a seed that stops keeping alive expires; the task moves to the next seed on the ring")

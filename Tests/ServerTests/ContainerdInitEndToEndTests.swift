@@ -9,8 +9,8 @@ import DarterIO
 /// `darter init containerd` with the real containerd (Debian's 1.6): two "nodes", each a
 /// containerd of its own (root, state, socket, config.toml) and a `darter peer`, pull one image
 /// from a real docker-registry through their local peers after `darter init containerd` wrote
-/// their hosts.toml and config_path. Each blob should leave the registry once; today it leaves it
-/// once per peer (a known issue, below).
+/// their hosts.toml and config_path. Each blob leaves the registry once: the peers' /v2/ blobs go
+/// through the swarm.
 @Suite("darter init containerd: two containerd nodes pull through their peers (real containerd, docker-registry)", .serialized,
        .enabled(if: DarterBinary.shieldAvailable && DarterBinary.helps("init", mentioning: ["--config-path"])
                     && access("/usr/bin/containerd", X_OK) == 0 && access("/usr/bin/ctr", X_OK) == 0
@@ -152,16 +152,11 @@ struct ContainerdInitEndToEndTests {
             guard let r = line.range(of: "/v2/test/app/blobs/") else { continue }
             perBlob[String(line[r.upperBound...].prefix { $0 != " " && $0 != "?" }), default: 0] += 1
         }
-        // Every blob was fetched by a darter daemon, at most once per peer.
-        #expect(perBlob.count == 2 && perBlob[registry.layerDigest] != nil && perBlob.values.allSatisfy { $0 <= 2 }, "blob GETs at the registry: \(perBlob)")
-        // Once in all: not yet. A peer's /v2/ blob is a registry source, which does not go
-        // through the swarm (Ingest+Swarm.swift runs only `url` sources there), so each node's
-        // peer fetches each blob from the registry itself. When registry blobs go through the
-        // swarm this known issue stops occurring and the test fails: remove withKnownIssue.
-        withKnownIssue("a peer's /v2/ blobs do not go through the swarm yet: each peer fetches them from the registry") {
-            #expect(perBlob[registry.layerDigest] == 1, "layer GETs at the registry: \(perBlob)\n\(access.joined(separator: "\n"))")
-            #expect(perBlob.values.allSatisfy { $0 == 1 }, "blob GETs at the registry (layer and config): \(perBlob)")
-        }
+        // Once in all: a peer's /v2/ blob goes through the swarm (the scheduler asks the seed,
+        // which fetches it from the registry; the other node's peer gets it from the seed or
+        // the first peer).
+        #expect(perBlob.count == 2 && perBlob[registry.layerDigest] != nil, "blob GETs at the registry: \(perBlob)")
+        #expect(perBlob.values.allSatisfy { $0 == 1 }, "blob GETs at the registry (layer and config): \(perBlob)\n\(access.joined(separator: "\n"))")
         #expect(!access.contains { $0.contains("containerd/") }, "containerd went to the registry directly: \(access.joined(separator: "\n"))")
     }
 }
