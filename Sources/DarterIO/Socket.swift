@@ -121,13 +121,17 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         self.port = port
     }
 
-    /// `1.2.3.4:80` or `[::1]:80`.
-    public var description: String {
+    /// The address alone, as a literal: `1.2.3.4` or `::1` (no brackets, no port).
+    public var hostLiteral: String {
         var text = [CChar](repeating: 0, count: 64)
         var bytes = addressBytes
         _ = inet_ntop(isIPv6 ? AF_INET6 : AF_INET, &bytes, &text, socklen_t(text.count))
-        let host = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        return isIPv6 ? "[\(host)]:\(port)" : "\(host):\(port)"
+        return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// `1.2.3.4:80` or `[::1]:80`.
+    public var description: String {
+        isIPv6 ? "[\(hostLiteral)]:\(port)" : "\(hostLiteral):\(port)"
     }
 
     var length: socklen_t { socklen_t(isIPv6 ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size) }

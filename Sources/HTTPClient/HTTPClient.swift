@@ -433,3 +433,21 @@ final class ConnectionPool: @unchecked Sendable {
         dispatch()
     }
 }
+
+extension HTTPClient {
+    /// The addresses `host` resolves to now, as IP literals (`10.0.0.5`, `fd00::5`) in the
+    /// resolver's order; an IP literal is its own answer. getaddrinfo blocks, so it runs on a
+    /// Dispatch thread, never on an event loop or Swift's cooperative pool (as the pools' own
+    /// lookups do). For callers that follow a name's addresses over time (a headless Service).
+    public static func addresses(of host: String) async throws(HTTPClientError) -> [String] {
+        let result = await withCheckedContinuation { (done: CheckedContinuation<Result<[SocketAddress], ResolveError>, Never>) in
+            DispatchQueue.global().async {
+                done.resume(returning: Result { () throws(ResolveError) in try Socket.resolve(host: host, port: 0) })
+            }
+        }
+        switch result {
+        case .success(let a): return a.map(\.hostLiteral)
+        case .failure(let e): throw .resolveFailed(e.description)
+        }
+    }
+}

@@ -9,16 +9,26 @@ import SchedulerProtocol
 /// with every scheduler it is given (each must know it as a parent), keeps alive, registers
 /// again with what it holds whenever a scheduler does not know it (restarted, or the TTL
 /// passed), and sends a task's announces and reports to the scheduler the task id hashes to,
-/// the next one on the ring when that one does not answer.
+/// the next one on the ring when that one does not answer. A scheduler entry whose host is a
+/// name stands for every address it resolves to, looked up again every `resolveInterval`
+/// (``SchedulerMembers``): a scheduler that appears gets this host's registration at once, one
+/// that vanished leaves the ring.
 public final class SchedulerClient: Sendable {
+    /// Looks a name up: its addresses as IP literals (the default: getaddrinfo off the loops).
+    public typealias Resolver = @Sendable (_ host: String) async throws -> [String]
+
     public struct Configuration: Sendable {
-        /// Scheduler base addresses (`http://host:port`; the target is ignored).
+        /// Scheduler base addresses (`http://host:port`; the target is ignored). A host that is a
+        /// name stands for each address it resolves to.
         public var schedulers: [HTTPClientURL]
         public var token: String?
         /// This host as it registers (its `tasks` are filled from the inventory each time).
         public var identity: HostRegistration
         /// How long one request to a scheduler may take.
         public var requestTimeout: Duration = .seconds(5)
+        /// How often scheduler names are looked up again (a name that has not resolved yet, or
+        /// failed to, is retried sooner: from 1 s, doubling up to this).
+        public var resolveInterval: Duration = .seconds(30)
         public init(schedulers: [HTTPClientURL], token: String?, identity: HostRegistration) {
             self.schedulers = schedulers
             self.token = token.flatMap { $0.isEmpty ? nil : $0 }
@@ -45,25 +55,40 @@ public final class SchedulerClient: Sendable {
     let log: @Sendable (String) -> Void
     /// Per scheduler (by `hostHeader`): the keep-alive interval it asked for, once registered.
     let registered = Mutex<[String: Int]>([:])
-    let loop = Mutex<Task<Void, Never>?>(nil)
+    /// The keep-alive loop and the lookups of scheduler names.
+    let loops = Mutex<[Task<Void, Never>]>([])
+    /// The schedulers now (names expanded to what they resolved to last).
+    let members: Mutex<SchedulerMembers>
+    let resolve: Resolver
+    /// Per name, the last lookup failure logged (so a name that keeps failing is logged once).
+    let lookupFailures = Mutex<[String: String]>([:])
 
-    /// - Parameter inventory: what this host holds now (sent with every registration).
+    /// - Parameters:
+    ///   - inventory: what this host holds now (sent with every registration).
+    ///   - resolve: how scheduler names are looked up (tests pass their own).
     public init(configuration: Configuration, client: HTTPClient, inventory: @escaping @Sendable () -> [HeldTask],
+                resolve: @escaping Resolver = { try await HTTPClient.addresses(of: $0) },
                 log: @escaping @Sendable (String) -> Void = { _ in }) {
         self.configuration = configuration
         self.client = client
         self.inventory = inventory
+        self.resolve = resolve
         self.log = log
+        members = Mutex(SchedulerMembers(entries: configuration.schedulers))
     }
 
-    /// Registers everywhere and keeps alive until `stop()`.
+    /// The schedulers this host talks to now (each name's addresses as last looked up).
+    public var currentSchedulers: [HTTPClientURL] { members.withLock { $0.members } }
+
+    /// Registers everywhere and keeps alive until `stop()`; follows scheduler names.
     public func start() {
         let task = Task { [self] in
             var retry = 250
             while !Task.isCancelled {
                 var interval = 5_000
-                var unanswered = false
-                for s in configuration.schedulers {
+                let schedulers = currentSchedulers
+                var unanswered = schedulers.isEmpty  // names not resolved yet
+                for s in schedulers {
                     if let ms = await keepAliveOrRegister(s) { interval = min(interval, ms) } else { unanswered = true }
                 }
                 // A scheduler that does not answer (restarting) is asked again soon, backing off
@@ -72,13 +97,24 @@ public final class SchedulerClient: Sendable {
                 try? await Task.sleep(for: .milliseconds(max(200, interval)))
             }
         }
-        loop.withLock { $0 = task }
+        var started = [task]
+        if !members.withLock({ $0.names.isEmpty }) {
+            started.append(Task { [self] in
+                var retry: Duration = .seconds(1)
+                while !Task.isCancelled {
+                    let settled = await refreshMembers()
+                    try? await Task.sleep(for: settled ? configuration.resolveInterval : min(retry, configuration.resolveInterval))
+                    retry = settled ? .seconds(1) : retry * 2
+                }
+            })
+        }
+        loops.withLock { $0 = started }
     }
 
     /// Stops keeping alive and tells every scheduler this host leaves (best effort).
     public func stop() async {
-        loop.withLock { $0?.cancel(); $0 = nil }
-        for s in configuration.schedulers {
+        loops.withLock { for t in $0 { t.cancel() }; $0 = [] }
+        for s in currentSchedulers {
             _ = try? await send(.delete, s, SchedulerProtocol.hostPath(configuration.identity.id), body: nil)
         }
     }
@@ -89,8 +125,7 @@ public final class SchedulerClient: Sendable {
     /// The schedulers for `task`, best first (rendezvous hashing on the task id, so every
     /// daemon sends a task's announces to the same scheduler).
     public func schedulers(for task: TaskID) -> [HTTPClientURL] {
-        let byName = Dictionary(configuration.schedulers.map { ($0.hostHeader, $0) }, uniquingKeysWith: { a, _ in a })
-        return RendezvousHash.ranked(task.description, Array(byName.keys)).compactMap { byName[$0] }
+        members.withLock { $0.ranked(task.description) }
     }
 
     /// Asks the task's scheduler for parents; one that does not know this host gets a
@@ -132,6 +167,48 @@ public final class SchedulerClient: Sendable {
         }
     }
 
+    // MARK: Members
+
+    /// Looks every scheduler name up (at once, off the loops) and applies the answers: members
+    /// that vanished are forgotten, new ones get this host's registration with what it holds
+    /// (as a restarted scheduler would). Returns whether every name resolved.
+    @discardableResult
+    func refreshMembers() async -> Bool {
+        let names = members.withLock { $0.names }
+        let lookups = await withTaskGroup(of: (String, Result<[String], any Error>).self) { group in
+            for name in names {
+                group.addTask { [resolve] in
+                    do { return (name, .success(try await resolve(name))) } catch { return (name, .failure(error)) }
+                }
+            }
+            var out: [String: Result<[String], any Error>] = [:]
+            for await (name, r) in group { out[name] = r }
+            return out
+        }
+        for name in names {
+            switch lookups[name] {
+            case .failure(let e)?:
+                let why = "\(e)"
+                if lookupFailures.withLock({ $0.updateValue(why, forKey: name) }) != why {
+                    log("scheduler name \(name) does not resolve (\(why)); keeping its last addresses")
+                }
+            default:
+                if lookupFailures.withLock({ $0.removeValue(forKey: name) }) != nil { log("scheduler name \(name) resolves again") }
+            }
+        }
+        let change = members.withLock { m in m.apply(lookups.mapValues { try? $0.get() }) }
+        if !change.isEmpty {
+            registered.withLock { r in for s in change.removed { r[s.hostHeader] = nil } }
+            let names = { (l: [HTTPClientURL]) in l.map(\.hostHeader).joined(separator: ", ") }
+            log("schedulers now \(names(currentSchedulers))"
+                + (change.added.isEmpty ? "" : "; joined: \(names(change.added))") + (change.removed.isEmpty ? "" : "; left: \(names(change.removed))"))
+            await withTaskGroup(of: Void.self) { group in
+                for s in change.added { group.addTask { [self] in _ = await register(s) } }
+            }
+        }
+        return lookups.values.allSatisfy { if case .success = $0 { true } else { false } }
+    }
+
     // MARK: Registration
 
     /// A keep-alive if registered there, else (or when it says it does not know us) a
@@ -162,6 +239,8 @@ public final class SchedulerClient: Sendable {
             log("scheduler \(s.hostHeader) refused the registration (\(r.status)): \(text(r))")
             return nil
         }
+        // A scheduler that left the ring while this registration was on its way is not counted.
+        guard members.withLock({ $0.members.contains { $0.hostHeader == s.hostHeader } }) else { return reply.keepAliveMilliseconds }
         let wasRegistered = registered.withLock { $0.updateValue(reply.keepAliveMilliseconds, forKey: s.hostHeader) != nil }
         if !wasRegistered { log("registered with scheduler \(s.hostHeader) as \(identity.role.rawValue) \(identity.id) (\(identity.tasks.count) tasks held)") }
         return reply.keepAliveMilliseconds

@@ -23,9 +23,12 @@ enum SwarmFlags {
                   help: "seconds a parent has at least to send a piece (more when its measured rate needs it, plus the parent's wait for a piece still arriving); a parent that misses it twice is dropped"),
         ]
         return [
-            .init(name: "scheduler", defaultValue: "", help: role == .seed
+            .init(name: "scheduler", defaultValue: "", help: (role == .seed
                   ? "schedulers to register with, comma-separated (http://HOST:PORT; empty: none, no swarm)"
-                  : "schedulers to register with and ask for parents, comma-separated (http://HOST:PORT; required)"),
+                  : "schedulers to register with and ask for parents, comma-separated (http://HOST:PORT; required)")
+                  + "; a HOST that is a name stands for every address it resolves to (a headless Service), looked up again every --resolve-interval"),
+            .init(name: "resolve-interval", defaultValue: "30",
+                  help: "seconds between lookups of --scheduler names: schedulers that appear are registered with, those that vanish leave (1 to 3600)"),
             .init(name: "advertise", defaultValue: "", help: "HOST:PORT other daemons reach this one at (default: --listen, unless it binds a wildcard address)"),
             .init(name: "host-id", defaultValue: "", help: "this host's name in the swarm (default: the hostname)"),
             .init(name: "idc", defaultValue: "", help: "data centre label: parents in the same one are preferred"),
@@ -90,7 +93,13 @@ enum SwarmFlags {
                                         location: args.string("location").isEmpty ? nil : args.string("location"))
         // The same checks the scheduler makes, so a mistake shows here and not as a 400 there.
         do { _ = try HostRegistration(json: identity.json) } catch { throw UsageError("\(command): \(error)") }
-        return .init(schedulers: urls, token: args.string("cluster-token"), identity: identity)
+        let interval = try args.int("resolve-interval")
+        guard (1...3600).contains(interval) else {
+            throw UsageError("\(command): --resolve-interval must be from 1 to 3600 seconds, got '\(args.string("resolve-interval"))'")
+        }
+        var configuration = SchedulerClient.Configuration(schedulers: urls, token: args.string("cluster-token"), identity: identity)
+        configuration.resolveInterval = .seconds(interval)
+        return configuration
     }
 
     /// The client for a configuration from `schedulerConfiguration`: it registers this host

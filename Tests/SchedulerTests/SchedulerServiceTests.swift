@@ -249,3 +249,162 @@ struct SchedulerClientTests {
         await f.stop()
     }
 }
+
+/// What a name resolves to, as a test changes it over time (the injected resolver; /etc/hosts is
+/// the machine's and is not edited).
+final class TestResolver: Sendable {
+    let answers = Mutex<[String: [String]]>([:])
+    let lookups = Atomic<Int>(0)
+    func set(_ name: String, _ addresses: [String]?) { answers.withLock { $0[name] = addresses } }
+    func resolve(_ name: String) throws -> [String] {
+        lookups.add(1, ordering: .relaxed)
+        guard let a = answers.withLock({ $0[name] }) else { throw TestError("\(name): no such name") }
+        return a
+    }
+}
+
+@Suite("SchedulerClient: a --scheduler name stands for each address it resolves to, followed over time", .serialized)
+struct SchedulerNameTests {
+    let task = try! TaskID.forURL("http://origin.test/big.bin")
+
+    /// Schedulers on several loopback addresses at one port, as a headless Service's pods are
+    /// (127.0.0.2, 127.0.0.3, … all reach this host).
+    final class Schedulers: Sendable {
+        let group: EventLoopGroup
+        let client: HTTPClient
+        let port: UInt16
+        let servers: [HTTPServer]
+
+        init(addresses: [String]) throws {
+            group = try EventLoopGroup(count: 1)
+            client = HTTPClient(group: group)
+            var found: (UInt16, [HTTPServer])?
+            for _ in 0..<20 where found == nil {
+                let port = try freePort()
+                var servers: [HTTPServer] = []
+                for a in addresses {
+                    var config = ServerConfiguration()
+                    config.host = a
+                    config.port = port
+                    let service = SchedulerService(metrics: ServerMetrics(), token: nil, client: client, now: { SystemCalls.monotonicMilliseconds() })
+                    guard let server = try? HTTPServer(configuration: config, handler: service, group: group) else { break }
+                    servers.append(server)
+                }
+                if servers.count == addresses.count { found = (port, servers) }  // else another port (never started: nothing to stop)
+            }
+            guard let found else { throw TestError("no port free on \(addresses) at once") }
+            port = found.0
+            servers = found.1
+            for s in servers { s.start() }
+        }
+
+        func get(_ address: String, _ target: String) async throws -> JSONValue {
+            try JSONValue.parse(try await client.send(HTTPClientRequest(method: .get, url: HTTPClientURL(host: address, port: port, target: target))).body)
+        }
+
+        /// The hosts `address`'s scheduler has registered.
+        func hosts(_ address: String) async throws -> [String] {
+            try await get(address, "/debug/hosts").array?.compactMap { $0["id"]?.string } ?? []
+        }
+
+        /// The hosts `address`'s scheduler knows to hold some task (from their registrations).
+        func holders(_ address: String) async throws -> [String] {
+            try await get(address, "/debug/tasks").array?.flatMap { $0["members"]?.array?.compactMap { $0["host"]?.string } ?? [] } ?? []
+        }
+
+        func stop() async {
+            for s in servers { await s.shutdown(grace: .milliseconds(100)) }
+            group.shutdown()
+        }
+    }
+
+    func waitFor(_ what: String, within: Duration = .seconds(10), _ condition: () async throws -> Bool) async throws {
+        let start = ContinuousClock.now
+        while try await !condition() {
+            guard ContinuousClock.now - start < within else { Issue.record("not within \(within): \(what)"); return }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+    }
+
+    @Test("schedulers that appear under the name get the registration with the inventory; those that vanish leave the ring; a failed lookup keeps them")
+    func membersComeAndGo() async throws {
+        let s = try Schedulers(addresses: ["127.0.0.2", "127.0.0.3"])
+        let resolver = TestResolver()
+        resolver.set("schedulers.test", ["127.0.0.2"])
+        let held = HeldTask(task: task, contentLength: 64 << 22, pieceLength: 4 << 20, pieces: PieceSet(0..<64), complete: true)
+        var config = SchedulerClient.Configuration(schedulers: [HTTPClientURL(host: "schedulers.test", port: s.port)], token: nil,
+                                                   identity: HostRegistration(id: "p1", address: "10.77.0.2:65001", role: .peer))
+        config.resolveInterval = .milliseconds(100)
+        let c = SchedulerClient(configuration: config, client: s.client, inventory: { [held] }, resolve: { try resolver.resolve($0) })
+        #expect(c.currentSchedulers.isEmpty, "a name is no member before it resolved")
+        c.start()
+        try await waitFor("registered with 127.0.0.2") { try await s.hosts("127.0.0.2") == ["p1"] }
+        #expect(c.isRegistered)
+        #expect(c.currentSchedulers.map(\.hostHeader) == ["127.0.0.2:\(s.port)"])
+        #expect(c.schedulers(for: task).map(\.hostHeader) == ["127.0.0.2:\(s.port)"])
+        #expect(try await s.hosts("127.0.0.3").isEmpty)
+
+        // A second scheduler appears under the name: registered with what the host holds, and on the ring.
+        resolver.set("schedulers.test", ["127.0.0.2", "127.0.0.3"])
+        // Within 2 s: at once, not at the next keep-alive round (a peer's is 5 s).
+        try await waitFor("registered with 127.0.0.3", within: .seconds(2)) { try await s.hosts("127.0.0.3") == ["p1"] }
+        #expect(try await s.holders("127.0.0.3") == ["p1"], "the new scheduler got the inventory")
+        #expect(Set(c.schedulers(for: task).map(\.hostHeader)) == ["127.0.0.2:\(s.port)", "127.0.0.3:\(s.port)"])
+        #expect(c.schedulers(for: task).map(\.hostHeader) == RendezvousHash.ranked(task.description, ["127.0.0.2:\(s.port)", "127.0.0.3:\(s.port)"]))
+
+        // DNS fails for a while: nothing leaves.
+        resolver.set("schedulers.test", nil)
+        let before = resolver.lookups.load(ordering: .relaxed)
+        try await waitFor("looked up again") { resolver.lookups.load(ordering: .relaxed) >= before + 2 }
+        #expect(c.currentSchedulers.count == 2)
+
+        // The first one vanishes from the name: off the ring; announces go to the one left.
+        resolver.set("schedulers.test", ["127.0.0.3"])
+        try await waitFor("127.0.0.2 left") { c.currentSchedulers.count == 1 }
+        #expect(c.schedulers(for: task).map(\.hostHeader) == ["127.0.0.3:\(s.port)"])
+        #expect(c.isRegistered)
+        #expect(c.registered.withLock { Array($0.keys) } == ["127.0.0.3:\(s.port)"])
+        let other = try TaskID.forURL("http://origin.test/other")
+        _ = try await c.announce(Announce(host: "p1", task: other, url: "http://origin.test/other"))
+        #expect(try await s.get("127.0.0.3", "/debug/tasks").array?.contains { $0["id"]?.string == other.description } == true)
+        await c.stop()
+        #expect(try await s.hosts("127.0.0.3").isEmpty, "stop() leaves the current schedulers")
+        #expect(try await s.hosts("127.0.0.2") == ["p1"], "a scheduler that left the name is no longer spoken to")
+        await s.stop()
+    }
+
+    @Test("a name that resolves only later: the host registers once it does, retried within seconds, not a resolve interval later")
+    func resolvesLater() async throws {
+        let s = try Schedulers(addresses: ["127.0.0.2"])
+        let resolver = TestResolver()
+        var config = SchedulerClient.Configuration(schedulers: [HTTPClientURL(host: "later.test", port: s.port)], token: nil,
+                                                   identity: HostRegistration(id: "p1", address: "10.77.0.2:65001", role: .peer))
+        config.resolveInterval = .seconds(600)
+        let c = SchedulerClient(configuration: config, client: s.client, inventory: { [] }, resolve: { try resolver.resolve($0) })
+        c.start()
+        try await waitFor("first lookup") { resolver.lookups.load(ordering: .relaxed) >= 1 }
+        #expect(!c.isRegistered)
+        resolver.set("later.test", ["127.0.0.2"])
+        try await waitFor("registered", within: .seconds(6)) { c.isRegistered }
+        await c.stop()
+        await s.stop()
+    }
+
+    @Test("a real name: localhost resolves (getaddrinfo, /etc/hosts) to the scheduler's address and the host registers there")
+    func localhost() async throws {
+        let f = try SchedulerFixture()
+        let addresses = try await HTTPClient.addresses(of: "localhost")
+        #expect(addresses.contains("127.0.0.1") || addresses.contains("::1"), "\(addresses)")
+        #expect(try await HTTPClient.addresses(of: "127.0.0.1") == ["127.0.0.1"])
+        await #expect(throws: HTTPClientError.self) { try await HTTPClient.addresses(of: "no-such-host.invalid") }
+        let c = SchedulerClient(configuration: .init(schedulers: [HTTPClientURL(host: "localhost", port: f.server.port)], token: nil,
+                                                     identity: HostRegistration(id: "p1", address: "10.77.0.2:65001", role: .peer)),
+                                client: f.client, inventory: { [] })
+        c.start()
+        try await waitFor("registered through localhost") { c.isRegistered }
+        #expect(c.currentSchedulers.map(\.host).contains("127.0.0.1") || c.currentSchedulers.map(\.host).contains("::1"))
+        #expect(try JSONValue.parse(try await f.send(.get, "/debug/hosts").body).array?.count == 1)
+        await c.stop()
+        await f.stop()
+    }
+}
