@@ -60,6 +60,8 @@ struct CheckConfigTests {
         #expect(none.exitCode == 2 && none.stderr.contains("--scheduler"), "\(none.output)")
         let window = try await darter(["peer", "--check-config", "--scheduler", "http://127.0.0.1:65002", "--window", "99999"], scratch: dir.path)
         #expect(window.exitCode == 2 && window.stderr.contains("--window"), "\(window.output)")
+        let interval = try await darter(["peer", "--check-config", "--scheduler", "http://127.0.0.1:65002", "--resolve-interval", "0"], scratch: dir.path)
+        #expect(interval.exitCode == 2 && interval.stderr.contains("--resolve-interval"), "\(interval.output)")
         let url = try await darter(["peer", "--check-config", "--scheduler", "https://127.0.0.1:65002"], scratch: dir.path)
         #expect(url.exitCode == 2 && url.stderr.contains("--scheduler"), "\(url.output)")
     }
@@ -130,6 +132,28 @@ struct ReadinessTests {
         #expect(last.status == 200, "\(last.status) \(last.text)\n\(peer.log)")
     }
 
+    @Test("a seed given its scheduler by name (localhost, through getaddrinfo) registers with the address it resolves to and is ready")
+    func schedulerByName() async throws {
+        let dir = try TempDirectory("readyz-name")
+        let (holder, schedulerPort) = try reservePort()
+        defer { close(holder) }
+        let scheduler = try ChildProcess(DarterBinary.path, ["scheduler", "--listen", "127.0.0.1:\(schedulerPort)"], logPath: dir.file("scheduler.log"))
+        defer { Task { _ = await scheduler.stop() } }
+        try await scheduler.waitForLog("scheduler: listening on")
+        let seed = try await SeedProcess.start(dataDir: dir.file("seed"), extra: ["--scheduler", "http://localhost:\(schedulerPort)", "--host-id", "seed-n",
+                                                                                   "--resolve-interval", "1"])
+        defer { Task { _ = await seed.stop() } }
+        var last = try await curlResult(seed.base + "/readyz", scratch: dir.path)
+        for _ in 0..<100 where last.status != 200 {
+            try await Task.sleep(for: .milliseconds(100))
+            last = try await curlResult(seed.base + "/readyz", scratch: dir.path)
+        }
+        #expect(last.status == 200, "\(last.status) \(last.text)\n\(seed.log)")
+        #expect(seed.log.contains("registered with scheduler 127.0.0.1:\(schedulerPort) as seed seed-n"), "\(seed.log)")
+        let hosts = try await curlResult("http://127.0.0.1:\(schedulerPort)/debug/hosts", scratch: dir.path)
+        #expect(hosts.text.contains("\"seed-n\""), "\(hosts.text)")
+    }
+
     @Test("a seed without --scheduler is ready once listening")
     func standaloneSeed() async throws {
         let dir = try TempDirectory("readyz-seed")
@@ -174,17 +198,20 @@ struct DeployManifestTests {
             #expect(text.contains(old), "\(file) has no '\(old)'")
             try writeFile(path, Array(text.replacing(old, with: new).utf8))
         }
-        // A flag --check-config refuses; a probe on the wrong port; a scheduler left out; a
-        // Service to the wrong port; an ExecStartPre that is not ExecStart's line.
+        // A flag --check-config refuses; a probe on the wrong port; a scheduler left out (pods
+        // named one by one); a Service name that is not there; a Service to the wrong port; an
+        // ExecStartPre that is not ExecStart's line.
         try edit("kubernetes/peer.yaml", "- --advertise=$(HOST_IP):65001", "- --window=99999")
         try edit("kubernetes/scheduler.yaml", "path: /readyz\n              port: http", "path: /readyz\n              port: 65001")
-        try edit("kubernetes/seed.yaml", ",http://darter-scheduler-1.darter-scheduler.darter.svc:65002", "")
+        try edit("kubernetes/seed.yaml", "--scheduler=http://darter-scheduler.darter.svc:65002", "--scheduler=http://darter-scheduler-0.darter-scheduler.darter.svc:65002")
+        try edit("kubernetes/peer.yaml", "--scheduler=http://darter-scheduler.darter.svc:65002", "--scheduler=http://darter-schedulers.darter.svc:65002")
         try edit("kubernetes/seed.yaml", "targetPort: http", "targetPort: 8080")
         try edit("systemd/darter-peer.service", "$DARTER_PEER_FLAGS --check-config", "--check-config")
         let r = try await checkDeploy(copy, scratch: dir.path)
         #expect(r.exitCode == 1, "\(r.output)")
         for problem in ["container peer: darter peer", "--window", "container scheduler: readinessProbe port 65001 is not the --listen port 65002",
-                        "container seed: --scheduler leaves out darter-scheduler-1", "Service/darter-seed: port http: targetPort is 8080",
+                        "container seed: --scheduler leaves out darter-scheduler-1", "container peer: --scheduler http://darter-schedulers.darter.svc:65002: no Service darter-schedulers in namespace darter",
+                        "Service/darter-seed: port http: targetPort is 8080",
                         "darter-peer.service: no ExecStartPre= running the ExecStart= line with --check-config"] {
             #expect(r.stdoutText.contains(problem), "'\(problem)' not reported:\n\(r.output)")
         }
