@@ -179,7 +179,9 @@ final class ClientConnection {
     private func process() {
         while state == .open {
             guard let current = requests.first else {
-                if parser.bufferedByteCount > 0 { return close(.connectionClosed("the server sent bytes no request asked for")) }
+                // An idle connection: a stray CRLF after the last response is allowed (and
+                // dropped); anything else is a response nobody asked for.
+                if !parser.skipBlankLinesBetweenResponses() { return close(.connectionClosed("the server sent bytes no request asked for")) }
                 if peerClosed { return close(.connectionClosed("the server closed the connection")) }
                 return receive()
             }

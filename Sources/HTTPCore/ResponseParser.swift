@@ -169,6 +169,40 @@ public struct HTTPResponseParser: Sendable {
         return false
     }
 
+    /// Between responses, drops the empty lines (CRLF, or a bare LF) buffered before the next
+    /// status line: a server may send a stray CRLF after a body (RFC 9112 §2.2 has recipients of
+    /// requests ignore it; robust clients do the same for responses). Returns whether what stays
+    /// buffered may still be nothing but that: no bytes, or a CR whose LF has not arrived. False
+    /// when a response begins (bytes no request asked for, on an idle connection) or the parser
+    /// is inside a response or failed. ``next(maxBodyBytes:)`` skips them by itself.
+    public mutating func skipBlankLinesBetweenResponses() -> Bool {
+        guard case .head = state, statusLineEndOffset < 0, scanOffset == 0, !awaitingFinal else { return false }
+        switch skipEmptyLines() {
+        case .none: return bufferedByteCount == 0
+        case .partial: return true
+        case .failed: return false  // a CR not followed by LF: next() reports it
+        }
+    }
+
+    private enum EmptyLineSkip { case none, partial, failed(HTTPResponseParseError) }
+
+    /// Consumes whole empty lines at the read position; `.partial` when a CR waits for its LF.
+    private mutating func skipEmptyLines() -> EmptyLineSkip {
+        while bufferedByteCount > 0 {
+            let b = buffer[readIndex]
+            if b == asciiLF {
+                consume(1)
+            } else if b == asciiCR {
+                guard bufferedByteCount > 1 else { return .partial }
+                guard buffer[readIndex + 1] == asciiLF else { return .failed(.invalidLineEnding) }
+                consume(2)
+            } else {
+                break
+            }
+        }
+        return .none
+    }
+
     /// Appends received bytes. After an error they are counted but dropped.
     public mutating func feed(_ bytes: ArraySlice<UInt8>) {
         totalBytesFed += bytes.count
@@ -373,17 +407,10 @@ public struct HTTPResponseParser: Sendable {
     private mutating func parseHead() -> HTTPResponseParseResult? {
         // Skip empty lines before a status line (a stray CRLF after a body, say).
         if statusLineEndOffset < 0 && scanOffset == 0 {
-            while bufferedByteCount > 0 {
-                let b = buffer[readIndex]
-                if b == asciiLF {
-                    consume(1)
-                } else if b == asciiCR {
-                    guard bufferedByteCount > 1 else { return waitForMore() }
-                    guard buffer[readIndex + 1] == asciiLF else { return fail(.invalidLineEnding) }
-                    consume(2)
-                } else {
-                    break
-                }
+            switch skipEmptyLines() {
+            case .none: break
+            case .partial: return waitForMore()
+            case .failed(let e): return fail(e)
             }
         }
         let base = readIndex

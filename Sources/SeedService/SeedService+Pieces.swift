@@ -21,12 +21,13 @@ extension SeedService {
         .text(200, metadata(info).json.serialized + "\n", contentType: "application/json", route: "meta")
     }
 
-    /// `GET /tasks/{id}/pieces`: the availability feed (NDJSON lines, chunked).
+    /// `GET /tasks/{id}/pieces`: the availability feed (NDJSON lines, chunked). HEAD gets the
+    /// same response, whose head the server sends as GET's (Transfer-Encoding included: RFC 9110
+    /// §9.3.2) and whose feed it ends at once.
     func availabilityFeed(_ request: HTTPRequestHead, _ info: TaskInfo) -> Response {
         var head = HTTPResponseHead(status: 200)
         head.headers.add(name: "Content-Type", value: "application/x-ndjson")
         head.headers.add(name: "Cache-Control", value: "no-store")
-        guard request.method == .get else { return Response(head: head, route: "availability") }
         let (store, id) = (self.store, info.id)
         let resident = ingestor?.resident
         let feed = AvailabilityFeed(id, arrivals: ingestor?.arrivals ?? PieceArrivals(), snapshot: {

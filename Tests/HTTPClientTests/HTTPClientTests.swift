@@ -346,6 +346,48 @@ struct HTTPClientTests {
         #expect(served.load(ordering: .relaxed) == 2)
     }
 
+    @Test("a stray CRLF after a response on an idle keep-alive connection is dropped: the next request reuses the connection")
+    func strayLineEndWhileIdle() async throws {
+        let listener = try Socket.listen(host: "127.0.0.1", port: 0, reusePort: false)
+        let port = Socket.localPort(listener)
+        let secondOnSameConnection = Atomic<Bool>(false)
+        // On a Dispatch thread: its blocking calls must not hold one of Swift's pool threads
+        // (the client's sends wait on them when suites run in parallel).
+        let serverThread = Task { try await offPool {
+            let fd = accept(listener.rawValue, nil, nil)
+            guard fd >= 0 else { return }
+            var timeout = timeval(tv_sec: 5, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            var buf = [UInt8](repeating: 0, count: 4096)
+            func reply(_ text: String) { _ = Array(text.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }
+            func request() -> Int {  // a signal other tests' processes bring may interrupt it
+                while true {
+                    let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                    if n >= 0 || errno != EINTR { return n }
+                }
+            }
+            _ = request()
+            reply("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            usleep(100_000)
+            reply("\r\n")  // after the response, while the client holds the connection idle
+            if request() > 0 {
+                secondOnSameConnection.store(true, ordering: .relaxed)
+                reply("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok2")
+            }
+            Glibc.close(fd)
+        } }
+        let group = try EventLoopGroup(count: 1)
+        defer { group.shutdown() }
+        let client = HTTPClient(group: group)
+        let url = HTTPClientURL(host: "127.0.0.1", port: port, target: "/x")
+        #expect(try await client.send(HTTPClientRequest(url: url)).body == Array("ok".utf8))
+        try await Task.sleep(for: .milliseconds(400))  // the CRLF has arrived and been read
+        #expect(try await client.send(HTTPClientRequest(url: url, deadline: .seconds(3))).body == Array("ok2".utf8))
+        #expect(secondOnSameConnection.load(ordering: .relaxed) == true, "the second request came on the first connection")
+        _ = await serverThread.result
+        Glibc.close(listener.rawValue)
+    }
+
     @Test("a malformed response fails with invalidResponse")
     func malformed() async throws {
         let listener = try Socket.listen(host: "127.0.0.1", port: 0, reusePort: false)

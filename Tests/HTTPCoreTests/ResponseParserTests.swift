@@ -510,6 +510,40 @@ import Testing
                                .init(close: true)).count == 5)
     }
 
+    @Test("an idle connection's stray CRLF (or LF, or a CR whose LF is still coming) is dropped; other bytes are a response nobody asked for")
+    func blankLinesOnAnIdleConnection() {
+        var parser = HTTPResponseParser()
+        let skipped1 = parser.skipBlankLinesBetweenResponses()
+        #expect(skipped1)
+        parser.feed(bytes("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"))
+        guard case .head = parser.next() else { Issue.record("no head"); return }
+        let skipped2 = parser.skipBlankLinesBetweenResponses()
+        #expect(!skipped2, "inside a response")
+        #expect(parser.next() == .body(bytes("x")[...]))
+        #expect(parser.next() == .end(keepAlive: true))
+        parser.feed(bytes("\r\n\n\r"))
+        let skipped3 = parser.skipBlankLinesBetweenResponses()
+        #expect(skipped3)
+        #expect(parser.bufferedByteCount == 1, "the CR waits for its LF")
+        parser.feed(bytes("\n"))
+        let skipped4 = parser.skipBlankLinesBetweenResponses()
+        #expect(skipped4)
+        #expect(parser.bufferedByteCount == 0 && parser.isIdle)
+        #expect(parser.totalBytesConsumed == parser.totalBytesFed)
+        // The next response parses as usual.
+        parser.feed(bytes("HTTP/1.1 204 No Content\r\n\r\n"))
+        let skipped5 = parser.skipBlankLinesBetweenResponses()
+        #expect(!skipped5, "a response begins")
+        guard case .head(let h, .none) = parser.next() else { Issue.record("no 204"); return }
+        #expect(h.status == 204)
+        #expect(parser.next() == .end(keepAlive: true))
+        // A CR followed by something else is not a line end.
+        parser.feed(bytes("\rX"))
+        let skipped6 = parser.skipBlankLinesBetweenResponses()
+        #expect(!skipped6)
+        #expect(parser.next() == .error(.invalidLineEnding))
+    }
+
     @Test func idleOnlyBetweenResponses() {
         var parser = HTTPResponseParser()
         #expect(parser.isIdle)

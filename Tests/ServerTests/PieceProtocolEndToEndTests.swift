@@ -111,6 +111,16 @@ struct PieceProtocolEndToEndTests {
         if let firstHave = events.first(where: { if case .have = $0.0 { return true }; return false })?.1, let end = events.last?.1 {
             #expect(end - firstHave > .milliseconds(500), "the first piece was pushed well before the end")
         }
+        // HEAD gets GET's head, Transfer-Encoding included (RFC 9110 §9.3.2), and no body; the
+        // connection goes on.
+        let path = PieceProtocol.availabilityPath(meta.id)
+        let get = try await fx.client.send(HTTPClientRequest(url: fx.url(path)))
+        let head = try await fx.client.send(HTTPClientRequest(method: .head, url: fx.url(path)))
+        func fields(_ r: HTTPClientResponse) -> [String] { r.head.headers.filter { $0.name.lowercased() != "date" }.map { "\($0.name.lowercased()): \($0.value)" }.sorted() }
+        #expect(head.status == 200 && head.body.isEmpty)
+        #expect(fields(head) == fields(get))
+        #expect(head.head.headers["Transfer-Encoding"] == "chunked" && head.head.headers["Content-Type"] == "application/x-ndjson")
+        #expect(try await fx.client.send(HTTPClientRequest(url: fx.url(PieceProtocol.metaPath(meta.id)))).status == 200)
         await fx.stop()
     }
 

@@ -118,6 +118,9 @@ struct Run {
             calls += 1
             check(calls <= budget, "next() called \(calls) times, budget \(budget)")
             parser.nextResponseIsToHEAD = options.isHEAD(responses)
+            // The client drops blank lines on a connection with no request outstanding: doing
+            // it between responses must change no event (the runs are compared).
+            if clientRoom != nil && framing == nil { _ = parser.skipBlankLinesBetweenResponses() }
             let before = parser.totalBytesConsumed
             let limit = self.limit
             let result = parser.next(maxBodyBytes: limit)
