@@ -18,6 +18,10 @@ import PieceProtocol
 /// each piece about once. Without that, peers starting together ask the seed for the same pieces
 /// and the seed's link, sending them twice or more, sets the swarm's pace (simulated, 8 peers:
 /// 1.88× the ideal time with the seed sending 1.9 copies).
+///
+/// A *last-resort* parent (the origin, to a seed taking a task over from a dead one) is asked
+/// only for pieces no other parent holds, so what the swarm still holds never leaves the origin
+/// again.
 public struct PieceSelector: Sendable {
     public let pieceCount: Int
     public var window: Int
@@ -34,6 +38,7 @@ public struct PieceSelector: Sendable {
     /// A random rank per piece (ties among equally rare pieces).
     private let tieRank: [UInt32]
     private var scarce: Set<String> = []
+    private var lastResort: Set<String> = []
     /// Per piece: whether this host owns it (recomputed when the peer parents change, unless
     /// the scheduler dealt a share).
     private var owned: [Bool]
@@ -113,8 +118,9 @@ public struct PieceSelector: Sendable {
     // MARK: What parents hold
 
     /// A parent's snapshot or new pieces (its availability feed): added to what it holds. A
-    /// `scarce` parent (a seed, the origin) is asked only for pieces this host owns.
-    public mutating func parentHas(_ parent: String, _ pieces: PieceSet, scarce isScarce: Bool = false) {
+    /// `scarce` parent (a seed, the origin) is asked only for pieces this host owns; a
+    /// `lastResort` one only for pieces no other parent holds.
+    public mutating func parentHas(_ parent: String, _ pieces: PieceSet, scarce isScarce: Bool = false, lastResort isLastResort: Bool = false) {
         let isNew = holders[parent] == nil
         var known = holders[parent] ?? PieceSet()
         var bits = holderBits[parent] ?? Array(repeating: 0, count: words)
@@ -126,6 +132,7 @@ public struct PieceSelector: Sendable {
         holderBits[parent] = bits
         if isNew {
             if isScarce { scarce.insert(parent) }
+            else if isLastResort { lastResort.insert(parent) }
             else { recomputeOwnership() }
         }
     }
@@ -168,7 +175,7 @@ public struct PieceSelector: Sendable {
         for i in known.indexes { changeAvailability(i, by: -1) }
         holderBits[parent] = nil
         for (piece, parents) in inFlight where parents.contains(parent) { drop(piece, parent) }
-        if scarce.remove(parent) == nil { recomputeOwnership() }
+        if scarce.remove(parent) == nil && lastResort.remove(parent) == nil { recomputeOwnership() }
     }
 
     public mutating func setReaderPosition(_ piece: Int) { readerPosition = max(0, min(piece, pieceCount)) }
@@ -180,11 +187,13 @@ public struct PieceSelector: Sendable {
     public mutating func next(for parent: String) -> Int? {
         guard let known = holders[parent] else { return nil }
         let onlyOwned = scarce.contains(parent)
-        func wanted(_ i: Int) -> Bool { !have.contains(i) && known.contains(i) }
+        // At a last-resort parent, only pieces nobody else holds (availability 1: itself).
+        let onlyUnheld = lastResort.contains(parent)
+        func wanted(_ i: Int) -> Bool { !have.contains(i) && known.contains(i) && (!onlyUnheld || availability[i] == 1) }
         func worthIt(_ i: Int) -> Bool { wanted(i) && inFlight[i] == nil && (!onlyOwned || owned[i]) }
         // 1. The streaming window, in order.
         if readerPosition < pieceCount {
-            for i in readerPosition..<min(pieceCount, readerPosition + window) where wanted(i) && inFlight[i] == nil && (!onlyOwned || owned[i]) {
+            for i in readerPosition..<min(pieceCount, readerPosition + window) where worthIt(i) {
                 return start(i, parent)
             }
         }
@@ -192,7 +201,7 @@ public struct PieceSelector: Sendable {
         // rank-space bitsets: the lowest availability level, then the lowest rank).
         var best: Int?
         if let bits = holderBits[parent] {
-            search: for a in 1..<max(1, level.count) {
+            search: for a in 1..<max(1, onlyUnheld ? min(2, level.count) : level.count) {
                 let lv = level[a]
                 for w in 0..<words {
                     let x = lv[w] & openBits[w] & bits[w] & (onlyOwned ? ownedBits[w] : ~0)
@@ -218,8 +227,9 @@ public struct PieceSelector: Sendable {
             }
             if let best { return start(best, parent) }
         }
-        // 3. Endgame: duplicate the request that has waited with fewest copies (window pieces first).
-        guard remaining <= endgamePieces, (0..<pieceCount).allSatisfy({ have.contains($0) || inFlight[$0] != nil }) else { return nil }
+        // 3. Endgame: duplicate the request that has waited with fewest copies (window pieces first);
+        // never at a last-resort parent (a piece in flight from a holder is held by it).
+        guard !onlyUnheld, remaining <= endgamePieces, (0..<pieceCount).allSatisfy({ have.contains($0) || inFlight[$0] != nil }) else { return nil }
         var dup: (key: (Int, Int, Int), piece: Int)?
         for (i, parents) in inFlight where wanted(i) && parents.count < maxDuplicates && !parents.contains(parent) && (!onlyOwned || owned[i]) {
             let key = (i < readerPosition + window ? 0 : 1, parents.count, i)

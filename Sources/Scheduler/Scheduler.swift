@@ -111,9 +111,11 @@ public struct Scheduler: Sendable {
         hosts[a.host] = child
         var task = tasks[a.task] ?? SwarmTask(id: a.task)
         if task.url == nil, let url = a.url { task.url = url; task.headers = a.headers; task.digest = a.digest; task.registry = a.registry }
+        let isSeed = child.registration.role == .seed
         var member = task.members[a.host] ?? Member(pieces: PieceSet(), state: .downloading, lastSeen: now)
         member.pieces.formUnion(a.pieces)
-        if member.state != .complete { member.state = .downloading }
+        // A seed in a task is its seed, fetching it (from the origin, or from holders first).
+        if member.state != .complete { member.state = isSeed ? .fetching : .downloading }
         member.lastSeen = now
         task.members[a.host] = member
         tasks[a.task] = task
@@ -122,10 +124,9 @@ public struct Scheduler: Sendable {
             return (AnnounceReply(parents: [], backToSource: false, reason: "this host holds the whole task"), nil)
         }
         var trigger: SeedTrigger?
-        // A seed is asked only when no seed is in the task and nobody holds all of it (after a
-        // restart, re-registered holders are the swarm: asking a seed would cost origin bytes).
-        if child.registration.role == .peer,
-           !task.members.contains(where: { hosts[$0.key]?.registration.role == .seed || $0.value.state == .complete }) {
+        // A seed is asked only when no live seed is in the task and nobody holds all of it (after
+        // a restart, re-registered holders are the swarm: asking a seed would cost origin bytes).
+        if !isSeed, !hasLiveSource(task, now: now) {
             trigger = triggerSeed(for: &task, now: now)
             tasks[a.task] = task
         }
@@ -133,6 +134,7 @@ public struct Scheduler: Sendable {
         assign(parents.map(\.id), to: a.host, in: a.task)
         if parents.isEmpty {
             counters.backToSource += 1
+            if isSeed { return (AnnounceReply(backToSource: true, reason: "no other host holds pieces of task \(a.task)"), nil) }
             let why = hosts.values.contains(where: { $0.registration.role == .seed })
                 ? "no host holds task \(a.task) and no seed can fetch it" : "no seed is registered and no host holds task \(a.task)"
             return (AnnounceReply(backToSource: true, reason: why), nil)
@@ -169,7 +171,9 @@ public struct Scheduler: Sendable {
             hosts[f.parent]?.recordFailure(now: now, config: config)
         }
         switch p.state {
-        case .downloading: member.state = member.state == .complete ? .complete : .downloading
+        case .downloading:
+            let isSeed = hosts[p.host]?.registration.role == .seed
+            member.state = member.state == .complete ? .complete : isSeed ? .fetching : .downloading
         case .complete: member.state = .complete
         case .failed: member.state = .holding
         }
@@ -190,8 +194,26 @@ public struct Scheduler: Sendable {
     /// The seed for a task: consistent hashing on the task id over the live seeds, so every
     /// scheduler picks the same one and a dead seed's tasks move to the next on the ring only.
     public func seed(for task: TaskID, now: Int64) -> String? {
-        let seeds = hosts.values.filter { $0.registration.role == .seed && !$0.isBlocked(now: now) }.map(\.id)
+        let seeds = hosts.values.filter { $0.registration.role == .seed && !$0.isBlocked(now: now) && !isSilentSeed($0, now: now) }.map(\.id)
         return RendezvousHash.pick(task.description, seeds)
+    }
+
+    /// Whether a live seed is in the task, or a live host holds all of it. A seed its children
+    /// report failing (blocked: SIGKILLed, most likely) does not count, so the task moves to the
+    /// next seed on the ring on the next announces, not a TTL later; that seed takes what the
+    /// peers hold from them and only the rest from the origin (`SwarmConfiguration.originForUnheldPieces`).
+    func hasLiveSource(_ task: SwarmTask, now: Int64) -> Bool {
+        task.members.contains { id, m in
+            guard let host = hosts[id], !host.isBlocked(now: now) else { return false }
+            return host.registration.role == .seed ? !isSilentSeed(host, now: now) : m.state == .complete
+        }
+    }
+
+    /// A seed not heard from for four of its keep-alive intervals: gone, most likely (its TTL
+    /// is the peers', 15 s). It stays registered, with what it holds, until the TTL passes; but
+    /// its tasks move on, so a swarm with too few children to block it does not wait that long.
+    func isSilentSeed(_ host: Host, now: Int64) -> Bool {
+        host.registration.role == .seed && now - host.lastSeen > 4 * Int64(min(config.keepAliveMilliseconds, config.seedKeepAliveMilliseconds))
     }
 
     private mutating func triggerSeed(for task: inout SwarmTask, now: Int64) -> SeedTrigger? {
@@ -218,6 +240,8 @@ public struct Scheduler: Sendable {
         // and the child hears of them on its feed (a fresh swarm is a mesh from the start).
         for (id, m) in task.members where id != childID && !me.refused.contains(id) && (m.state != .holding || !m.pieces.isEmpty) {
             guard let host = hosts[id], !host.isBlocked(now: now) else { continue }
+            // A seed's parents are only hosts that hold pieces: the rest it reads from the origin.
+            if child.registration.role == .seed && m.state != .complete && m.pieces.isEmpty { continue }
             if let median, measured.count >= 3, let t = host.throughput, t < median * config.slowParentFraction { continue }
             let isSeed = host.registration.role == .seed
             let coverage = m.state == .complete || m.state == .fetching ? 1.0 : Double(m.pieces.count(notIn: me.pieces)) / Double(wanted)

@@ -88,8 +88,17 @@ public final class SchedulerClient: Sendable {
                 var interval = 5_000
                 let schedulers = currentSchedulers
                 var unanswered = schedulers.isEmpty  // names not resolved yet
-                for s in schedulers {
-                    if let ms = await keepAliveOrRegister(s) { interval = min(interval, ms) } else { unanswered = true }
+                // All at once: one scheduler that hangs (killed mid-request) must not hold back the
+                // others' keep-alives (measured: a seed unheard 5.2 s by the live scheduler, which
+                // then moved its task to another seed).
+                let answers = await withTaskGroup(of: Int?.self) { group in
+                    for s in schedulers { group.addTask { await self.keepAliveOrRegister(s) } }
+                    var all: [Int?] = []
+                    for await a in group { all.append(a) }
+                    return all
+                }
+                for a in answers {
+                    if let ms = a { interval = min(interval, ms) } else { unanswered = true }
                 }
                 // A scheduler that does not answer (restarting) is asked again soon, backing off
                 // to the keep-alive interval: the host is back as soon as it listens again.

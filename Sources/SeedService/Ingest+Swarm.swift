@@ -8,9 +8,10 @@ import SchedulerProtocol
 import SwarmDownload
 
 extension Ingestor {
-    /// On a peer: the task through the swarm. True when the swarm handled it (complete or
-    /// failed, the job finished); false when the scheduler said to go to the origin (or could
-    /// not be asked) before anything was stored, so the usual origin fetch runs.
+    /// The task through the swarm (on a seed: parents are only hosts holding pieces, the origin
+    /// gives the rest). True when the swarm handled it (complete or failed, the job finished);
+    /// false when the scheduler said to go to the origin (or could not be asked) before anything
+    /// was stored, so the usual origin fetch runs.
     func runThroughSwarm(_ swarm: SwarmSource, _ job: IngestJob, _ source: ObjectSource) async -> Bool {
         // A registry blob or manifest by digest goes through the swarm as its URL under the
         // registry; seeds and the origin fallback fetch it with the registry's token auth.

@@ -93,7 +93,8 @@ final class Ingestor: Sendable {
     let resident: ResidentPieces
     /// Pieces as they land, for the piece protocol's arrivals feeds.
     let arrivals = PieceArrivals()
-    /// On a peer: tasks come through the swarm first (nil on a seed: from the origin).
+    /// In a swarm: tasks come through it first (on a seed, only what other hosts hold of a task;
+    /// the rest, or all when nobody holds any, from the origin); nil outside a swarm.
     let swarm: SwarmSource?
     /// The swarm's schedulers, told of each object this daemon fetched whole from its origin (so
     /// children find it as a parent without another origin fetch); nil outside a swarm.

@@ -144,7 +144,10 @@ enum SeedCommand {
             group = try HTTPServer.makeGroup(config)
             swarm = schedulerConfig.map { SwarmFlags.schedulerClient($0, role: role, store: store, client: HTTPClient(group: group)) }
             let origins = OriginBackends(curl: origin, http: httpBackend == "loop" ? HTTPOriginBackend(group: group, configuration: originConfig, fallback: origin) : nil)
-            let source = role == .peer ? swarm.map { SwarmSource(scheduler: $0, group: group, configuration: swarmConfig, log: { log($0) }) } : nil
+            // A seed asks the swarm too: what peers hold of a task (its seed died) comes from
+            // them, and only the rest from the origin; with nobody holding any, the usual fetch.
+            if role == .seed { swarmConfig.originForUnheldPieces = true }
+            let source = swarm.map { SwarmSource(scheduler: $0, group: group, configuration: swarmConfig, log: { log($0) }) }
             // A seed in a swarm is where children's piece digests come from.
             shield.pieceDigests = role == .seed && swarm != nil
             let service = SeedService(store: store, metrics: metrics, origins: origins, registry: RegistryClient(origin: origin, credentials: registryCredentials),

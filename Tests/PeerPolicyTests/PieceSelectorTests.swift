@@ -96,3 +96,28 @@ struct PieceSelectorTests {
         #expect(asked.sorted() == [1, 3, 5, 7], "then the rest of its own, none of the others'")
     }
 }
+
+@Suite("Piece selection: a last-resort parent (the origin, to a seed taking a task over)")
+struct LastResortParentTests {
+    @Test("it is asked only for pieces no other parent holds, never in the endgame; a parent that leaves gives its pieces over to it")
+    func onlyUnheld() {
+        var s = PieceSelector(pieceCount: 10, window: 4, seed: 3)
+        s.parentHas("p1", PieceSet(0..<4))
+        s.parentHas("p2", PieceSet([3, 4, 5]))
+        s.parentHas("origin", PieceSet(0..<10), lastResort: true)
+        var fromOrigin: [Int] = []
+        while let i = s.next(for: "origin") { fromOrigin.append(i) }
+        #expect(Set(fromOrigin) == [6, 7, 8, 9], "the window (0-3) and the pieces peers hold stay with the peers")
+        for i in fromOrigin { s.received(i, from: "origin") }
+        #expect(s.next(for: "origin") == nil)
+        // p2 leaves: 4 and 5 are held by nobody else now.
+        s.removeParent("p2")
+        var more: [Int] = []
+        while let i = s.next(for: "origin") { more.append(i) }
+        #expect(Set(more) == [4, 5])
+        // What is left (0-3) is p1's; in the endgame the origin duplicates nothing.
+        var fromP1: [Int] = []
+        while let i = s.next(for: "p1") { fromP1.append(i) }
+        #expect(Set(fromP1) == [0, 1, 2, 3] && s.next(for: "origin") == nil)
+    }
+}
