@@ -162,8 +162,7 @@ public actor SwarmDownload {
         adopt(parents)
         if configuration.originForUnheldPieces {
             // The origin only once the parents' feeds told what they hold: the scheduler's view
-            // is up to a report old (measured, a seed killed at 30 %: its successor read 20-30 %
-            // of two objects again from the origin when it did not wait).
+            // of their pieces is up to a report (a second) old.
             awaitingSnapshots = Set(links.keys)
             Task { [self] in
                 try? await Task.sleep(for: .milliseconds(configuration.snapshotWaitMilliseconds))
@@ -284,13 +283,13 @@ public actor SwarmDownload {
         if links.isEmpty && !originOpen { goToOrigin("every parent failed") }
     }
 
-    /// `lastResort`: the origin is asked only for pieces no parent holds (else: for this host's
-    /// share, as a seed would be).
     func openOriginForUnheldPieces() {
         awaitingSnapshots = []
         goToOrigin("pieces no parent holds", lastResort: true)
     }
 
+    /// `lastResort`: the origin is asked only for pieces no parent holds (else: for this host's
+    /// share, as a seed would be).
     func goToOrigin(_ why: String, lastResort: Bool = false) {
         guard !originOpen, outcome == nil else { return }
         guard configuration.backToSource, origin != nil else {
