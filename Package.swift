@@ -78,7 +78,13 @@ let package = Package(
         // registries.conf and daemon.json edits, unified diffs for --dry-run.
         .target(name: "RuntimeConfig", dependencies: ["DarterCore"], swiftSettings: strict),
 
-        .executableTarget(name: "darter", dependencies: ["DarterCore", "RuntimeConfig", "PieceStore", "DarterIO", "SeedService", "HTTPServer", "HTTPClient", "Origin", "DarterGet", "Scheduler", "SchedulerService", "SchedulerClient", "SchedulerProtocol", "PieceProtocol", "PieceTransfer", "SwarmDownload", "SwarmSimulator"], swiftSettings: strict),
+        // `darter bench`'s results as files (pure): latency histograms, the JSON report, SVG plots.
+        .target(name: "BenchReport", dependencies: ["DarterCore"], swiftSettings: strict),
+        // `darter bench`'s load generator: connections on the event loops, requests back to back,
+        // bodies received into a discard buffer, latencies into per-loop histograms.
+        .target(name: "LoadGenerator", dependencies: ["BenchReport", "DarterCore", "DarterIO", "HTTPCore", "HTTPClient"], swiftSettings: strict),
+
+        .executableTarget(name: "darter", dependencies: ["BenchReport", "LoadGenerator", "DarterCore", "RuntimeConfig", "PieceStore", "DarterIO", "SeedService", "HTTPServer", "HTTPClient", "Origin", "DarterGet", "Scheduler", "SchedulerService", "SchedulerClient", "SchedulerProtocol", "PieceProtocol", "PieceTransfer", "SwarmDownload", "SwarmSimulator"], swiftSettings: strict),
         // Benchmarks live apart from the product; tools/bench runs them.
         .executableTarget(name: "darter-bench", dependencies: ["DarterCore", "PieceStore", "DarterIO"],
                           path: "Benchmarks/DarterBench", swiftSettings: strict),
@@ -86,6 +92,8 @@ let package = Package(
         // Helpers the test targets share: scratch directories and files, child processes and the
         // darter binary, free ports, raw HTTP and curl, the origin.py and registry.py launchers.
         .target(name: "DarterTestSupport", dependencies: ["DarterCore", "DarterIO", "HTTPServer"], path: "Tests/DarterTestSupport", swiftSettings: strict),
+        .testTarget(name: "BenchReportTests", dependencies: ["BenchReport", "DarterCore"], swiftSettings: strict),
+        .testTarget(name: "LoadGeneratorTests", dependencies: ["LoadGenerator", "BenchReport", "HTTPServer", "HTTPCore", "HTTPClient", "DarterIO", "DarterCore", "DarterTestSupport"], swiftSettings: strict),
         .testTarget(name: "DarterCoreTests", dependencies: ["DarterCore"], swiftSettings: strict),
         .testTarget(name: "DarterIOTests", dependencies: ["DarterCore", "DarterIO", "DarterTestSupport"], swiftSettings: strict),
         .testTarget(name: "PieceStoreTests", dependencies: ["DarterCore", "PieceStore", "DarterIO", "DarterTestSupport"], swiftSettings: strict),

@@ -108,6 +108,24 @@ public struct IOBuffer: ~Copyable, @unchecked Sendable {
         return [UInt8](UnsafeRawBufferPointer(start: base + range.lowerBound, count: range.count))
     }
 
+    /// Where `pattern` first occurs within `range` (finding a response head's end without
+    /// copying the bytes out: memchr for the first byte, memcmp for the rest), or nil.
+    public func firstIndex(of pattern: [UInt8], in range: Range<Int>) -> Int? {
+        check(range)
+        guard !pattern.isEmpty, pattern.count <= range.count else { return nil }
+        let last = range.upperBound - pattern.count  // the last index a match may start at
+        var i = range.lowerBound
+        return pattern.withUnsafeBytes { p -> Int? in
+            while i <= last {
+                guard let hit = memchr(base + i, Int32(p[0]), last - i + 1) else { return nil }
+                let at = UnsafeRawPointer(hit) - UnsafeRawPointer(base)
+                if memcmp(base + at, p.baseAddress!, p.count) == 0 { return at }
+                i = at + 1
+            }
+            return nil
+        }
+    }
+
     /// Sets every byte in `range` to `value`.
     public func fill(_ value: UInt8, range: Range<Int>) {
         check(range)

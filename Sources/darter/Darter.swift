@@ -13,6 +13,7 @@ struct Darter {
         ("get", "download a URL (or sha256:HEX) through the local daemon, else from the origin", GetCommand.run),
         ("init", "point containerd, podman or docker at the local daemon's registry mirror", InitCommand.run),
         ("import", "store local files in the piece cache and print their task ids", ImportCommand.run),
+        ("bench", "measure any HTTP server: a concurrency sweep, JSON and SVG plots (--compare A B side by side)", BenchCommand.run),
         ("info", "list the tasks in a data directory", InfoCommand.run),
         ("debug-ingest", "write deterministic test content, printing each committed piece (crash tests)", DebugIngestCommand.run),
     ]
