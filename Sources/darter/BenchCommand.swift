@@ -3,6 +3,7 @@ import Glibc
 #endif
 import BenchReport
 import DarterIO
+import HTTPClient
 import LoadGenerator
 import Synchronization
 
@@ -64,6 +65,9 @@ enum BenchCommand {
         guard !args.positional.isEmpty else { throw UsageError("bench: name at least one http:// URL to measure (see darter bench --help)") }
         if compare && args.positional.count != 2 {
             throw UsageError("bench: --compare takes two URLs, A and B, got \(args.positional.count)")
+        }
+        for url in args.positional {
+            do { _ = try HTTPClientURL(parsing: url) } catch { throw UsageError("bench: \(error) (darter bench measures http:// URLs)") }
         }
         var options = BenchOptions(urls: args.positional)
         options.compare = compare
