@@ -18,11 +18,14 @@ public struct ThroughputSeries: Sendable, Equatable {
     }
 
     public mutating func merge(_ other: ThroughputSeries) {
-        for s in 0..<other.requests.count {
-            if s >= requests.count { requests.append(0); bytes.append(0) }
-            requests[s] &+= other.requests[s]
-            bytes[s] &+= other.bytes[s]
-        }
+        let n = max(requests.count, other.requests.count)
+        var r = [UInt64](repeating: 0, count: n), b = [UInt64](repeating: 0, count: n)
+        for (s, v) in requests.enumerated() { r[s] = v }
+        for (s, v) in bytes.enumerated() where s < n { b[s] = v }
+        for (s, v) in other.requests.enumerated() { r[s] &+= v }
+        for (s, v) in other.bytes.enumerated() where s < n { b[s] &+= v }
+        requests = r
+        bytes = b
     }
 }
 
