@@ -156,4 +156,20 @@ struct IOBufferHashTests {
         partial.update(buffer, range: 1001..<1001)
         #expect(partial.finalize() == SHA256Hasher.hash([UInt8]()))
     }
+
+    @Test("firstIndex(of:in:) finds a pattern inside the range only, also across a near miss and at the edges")
+    func firstIndex() {
+        let buffer = IOBuffer(capacity: 4096)
+        let text = Array("HTTP/1.1 200 OK\r\nA: b\r\n\r\nbody\r\n\r\n".utf8)
+        buffer.copyBytes(from: text)
+        let end = Array("\r\n\r\n".utf8)
+        #expect(buffer.firstIndex(of: end, in: 0..<text.count) == 21)
+        #expect(buffer.firstIndex(of: end, in: 22..<text.count) == text.count - 4)
+        #expect(buffer.firstIndex(of: end, in: 0..<25) == 21)
+        #expect(buffer.firstIndex(of: end, in: 0..<24) == nil, "a match must end inside the range")
+        #expect(buffer.firstIndex(of: end, in: 0..<3) == nil)
+        #expect(buffer.firstIndex(of: [], in: 0..<10) == nil)
+        #expect(buffer.firstIndex(of: Array("HTTP".utf8), in: 0..<4) == 0)
+        #expect(buffer.firstIndex(of: Array("\r\n".utf8), in: 15..<17) == 15)
+    }
 }
