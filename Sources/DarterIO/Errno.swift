@@ -27,6 +27,7 @@ public struct Errno: Error, Hashable, Sendable, CustomStringConvertible {
     public static let busy = Errno(rawValue: EBUSY)
     public static let notSupported = Errno(rawValue: EOPNOTSUPP)
     public static let permissionDenied = Errno(rawValue: EPERM)
+    public static let accessDenied = Errno(rawValue: EACCES)
     public static let badFileDescriptor = Errno(rawValue: EBADF)
     public static let connectionReset = Errno(rawValue: ECONNRESET)
     public static let brokenPipe = Errno(rawValue: EPIPE)

@@ -24,6 +24,8 @@ public struct OpenOptions: OptionSet, Sendable {
     /// O_DIRECT: bypass the page cache. Buffers, offsets and lengths must be aligned.
     public static let direct = OpenOptions(rawValue: darter_o_direct())
     public static let directory = OpenOptions(rawValue: O_DIRECTORY)
+    /// O_NONBLOCK: opening a FIFO does not wait for a writer (regular files are unaffected).
+    public static let nonBlocking = OpenOptions(rawValue: O_NONBLOCK)
 
     var kernelFlags: Int32 { rawValue | O_CLOEXEC }
 }
@@ -60,6 +62,20 @@ public enum SystemCalls {
         var st = stat()
         _ = try retryingOnInterrupt { fstat(fd.rawValue, &st) }
         return Int64(st.st_size)
+    }
+
+    /// getcwd(3) ("." if it cannot be had).
+    public static func currentDirectory() -> String {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        guard getcwd(&buffer, buffer.count) != nil else { return "." }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// Whether an open descriptor is a regular file (fstat(2)'s S_IFREG).
+    public static func isRegularFile(_ fd: FileDescriptor) throws(Errno) -> Bool {
+        var st = stat()
+        _ = try retryingOnInterrupt { fstat(fd.rawValue, &st) }
+        return st.st_mode & S_IFMT == S_IFREG
     }
 
     /// A small file's bytes (configuration, credentials): open(2), read(2) until EOF, close(2).

@@ -39,6 +39,13 @@ final class ClientConnection {
     private var requests: [PendingRequest] = []
     private var sendQueue: [UInt8] = []
     private var sending = false
+    /// The streamed body being sent (``HTTPClientRequest/bodySource``) and its bytes still to
+    /// come; requests assigned meanwhile wait in `sendBacklog`.
+    private var streamingBody: (source: any HTTPRequestBodySource, remaining: Int64)?
+    private var sendBacklog: [PendingRequest] = []
+    /// A streamed body's send failed: the server may have answered early (and closed), so the
+    /// response is still read.
+    private var sendFailed = false
     private let sendBuffer = SharedIOBuffer(IOBuffer(capacity: 16 << 10))
     private let headBuffer: SharedIOBuffer
     private var parser: HTTPResponseParser
@@ -124,7 +131,7 @@ final class ClientConnection {
         precondition(acceptsRequests, "request assigned to a \(state) connection")
         r.connection = self
         requests.append(r)
-        sendQueue += r.bytes
+        if streamingBody != nil { sendBacklog.append(r) } else { queueSend(r) }
         if let t = idleTimer { loop.cancelTimer(t); idleTimer = nil }
         if state == .open { flushSends() }
     }
@@ -150,19 +157,57 @@ final class ClientConnection {
         process()
     }
 
+    private func queueSend(_ r: PendingRequest) {
+        sendQueue += r.bytes
+        if let source = r.request.bodySource, source.length > 0 { streamingBody = (source, source.length) }
+    }
+
     private func flushSends() {
-        guard state == .open, !sending, !sendQueue.isEmpty else { return }
+        guard state == .open, !sending, !sendFailed else { return }
+        if sendQueue.isEmpty {
+            if let body = streamingBody { return pullBody(body.source, remaining: body.remaining) }
+            while streamingBody == nil, !sendBacklog.isEmpty { queueSend(sendBacklog.removeFirst()) }
+            if sendQueue.isEmpty { return }
+        }
         let n = min(sendQueue.count, sendBuffer.buffer.capacity)
         sendBuffer.buffer.copyBytes(from: sendQueue[0..<n])
         sending = true
         sendChunk(0..<n)
     }
 
+    /// The next part of the streamed body into the send queue.
+    private func pullBody(_ source: any HTTPRequestBodySource, remaining: Int64) {
+        sending = true
+        let n = Int(min(Int64(sendBuffer.buffer.capacity), remaining))
+        let loop = self.loop
+        track({ done in source.next(maxLength: n, loop.hop(done)) }) { [self] (r: Result<[UInt8], HTTPClientError>) in
+            sending = false
+            switch r {
+            case .success(let bytes) where !bytes.isEmpty && bytes.count <= n:
+                let left = remaining - Int64(bytes.count)
+                streamingBody = left > 0 ? (source, left) : nil
+                sendQueue += bytes
+                flushSends()
+            case .success:
+                close(.aborted("the request body source gave a part of the wrong size"))
+            case .failure(let e):
+                if let first = requests.first { abandon(first, e) } else { close(e) }
+            }
+        }
+    }
+
     private func sendChunk(_ range: Range<Int>) {
         let (socket, buffer) = (fd, sendBuffer)
-        track({ loop.send(socket, from: buffer.buffer, range: range, more: sendQueue.count > range.upperBound, $0) }) { [self] (r: Result<Int, Errno>) in
+        track({ loop.send(socket, from: buffer.buffer, range: range, more: sendQueue.count > range.upperBound || streamingBody != nil, $0) }) { [self] (r: Result<Int, Errno>) in
             guard case .success(let sent) = r, sent > 0 else {
                 sending = false
+                if streamingBody != nil || sendQueue.count > range.upperBound, !requests.isEmpty, requests[0].request.bodySource != nil {
+                    // The server stopped reading an upload: its answer (a refusal) may be on the way.
+                    sendFailed = true
+                    streamingBody = nil
+                    sendQueue = []
+                    return process()
+                }
                 return close(.connectionClosed("send failed: \(r)"))
             }
             if sent < range.count { return sendChunk((range.lowerBound + sent)..<range.upperBound) }
@@ -217,7 +262,7 @@ final class ClientConnection {
                 responseBegun = false
                 requests.removeFirst()
                 current.finish(.success(()))
-                if !keepAlive {
+                if !keepAlive || sendFailed {
                     closingAfterResponse = true
                     return close(.connectionClosed("the server ends the connection after a response"))
                 }

@@ -68,12 +68,16 @@ private func isHostByte(_ b: UInt8) -> Bool {
     }
 }
 
-/// One request. `Host` is added from the URL unless given; bodies are small (JSON messages).
+/// One request. `Host` is added from the URL unless given; `body` is small (JSON messages);
+/// a large one comes from a `bodySource`.
 public struct HTTPClientRequest: Sendable {
     public var method: HTTPMethod
     public var url: HTTPClientURL
     public var headers: HTTPHeaders
     public var body: [UInt8]
+    /// A body sent as it is read (an upload larger than memory), instead of `body`. Such a
+    /// request is never sent twice.
+    public var bodySource: (any HTTPRequestBodySource)?
     /// From the moment the request is handed to the client until its response has ended (a
     /// connection it waits for, connecting and pipelining included). Nil: none.
     public var deadline: Duration?
@@ -91,7 +95,8 @@ public struct HTTPClientRequest: Sendable {
         var h = headers
         if !h.contains("Host") { h.add(name: "Host", value: url.hostHeader) }
         if !h.contains("User-Agent") && !userAgent.isEmpty { h.add(name: "User-Agent", value: userAgent) }
-        if !body.isEmpty || method == .post || method == .put { h.replaceOrAdd(name: "Content-Length", value: String(body.count)) }
+        if let bodySource { h.replaceOrAdd(name: "Content-Length", value: String(bodySource.length)) }
+        else if !body.isEmpty || method == .post || method == .put { h.replaceOrAdd(name: "Content-Length", value: String(body.count)) }
         var out = HTTPRequestHead(method: method, target: url.target, headers: h).serialized()
         out += body
         return out
@@ -100,6 +105,14 @@ public struct HTTPClientRequest: Sendable {
     /// GET and HEAD may be sent again on another connection if the first one closed before any
     /// byte of their response came (a keep-alive connection the server had just closed).
     var isIdempotent: Bool { method == .get || method == .head }
+}
+
+/// A request body produced as it is sent: `length` bytes in all, handed over in parts.
+public protocol HTTPRequestBodySource: AnyObject, Sendable {
+    var length: Int64 { get }
+    /// The next part, 1 to `maxLength` bytes: called on the connection's loop once the part
+    /// before it is sent; `deliver` once, from any thread. A failure ends the request with it.
+    func next(maxLength: Int, _ deliver: @escaping @Sendable (Result<[UInt8], HTTPClientError>) -> Void)
 }
 
 /// Why a request failed. Retrying (and backing off) is the caller's decision.

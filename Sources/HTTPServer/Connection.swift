@@ -68,6 +68,11 @@ final class Connection: @unchecked Sendable {
     private var inFlight = 0
     private var pendingHead: HTTPRequestHead?
     private var requestBody: [UInt8] = []
+    /// The handler's taker of the current request's body (``RequestBodyDisposition/stream``),
+    /// until it has answered.
+    private var bodySink: (any RequestBodySink)?
+    /// The sink is taking a part of the body: nothing more is read until it is done.
+    private var sinkBusy = false
 
     // The response being sent.
     private var keepAlive = true
@@ -95,7 +100,9 @@ final class Connection: @unchecked Sendable {
         } else {
             uploadLimit = configuration.uploadLimit
         }
-        parser = HTTPRequestParser()
+        // No body limit in the parser: a handler may stream a body of any size; a buffered one
+        // is held to maxBufferedBodyLength here.
+        parser = HTTPRequestParser(limits: HTTPRequestParser.Limits(maxBodyLength: .max))
         receiveBuffer = IOBuffer(capacity: owner.configuration.receiveBufferSize)
         phaseStarted = monotonicMilliseconds()
     }
@@ -112,7 +119,9 @@ final class Connection: @unchecked Sendable {
 
     var timeoutPhase: TimeoutPhase {
         switch state {
-        case .reading: return parser.bufferedByteCount == 0 && pendingHead == nil ? .idle : .readingHead
+        case .reading:
+            if sinkBusy { return .handling }  // a body part being stored: the handler's time
+            return parser.bufferedByteCount == 0 && pendingHead == nil ? .idle : .readingHead
         case .handling: return .handling
         case .sending: return pacing != nil ? .waitingForUploadRate : .responding
         case .closing, .closed: return .none
@@ -151,11 +160,30 @@ final class Connection: @unchecked Sendable {
             case .request(let head):
                 pendingHead = head
                 requestBody.removeAll()
+                switch owner.handler.bodyDisposition(for: head, client: RequestClient(fd: fd)) {
+                case .buffer:
+                    if case .contentLength(let n) = head.bodyFraming, n > owner.configuration.maxBufferedBodyLength {
+                        return refuse(tooLarge(), head)
+                    }
+                case .stream(let sink):
+                    bodySink = sink
+                    if head.version == .http1_1, head.headers.containsToken("100-continue", in: "Expect") {
+                        // curl waits a second for this before it sends a large body.
+                        pending = Array("HTTP/1.1 100 Continue\r\n\r\n".utf8)
+                        return sendPending { [self] in process() }
+                    }
+                case .refuse(let response):
+                    return refuse(response, head)
+                }
             case .body(let bytes):
-                requestBody += bytes  // bounded by the parser's body limit
+                guard let head = pendingHead else { continue }
+                if let sink = bodySink { return feed(sink, bytes, head) }
+                requestBody += bytes
+                if requestBody.count > owner.configuration.maxBufferedBodyLength { return refuse(tooLarge(), head) }
             case .end:
                 guard let head = pendingHead else { continue }
                 pendingHead = nil
+                if let sink = bodySink { return finishStreamedBody(sink, head) }
                 let body = requestBody
                 requestBody = []
                 return dispatch(head, body: body)
@@ -169,6 +197,47 @@ final class Connection: @unchecked Sendable {
                 phaseStarted = monotonicMilliseconds()
                 return begin(Response.text(error.status, error.reason + "\n", route: "invalid"), version: .http1_1, isHead: false)
             }
+        }
+    }
+
+    private func tooLarge() -> Response {
+        .text(413, "request body too large (more than \(owner.configuration.maxBufferedBodyLength) bytes)\n", route: "invalid")
+    }
+
+    /// Answers `head` before its body is read (or while it is being read): the connection
+    /// closes after, as the rest of the body is not read.
+    private func refuse(_ response: Response, _ head: HTTPRequestHead) {
+        pendingHead = nil
+        requestBody = []
+        bodySink = nil
+        keepAlive = false
+        transition(to: .sending)
+        phaseStarted = monotonicMilliseconds()
+        begin(response, version: head.version, isHead: head.method == .head)
+    }
+
+    /// Hands a part of a streamed body to its sink; reading goes on when the sink is done.
+    private func feed(_ sink: any RequestBodySink, _ bytes: [UInt8], _ head: HTTPRequestHead) {
+        sinkBusy = true
+        let loop = self.loop
+        track({ done in sink.receive(bytes, next: loop.hop(done)) }) { [self] (answer: Response?) in
+            sinkBusy = false
+            phaseStarted = monotonicMilliseconds()
+            if let answer { return refuse(answer, head) }
+            process()
+        }
+    }
+
+    /// The streamed body is complete: the sink answers.
+    private func finishStreamedBody(_ sink: any RequestBodySink, _ head: HTTPRequestHead) {
+        transition(to: .handling)
+        phaseStarted = monotonicMilliseconds()
+        keepAlive = head.keepAlive && !owner.stopping
+        let version = head.version, isHead = head.method == .head
+        let loop = self.loop
+        sink.end { [self] response in
+            if loop.inLoopThread { respond(response, version: version, isHead: isHead) }
+            else { loop.execute { [self] in respond(response, version: version, isHead: isHead) } }
         }
     }
 
@@ -190,6 +259,7 @@ final class Connection: @unchecked Sendable {
             if case .stream(let s) = response.body { s.cancel() }
             return
         }
+        bodySink = nil
         transition(to: .sending)
         begin(response, version: version, isHead: isHead)
     }
@@ -478,6 +548,10 @@ final class Connection: @unchecked Sendable {
         transition(to: .closing)
         stream?.cancel()
         stream = nil
+        if let sink = bodySink {
+            bodySink = nil
+            sink.abort()
+        }
         Socket.shutdown(fd)
         if let p = pacing {
             pacing = nil

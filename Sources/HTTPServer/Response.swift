@@ -84,6 +84,57 @@ public protocol FileBodySource: AnyObject, Sendable {
 /// Answers requests. Called on an event loop: return quickly; call `respond` exactly once,
 /// from any thread.
 public protocol HTTPHandler: Sendable {
-    /// `body` is the request body (empty for most requests; bounded by the parser's limit).
+    /// `body` is the request body (empty for most requests; at most
+    /// ``ServerConfiguration/maxBufferedBodyLength`` bytes).
     func handle(_ request: HTTPRequestHead, body: [UInt8], respond: @escaping @Sendable (Response) -> Void)
+    /// Called with each request head before its body is read: `.buffer` (the default) collects
+    /// the body for ``handle(_:body:respond:)``; `.stream` hands it to a sink as it arrives (an
+    /// upload larger than memory), which then answers; `.refuse` answers at once without
+    /// reading the body (the connection closes after).
+    func bodyDisposition(for request: HTTPRequestHead, client: RequestClient) -> RequestBodyDisposition
+}
+
+extension HTTPHandler {
+    public func bodyDisposition(for request: HTTPRequestHead, client: RequestClient) -> RequestBodyDisposition { .buffer }
+}
+
+/// The client of a request, as its connection knows it (getpeername(2), never a header).
+public struct RequestClient: Sendable {
+    let fd: FileDescriptor
+    /// For tests of a handler: a client at `address`.
+    let fixed: SocketAddress?
+
+    init(fd: FileDescriptor) {
+        self.fd = fd
+        fixed = nil
+    }
+
+    public init(address: SocketAddress) {
+        fd = FileDescriptor(rawValue: -1)
+        fixed = address
+    }
+
+    /// The connection's other end (nil if the socket has none any more). A system call: ask
+    /// only when it matters.
+    public var address: SocketAddress? { fixed ?? Socket.peerAddress(fd) }
+}
+
+public enum RequestBodyDisposition: Sendable {
+    case buffer
+    case stream(any RequestBodySink)
+    case refuse(Response)
+}
+
+/// Takes a request body as it arrives. The connection calls ``receive(_:next:)`` with each
+/// part and reads no more until `next` is called; then ``end(respond:)`` once the body is
+/// complete, or ``abort()`` if the connection ends first. Calls are never concurrent.
+public protocol RequestBodySink: AnyObject, Sendable {
+    /// The next bytes of the body. Call `next` once, from any thread, when they are taken: nil
+    /// to go on, or the answer at once (the rest of the body is not read; the connection
+    /// closes after it).
+    func receive(_ bytes: [UInt8], next: @escaping @Sendable (Response?) -> Void)
+    /// The body is complete: call `respond` once with the answer.
+    func end(respond: @escaping @Sendable (Response) -> Void)
+    /// The connection ended before the body did, or while ``end(respond:)`` was at work.
+    func abort()
 }

@@ -41,6 +41,9 @@ public struct ServerConfiguration: Sendable {
     public var chunkSize = 1 << 20
     /// In `mixed` mode, bodies up to this many bytes go out with sendfile.
     public var smallBodyLimit: Int64 = 256 << 10
+    /// Largest request body collected in memory for a handler (over it: 413). A handler that
+    /// streams a body (``HTTPHandler/bodyDisposition(for:client:)``) has no limit from the server.
+    public var maxBufferedBodyLength = 1 << 20
     /// Receive buffer per connection.
     public var receiveBufferSize = 8 << 10
     /// Registered send buffers per loop (copy and zerocopy modes).

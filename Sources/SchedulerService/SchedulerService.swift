@@ -178,13 +178,7 @@ public final class SchedulerService: HTTPHandler {
     }
 
     /// Compares in time independent of where the token first differs.
-    static func authorized(_ header: String?, token: String) -> Bool {
-        guard let header, header.hasPrefix("Bearer ") else { return false }
-        let given = Array(header.utf8.dropFirst(7)), want = Array(token.utf8)
-        var diff = given.count ^ want.count
-        for i in 0..<want.count { diff |= Int(want[i] ^ (i < given.count ? given[i] : 0)) }
-        return diff == 0
-    }
+    static func authorized(_ header: String?, token: String) -> Bool { BearerToken.matches(header, token: token) }
 
     func metricsText() -> String {
         let (c, hosts, tasks, seeds) = state.withLock { s in (s.counters, s.hostCount, s.taskCount, s.seedCount) }

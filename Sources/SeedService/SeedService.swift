@@ -10,7 +10,8 @@ import DarterCore
 import SwarmDownload
 
 /// The seed peer's HTTP routes over the piece store:
-/// `GET|HEAD /tasks/{id}`, `/tasks/{id}/pieces/{n}`, `/tasks/{id}/meta`, `/healthz`, `/readyz`, `/metrics`.
+/// `GET|HEAD /tasks/{id}`, `/tasks/{id}/pieces/{n}`, `/tasks/{id}/meta`, `/tasks/{id}/stat`, `/healthz`, `/readyz`, `/metrics`;
+/// imports (`PUT /tasks/sha256:{hex}`, `POST /import`) in SeedService+Import.swift.
 /// See docs/API.md.
 public final class SeedService: HTTPHandler {
     let store: PieceStore
@@ -22,6 +23,9 @@ public final class SeedService: HTTPHandler {
     let rateLimits: RateLimits
     /// For `/readyz`: ready only once a scheduler has this host registered.
     let scheduler: SchedulerClient?
+    /// Who may import content (SeedService+Import.swift).
+    let writeAccess: WriteAccess
+    let imports = ImportsUnderWay()
 
     /// - Parameters:
     ///   - origin: origin access for the shield front doors; nil serves the store only.
@@ -29,10 +33,12 @@ public final class SeedService: HTTPHandler {
     ///   - swarm: on a peer, where tasks come from first (the scheduler and parents).
     ///   - scheduler: on a seed in a swarm, the schedulers it tells of what it fetched.
     ///   - rateLimits: the daemon's limits, shown in `/metrics`.
+    ///   - writeAccess: who may import content (loopback; others with its token).
     public init(store: PieceStore, metrics: ServerMetrics, origins: OriginBackends? = nil, registry: RegistryClient? = nil,
                 shield: ShieldConfiguration = ShieldConfiguration(), swarm: SwarmSource? = nil, scheduler: SchedulerClient? = nil,
-                rateLimits: RateLimits = RateLimits()) {
+                rateLimits: RateLimits = RateLimits(), writeAccess: WriteAccess = WriteAccess()) {
         self.store = store
+        self.writeAccess = writeAccess
         self.metrics = metrics
         self.rateLimits = rateLimits
         self.scheduler = scheduler
@@ -123,6 +129,7 @@ public final class SeedService: HTTPHandler {
         }
         if rest.count == 1 { return respond(content(request, info, route: "tasks")) }
         if rest.count == 2, rest[1].elementsEqual("meta".utf8) { return respond(meta(info)) }
+        if rest.count == 2, rest[1].elementsEqual("stat".utf8) { return respond(stat(info)) }
         if rest.count == 2, rest[1].elementsEqual("pieces".utf8) { return respond(availabilityFeed(request, info)) }
         if rest.count == 3, rest[1].elementsEqual("pieces".utf8) {
             guard let n = Int(text(rest[2])), n >= 0 else { return respond(.text(400, "piece number '\(text(rest[2].prefix(20)))' is not a whole number\n", route: "pieces")) }

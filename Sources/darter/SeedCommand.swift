@@ -39,6 +39,8 @@ enum SeedCommand {
             .init(name: "s3-endpoint", defaultValue: "", help: "S3-compatible endpoint for s3:// URLs, path-style (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL or the AWS profile's endpoint_url, else AWS)"),
             .init(name: "http-origin-backend", defaultValue: "loop", help: "how plain http:// origins are fetched: loop (the event loops' own HTTP client, bodies straight into piece buffers) | curl (libcurl, as https and s3 are)"),
             .init(name: "chunk-size", defaultValue: "\(defaults.chunkSize >> 10)k", help: "bytes per read/send (or splice) of a file body"),
+            .init(name: "admin-token", defaultValue: SystemCalls.environment()["DARTER_ADMIN_TOKEN"] ?? "",
+                  help: "accept imports (PUT /tasks/sha256:…) from other hosts with Authorization: Bearer <token> (default: $DARTER_ADMIN_TOKEN; empty: imports from loopback only)"),
         ] + RateFlags.flags + SwarmFlags.flags(role: role) + [DaemonSupport.checkConfigFlag], arguments: argv)
         if args.wantsHelp { print(args.usage); return }
 
@@ -151,7 +153,8 @@ enum SeedCommand {
             // A seed in a swarm is where children's piece digests come from.
             shield.pieceDigests = role == .seed && swarm != nil
             let service = SeedService(store: store, metrics: metrics, origins: origins, registry: RegistryClient(origin: origin, credentials: registryCredentials),
-                                      shield: shield, swarm: source, scheduler: swarm, rateLimits: limits)
+                                      shield: shield, swarm: source, scheduler: swarm, rateLimits: limits,
+                                      writeAccess: WriteAccess(token: args.string("admin-token")))
             server = try HTTPServer(configuration: config, handler: service, metrics: metrics, group: group)
         } catch {
             await store.close()

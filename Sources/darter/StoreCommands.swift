@@ -40,17 +40,28 @@ func openStore(_ settings: (backend: IOBackendChoice, configuration: StoreConfig
 enum ImportCommand {
     static func run(_ argv: [String]) async throws {
         let args = try Arguments(command: "import", flags: storeFlags + [
-            .init(name: "piece-length", defaultValue: "", help: "piece length (default: from the file size, 4-64 MiB)"),
+            .init(name: "piece-length", defaultValue: "", help: "piece length (default: from the file size, 1-64 MiB)"),
+            .init(name: "daemon", defaultValue: "", help: "import into this running daemon (e.g. \(DaemonStore.defaultDaemon)) instead of opening --data-dir"),
+            .init(name: "send", defaultValue: "auto", help: "with --daemon: path (the daemon reads the file: loopback only) | body (the bytes are sent) | auto (path to a daemon on loopback, falling back to body)"),
+            .init(name: "token", defaultValue: SystemCalls.environment()["DARTER_ADMIN_TOKEN"] ?? "",
+                  help: "with --daemon: the daemon's --admin-token, needed from other hosts (default: $DARTER_ADMIN_TOKEN)"),
         ], arguments: argv)
         if args.wantsHelp { print(args.usage + "\nPrints one line per file: <task-id> <path>"); return }
         guard !args.positional.isEmpty else { throw UsageError("import: name at least one FILE") }
         let pieceLength = try args.optionalInt("piece-length")  // a bad value stops before the store opens
-        let store = try await openStore(args)
+        if let pieceLength, !PieceMath.isValidPieceLength(pieceLength) {
+            throw UsageError("import: --piece-length must be a multiple of 4k from 4k to 64m, got '\(args.string("piece-length"))'")
+        }
+        if !args.string("daemon").isEmpty { return try await runThroughDaemon(args, pieceLength: pieceLength) }
+        let store: PieceStore
+        do { store = try await openStore(args) } catch StoreError.directoryInUse(let dir) {
+            throw UsageError("import: data directory \(dir) is in use by a running daemon; import through it with --daemon \(DaemonStore.defaultDaemon) (its --listen address)")
+        }
         var failed = false
         for path in args.positional {
             do {
-                let id = try await importFile(path, store: store, pieceLength: pieceLength)
-                print("\(id) \(path)")
+                let imported = try await store.importFile(path, pieceLength: pieceLength)
+                print("\(imported.id) \(path)")
             } catch {
                 writeError("darter import: \(path): \(error)\n")
                 failed = true
@@ -58,39 +69,6 @@ enum ImportCommand {
         }
         await store.close()
         if failed { exit(1) }
-    }
-
-    /// Stores a file under its SHA-256 (a digest task), reading it with direct-I/O-sized chunks.
-    static func importFile(_ path: String, store: PieceStore, pieceLength: Int?) async throws -> TaskID {
-        let io = store.io
-        let fd = try await io.open(path, [.readOnly])
-        defer { try? SystemCalls.close(fd) }
-        let size = try SystemCalls.fileSize(fd)
-        let pieceLength = pieceLength ?? PieceMath.defaultPieceLength(contentLength: size)
-        guard PieceMath.isValidPieceLength(pieceLength) else { throw StoreError.invalidPieceLength(pieceLength) }
-        // First pass: the digest names the task, so an already stored file is not written again.
-        let buffer = io.makeBuffer(capacity: pieceLength)
-        var hasher = SHA256Hasher()
-        var offset: Int64 = 0
-        while offset < size {
-            let n = try await io.readFully(fd, into: buffer, range: 0..<Int(min(Int64(pieceLength), size - offset)), at: offset)
-            guard n > 0 else { throw StoreError.io("\(path) shrank while reading", .ioError) }
-            hasher.update(buffer, range: 0..<n)
-            offset += Int64(n)
-        }
-        let digest = SHA256Digest(bytes: hasher.finalize())!
-        let id = TaskID(kind: .digest, hash: digest)
-        if let info = store.info(id), info.complete { return id }
-        try await store.createTask(id, pieceLength: pieceLength, contentLength: size)
-        let count = PieceMath.pieceCount(contentLength: size, pieceLength: pieceLength)
-        for index in 0..<count {
-            let length = PieceMath.length(ofPiece: index, contentLength: size, pieceLength: pieceLength)
-            let n = try await io.readFully(fd, into: buffer, range: 0..<length, at: PieceMath.offset(ofPiece: index, pieceLength: pieceLength))
-            guard n == length else { throw StoreError.io("\(path) changed while importing", .ioError) }
-            try await store.writePiece(id, index: index, from: buffer, length: length)
-        }
-        try await store.completeTask(id, sha256: digest)
-        return id
     }
 }
 
