@@ -98,7 +98,7 @@ let package = Package(
         .testTarget(name: "DarterIOTests", dependencies: ["DarterCore", "DarterIO", "DarterTestSupport"], swiftSettings: strict),
         .testTarget(name: "PieceStoreTests", dependencies: ["DarterCore", "PieceStore", "DarterIO", "DarterTestSupport"], swiftSettings: strict),
         .testTarget(name: "PieceTransferTests", dependencies: ["PieceTransfer", "PieceProtocol", "PieceStore", "DarterCore", "DarterIO", "DarterTestSupport"], swiftSettings: strict),
-        .testTarget(name: "SeedServiceTests", dependencies: ["DarterCore", "SeedService"], swiftSettings: strict),
+        .testTarget(name: "SeedServiceTests", dependencies: ["DarterCore", "DarterIO", "HTTPServer", "SeedService"], swiftSettings: strict),
         .testTarget(name: "HTTPClientTests", dependencies: ["HTTPClient", "HTTPServer", "HTTPCore", "DarterIO", "DarterCore", "DarterTestSupport"], swiftSettings: strict),
         .testTarget(name: "DarterGetTests", dependencies: ["DarterGet", "DarterCore", "DarterIO", "DarterTestSupport"], swiftSettings: strict),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "SchedulerProtocol", "SchedulerService", "SchedulerClient", "PieceProtocol", "DarterCore", "DarterIO", "HTTPServer", "HTTPClient", "HTTPCore", "DarterTestSupport"], swiftSettings: strict),

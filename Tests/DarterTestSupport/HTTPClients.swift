@@ -30,6 +30,25 @@ public func loopback(port: UInt16) -> sockaddr_in {
     return addr
 }
 
+/// An IPv4 address of this host that is not loopback (an interface's own address), or nil:
+/// a client that dials it from this host arrives from that address, not from loopback.
+public func nonLoopbackIPv4Address() -> String? {
+    var list: UnsafeMutablePointer<ifaddrs>?
+    guard getifaddrs(&list) == 0 else { return nil }
+    defer { freeifaddrs(list) }
+    var p = list
+    while let ifa = p {
+        defer { p = ifa.pointee.ifa_next }
+        guard let sa = ifa.pointee.ifa_addr, sa.pointee.sa_family == sa_family_t(AF_INET),
+              ifa.pointee.ifa_flags & UInt32(IFF_UP) != 0, ifa.pointee.ifa_flags & UInt32(IFF_LOOPBACK) == 0 else { continue }
+        let a = UnsafeRawPointer(sa).load(as: sockaddr_in.self)
+        let b = withUnsafeBytes(of: a.sin_addr) { Array($0) }
+        if b[0] == 127 { continue }
+        return b.map(String.init).joined(separator: ".")
+    }
+    return nil
+}
+
 /// A port nothing listens on, for connection-refused tests: `freePort`'s probe (port 1 in the
 /// unlikely case that no socket could be made).
 public func closedPort() -> UInt16 { (try? freePort()) ?? 1 }
