@@ -95,6 +95,9 @@ public final class SeedService: HTTPHandler {
     /// `/tasks/{id}/meta`, `/tasks/{id}/pieces` and `/tasks/{id}/pieces/{n}`.
     func route(_ request: HTTPRequestHead, respond: @escaping @Sendable (Response) -> Void) {
         guard request.method == .get || request.method == .head else {
+            if request.target.hasPrefix("/tasks/sha256:") {  // PUT there is an import (SeedService+Import.swift)
+                return respond(methodNotAllowed("method \(request.method) is not allowed here; use GET or HEAD, or PUT to import", allow: "GET, HEAD, PUT", route: "invalid"))
+            }
             return respond(methodNotAllowed("method \(request.method) is not allowed here; use GET or HEAD", allow: "GET, HEAD", route: "invalid"))
         }
         // Routing works on bytes: this runs for every request.
