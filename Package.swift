@@ -40,7 +40,7 @@ let package = Package(
         .target(name: "HTTPCore", swiftSettings: strict),
 
         // The io_uring HTTP/1.1 server: event loops, connections, bodies from files.
-        .target(name: "HTTPServer", dependencies: ["DarterIO", "HTTPCore"], swiftSettings: strict),
+        .target(name: "HTTPServer", dependencies: ["DarterCore", "DarterIO", "HTTPCore"], swiftSettings: strict),
         // The piece protocol between daemons (pure: paths, metadata, availability feed; docs/PROTOCOL.md).
         .target(name: "PieceProtocol", dependencies: ["DarterCore"], swiftSettings: strict),
         // Messages between daemons and the scheduler (pure JSON; docs/PROTOCOL.md).

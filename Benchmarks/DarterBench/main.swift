@@ -3,6 +3,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Dispatch
 import DarterIO
 import PieceStore
 import Synchronization
@@ -219,12 +220,34 @@ func recovery() async throws {
     }
 }
 
+/// metrics: the cost of recording one histogram observation (what a request, a piece or a store
+/// operation pays), beside a bare uncontended lock and the clock reads around a timed operation.
+func metricsCost() {
+    let n = Int(flag("observations", "5000000"))!
+    let family = HistogramFamily(name: "bench_seconds", help: "B.", label: "route", values: ["tasks"])
+    func perOp(_ threads: Int, _ body: @escaping @Sendable (Int) -> Void) -> Double {
+        let t0 = monotonicSeconds()
+        DispatchQueue.concurrentPerform(iterations: threads) { _ in for i in 0..<n { body(i) } }
+        return (monotonicSeconds() - t0) / Double(n * threads) * 1e9
+    }
+    let lock = Mutex<Int>(0)
+    print("RESULT metrics_lock_increment \(perOp(1) { _ in lock.withLock { $0 += 1 } }) ns")
+    print("RESULT metrics_clock_pair \(perOp(1) { _ in let t = ContinuousClock.now; if ContinuousClock.now < t { exit(3) } }) ns")
+    let series = family.series("tasks")
+    print("RESULT metrics_observe_1_thread \(perOp(1) { i in family.observe(Double(i & 1023) * 1e-5, "tasks") }) ns")
+    print("RESULT metrics_observe_2_threads \(perOp(2) { i in family.observe(Double(i & 1023) * 1e-5, "tasks") }) ns")
+    print("RESULT metrics_observe_series_1_thread \(perOp(1) { i in series.observe(Double(i & 1023) * 1e-5) }) ns")
+    print("RESULT metrics_observe_series_2_threads \(perOp(2) { i in series.observe(Double(i & 1023) * 1e-5) }) ns")
+    guard family.snapshot["tasks"]?.count == UInt64(6 * n) else { note("metrics: lost observations\n"); exit(1) }
+}
+
 switch CommandLine.arguments.dropFirst().first {
+case "metrics": metricsCost()
 case "storage-round": try await storageRound()
 case "storage-session": try await storageSession()
 case "recovery": try await recovery()
 default:
-    note("usage: darter-bench storage-round|storage-session|recovery [--dir D] [--size 2g] [--seconds 5] [--pieces N]\n")
+    note("usage: darter-bench storage-round|storage-session|recovery|metrics [--dir D] [--size 2g] [--seconds 5] [--pieces N] [--observations N]\n")
     exit(2)
 }
 

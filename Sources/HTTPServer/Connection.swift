@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import DarterCore
 import DarterIO
 import HTTPCore
 
@@ -90,6 +91,8 @@ final class Connection: @unchecked Sendable {
     /// The upload limit this connection's bodies are paced by (none for a client on this host
     /// unless the configuration says so).
     private let uploadLimit: RateLimiter?
+    /// The request being answered, for its duration, the debug log line and the upload count.
+    private var exchange = Exchange()
 
     init(fd: FileDescriptor, owner: LoopServer) {
         self.fd = fd
@@ -195,6 +198,7 @@ final class Connection: @unchecked Sendable {
                 keepAlive = false
                 transition(to: .sending)
                 phaseStarted = monotonicMilliseconds()
+                exchange.begin(nil)
                 return begin(Response.text(error.status, error.reason + "\n", route: "invalid"), version: .http1_1, isHead: false)
             }
         }
@@ -244,6 +248,7 @@ final class Connection: @unchecked Sendable {
     private func dispatch(_ head: HTTPRequestHead, body: [UInt8]) {
         transition(to: .handling)
         phaseStarted = monotonicMilliseconds()
+        exchange.begin(head)
         keepAlive = head.keepAlive && !owner.stopping
         let version = head.version, isHead = head.method == .head
         let loop = self.loop
@@ -268,6 +273,7 @@ final class Connection: @unchecked Sendable {
 
     private func begin(_ response: Response, version: HTTPVersion, isHead: Bool) {
         owner.metrics.recordRequest(route: response.route, status: response.head.status)
+        exchange.responding(route: response.route, status: response.head.status)
         var head = response.head
         // A handler may end the connection after its response (as any HTTP/1.1 server may).
         if head.headers.containsToken("close", in: "Connection") { keepAlive = false }
@@ -338,6 +344,7 @@ final class Connection: @unchecked Sendable {
 
     private func progress(_ bytes: Int) {
         owner.metrics.addBytes(bytes)
+        exchange.bytesSent += bytes
         phaseStarted = monotonicMilliseconds()
     }
 
@@ -529,6 +536,7 @@ final class Connection: @unchecked Sendable {
     }
 
     private func finishResponse() {
+        endExchange()
         body = nil
         allowance = 0
         if let b = sendBuffer { owner.returnBuffer(b); sendBuffer = nil }
@@ -545,6 +553,7 @@ final class Connection: @unchecked Sendable {
     func close() {
         loop.assertInLoop()
         guard state != .closing && state != .closed else { return }
+        if state == .sending { endExchange() }  // cut short: it still took this long
         transition(to: .closing)
         stream?.cancel()
         stream = nil
@@ -571,6 +580,19 @@ final class Connection: @unchecked Sendable {
         stream?.cancel()
     }
 
+    /// A response ended (sent, or its connection closed): its duration by route, the file body
+    /// bytes it sent, and at debug level one line (method, path, status, bytes, seconds).
+    private func endExchange() {
+        guard let started = exchange.started else { return }
+        let seconds = Double(SystemCalls.monotonicNanoseconds() - started) / 1e9
+        owner.metrics.recordResponse(owner.requestDuration(route: exchange.route), seconds: seconds, fileBodyBytes: body != nil ? Int(position) : 0)
+        if Log.isEnabled(.debug) {
+            Log.debug("request", fields: [("method", .string(exchange.method)), ("path", .string(exchange.path)), ("route", .string(exchange.route)),
+                                          ("status", .int(Int64(exchange.status))), ("bytes", .int(Int64(exchange.bytesSent))), ("seconds", .seconds(seconds))])
+        }
+        exchange = Exchange()
+    }
+
     private func finishClosing() {
         guard state == .closing, inFlight == 0 else { return }
         transition(to: .closed)
@@ -583,3 +605,29 @@ final class Connection: @unchecked Sendable {
 }
 
 func monotonicMilliseconds() -> Int64 { SystemCalls.monotonicMilliseconds() }
+
+/// One request and its response on a connection, for ``Connection``'s metrics and log line.
+struct Exchange {
+    /// Monotonic nanoseconds when the request was complete; nil between requests.
+    var started: Int64?
+    var route = "other"
+    var status = 0
+    var bytesSent = 0
+    /// Only kept when debug lines are written (the request log).
+    var method = ""
+    var path = ""
+
+    mutating func begin(_ head: HTTPRequestHead?) {
+        self = Exchange(started: SystemCalls.monotonicNanoseconds())
+        if let head, Log.isEnabled(.debug) {
+            method = head.method.description
+            // The path without the query: queries may carry signed URLs and tokens.
+            path = String(head.target.prefix { $0 != "?" }.prefix(300))
+        }
+    }
+
+    mutating func responding(route: String, status: Int) {
+        self.route = route
+        self.status = status
+    }
+}

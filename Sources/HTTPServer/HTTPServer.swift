@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import DarterCore
 import DarterIO
 import HTTPCore
 import Synchronization
@@ -79,6 +80,9 @@ final class LoopServer: @unchecked Sendable {
     private(set) var stopping = false
     private var freeBuffers: [SendBuffer] = []
     private var dateSecond: Int64 = -1
+    /// `darter_http_request_duration_seconds` by route, found on this loop without a lock or a
+    /// hash: routes are a dozen short strings, compared in a few nanoseconds each.
+    private var durations: [(route: String, histogram: Histogram)] = []
     private var dateValue = ""
 
     init(loop: EventLoop, listener: FileDescriptor, configuration: ServerConfiguration, handler: any HTTPHandler,
@@ -118,6 +122,13 @@ final class LoopServer: @unchecked Sendable {
         // At the cap, stop accepting: new clients wait in the kernel's backlog.
         if connections.count >= connectionLimit && accepting { loop.cancelAll(on: listener) }
         c.start()
+    }
+
+    func requestDuration(route: String) -> Histogram {
+        if let d = durations.first(where: { $0.route == route }) { return d.histogram }
+        let h = metrics.requestDurations.series(route)
+        durations.append((route, h))
+        return h
     }
 
     func remove(_ c: Connection) {

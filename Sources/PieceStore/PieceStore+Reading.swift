@@ -41,8 +41,10 @@ extension PieceStore {
         let end = Int64(alignUp(Int(range.upperBound)))
         precondition(Int(end - start) <= buffer.capacity, "buffer too small for the aligned range")
         let n: Int
+        let started = ContinuousClock.now
         do { n = try await io.readFully(fd, into: buffer, range: 0..<Int(end - start), at: start) }
         catch { throw StoreError.io("reading \(id)", error) }
+        DarterMetrics.storeOperationSeconds.observe(ContinuousClock.now - started, "read")
         let lead = Int(range.lowerBound - start)
         guard n >= lead + range.count else { throw StoreError.io("short read of \(id)", .ioError) }
         return lead..<(lead + range.count)

@@ -135,9 +135,11 @@ extension PieceStore {
         if let knownFD { fd = knownFD } else { fd = try await directDescriptor(id) }
         if padded > length { buffer.fill(0, range: length..<padded) }
         if growing { try await allocateWithEviction(fd, offset: offset, length: Int64(padded), task: id) }
+        let started = ContinuousClock.now
         try await retryingOnceAfterEviction(bytes: Int64(padded), task: id, doing: "writing piece \(index) of \(id)") { () async throws(Errno) in
             _ = try await io.writeAll(fd, from: buffer, range: 0..<padded, at: offset)
         }
+        DarterMetrics.storeOperationSeconds.observe(ContinuousClock.now - started, "write")
         return fd
     }
 

@@ -292,6 +292,8 @@ public final class PieceStore: Sendable {
             for r in p.records { JournalCodec.encode(r, into: &encoded) }
         }
         let (journalFD, offset) = state.withLock { ($0.journalFD, $0.journalLength) }
+        let started = ContinuousClock.now
+        defer { if !encoded.isEmpty { DarterMetrics.storeOperationSeconds.observe(ContinuousClock.now - started, "commit") } }
         do {
             if !fds.isEmpty { try await io.dataSync(Array(fds)) }
             // An empty batch (a barrier from close or compact) has nothing to make durable.

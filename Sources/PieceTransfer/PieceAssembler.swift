@@ -35,6 +35,8 @@ public final class PieceAssembler: @unchecked Sendable {
     private var fill = 0
     private var pieceSize = 0
     private var nextPiece: Int
+    /// When the current streamed piece's buffer was taken (`darter_piece_download_duration_seconds{source="origin"}`).
+    private var pieceStarted = ContinuousClock.now
     /// SHA-256 of the bytes from offset 0, while they arrive in order on one stream.
     private var hasher: SHA256Hasher?
     private var hashed: Int64 = 0
@@ -90,6 +92,7 @@ public final class PieceAssembler: @unchecked Sendable {
             guard ready else { return nil }
             current = takeBuffer()
             fill = 0
+            pieceStarted = ContinuousClock.now
         }
         return BufferSpace(buffer: current!, range: fill..<pieceSize)
     }
@@ -174,6 +177,7 @@ public final class PieceAssembler: @unchecked Sendable {
         current = nil
         let (index, length) = (nextPiece, fill)
         nextPiece += 1
+        DarterMetrics.pieceReceived(from: .origin, bytes: length, elapsed: ContinuousClock.now - pieceStarted)
         fill = 0
         var sha256: SHA256Digest?
         if pieceDigests {

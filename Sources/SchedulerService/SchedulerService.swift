@@ -20,6 +20,10 @@ public final class SchedulerService: HTTPHandler {
     let now: @Sendable () -> Int64
     let log: @Sendable (String) -> Void
     let seedTriggerFailures = Atomic<Int>(0)
+    /// How long the policy takes to decide, by kind (register, keepalive, announce, progress, expire).
+    let decisionDurations = HistogramFamily(name: "darter_scheduler_decision_duration_seconds",
+                                            help: "Time the scheduler's policy takes for one call (under its lock), by kind.",
+                                            label: "kind", values: ["announce", "expire", "keepalive", "progress", "register"], bounds: HistogramBuckets.fastSeconds)
 
     /// - Parameters:
     ///   - token: the cluster token: with one, every write (POST, DELETE) must carry
@@ -39,7 +43,7 @@ public final class SchedulerService: HTTPHandler {
 
     /// Forgets hosts past their TTL; the command calls it every second.
     public func expire() {
-        let dead = state.withLock { $0.expire(now: now()) }
+        let dead = decide("expire") { $0.expire(now: now()) }
         if !dead.isEmpty { log("scheduler: expired \(dead.joined(separator: ", "))") }
     }
 
@@ -91,13 +95,13 @@ public final class SchedulerService: HTTPHandler {
     func register(_ body: [UInt8]) -> Response {
         let r: HostRegistration
         do { r = try HostRegistration(parsing: body) } catch { return .text(400, error.description + "\n", route: "hosts") }
-        let reply = state.withLock { $0.register(r, now: now()) }
+        let reply = decide("register") { $0.register(r, now: now()) }
         return json(200, reply.json, route: "hosts")
     }
 
     func keepAlive(_ id: String) -> Response {
         do {
-            try state.withLock { s throws(Scheduler.Failure) in try s.keepAlive(id, now: now()) }
+            try decide("keepalive") { s throws(Scheduler.Failure) in try s.keepAlive(id, now: now()) }
             return Response(head: HTTPResponseHead(status: 204), route: "keepalive")
         } catch {
             return unknownHost(id, route: "keepalive")
@@ -111,7 +115,7 @@ public final class SchedulerService: HTTPHandler {
         guard a.task == id else { return .text(400, "announce: task \(a.task) in the body is not \(id) in the path\n", route: "announce") }
         let outcome: (reply: AnnounceReply, trigger: Scheduler.SeedTrigger?)
         do {
-            outcome = try state.withLock { s throws(Scheduler.Failure) in try s.announce(a, now: now()) }
+            outcome = try decide("announce") { s throws(Scheduler.Failure) in try s.announce(a, now: now()) }
         } catch {
             return unknownHost(a.host, route: "announce")
         }
@@ -125,7 +129,7 @@ public final class SchedulerService: HTTPHandler {
         do { p = try ProgressReport(parsing: body) } catch { return .text(400, error.description + "\n", route: "progress") }
         guard p.task == id else { return .text(400, "progress: task \(p.task) in the body is not \(id) in the path\n", route: "progress") }
         do {
-            try state.withLock { s throws(Scheduler.Failure) in try s.report(p, now: now()) }
+            try decide("progress") { s throws(Scheduler.Failure) in try s.report(p, now: now()) }
             return Response(head: HTTPResponseHead(status: 204), route: "progress")
         } catch {
             return unknownHost(p.host, route: "progress")
@@ -163,6 +167,15 @@ public final class SchedulerService: HTTPHandler {
 
     // MARK: Helpers
 
+    /// A call into the policy under its lock, timed for `darter_scheduler_decision_duration_seconds{kind}`.
+    func decide<R: Sendable, E: Error>(_ kind: String, _ body: (inout Scheduler) throws(E) -> R) throws(E) -> R {
+        try state.withLock { s throws(E) -> R in
+            let started = ContinuousClock.now
+            defer { decisionDurations.observe(ContinuousClock.now - started, kind) }
+            return try body(&s)
+        }
+    }
+
     func unknownHost(_ id: String, route: String) -> Response {
         .text(404, "host \(id.prefix(128)) is not registered here: register again (POST /hosts) with what it holds\n", route: route)
     }
@@ -182,8 +195,7 @@ public final class SchedulerService: HTTPHandler {
 
     func metricsText() -> String {
         let (c, hosts, tasks, seeds) = state.withLock { s in (s.counters, s.hostCount, s.taskCount, s.seedCount) }
-        var out = "# HELP darter_http_requests_total HTTP requests answered, by route and status.\n# TYPE darter_http_requests_total counter\n"
-        for r in metrics.requestCounts { out += "darter_http_requests_total{route=\"\(r.route)\",status=\"\(r.status)\"} \(r.count)\n" }
+        var out = metrics.exposition + decisionDurations.exposition + DarterMetrics.buildInfo
         func metric(_ name: String, _ type: String, _ help: String, _ value: Int) {
             out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n\(name) \(value)\n"
         }

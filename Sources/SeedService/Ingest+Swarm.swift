@@ -26,7 +26,7 @@ extension Ingestor {
         let id = source.id
         /// Ends the job with `reason` before anything was stored.
         func refuse(_ reason: String) -> Bool {
-            SystemCalls.writeStandardError("swarm: \(reason)\n")
+            Log.warning("swarm: \(reason)")
             job.resolveStart(.failed(reason))
             job.finish()
             return true
@@ -42,7 +42,7 @@ extension Ingestor {
             guard swarm.configuration.backToSource else {
                 return refuse("\(source.describe): \(why), and --no-back-to-source forbids the origin")
             }
-            SystemCalls.writeStandardError("swarm: \(source.describe): \(why); from the origin\n")
+            Log.info("swarm: \(source.describe): \(why); from the origin")
             return false
         case .parents(let m, let p, let s):
             (meta, parents, share) = (m, p, s)
@@ -82,7 +82,7 @@ extension Ingestor {
                                          case .failure(let e): return e.description
                                          }
                                      },
-                                     configuration: swarm.configuration, log: { SystemCalls.writeStandardError($0 + "\n") })
+                                     configuration: swarm.configuration, log: { Log.info($0) })
         let outcome = await download.run(parents: parents, seedShare: share)
         do {
             guard case .complete(let bySource) = outcome else {
@@ -94,11 +94,11 @@ extension Ingestor {
                                          whenReadThrough: { [resident] in resident.settled(id) })
             let fromOrigin = bySource["origin"] ?? 0
             let parents = bySource.filter { $0.key != "origin" }.sorted { $0.key < $1.key }
-            SystemCalls.writeStandardError("swarm: \(source.describe): complete, \(parents.reduce(0) { $0 + $1.value }) pieces from parents ("
-                + parents.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + "), \(fromOrigin) from the origin\n")
+            Log.info("swarm: \(source.describe): complete, \(parents.reduce(0) { $0 + $1.value }) pieces from parents ("
+                + parents.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + "), \(fromOrigin) from the origin")
         } catch {
             let reason = "fetching \(source.describe) through the swarm: \(error)"
-            SystemCalls.writeStandardError("swarm: \(reason)\n")
+            Log.error("swarm: \(reason)")
             await store.failTask(id, reason: reason)
             endFetch(id, job, failure: reason)
             return true

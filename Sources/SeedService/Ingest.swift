@@ -142,8 +142,10 @@ final class Ingestor: Sendable {
         }
         if isNew {
             Task.detached { [self] in
-                await run(job, source)
+                let began = ContinuousClock.now
+                let via = await run(job, source)
                 jobs.withLock { _ = $0.removeValue(forKey: id) }
+                logTask(source, job, via: via, seconds: (ContinuousClock.now - began).seconds)
             }
         }
         return await job.waitForStart()
@@ -178,8 +180,9 @@ final class Ingestor: Sendable {
         await job.waitForCompletion()
     }
 
-    private func run(_ job: IngestJob, _ source: ObjectSource) async {
-        if let swarm, await runThroughSwarm(swarm, job, source) { return }
+    /// The fetch of `source`; returns where it came from ("swarm" or "origin").
+    private func run(_ job: IngestJob, _ source: ObjectSource) async -> String {
+        if let swarm, await runThroughSwarm(swarm, job, source) { return "swarm" }
         let segments = Mutex<[Task<String?, Never>]>([])
         let first = IngestSink(store: store, source: source, configuration: configuration, resident: resident, arrivals: arrivals) { info in
             job.resolveStart(.ready(info, hit: false))
@@ -218,7 +221,7 @@ final class Ingestor: Sendable {
             negative.withLock { $0[source.id] = (status.0, status.1, monotonicSeconds() + configuration.negativeCacheSeconds) }
             job.resolveStart(.originStatus(status.0, status.1))
             job.finish()
-            return
+            return "origin"
         }
         do {
             if let failure { throw IngestError.failed(failure) }
@@ -237,16 +240,31 @@ final class Ingestor: Sendable {
             }
         } catch {
             let reason = "fetching \(source.describe): \(error)"
-            SystemCalls.writeStandardError("shield: \(reason)\n")
+            Log.error("shield: \(reason)")
             if first.taskCreated { await store.failTask(source.id, reason: reason) }
             endFetch(source.id, job, failure: reason)
-            return
+            return "origin"
         }
         endFetch(source.id, job, failure: nil)
         if let scheduler, !first.noStore, let info = store.info(source.id), info.complete, let length = info.contentLength {
             let all = PieceSet(0..<PieceMath.pieceCount(contentLength: length, pieceLength: info.pieceLength))
             await scheduler.report(ProgressReport(host: scheduler.configuration.identity.id, task: source.id, pieces: all, state: .complete))
         }
+        return "origin"
+    }
+
+    /// The task's one line at info level: id, where it came from, bytes, seconds, result.
+    func logTask(_ source: ObjectSource, _ job: IngestJob, via: String, seconds: Double) {
+        let info = store.info(source.id)
+        let result: String
+        if let info, info.complete { result = "ok" }
+        else if let failure = info?.failure { result = "failed: " + failure }
+        else if case .originStatus(let status, _)? = job.outcome { result = "origin status \(status)" }
+        else if case .failed(let why)? = job.outcome { result = "failed: " + why }
+        else { result = "failed" }
+        Log.info("task", fields: [("id", .string(source.id.description)), ("source", .string(via)),
+                                  ("bytes", .int(info?.complete == true ? info?.contentLength ?? 0 : 0)), ("seconds", .seconds(seconds)),
+                                  ("result", .string(result)), ("url", .string(source.describe))])
     }
 
     /// A fetch is over, for everyone following it: memory (nothing of a failed fetch is served
@@ -311,7 +329,7 @@ final class Ingestor: Sendable {
             attempt = sink.position > startPosition ? 1 : attempt + 1
             total += 1
             if total > 300 { attempt = configuration.retries + 1 }  // a trickle never ends a fetch
-            SystemCalls.writeStandardError("shield: \(source.describe) at byte \(sink.position): \(lastError); \(attempt > configuration.retries ? "giving up" : "retry \(attempt) of \(configuration.retries)")\n")
+            Log.warning("shield: \(source.describe) at byte \(sink.position): \(lastError); \(attempt > configuration.retries ? "giving up" : "retry \(attempt) of \(configuration.retries)")")
             if attempt > configuration.retries { return lastError.isEmpty ? "the origin transfer did not complete" : lastError }
             // Exponential backoff: 100 ms, 200 ms, ... capped at 3.2 s.
             try? await Task.sleep(for: .milliseconds(100 << min(attempt - 1, 5)))
@@ -335,6 +353,9 @@ final class IngestJob: Sendable {
         var endWaiters: [CheckedContinuation<Void, Never>] = []
     }
     private let state = Mutex(State())
+
+    /// The first outcome (nil before it).
+    var outcome: IngestOutcome? { state.withLock { $0.outcome } }
 
     func waitForStart() async -> IngestOutcome {
         await withCheckedContinuation { c in
@@ -420,6 +441,8 @@ final class IngestSink: OriginDirectSink, @unchecked Sendable {
     /// The task's creation, started by the first head (awaited before completing or failing it).
     private let creation = Mutex<Task<Void, Never>?>(nil)
     private let startOffset: Int64
+    /// When the current attempt asked the origin (`darter_origin_first_byte_seconds`).
+    private var attemptStarted: ContinuousClock.Instant?
 
     /// Decides segments once the length is known; returns where this (first) connection stops.
     var planSegments: ((_ total: Int64, _ pieceLength: Int) -> Int64?)?
@@ -480,6 +503,7 @@ final class IngestSink: OriginDirectSink, @unchecked Sendable {
     }
 
     func beginAttempt() {
+        attemptStarted = ContinuousClock.now
         attemptError = nil
         expectedEnd = nil
     }
@@ -496,6 +520,7 @@ final class IngestSink: OriginDirectSink, @unchecked Sendable {
     }
 
     func receive(head: OriginResponseHead) -> Bool {
+        if let t = attemptStarted { DarterMetrics.originFirstByteSeconds.observe(ContinuousClock.now - t); attemptStarted = nil }
         let status = head.status
         if status >= 400 && status < 500 && !taskCreated {
             passThroughStatus = (status, "origin answered \(status) for \(source.describe)")

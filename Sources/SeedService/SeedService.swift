@@ -204,18 +204,10 @@ public final class SeedService: HTTPHandler {
     }
 
     private func metricsText() -> String {
-        var out = "# HELP darter_http_requests_total HTTP requests answered, by route and status.\n# TYPE darter_http_requests_total counter\n"
-        for r in metrics.requestCounts {
-            out += "darter_http_requests_total{route=\"\(r.route)\",status=\"\(r.status)\"} \(r.count)\n"
-        }
+        // The server's requests and bytes, then the process's pieces, store and origin timings.
+        var out = metrics.exposition + DarterMetrics.exposition
         let u = store.usage
         out += """
-        # HELP darter_http_response_bytes_total Response bytes sent (heads and bodies).
-        # TYPE darter_http_response_bytes_total counter
-        darter_http_response_bytes_total \(metrics.responseBytes)
-        # HELP darter_http_connections_active Open client connections.
-        # TYPE darter_http_connections_active gauge
-        darter_http_connections_active \(metrics.activeConnections)
         # HELP darter_store_bytes_used Bytes the piece store holds on disk.
         # TYPE darter_store_bytes_used gauge
         darter_store_bytes_used \(u.bytesUsed)

@@ -367,6 +367,7 @@ public actor SwarmDownload {
             if (links[parent]?.failures ?? 0) >= configuration.failuresToDrop { drop(parent, kind, "piece \(index): \(why)") }
             return
         }
+        DarterMetrics.pieceReceived(from: metricsSource(parent), bytes: length, elapsed: elapsed)
         guard !selector.have.contains(index) else { return }  // a duplicate (endgame) came second
         selector.received(index, from: parent)
         let ms = Self.milliseconds(elapsed)

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import DarterCore
 import DarterIO
 
 @main
@@ -27,6 +28,10 @@ struct Darter {
             return
         }
         args.removeFirst()
+        if name == "--version" || name == "version" {
+            print("darter \(DarterBuild.version)")
+            return
+        }
         guard let command = commands.first(where: { $0.name == name }) else {
             writeError("darter: unknown command '\(name)'\n")
             printUsage()
@@ -50,9 +55,9 @@ struct Darter {
     }
 }
 
-/// One line to standard error (logs, diagnostics).
+/// One line of the daemon's log at info level (`--log-level`, `--log-format`).
 func log(_ line: String) {
-    writeError(line + "\n")
+    Log.info(line)
 }
 
 func writeError(_ text: String) {

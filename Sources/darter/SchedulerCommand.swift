@@ -22,8 +22,9 @@ enum SchedulerCommand {
             .init(name: "children-per-parent", defaultValue: String(defaults.childrenPerParent), help: "children at which a parent counts as fully loaded"),
             .init(name: "loops", defaultValue: "1", help: "event loops (threads)"),
             DaemonSupport.checkConfigFlag,
-        ], arguments: argv)
+        ] + DaemonSupport.logFlags, arguments: argv)
         if args.wantsHelp { print(args.usage); return }
+        try DaemonSupport.configureLogging(args, command: "scheduler")
         var config = ServerConfiguration()
         let listen = args.string("listen")
         (config.host, config.port) = try DaemonSupport.parseListen(listen, command: "scheduler", example: "127.0.0.1:65002")

@@ -41,8 +41,9 @@ enum SeedCommand {
             .init(name: "chunk-size", defaultValue: "\(defaults.chunkSize >> 10)k", help: "bytes per read/send (or splice) of a file body"),
             .init(name: "admin-token", defaultValue: SystemCalls.environment()["DARTER_ADMIN_TOKEN"] ?? "",
                   help: "accept imports (PUT /tasks/sha256:…) from other hosts with Authorization: Bearer <token> (default: $DARTER_ADMIN_TOKEN; empty: imports from loopback only)"),
-        ] + RateFlags.flags + SwarmFlags.flags(role: role) + [DaemonSupport.checkConfigFlag], arguments: argv)
+        ] + RateFlags.flags + SwarmFlags.flags(role: role) + DaemonSupport.logFlags + [DaemonSupport.checkConfigFlag], arguments: argv)
         if args.wantsHelp { print(args.usage); return }
+        try DaemonSupport.configureLogging(args, command: command)
 
         var config = ServerConfiguration()
         let listen = args.string("listen")

@@ -181,7 +181,8 @@ struct DeployManifestTests {
         let r = try await checkDeploy(repositoryRoot + "/deploy", scratch: dir.path)
         #expect(r.exitCode == 0, "\(r.output)")
         for line in ["container scheduler: scheduler: config ok", "container seed: seed: config ok", "container peer: peer: config ok",
-                     "darter-scheduler.service: scheduler: config ok", "darter-seed.service: seed: config ok", "darter-peer.service: peer: config ok"] {
+                     "darter-scheduler.service: scheduler: config ok", "darter-seed.service: seed: config ok", "darter-peer.service: peer: config ok",
+                     "grafana/darter-dashboard.json: 19 panels"] {
             #expect(r.stdoutText.contains(line), "\(line) missing:\n\(r.output)")
         }
     }
@@ -207,12 +208,15 @@ struct DeployManifestTests {
         try edit("kubernetes/peer.yaml", "--scheduler=http://darter-scheduler.darter.svc:65002", "--scheduler=http://darter-schedulers.darter.svc:65002")
         try edit("kubernetes/seed.yaml", "targetPort: http", "targetPort: 8080")
         try edit("systemd/darter-peer.service", "$DARTER_PEER_FLAGS --check-config", "--check-config")
+        // A dashboard panel on a metric that does not exist.
+        try edit("grafana/darter-dashboard.json", "rate(darter_upload_bytes_total", "rate(darter_upload_byte_total")
         let r = try await checkDeploy(copy, scratch: dir.path)
         #expect(r.exitCode == 1, "\(r.output)")
         for problem in ["container peer: darter peer", "--window", "container scheduler: readinessProbe port 65001 is not the --listen port 65002",
                         "container seed: --scheduler leaves out darter-scheduler-1", "container peer: --scheduler http://darter-schedulers.darter.svc:65002: no Service darter-schedulers in namespace darter",
                         "Service/darter-seed: port http: targetPort is 8080",
-                        "darter-peer.service: no ExecStartPre= running the ExecStart= line with --check-config"] {
+                        "darter-peer.service: no ExecStartPre= running the ExecStart= line with --check-config",
+                        "grafana/darter-dashboard.json: panel 'Bytes sent to clients and children' queries darter_upload_byte_total, which docs/API.md does not document"] {
             #expect(r.stdoutText.contains(problem), "'\(problem)' not reported:\n\(r.output)")
         }
     }
