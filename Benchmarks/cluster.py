@@ -17,7 +17,9 @@ Three runs on the same hosts, each on fresh daemons (empty data directories) and
   darter          no fault: origin bytes / (K*F) (goal <= 1.02: each object leaves the origin once)
   seed-kill       at 30 % of the clean run's p50 the seed serving the most tasks then (the
                   schedulers' /debug/tasks) gets SIGKILL; its tasks move to the next seed on the
-                  ring. p99 against the clean p99 (goal <= 1.15) and the run's origin bytes.
+                  ring. p99 against the clean p99 (goal <= 1.15) and the run's origin bytes; every
+                  piece the origin sent twice is checked against the schedulers' views (polled
+                  every 0.5 s): read again while a live host held it counts against the goal of 0.
   scheduler-kill  at 30 % of the clean p50 the scheduler holding the most tasks gets SIGKILL (not
                   restarted): its tasks' announces go to the next scheduler on the ring.
 
@@ -31,7 +33,7 @@ import json, os, resource, shutil, signal, statistics, subprocess, sys, threadin
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import swarm  # noqa: E402  (the namespaces, links, processes and nginx)
 from benchlib import DARTER, write_random  # noqa: E402
-from swarm import Proc, addr, in_ns, hwm_mib, origin_bytes, pct, run_all  # noqa: E402
+from swarm import Proc, addr, in_ns, hwm_mib, origin_bytes, origin_requests, pct, run_all  # noqa: E402
 
 PEERS = int(os.environ.get("PEERS", "12"))
 SEEDS = int(os.environ.get("SEEDS", "3"))
@@ -99,17 +101,33 @@ class Cluster:
         r = subprocess.run(in_ns(h, "curl", "-sf", "-m", "2", f"{self.sched_urls[h]}{path}"), capture_output=True, text=True)
         return r.stdout if r.returncode == 0 else None
 
-    def tasks(self, urls):
-        """Per live scheduler host: its tasks among `urls`, as {url: [member host ids]}."""
+    def debug_tasks(self):
+        """Per live scheduler host: its /debug/tasks list."""
         out = {}
         for h in SCHEDS:
             if h in self.dead:
                 continue
             try:
-                tasks = json.loads(self.get(h, "/debug/tasks") or "")
+                out[h] = json.loads(self.get(h, "/debug/tasks") or "")
             except ValueError:
-                tasks = []
-            out[h] = {t["url"]: [m["host"] for m in t.get("members", [])] for t in tasks if t.get("url") in urls}
+                out[h] = []
+        return out
+
+    def tasks(self, urls, views=None):
+        """Per live scheduler host: its tasks among `urls`, as {url: [member host ids]}."""
+        return {h: {t["url"]: [m["host"] for m in t.get("members", [])] for t in tasks if t.get("url") in urls}
+                for h, tasks in (views or self.debug_tasks()).items()}
+
+    @staticmethod
+    def holdings(urls, views):
+        """Per url: {host: set of piece indexes it holds}, as the live schedulers see them
+        (their `held` ranges, up to a report old), united over the schedulers."""
+        out = {u: {} for u in urls}
+        for tasks in views.values():
+            for t in tasks:
+                if t.get("url") in out:
+                    for m in t.get("members", []):
+                        out[t["url"]].setdefault(m["host"], set()).update(parse_ranges(m.get("held", "")))
         return out
 
     def counters(self, h):
@@ -129,13 +147,25 @@ class Cluster:
             self.procs[h].stop()
 
 
+def parse_ranges(text):
+    """`0-5,9` (a PieceSet's ranges) as a set of indexes."""
+    out = set()
+    for part in filter(None, text.split(",")):
+        a, _, b = part.partition("-")
+        out.update(range(int(a), int(b or a) + 1))
+    return out
+
+
 class Watch:
     """Polls the live schedulers every 0.5 s during a run: when each task gets each seed (a
-    trigger, or a take-over), and the longest any seed went unheard (/debug/hosts)."""
+    trigger, or a take-over), the longest any seed went unheard (/debug/hosts), and which host
+    held which pieces when (the schedulers' `held`, stamped with wall-clock time to match nginx's
+    log)."""
 
     def __init__(self, c, urls):
         self.c, self.urls, self.start = c, urls, time.monotonic()
         self.events, self.silence, self.stop = [], {}, threading.Event()
+        self.holdings = []  # (wall-clock seconds, {url: {host: pieces}})
         self.seen = set()
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
@@ -143,7 +173,9 @@ class Watch:
     def run(self):
         while not self.stop.wait(0.5):
             t = time.monotonic() - self.start
-            for h, tasks in self.c.tasks(self.urls).items():
+            views = self.c.debug_tasks()
+            self.holdings.append((time.time(), self.c.holdings(self.urls, views)))
+            for h, tasks in self.c.tasks(self.urls, views).items():
                 for u, members in tasks.items():
                     for m in members:
                         if m.startswith("seed-") and (u, m) not in self.seen:
@@ -176,6 +208,7 @@ def kill_seed(c, urls, info):
                         by_seed[int(m[5:])] += 1
         victim = max(SEED_HOSTS, key=lambda h: (by_seed[h], -h))
         c.kill(victim)
+        info["killed"] = (name(victim), time.time())
         info["note"] = (f"{name(victim)} SIGKILLed at {time.monotonic() - start:.2f}s (then in "
                         f"{by_seed[victim]} tasks; per seed {', '.join(f'{name(h)} {n}' for h, n in by_seed.items())})")
     return fire
@@ -229,9 +262,52 @@ def cluster_run(run, objects, ideal, log, fault=None):
         print(f"  {run}: pieces peers took from the origin: {from_origin}")
     per_object = [origin_bytes(log, u.split(f":{swarm.ORIGIN_PORT}", 1)[1]) / SIZE for u in urls]
     print(f"  {run}: origin bytes per object (x the object): " + " ".join(f"obj{k} {x:.3f}" for k, x in enumerate(per_object)))
-    return {"times": times, "bad": bad, "origin": sum(per_object) / OBJECTS, "per_object": per_object,
+    again, with_copy = refetches(log, urls, watch.holdings, info.get("killed"))
+    print(f"  {run}: pieces read from the origin again: {again}; of them while a live host held the piece "
+          f"(by the schedulers' last view before the request, polled every 0.5 s): {len(with_copy)}"
+          + (f" ({', '.join(with_copy[:12])})" if with_copy else ""))
+    return {"times": times, "bad": bad, "origin": sum(per_object) / OBJECTS, "per_object": per_object, "refetched": again,
+            "refetched_with_copy": len(with_copy),
             "peer_rss": max((rss[h] for h in PEER_HOSTS if h in rss), default=0.0),
             "seed_rss": max((rss[h] for h in SEED_HOSTS if h in rss), default=0.0), "data": data}
+
+
+def piece_length(size):
+    """PieceMath.defaultPieceLength: the next power of two of size / 2000, within 1-64 MiB."""
+    p = 1 << 20
+    while p < size / 2000 and p < 64 << 20:
+        p <<= 1
+    return p
+
+
+def refetches(log, urls, holdings, killed):
+    """Pieces the origin sent more than once in this run: how many, and those read again while a
+    live host (not the killed one) held the piece by the last schedulers' view before the read.
+    A whole-object GET covers the pieces its bytes reached; a ranged read (`bytes=S-E`) its own."""
+    length = piece_length(SIZE)
+    again, with_copy = 0, []
+    for k, u in enumerate(urls):
+        seen = set()
+        for sent, at, r in origin_requests(log, u.split(f":{swarm.ORIGIN_PORT}", 1)[1]):
+            if r and r.startswith("bytes="):
+                first, _, last = r[6:].partition("-")
+                pieces = range(int(first) // length, (int(first) + max(sent, 1) - 1) // length + 1)
+            else:
+                pieces = range(0, (sent + length - 1) // length)
+            for index in pieces:
+                if index not in seen:
+                    seen.add(index)
+                    continue
+                again += 1
+                # The last view before the request came in (`at`: nginx's log time less its
+                # request time).
+                view = next((v for t, v in reversed(holdings) if t <= at), None)
+                holders = [h for h, held in (view or {}).get(u, {}).items() if index in held and not (killed and h == killed[0])]
+                if holders:
+                    since = next((t for t, v in holdings if any(index in v.get(u, {}).get(h, ()) for h in holders)), at)
+                    when = f", read {at - killed[1]:+.1f} s from the kill" if killed else ""
+                    with_copy.append(f"obj{k} piece {index} held by {','.join(sorted(holders))} since {at - since:.1f} s before the read{when}")
+    return again, with_copy
 
 
 def cpu_seconds():
@@ -307,6 +383,8 @@ def main():
                 print(f"BENCH cluster.{metric}_slowdown darter={f['p99s']:.2f} anchor={d['p99s']:.2f} ratio={d['p99s'] / f['p99s']:.2f} unit=s")
                 print(f"BENCH cluster.{metric}_origin_bytes darter={f['origin']:.3f} anchor={d['origin']:.3f} "
                       f"ratio={d['origin'] / f['origin'] if f['origin'] else 0:.2f} unit=x")
+                print(f"BENCH cluster.{metric}_refetched_with_live_copy darter={f['refetched_with_copy']} anchor=0 ratio=- unit=pieces "
+                      f"(of {f['refetched']} pieces read from the origin again)")
     if any(s["bad"] for s in summary.values()):
         sys.exit(1)
     for run in results:  # the stores go, the logs stay (a failed run keeps both: exit above)

@@ -188,7 +188,7 @@ def nginx_conf(root, log):
     with open(conf, "w") as f:
         f.write(f"""daemon off; user root; worker_processes 1; pid {BENCH}/nginx.pid; error_log {BENCH}/nginx-error.log;
 events {{ worker_connections 1024; }}
-http {{ log_format bytes '$request_uri $body_bytes_sent'; access_log {log} bytes;
+http {{ log_format bytes '$request_uri $body_bytes_sent $msec $request_time $http_range'; access_log {log} bytes;
   sendfile on; tcp_nopush on; keepalive_timeout 60;
   server {{ listen {addr(0)}:{ORIGIN_PORT}; root {root}; }} }}
 """)
@@ -197,13 +197,19 @@ http {{ log_format bytes '$request_uri $body_bytes_sent'; access_log {log} bytes
 
 def origin_bytes(log, uri):
     """Body bytes nginx sent for exactly `uri` (path and query), by its access log."""
-    total = 0
+    return sum(n for n, _, _ in origin_requests(log, uri))
+
+
+def origin_requests(log, uri):
+    """Each response nginx sent for exactly `uri`: (body bytes, wall-clock seconds when the
+    request came in, the request's Range header or None), in the log's order."""
+    out = []
     if os.path.exists(log):
         for line in open(log):
             parts = line.split()
-            if len(parts) == 2 and parts[0] == uri:
-                total += int(parts[1])
-    return total
+            if len(parts) == 5 and parts[0] == uri:
+                out.append((int(parts[1]), float(parts[2]) - float(parts[3]), None if parts[4] == "-" else parts[4]))
+    return out
 
 
 def run_all(cmds, timeout, fault=None):

@@ -319,6 +319,7 @@ public struct Scheduler: Sendable {
             ["id": .string(t.id.description), "url": JSONValue(t.url), "pieceCount": t.pieceCount.map { JSONValue($0) } ?? .null,
              "members": .array(t.members.sorted { $0.key < $1.key }.map { id, m in
                  ["host": .string(id), "state": .string(m.state.rawValue), "pieces": JSONValue(m.pieces.count),
+                  "held": .string(m.pieces.description),
                   "parents": .array(m.parents.map { .string($0) })]
              })]
         })

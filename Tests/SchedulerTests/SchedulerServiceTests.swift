@@ -106,7 +106,7 @@ struct SchedulerServiceTests {
         let tasks = try JSONValue.parse(try await f.send(.get, "/debug/tasks").body)
         let members = tasks.array?.first?["members"]?.array ?? []
         #expect(members.compactMap { $0["host"]?.string } == ["p1", "seed-1"])
-        #expect(members.first?["pieces"]?.integer == 2)
+        #expect(members.first?["pieces"]?.integer == 2 && members.first?["held"]?.string == "0-1")
         let hosts = try JSONValue.parse(try await f.send(.get, "/debug/hosts").body)
         #expect(hosts.array?.compactMap { $0["id"]?.string } == ["p1", "seed-1"])
         #expect(hosts.array?.last?["throughputBytesPerSecond"]?.integer == Int64(8 << 20) * 1000 / 400)
