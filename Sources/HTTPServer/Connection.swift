@@ -299,11 +299,24 @@ final class Connection: @unchecked Sendable {
         sendPendingThenBody()
     }
 
-    private func buffer() -> SendBuffer {
-        if let b = sendBuffer { return b }
-        let b = owner.takeBuffer()
+    /// This response's send buffer; `chunk`: one of a whole chunk (a small one held so far goes back).
+    private func buffer(chunk: Bool) -> SendBuffer {
+        if let b = sendBuffer {
+            if !chunk || b.buffer.capacity >= owner.configuration.chunkSize { return b }
+            owner.returnBuffer(b)
+        }
+        let b = owner.takeBuffer(chunk: chunk)
         sendBuffer = b
         return b
+    }
+
+    /// Whether this response's body is read into memory chunk by chunk (copy, zerocopy).
+    private var copiesBody: Bool {
+        guard let body else { return false }
+        switch mode(for: body) {
+        case .copy, .zerocopy, .mixed: return true
+        case .sendfile, .splice: return false
+        }
     }
 
     /// Sends `pending` (all of it when there is no file body; with the first body chunk when
@@ -319,7 +332,7 @@ final class Connection: @unchecked Sendable {
     /// Sends all of `pending`, buffer by buffer, then runs `then`.
     private func sendPending(then: @escaping () -> Void) {
         guard !pending.isEmpty else { return then() }
-        let b = buffer()
+        let b = buffer(chunk: copiesBody || pending.count > LoopServer.smallBufferSize)
         let n = min(pending.count, b.buffer.capacity)
         b.buffer.copyBytes(from: pending[0..<n])
         pending.removeFirst(n)
@@ -437,7 +450,7 @@ final class Connection: @unchecked Sendable {
 
     /// copy: READ the next extent after any pending head bytes, linked to one SEND.
     private func copyChunk(_ body: any FileBodySource) {
-        let b = buffer()
+        let b = buffer(chunk: true)
         let lead = pending.count
         guard let e = nextExtent(body, maxLength: b.buffer.capacity - lead) else { return }
         if lead > 0 { b.buffer.copyBytes(from: pending); pending.removeAll(keepingCapacity: true) }
@@ -455,7 +468,7 @@ final class Connection: @unchecked Sendable {
 
     /// zerocopy: READ into a registered buffer, then SEND_ZC (its buffer is free at the notification).
     private func zeroCopyChunk(_ body: any FileBodySource) {
-        let b = buffer()
+        let b = buffer(chunk: true)
         guard let e = nextExtent(body, maxLength: b.buffer.capacity) else { return }
         track({ loop.read(e.fd, into: b.buffer, range: 0..<e.length, at: e.offset, $0) }) { [self] (r: Result<Int, Errno>) in
             guard case .success(e.length) = r else { return close() }

@@ -5,7 +5,8 @@ import Testing
 import DarterCore
 import DarterIO
 import HTTPCore
-import HTTPServer
+@testable import HTTPServer
+import DarterTestSupport
 
 /// A body of bytes in memory, sent as `.memory` extents (as a fresh piece of a fetch is).
 final class MemoryBody: FileBodySource {
@@ -110,5 +111,32 @@ struct UploadRateTests {
         #expect(server.metrics.activeConnections == 0, "the connection let go of its descriptor")
         // Well before the 16 s the next take waits (a loaded machine took 5 s once).
         #expect(Double(SystemCalls.monotonicNanoseconds() - start) / 1e9 < 10)
+    }
+}
+
+@Suite("HTTPServer send buffers")
+struct SendBufferTests {
+    @Test("a head before a body sent by sendfile (or from memory) takes a small buffer, not a chunk; a copied body takes a chunk")
+    func smallResponsesTakeNoChunk() async throws {
+        // Small and large bodies from memory: `mixed` sends up to smallBodyLimit without copying.
+        for (size, chunks) in [(64 << 10, 0), (600 << 10, 1)] {
+            var config = ServerConfiguration()
+            config.port = 0
+            config.loops = 1
+            let bytes = SplitMix64.bytes(size, seed: 3)
+            let server = try HTTPServer(configuration: config, handler: FixedBodyHandler(bytes))
+            server.start()
+            let port = server.port
+            let bodies = try await offPool { () throws -> [[UInt8]] in
+                // 40 connections with a request each in flight at once, then every response read.
+                let cs = try (0..<40).map { _ in try RawConnection(port: port) }
+                for c in cs { try c.send("GET /x HTTP/1.1\r\nHost: t\r\n\r\n") }
+                return try cs.map { try $0.readResponse().body }
+            }
+            #expect(bodies.allSatisfy { $0 == bytes })
+            let allocated = await server.chunkBuffersAllocated()
+            #expect(chunks == 0 ? allocated == 0 : allocated >= 1, "\(size)-byte bodies: \(allocated) chunk buffers")
+            await server.shutdown(grace: .milliseconds(100))
+        }
     }
 }
