@@ -151,11 +151,13 @@ public struct PieceSelector: Sendable {
     /// members owns pieceCount/n pieces exactly (rendezvous hashing's uneven shares left the
     /// seed idle while the owner of the most pieces still fetched: 1.65× ideal, simulated).
     /// The scheduler's deal: this host owns the pieces with `piece % count == index` (every
-    /// peer of the task gets the same deal, where parent lists differ from host to host).
-    public mutating func setShare(index: Int, count: Int) {
-        guard count > 0, index >= 0, index < count else { return }
+    /// peer of the task gets the same deal, where parent lists differ from host to host), or none
+    /// when `index` is nil (it is not one of the task's owners).
+    public mutating func setShare(index: Int?, count: Int) {
+        guard count > 0 else { return }
+        if let index, index < 0 || index >= count { return }
         dealt = true
-        for i in 0..<pieceCount { owned[i] = i % count == index }
+        for i in 0..<pieceCount { owned[i] = index.map { i % count == $0 } ?? false }
         rebuildOwnedBits()
     }
 
@@ -219,8 +221,12 @@ public struct PieceSelector: Sendable {
         #endif
         if let best { return start(best, parent) }
         // A scarce parent, to a host with nothing at all in flight: a piece no other parent holds
-        // (its owner may be gone, or not among this host's parents), so nobody starves.
-        if onlyOwned && inFlight.isEmpty {
+        // (its owner may be gone, or not among this host's parents), so nobody starves; but not
+        // where the scheduler dealt the shares and a peer parent is there to pass them on: at the
+        // start every host is idle, and 1,000 hosts asking the seed for its first pieces made it
+        // send 4.9 copies (simulated, 1,000 × 10 Gbit/s; the scheduler deals a dead owner's
+        // share again at once).
+        if onlyOwned && inFlight.isEmpty && (!dealt || holders.keys.allSatisfy(scarce.contains)) {
             for i in 0..<pieceCount where wanted(i) && inFlight[i] == nil && holders.allSatisfy({ $0.key == parent || scarce.contains($0.key) || !$0.value.contains(i) }) {
                 if let b = best, (tieRank[i]) >= (tieRank[b]) { continue }
                 best = i

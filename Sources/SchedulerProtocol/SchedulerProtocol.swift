@@ -224,13 +224,14 @@ public struct ParentCandidate: Sendable, Equatable {
     }
 }
 
-/// Which pieces a host asks seeds for: those with `piece % count == index`. The scheduler deals
-/// the task's pieces out among the peers downloading it, so a seed sends each piece about once
-/// and the peers pass it on.
+/// Which pieces a host asks seeds for: those with `piece % count == index`; none when `index` is
+/// nil (the host is not one of the task's `count` owners: its seed pieces come through them).
+/// The scheduler deals the task's pieces out among a bounded set of the peers downloading it, so
+/// a seed sends each piece about once and the peers pass it on.
 public struct SeedShare: Sendable, Equatable {
-    public var index: Int
+    public var index: Int?
     public var count: Int
-    public init(index: Int, count: Int) {
+    public init(index: Int?, count: Int) {
         self.index = index
         self.count = count
     }
@@ -257,7 +258,7 @@ public struct AnnounceReply: Sendable, Equatable {
     public var json: JSONValue {
         ["parents": .array(parents.map(\.json)), "backToSource": .bool(backToSource), "reason": JSONValue(reason),
          "retryMilliseconds": retryMilliseconds.map { JSONValue($0) } ?? .null,
-         "seedShare": seedShare.map { ["index": JSONValue($0.index), "count": JSONValue($0.count)] } ?? .null]
+         "seedShare": seedShare.map { ["index": $0.index.map { JSONValue($0) } ?? .null, "count": JSONValue($0.count)] } ?? .null]
     }
 
     public init(json: JSONValue) throws(ProtocolError) {
@@ -270,8 +271,8 @@ public struct AnnounceReply: Sendable, Equatable {
         if let share = f.present("seedShare") {
             var g = Fields(share, "announce reply: seedShare")
             let count = Int(try g.integer("count", min: 1))
-            let index = Int(try g.integer("index", min: 0))
-            guard index < count else { throw ProtocolError("announce reply: seedShare: index \(index) is not below count \(count)") }
+            let index = try g.optionalInteger("index", min: 0).map { Int($0) }
+            if let index, index >= count { throw ProtocolError("announce reply: seedShare: index \(index) is not below count \(count)") }
             seedShare = SeedShare(index: index, count: count)
         }
     }

@@ -177,6 +177,7 @@ struct MinHeap {
     private var keys: [Double] = []
     private var values: [Int] = []
     var isEmpty: Bool { keys.isEmpty }
+    var peek: (Double, Int)? { keys.first.map { ($0, values[0]) } }
     mutating func push(_ key: Double, _ value: Int) {
         keys.append(key); values.append(value)
         var i = keys.count - 1
@@ -223,6 +224,7 @@ final class Engine {
     var have: [[PieceSet]]
     var selectors: [[PieceSelector]]
     var parents: [[[Int]]]
+    var named: [[Set<Int>]]
     var children: [[[Int]]]
     var reported: [[PieceSet]]
     var done: [[Double]]
@@ -233,6 +235,11 @@ final class Engine {
     var freed: [[[Int]]]
     var rotation: [[Int]]
     var dirtyList: [(Int, Int)] = []
+    /// Per download, when it asks the scheduler again (the real peer's `AnnouncePacing`), and a
+    /// heap of those times (stale entries skipped).
+    var pacing: [[AnnouncePacing]]
+    var announceAt: [[Double]]
+    var announceQueue = MinHeap()
     var hostDone: [Double]
     var uploaded: [Double]
     var wasted = 0.0, crossBytes = 0.0
@@ -243,7 +250,9 @@ final class Engine {
     var steps = 0
     /// Whether the set of transfers changed since rates were last computed.
     var changed = true
-    let trace = getenv("DARTER_SIM_TRACE") != nil
+    /// `DARTER_SIM_TRACE=SECONDS`: a summary line every SECONDS of virtual time (1 when not a number).
+    let traceEvery: Double? = getenv("DARTER_SIM_TRACE").map { Double(String(cString: $0)) ?? 1 }
+    var nextTrace = 0.0
 
     init(_ shape: SwarmSimulation.Shape) {
         self.shape = shape
@@ -292,12 +301,16 @@ final class Engine {
         }
         parents = Array(repeating: Array(repeating: [], count: n), count: tasksCount)
         children = parents
+        named = Array(repeating: Array(repeating: [], count: n), count: tasksCount)
         done = Array(repeating: Array(repeating: -1, count: n), count: tasksCount)
         open = Array(repeating: Array(repeating: [:], count: n), count: tasksCount)
         active = Array(repeating: Array(repeating: 0, count: n), count: tasksCount)
         dirty = Array(repeating: Array(repeating: false, count: n), count: tasksCount)
         freed = Array(repeating: Array(repeating: [], count: n), count: tasksCount)
         rotation = Array(repeating: Array(repeating: 0, count: n), count: tasksCount)
+        pacing = Array(repeating: Array(repeating: AnnouncePacing(quickest: shape.swarm.reannounceQuickly, slowest: shape.swarm.reannounce),
+                                        count: n), count: tasksCount)
+        announceAt = Array(repeating: Array(repeating: .infinity, count: n), count: tasksCount)
         hostDone = Array(repeating: -1, count: n)
         uploaded = Array(repeating: 0, count: n)
         originDone = Array(repeating: 0, count: tasksCount)
@@ -316,19 +329,17 @@ final class Engine {
         if !dirty[t][c] { dirty[t][c] = true; dirtyList.append((t, c)) }
     }
 
-    func setParents(_ t: Int, _ child: Int, _ ids: [String]) {
-        let new = ids.compactMap { index[$0] }.filter { !departed[$0] }
-        for old in parents[t][child] where !new.contains(old) {
-            selectors[t][child].removeParent(names[old])
-            cancelTransfers(where: { $0.task == t && $0.child == child && $0.parent == old })
-            children[t][old].removeAll { $0 == child }
-            open[t][child][old] = nil
-        }
-        for p in new where !parents[t][child].contains(p) {
+    /// The real peer's `adopt`: parents an announce names are added to those it has (none is
+    /// dropped for not being named again; a parent goes only when it fails), and only those the
+    /// latest announce named (and the seed) are asked for pieces.
+    func addParents(_ t: Int, _ child: Int, _ ids: [String]) {
+        let listed = ids.compactMap { index[$0] }
+        if !listed.isEmpty { named[t][child] = Set(listed) }
+        for p in ids.compactMap({ index[$0] }) where !departed[p] && p != child && !parents[t][child].contains(p) {
             selectors[t][child].parentHas(names[p], have[t][p], scarce: p == 0)
             children[t][p].append(child)
+            parents[t][child].append(p)
         }
-        parents[t][child] = new
         markDirty(t, child)
     }
 
@@ -336,7 +347,13 @@ final class Engine {
         guard let out = try? scheduler.announce(Announce(host: names[child], task: taskIDs[t], url: urls[t], pieces: have[t][child]), now: ms) else { return }
         if out.trigger != nil { seedFetching[t] = true }
         if let share = out.reply.seedShare { selectors[t][child].setShare(index: share.index, count: share.count) }
-        setParents(t, child, out.reply.parents.map(\.id))
+        addParents(t, child, out.reply.parents.map(\.id))
+        scheduleAnnounce(t, child, at: now + Engine.seconds(pacing[t][child].next(parents: out.reply.parents.count)))
+    }
+
+    func scheduleAnnounce(_ t: Int, _ c: Int, at time: Double) {
+        announceAt[t][c] = time
+        announceQueue.push(time, t * n + c)
     }
 
     func landed(_ t: Int, _ host: Int, _ piece: Int) {
@@ -380,11 +397,12 @@ final class Engine {
             rotation[t][c] &+= 1
             let rotated = ps.isEmpty ? [] : (0..<ps.count).map { ps[($0 + rotation[t][c]) % ps.count] }
             let order = first + rotated.filter { !first.contains($0) }
+            let perPeer = shape.swarm.requestsPerPeerParent(asked: named[t][c].filter { $0 != 0 && !departed[$0] }.count)
             var progress = true
             while progress && active[t][c] < maxActive {
                 progress = false
-                for p in order where active[t][c] < maxActive {
-                    let limit = p == 0 ? shape.swarm.requestsPerSeed : shape.swarm.requestsPerParent
+                for p in order where active[t][c] < maxActive && (p == 0 || named[t][c].contains(p)) {
+                    let limit = p == 0 ? shape.swarm.requestsPerSeed : perPeer
                     guard open[t][c][p, default: 0] < limit, let piece = selectors[t][c].next(for: names[p]) else { continue }
                     open[t][c][p, default: 0] += 1
                     active[t][c] += 1
@@ -411,6 +429,7 @@ final class Engine {
                 open[t][c][h] = nil
                 try? scheduler.report(ProgressReport(host: names[c], task: taskIDs[t], failures: [ParentFailure(parent: names[h], kind: .unreachable)]), now: ms)
                 markDirty(t, c)
+                if nextReport < announceAt[t][c] { scheduleAnnounce(t, c, at: nextReport) }
             }
             children[t][h] = []
             for p in parents[t][h] { children[t][p].removeAll { $0 == h } }
@@ -418,6 +437,8 @@ final class Engine {
         }
         scheduler.leave(names[h])
     }
+
+    var nextReport = 0.0
 
     func run() -> SwarmSimulation.Result {
         for h in 0..<n {
@@ -431,9 +452,9 @@ final class Engine {
         let ideal = (0..<n).map { h in
             total * max(swarmBound, 1 / down[h], dc[h] != 0 && !cross.isEmpty ? 1 / cross[0] : 0)
         }
-        let announceEvery = Engine.seconds(shape.swarm.reannounce), reportEvery = Engine.seconds(shape.swarm.reportEvery)
+        let reportEvery = Engine.seconds(shape.swarm.reportEvery)
         let tick = shape.tick ?? Double(pieceLength) / shape.linkBytesPerSecond / 2
-        var nextAnnounce = announceEvery, nextReport = reportEvery
+        nextReport = reportEvery
         for t in 0..<tasksCount { for c in 1..<n { announce(t, c) } }
         let limit = (ideal.max() ?? 1) * 50
         var remainingHosts = n - 1
@@ -459,6 +480,8 @@ final class Engine {
                 }
             }
             dt = max(dt, tick)
+            while let (at, key) = announceQueue.peek, at != announceAt[key / n][key % n] { _ = announceQueue.pop() }
+            let nextAnnounce = announceQueue.peek?.0 ?? .infinity
             dt = min(dt, max(1e-9, min(nextAnnounce, nextReport) - now), limit - now)
             if let soonest = leaveAt.enumerated().filter({ !departed[$0.offset] && $0.element > now }).map(\.element).min() {
                 dt = min(dt, soonest - now)
@@ -528,12 +551,18 @@ final class Engine {
                     remainingHosts -= 1
                 }
             }
+            if let every = traceEvery, now + 1e-9 >= nextTrace {
+                nextTrace += every
+                let rate = transfers.reduce(0) { $0 + $1.rate }, seedRate = transfers.filter { $0.parent == 0 }.reduce(0) { $0 + $1.rate }
+                let counts = (1..<n).map { have[0][$0].count }.sorted()
+                var serving = Array(repeating: 0, count: n)
+                for x in transfers { serving[Int(x.parent)] += 1 }
+                let busy = serving.dropFirst().sorted()
+                let idleDownloads = (1..<n).filter { done[0][$0] < 0 && active[0][$0] == 0 }.count
+                print("t=\(now) transfers \(transfers.count) rate \(Int(rate / 1e6)) MB/s (\(Int(rate / Double(n - 1) / shape.linkBytesPerSecond * 100)) % of links) seed \(Int(seedRate / 1e6)) MB/s with \(serving[0]) transfers, has \(have[0][0].count); peers have min \(counts.first ?? 0) p50 \(counts[counts.count / 2]) max \(counts.last ?? 0); transfers per peer parent p50 \(busy[busy.count / 2]) max \(busy.last ?? 0), idle \(busy.filter { $0 == 0 }.count); idle downloads \(idleDownloads); parents per child p50 \((1..<n).map { parents[0][$0].count }.sorted()[(n - 1) / 2]) named \((1..<n).map { named[0][$0].count }.sorted()[(n - 1) / 2])")
+            }
             if now + 1e-9 >= nextReport {
                 nextReport += reportEvery
-                if trace {
-                    let rate = transfers.reduce(0) { $0 + $1.rate }, seedRate = transfers.filter { $0.parent == 0 }.reduce(0) { $0 + $1.rate }
-                    print("t=\(now) transfers \(transfers.count) rate \(Int(rate / 1e6)) MB/s seed \(Int(seedRate / 1e6)) MB/s have \((1..<n).map { have[0][$0].count }) seed \(have[0][0].count) active \((1..<n).map { active[0][$0] })")
-                }
                 for t in 0..<tasksCount {
                     for c in 1..<n where done[t][c] < 0 && !departed[c] {
                         var fresh = PieceSet()
@@ -543,9 +572,12 @@ final class Engine {
                     }
                 }
             }
-            if now + 1e-9 >= nextAnnounce {
-                nextAnnounce += announceEvery
-                for t in 0..<tasksCount { for c in 1..<n where done[t][c] < 0 && !departed[c] { announce(t, c) } }
+            while let (at, key) = announceQueue.peek, at <= now + 1e-9 {
+                _ = announceQueue.pop()
+                let t = key / n, c = key % n
+                guard at == announceAt[t][c] else { continue }
+                announceAt[t][c] = .infinity
+                if done[t][c] < 0 && !departed[c] { announce(t, c) }
             }
         }
         var unfinished = 0

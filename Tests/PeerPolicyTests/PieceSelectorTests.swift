@@ -95,6 +95,36 @@ struct PieceSelectorTests {
         #expect(Array(asked.prefix(2)) == [1, 3], "the window's own pieces first, in order")
         #expect(asked.sorted() == [1, 3, 5, 7], "then the rest of its own, none of the others'")
     }
+
+    @Test("a host dealt no share asks a seed for nothing while a peer parent can pass pieces on; with only seeds left it takes what nobody else holds")
+    func noShare() {
+        var s = PieceSelector(pieceCount: 8, window: 0, me: "b", seed: 1)
+        s.parentHas("seed", PieceSet(0..<8), scarce: true)
+        s.parentHas("a", PieceSet())
+        s.setShare(index: nil, count: 4)
+        #expect(s.next(for: "seed") == nil, "idle at the start, like everyone: the owners fetch from the seed")
+        s.parentHas("a", piece: 3)
+        #expect(s.next(for: "a") == 3)
+        s.removeParent("a")
+        s.failed(3, from: "a")
+        #expect(s.next(for: "seed") != nil, "no peer parent: nobody starves")
+    }
+}
+
+@Suite("Announce pacing")
+struct AnnouncePacingTests {
+    @Test("again soon while the parents grow, then doubling to the regular period; growing again is quick again")
+    func pacing() {
+        var p = AnnouncePacing(quickest: .milliseconds(250), slowest: .seconds(2))
+        #expect(p.next(parents: 1) == .milliseconds(250))
+        #expect(p.next(parents: 16) == .milliseconds(250))
+        #expect(p.next(parents: 16) == .milliseconds(500))
+        #expect(p.next(parents: 16) == .seconds(1))
+        #expect(p.next(parents: 16) == .seconds(2))
+        #expect(p.next(parents: 16) == .seconds(2))
+        #expect(p.next(parents: 12) == .seconds(2))
+        #expect(p.next(parents: 14) == .milliseconds(250))
+    }
 }
 
 @Suite("Piece selection: a last-resort parent (the origin, to a seed taking a task over)")

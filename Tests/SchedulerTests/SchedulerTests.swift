@@ -249,20 +249,65 @@ struct SchedulerPolicyTests {
         #expect(s.children(of: "a")! + s.children(of: "b")! + s.children(of: "c1")! == 3)
     }
 
-    @Test("a parent in the child's IDC ranks above an equal one elsewhere; more pieces to give ranks higher")
+    @Test("a parent in the child's IDC ranks above an equal one elsewhere; more pieces to give ranks higher, up to a quarter of what the child lacks")
     func localityAndCoverage() throws {
         var config = Scheduler.Config()
         config.maxParents = 3
         var s = Scheduler(config: config)
-        _ = s.register(peer("far", idc: "dc2", tasks: [held(0..<32)]), now: 0)
-        _ = s.register(peer("near", idc: "dc1", tasks: [held(0..<32)]), now: 0)
+        _ = s.register(peer("far", idc: "dc2", tasks: [held(0..<8)]), now: 0)
+        _ = s.register(peer("near", idc: "dc1", tasks: [held(0..<8)]), now: 0)
         _ = s.register(peer("rich", idc: "dc2", tasks: [held(0..<64)]), now: 0)
         _ = s.register(peer("child", idc: "dc1"), now: 0)
         let ids = try s.announce(Announce(host: "child", task: task), now: 1).reply.parents.map(\.id)
         #expect(ids == ["rich", "near", "far"])
-        // With the first half already here, "rich" alone has anything to give.
-        let ids2 = try s.announce(Announce(host: "child", task: task, pieces: PieceSet(0..<32)), now: 2).reply.parents.map(\.id)
+        // With the first eighth already here, "rich" alone has anything to give.
+        let ids2 = try s.announce(Announce(host: "child", task: task, pieces: PieceSet(0..<8)), now: 2).reply.parents.map(\.id)
         #expect(ids2.first == "rich")
+    }
+
+    @Test("past a quarter of what the child lacks, load decides: two rich parents, the less loaded first")
+    func coverageSaturates() throws {
+        var config = Scheduler.Config()
+        config.maxParents = 1
+        var s = Scheduler(config: config)
+        _ = s.register(peer("richer", tasks: [held(0..<64)]), now: 0)
+        _ = s.register(peer("rich", tasks: [held(0..<20)]), now: 0)
+        for c in ["c1", "c2", "c3"] { _ = s.register(peer(c), now: 0) }
+        let picked = try ["c1", "c2", "c3"].map { try s.announce(Announce(host: $0, task: task), now: 1).reply.parents.map(\.id) }
+        #expect(Set(picked.flatMap { $0 }) == ["richer", "rich"])
+    }
+
+    @Test("seed shares go to a bounded set of owners, in the order they came; the rest own none; a completed owner's place is dealt again")
+    func boundedOwners() throws {
+        var config = Scheduler.Config()
+        config.seedShareOwners = 2
+        var s = Scheduler(config: config)
+        _ = s.register(seed("seed-a"), now: 0)
+        for id in ["p1", "p2", "p3"] { _ = s.register(peer(id), now: 0) }
+        var shares: [SeedShare?] = []
+        for id in ["p1", "p2", "p3"] { shares.append(try s.announce(Announce(host: id, task: task, url: url), now: 1).reply.seedShare) }
+        #expect(shares == [SeedShare(index: 0, count: 1), SeedShare(index: 1, count: 2), SeedShare(index: nil, count: 2)])
+        try s.report(ProgressReport(host: "p1", task: task, pieces: PieceSet(0..<64), state: .complete), now: 2)
+        #expect(try s.announce(Announce(host: "p3", task: task), now: 3).reply.seedShare == SeedShare(index: 1, count: 2))
+        #expect(try s.announce(Announce(host: "p2", task: task), now: 3).reply.seedShare == SeedShare(index: 0, count: 2))
+        // On the wire a host that owns none has no index.
+        let none = AnnounceReply(parents: [], seedShare: SeedShare(index: nil, count: 2))
+        #expect(try AnnounceReply(json: none.json).seedShare == SeedShare(index: nil, count: 2))
+    }
+
+    @Test("an announce in a big task scores a bounded sample, and keeps the seed and the child's parents among the candidates")
+    func sampledCandidates() throws {
+        var config = Scheduler.Config()
+        config.candidateSample = 8
+        var s = Scheduler(config: config)
+        _ = s.register(seed("seed-a"), now: 0)
+        for i in 0..<200 { _ = s.register(peer("p\(i)"), now: 0) }
+        for i in 0..<200 { _ = try s.announce(Announce(host: "p\(i)", task: task, url: url), now: 1) }
+        let first = try s.announce(Announce(host: "p0", task: task), now: 2).reply.parents.map(\.id)
+        #expect(first.contains("seed-a") && first.count <= 8 + 16 + 1)
+        let again = try s.announce(Announce(host: "p0", task: task), now: 3).reply.parents.map(\.id)
+        #expect(again.contains("seed-a"))
+        #expect(Set(first).intersection(again).count >= min(first.count, config.maxParents) / 2)
     }
 
     @Test("a host leaving takes its pieces and its children's assignments with it")
