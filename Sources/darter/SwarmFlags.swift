@@ -17,6 +17,7 @@ enum SwarmFlags {
         let peerOnly: [Arguments.Flag] = role == .seed ? [] : [
             .init(name: "no-back-to-source", defaultValue: "", help: "never fetch from the origin: fail a task no parent can serve", kind: .toggle),
             .init(name: "requests-per-parent", defaultValue: String(SwarmConfiguration().requestsPerParent), help: "piece requests kept open per parent (pipelined)"),
+            .init(name: "requests-per-seed", defaultValue: String(SwarmConfiguration().requestsPerSeed), help: "piece requests kept open per seed parent"),
             .init(name: "window", defaultValue: String(SwarmConfiguration().window),
                   help: "pieces from the first one this host lacks that are fetched first, in order (a reader streams them); the rest rarest first"),
             .init(name: "piece-timeout", defaultValue: String(SwarmConfiguration().minimumPieceDeadline.components.seconds),
@@ -45,6 +46,10 @@ enum SwarmFlags {
         c.requestsPerParent = try args.int("requests-per-parent")
         guard (1...64).contains(c.requestsPerParent) else {
             throw UsageError("peer: --requests-per-parent must be from 1 to 64, got '\(args.string("requests-per-parent"))'")
+        }
+        c.requestsPerSeed = try args.int("requests-per-seed")
+        guard (1...64).contains(c.requestsPerSeed) else {
+            throw UsageError("peer: --requests-per-seed must be from 1 to 64, got '\(args.string("requests-per-seed"))'")
         }
         let timeout = try args.int("piece-timeout")
         guard (1...3600).contains(timeout) else {

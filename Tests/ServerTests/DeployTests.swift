@@ -60,6 +60,8 @@ struct CheckConfigTests {
         #expect(none.exitCode == 2 && none.stderr.contains("--scheduler"), "\(none.output)")
         let window = try await darter(["peer", "--check-config", "--scheduler", "http://127.0.0.1:65002", "--window", "99999"], scratch: dir.path)
         #expect(window.exitCode == 2 && window.stderr.contains("--window"), "\(window.output)")
+        let seedRequests = try await darter(["peer", "--check-config", "--scheduler", "http://127.0.0.1:65002", "--requests-per-seed", "0"], scratch: dir.path)
+        #expect(seedRequests.exitCode == 2 && seedRequests.stderr.contains("--requests-per-seed"), "\(seedRequests.output)")
         let interval = try await darter(["peer", "--check-config", "--scheduler", "http://127.0.0.1:65002", "--resolve-interval", "0"], scratch: dir.path)
         #expect(interval.exitCode == 2 && interval.stderr.contains("--resolve-interval"), "\(interval.output)")
         let url = try await darter(["peer", "--check-config", "--scheduler", "https://127.0.0.1:65002"], scratch: dir.path)
