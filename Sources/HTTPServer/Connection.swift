@@ -310,14 +310,6 @@ final class Connection: @unchecked Sendable {
         return b
     }
 
-    /// Whether this response's body is read into memory chunk by chunk (copy, zerocopy).
-    private var copiesBody: Bool {
-        guard let body else { return false }
-        switch mode(for: body) {
-        case .copy, .zerocopy, .mixed: return true
-        case .sendfile, .splice: return false
-        }
-    }
 
     /// Sends `pending` (all of it when there is no file body; with the first body chunk when
     /// it fits), then the file body.
@@ -332,7 +324,7 @@ final class Connection: @unchecked Sendable {
     /// Sends all of `pending`, buffer by buffer, then runs `then`.
     private func sendPending(then: @escaping () -> Void) {
         guard !pending.isEmpty else { return then() }
-        let b = buffer(chunk: copiesBody || pending.count > LoopServer.smallBufferSize)
+        let b = buffer(chunk: pending.count > LoopServer.smallBufferSize)
         let n = min(pending.count, b.buffer.capacity)
         b.buffer.copyBytes(from: pending[0..<n])
         pending.removeFirst(n)
@@ -450,9 +442,10 @@ final class Connection: @unchecked Sendable {
 
     /// copy: READ the next extent after any pending head bytes, linked to one SEND.
     private func copyChunk(_ body: any FileBodySource) {
-        let b = buffer(chunk: true)
         let lead = pending.count
-        guard let e = nextExtent(body, maxLength: b.buffer.capacity - lead) else { return }
+        // The extent first: bytes already in memory are sent from there, and need no chunk.
+        guard let e = nextExtent(body, maxLength: owner.configuration.chunkSize - lead) else { return }
+        let b = buffer(chunk: true)
         if lead > 0 { b.buffer.copyBytes(from: pending); pending.removeAll(keepingCapacity: true) }
         let total = lead + e.length
         let last = position + Int64(e.length) >= body.length
@@ -468,8 +461,8 @@ final class Connection: @unchecked Sendable {
 
     /// zerocopy: READ into a registered buffer, then SEND_ZC (its buffer is free at the notification).
     private func zeroCopyChunk(_ body: any FileBodySource) {
+        guard let e = nextExtent(body, maxLength: owner.configuration.chunkSize) else { return }
         let b = buffer(chunk: true)
-        guard let e = nextExtent(body, maxLength: b.buffer.capacity) else { return }
         track({ loop.read(e.fd, into: b.buffer, range: 0..<e.length, at: e.offset, $0) }) { [self] (r: Result<Int, Errno>) in
             guard case .success(e.length) = r else { return close() }
             sendZeroCopy(b, 0..<e.length, extent: e)

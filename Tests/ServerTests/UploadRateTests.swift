@@ -114,17 +114,51 @@ struct UploadRateTests {
     }
 }
 
+/// A body read from a file (the extents a store body gives).
+final class FileBody: FileBodySource {
+    let fd: FileDescriptor
+    let length: Int64
+    init(_ path: String) throws {
+        fd = try SystemCalls.open(path, .readOnly)
+        length = try SystemCalls.fileSize(fd)
+    }
+    deinit { try? SystemCalls.close(fd) }
+    func extent(at position: Int64, maxLength: Int) -> BodyExtent? {
+        .file(FileExtent(fd: fd, offset: position, length: min(maxLength, Int(length - position)), owner: self))
+    }
+    func waitForData(at position: Int64, _ ready: @escaping @Sendable ((any Error)?) -> Void) { ready(nil) }
+}
+
+/// Answers every request with the file at `path` as its body.
+final class FileBodyHandler: HTTPHandler {
+    let path: String, size: Int
+    init(_ path: String, size: Int) { self.path = path; self.size = size }
+    func handle(_ request: HTTPRequestHead, body: [UInt8], respond: @escaping @Sendable (Response) -> Void) {
+        var head = HTTPResponseHead(status: 200)
+        head.setContentLength(size)
+        respond(Response(head: head, body: .file(try! FileBody(path))))
+    }
+}
+
 @Suite("HTTPServer send buffers")
 struct SendBufferTests {
-    @Test("a head before a body sent by sendfile (or from memory) takes a small buffer, not a chunk; a copied body takes a chunk")
+    @Test("a head before a body sent from memory (or by sendfile) takes a small buffer, not a chunk; a body copied from a file takes chunks")
     func smallResponsesTakeNoChunk() async throws {
-        // Small and large bodies from memory: `mixed` sends up to smallBodyLimit without copying.
-        for (size, chunks) in [(64 << 10, 0), (600 << 10, 1)] {
+        let dir = try TempDirectory("sendbuffers")
+        let large = SplitMix64.bytes(600 << 10, seed: 4)
+        try writeFile(dir.file("large"), large)
+        // Bodies from memory, small and large (`mixed` would copy a large file body), and a file body copied.
+        let cases: [(String, [UInt8], ServeMode, any HTTPHandler)] = [
+            ("64 KiB from memory", SplitMix64.bytes(64 << 10, seed: 3), .mixed, FixedBodyHandler(SplitMix64.bytes(64 << 10, seed: 3))),
+            ("600 KiB from memory", large, .mixed, FixedBodyHandler(large)),
+            ("600 KiB copied from a file", large, .copy, FileBodyHandler(dir.file("large"), size: large.count)),
+        ]
+        for (name, bytes, mode, handler) in cases {
             var config = ServerConfiguration()
             config.port = 0
             config.loops = 1
-            let bytes = SplitMix64.bytes(size, seed: 3)
-            let server = try HTTPServer(configuration: config, handler: FixedBodyHandler(bytes))
+            config.serveMode = mode
+            let server = try HTTPServer(configuration: config, handler: handler)
             server.start()
             let port = server.port
             let bodies = try await offPool { () throws -> [[UInt8]] in
@@ -133,9 +167,9 @@ struct SendBufferTests {
                 for c in cs { try c.send("GET /x HTTP/1.1\r\nHost: t\r\n\r\n") }
                 return try cs.map { try $0.readResponse().body }
             }
-            #expect(bodies.allSatisfy { $0 == bytes })
+            #expect(bodies.allSatisfy { $0 == bytes }, "\(name)")
             let allocated = await server.chunkBuffersAllocated()
-            #expect(chunks == 0 ? allocated == 0 : allocated >= 1, "\(size)-byte bodies: \(allocated) chunk buffers")
+            #expect(mode == .copy ? allocated >= 1 : allocated == 0, "\(name): \(allocated) chunk buffers")
             await server.shutdown(grace: .milliseconds(100))
         }
     }
