@@ -79,11 +79,13 @@ public enum SystemCalls {
     }
 
     /// A small file's bytes (configuration, credentials): open(2), read(2) until EOF, close(2).
-    /// Throws EFBIG past `limit` bytes.
+    /// Throws EFBIG past `limit` bytes. Room for fstat(2)'s size is reserved first, so a large
+    /// file (a test's content) is not copied each time the array grows.
     public static func readSmallFile(_ path: String, limit: Int = 1 << 20) throws(Errno) -> [UInt8] {
         let fd = try open(path, .readOnly)
         defer { try? close(fd) }
         var bytes: [UInt8] = []
+        bytes.reserveCapacity(Int(min(Int64(limit), max(0, try fileSize(fd)))) + 1)
         var chunk = [UInt8](repeating: 0, count: 64 << 10)
         while true {
             let n = try chunk.withUnsafeMutableBytes { b in Result { () throws(Errno) in try retryingOnInterrupt { Glibc.read(fd.rawValue, b.baseAddress, b.count) } } }.get()

@@ -55,22 +55,9 @@ public final class TempDirectory: Sendable {
     deinit { removeTree(path) }
 }
 
-/// Reads a whole file with plain syscalls, into an array sized from fstat(2) (growing it 64 KiB
-/// at a time cost a debug build a copy per step).
+/// Reads a whole file with plain syscalls (independent of the backend under test).
 public func readFile(_ path: String) throws -> [UInt8] {
-    let fd = try SystemCalls.open(path, .readOnly)
-    defer { try? SystemCalls.close(fd) }
-    var out = [UInt8](repeating: 0, count: Int(try SystemCalls.fileSize(fd)))
-    var done = 0
-    while true {
-        if done == out.count { out += [UInt8](repeating: 0, count: max(1 << 16, out.count)) }
-        let n = out.withUnsafeMutableBytes { read(fd.rawValue, $0.baseAddress! + done, $0.count - done) }
-        if n < 0 { if errno == EINTR { continue }; throw Errno.current }
-        if n == 0 { break }
-        done += n
-    }
-    out.removeLast(out.count - done)
-    return out
+    try SystemCalls.readSmallFile(path, limit: .max)
 }
 
 /// Byte arrays compared with memcmp(3). `[UInt8] == [UInt8]` in a debug build is the standard
