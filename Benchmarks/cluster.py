@@ -28,7 +28,7 @@ per object), FAULTS (1; 0: the clean run only), DARTER_PEER_ARGS, DARTER_SEED_AR
 CLUSTER_PREFIX (dcl), DARTER_BENCH_DIR (.build/bench), DARTER_BIN. Needs root. Prints per-host
 times, a table and BENCH lines (ratio > 1 = better than the anchor; the anchor of a slowdown is
 the clean run of the same session)."""
-import json, os, resource, shutil, signal, statistics, subprocess, sys, threading, time
+import json, os, resource, shutil, statistics, subprocess, sys, threading, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import swarm  # noqa: E402  (the namespaces, links, processes and nginx)
@@ -318,12 +318,7 @@ def cpu_seconds():
 
 
 def main():
-    if os.geteuid() != 0:
-        raise SystemExit("cluster: needs root (network namespaces, tc)")
-    if not os.path.exists(DARTER):
-        raise SystemExit(f"cluster: no darter binary at {DARTER}")
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, lambda *_: sys.exit(1))
+    swarm.require_root("cluster")
     root = os.path.join(BENCH, "origin")
     os.makedirs(root, exist_ok=True)
     objects = []

@@ -502,14 +502,20 @@ def sha256_file(path):
 # MARK: - Modes
 
 
-def prepare():
-    """Root, the binary, cleanup at exit; the object under BENCH/origin; (path, digest, ideal)."""
+def require_root(suite):
+    """Root and the darter binary, or exit naming `suite`; SIGINT and SIGTERM exit through the
+    cleanup (`finally` blocks remove the namespaces)."""
     if os.geteuid() != 0:
-        raise SystemExit("swarm: needs root (network namespaces, tc)")
+        raise SystemExit(f"{suite}: needs root (network namespaces, tc)")
     if not os.path.exists(DARTER):
-        raise SystemExit(f"swarm: no darter binary at {DARTER}")
+        raise SystemExit(f"{suite}: no darter binary at {DARTER}")
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, lambda *_: sys.exit(1))
+
+
+def prepare():
+    """Root, the binary, cleanup at exit; the object under BENCH/origin; (path, digest, ideal)."""
+    require_root("swarm")
     root = os.path.join(BENCH, "origin")
     os.makedirs(root, exist_ok=True)
     path = os.path.join(root, "obj.bin")
