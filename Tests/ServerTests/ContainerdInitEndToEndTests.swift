@@ -156,7 +156,10 @@ struct ContainerdInitEndToEndTests {
         // which fetches it from the registry; the other node's peer gets it from the seed or
         // the first peer).
         #expect(perBlob.count == 2 && perBlob[registry.layerDigest] != nil, "blob GETs at the registry: \(perBlob)")
-        #expect(perBlob.values.allSatisfy { $0 == 1 }, "blob GETs at the registry (layer and config): \(perBlob)\n\(access.joined(separator: "\n"))")
+        // The daemons' swarm and task lines say who went to the registry and why.
+        let why = ([seed] + peers).map { d in d.log.split(separator: "\n").filter { $0.hasPrefix("swarm") || $0.hasPrefix("task ") }.joined(separator: "\n") }
+        #expect(perBlob.values.allSatisfy { $0 == 1 },
+                "blob GETs at the registry (layer and config): \(perBlob)\n\(access.joined(separator: "\n"))\nseed, peer-1, peer-2:\n\(why.joined(separator: "\n--\n"))")
         #expect(!access.contains { $0.contains("containerd/") }, "containerd went to the registry directly: \(access.joined(separator: "\n"))")
     }
 }
