@@ -680,17 +680,105 @@ def check(timeout):
     print("swarm check: ok")
 
 
+def cpu_times():
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:9]]
+
+
+def ping_rtt(src, dst, count=20):
+    """Mean round trip (ms) from host `src` to host `dst` by ping, or None without ping."""
+    if not shutil.which("ping"):
+        return None
+    out = sh("ip", "netns", "exec", host_ns(src), "ping", "-q", "-c", str(count), "-i", "0.2", addr(dst), check=False).stdout
+    for line in out.splitlines():
+        if "min/avg/max" in line:
+            return float(line.split("=")[1].split("/")[1])
+    return None
+
+
+def simulate(rtt_ms):
+    """`darter simulate` at this shape with the round trip measured under load; (p50, p99) ÷ T_min."""
+    out = subprocess.run([DARTER, "simulate", "--peers", str(PEERS), "--link", f"{RATE}m", "--size", f"{SIZE >> 20}m",
+                          "--rtt", f"{rtt_ms:.1f}ms", "--tick", "0.002"], capture_output=True, text=True, check=True).stdout
+    words = out.split()
+    return float(words[words.index("p50") + 1]), float(words[words.index("p99") + 1])
+
+
+def calibrate(shapes, rounds):
+    """The simulator beside the netns swarm (issue 14, docs/SCALE.md): each shape (PEERSxMBITxSIZE)
+    run `rounds` times, shapes interleaved; per run p50 and p99 ÷ T_min, the machine's CPU busy
+    share over the run (user+system+irq from /proc/stat; steal apart), and the round trip between
+    two peers under load (ping from h1 to h2 from 2 s in); then `darter simulate` at the shape
+    with the median measured round trip. Prints both side by side and the difference."""
+    atexit.register(teardown)
+    runs = {shape: [] for shape in shapes}
+    for rnd in range(rounds):
+        for shape in shapes:
+            peers, rate, size = shape.split("x")
+            configure(int(peers), int(rate), size)
+            path, digest, ideal = prepare()
+            setup(PEERS + 1)
+            nginx, log = start_origin(os.path.dirname(path))
+            url = f"http://{addr(0)}:{ORIGIN_PORT}/obj.bin?round={rnd}"
+            got = {}
+            def probe(d, u, info):
+                def fire(start):
+                    got["rtt"] = ping_rtt(1, 2)
+                return fire
+            before = cpu_times()
+            try:
+                r = darter_run("darter", url, digest, ideal, log, fault=(2.0, probe))
+            finally:
+                nginx.stop()
+                teardown()
+            after = cpu_times()
+            d = [b - a for a, b in zip(before, after)]
+            busy = (d[0] + d[1] + d[2] + d[5] + d[6]) / max(1, sum(d))
+            steal = d[7] / max(1, sum(d))
+            t = [r["times"][i] for i in range(1, PEERS + 1)]
+            if r["bad"]:
+                raise SystemExit(f"calibrate: {shape} round {rnd + 1} failed: {r['bad']}")
+            runs[shape].append(dict(p50=pct(t, 0.5) / ideal, p99=pct(t, 0.99) / ideal, busy=busy, steal=steal, rtt=got.get("rtt")))
+            x = runs[shape][-1]
+            print(f"  calibrate {shape} round {rnd + 1}: p50 {x['p50']:.2f} p99 {x['p99']:.2f} x T_min; CPU busy {busy:.0%} "
+                  f"(steal {steal:.0%}); rtt {x['rtt'] if x['rtt'] is not None else '-'} ms", flush=True)
+    print()
+    print(f"{'shape':16}{'measured p50':>14}{'p99':>7}{'CPU busy':>10}{'rtt ms':>8}{'simulated p50':>15}{'p99':>7}{'diff p50':>10}{'p99':>7}")
+    for shape in shapes:
+        peers, rate, size = shape.split("x")
+        configure(int(peers), int(rate), size)
+        xs = runs[shape]
+        m50, m99 = statistics.median(x["p50"] for x in xs), statistics.median(x["p99"] for x in xs)
+        rtts = [x["rtt"] for x in xs if x["rtt"] is not None]
+        rtt = statistics.median(rtts) if rtts else 25.0
+        s50, s99 = simulate(rtt)
+        busy = statistics.median(x["busy"] for x in xs)
+        each = " ".join(f"{x['p99']:.2f}" for x in xs)
+        print(f"{shape:16}{m50:14.2f}{m99:7.2f}{busy:10.0%}{rtt:8.1f}{s50:15.2f}{s99:7.2f}{s50 / m50 - 1:10.1%}{s99 / m99 - 1:7.1%}"
+              f"   (rounds p99: {each})")
+        tag = shape.replace("x", "_", 1).split("x")[0]
+        print(f"BENCH calibrate.p99_{tag} darter={s99:.2f} anchor={m99:.2f} ratio={m99 / s99:.2f} unit=x (simulated vs measured)")
+    print("(simulated: darter simulate with the median round trip measured under load; measured: median of the rounds;"
+          " the goal is a difference within 10 %)")
+
+
 def main():
     ap = argparse.ArgumentParser(prog="swarm.py", description=__doc__.split("\n\n")[0])
-    ap.add_argument("mode", nargs="?", default="bench", choices=["bench", "up", "down", "check"])
+    ap.add_argument("mode", nargs="?", default="bench", choices=["bench", "up", "down", "check", "calibrate"])
     ap.add_argument("--peers", type=int)
     ap.add_argument("--rate", type=int, help="Mbit/s, every link both ways")
     ap.add_argument("--size", help="object size: 256m, 1g, ...")
     ap.add_argument("--timeout", type=float, default=45, help="check: seconds the gets may take (45)")
+    ap.add_argument("--shapes", default="8x200x256m,4x200x256m,8x100x128m,8x50x64m",
+                    help="calibrate: PEERSxMBITxSIZE,... (default: the benchmark's shape, half its peers, and slower links at the same T_min)")
+    ap.add_argument("--rounds", type=int, default=int(os.environ.get("ROUNDS", "3")), help="calibrate: rounds, shapes interleaved (ROUNDS, 3)")
     args = ap.parse_args()
     if args.mode == "bench":
         configure(args.peers, args.rate, args.size)
         bench()
+    elif args.mode == "calibrate":
+        configure(suite="swarm-calibrate")
+        calibrate(args.shapes.split(","), args.rounds)
     elif args.mode in ("up", "down"):
         configure(args.peers, args.rate, args.size, suite="swarm-up")
         up() if args.mode == "up" else down()

@@ -20,8 +20,11 @@ import SwarmDownload
 /// announce, report or departure), but never by less than `tick` (half a piece's time at the
 /// link rate by default), so that at thousands of hosts, where pieces finish continuously, a
 /// step moves many transfers at once. Rates are recomputed after every step by progressive
-/// filling with a heap (O(T log T) for T transfers). Availability is pushed to children the
-/// moment a piece lands (the feed's latency is not modelled); wire latency is not modelled.
+/// filling with a heap (O(T log T) for T transfers). The wire: a link carries payload at
+/// `wireEfficiency` of its rate (headers and ACKs take the rest); a request's first byte comes one
+/// `roundTrip` after it is sent, and a piece that lands is known to the parent's children half a
+/// round trip later (the feed). Not modelled: TCP's own dynamics (slow start, losses, the unfair
+/// share of a flow crossing two full links) and the hosts' CPU.
 /// Pure and deterministic for a given `seed`.
 public struct SwarmSimulation: Sendable {
     public struct Shape: Sendable {
@@ -50,6 +53,16 @@ public struct SwarmSimulation: Sendable {
         public var localityLabels = true
         /// The peer's knobs, from the real peer.
         public var swarm = SwarmConfiguration()
+        /// Payload bytes per byte a link carries: Ethernet with MTU 1500 and TCP timestamps puts
+        /// 1,448 bytes of payload in a 1,514-byte frame, and the other direction carries a 66-byte
+        /// ACK per two segments (measured on the netns testbed: 284 MB through a peer's download
+        /// qdisc for 268 MB of pieces, 0.945). T_min stays the nominal link's.
+        public var wireEfficiency = 1448.0 / (1514.0 + 66.0 / 2)
+        /// Seconds from sending a request to its first byte (one round trip); a parent's new piece
+        /// reaches its children's feeds half of it later. 1 ms: a data centre's fabric under load.
+        /// The netns testbed measured 25 ms (ping between two peers during tools/bench swarm: mean
+        /// 25-27 ms, 0.05-91; the tbf queues hold up to 20 ms each way).
+        public var roundTrip = 0.001
         /// The smallest step of virtual time, seconds; nil: half a piece's time at the link rate.
         public var tick: Double? = nil
         public var seed: UInt64 = 1
@@ -116,6 +129,8 @@ public struct SwarmSimulation: Sendable {
         var remaining: Double
         var rate = 0.0
         var cross: Int32 = -1
+        /// When its first byte arrives (one round trip after the request).
+        var startsAt = 0.0
     }
 
     /// Max-min fair rates by progressive filling: each host has an upload and a download link of
@@ -130,12 +145,14 @@ public struct SwarmSimulation: Sendable {
 /// filling: the resource with the smallest share per unfrozen transfer fixes its transfers'
 /// rates; shares of the others only grow as transfers freeze, so a lazy heap finds the next one.
 enum FairShare {
-    static func allocate(_ transfers: inout [SwarmSimulation.Transfer], up: [Double], down: [Double], cross: [Double]) {
+    /// Transfers whose first byte is still on its way (`startsAt` after `now`) take no share.
+    static func allocate(_ transfers: inout [SwarmSimulation.Transfer], up: [Double], down: [Double], cross: [Double], now: Double = .infinity) {
         let n = up.count
         let resources = 2 * n + cross.count
         var left = up + down + cross
         var count = Array(repeating: 0, count: resources)
-        for t in transfers {
+        for k in transfers.indices where transfers[k].startsAt > now { transfers[k].rate = 0 }
+        for t in transfers where t.startsAt <= now {
             count[Int(t.parent)] += 1
             count[n + Int(t.child)] += 1
             if t.cross >= 0 { count[2 * n + Int(t.cross)] += 1 }
@@ -145,7 +162,7 @@ enum FairShare {
         for r in 0..<resources { start[r + 1] = start[r] + count[r] }
         var fill = start
         var members = Array(repeating: 0, count: start[resources])
-        for (k, t) in transfers.enumerated() {
+        for (k, t) in transfers.enumerated() where t.startsAt <= now {
             members[fill[Int(t.parent)]] = k; fill[Int(t.parent)] += 1
             members[fill[n + Int(t.child)]] = k; fill[n + Int(t.child)] += 1
             if t.cross >= 0 { let r = 2 * n + Int(t.cross); members[fill[r]] = k; fill[r] += 1 }
@@ -214,9 +231,16 @@ final class Engine {
     var index: [String: Int] = [:]
     let taskIDs: [TaskID], urls: [String]
     var scheduler: Scheduler
+    /// Nominal links (the bounds) and what they carry of payload (`wireEfficiency`).
     let up: [Double], down: [Double]
+    let upPayload: [Double], downPayload: [Double]
     let dc: [Int]
     var cross: [Double] = []
+    var crossPayload: [Double] = []
+    /// Feed events on their way: a piece that landed at a host reaches its children at `at`.
+    var notices = MinHeap()
+    var noticeList: [(t: Int, host: Int, piece: Int)] = []
+    var freeNotices: [Int] = []
     let slow: [Bool]
     var departed: [Bool]
     var leaveAt: [Double]
@@ -283,11 +307,14 @@ final class Engine {
         departed = Array(repeating: false, count: n)
         up = (0..<n).map { slow[$0] ? shape.linkBytesPerSecond * shape.slowFactor : shape.linkBytesPerSecond }
         down = up
+        upPayload = up.map { $0 * shape.wireEfficiency }
+        downPayload = upPayload
         dc = (0..<n).map { shape.dataCentres >= 2 ? ($0 == 0 ? 0 : ($0 + 1) % 2) : 0 }
         if shape.dataCentres >= 2 {
             let smaller = min(dc.filter { $0 == 0 }.count, dc.filter { $0 == 1 }.count)
             let capacity = shape.interDCFraction * Double(max(1, smaller)) * shape.linkBytesPerSecond
             cross = [capacity, capacity]
+            crossPayload = cross.map { $0 * shape.wireEfficiency }
         }
         let perHost = { (x: PieceSet) in Array(repeating: x, count: shape.peers + 1) }
         have = (0..<tasksCount).map { _ in perHost(PieceSet()) }
@@ -358,6 +385,18 @@ final class Engine {
 
     func landed(_ t: Int, _ host: Int, _ piece: Int) {
         have[t][host].insert(piece)
+        let delay = shape.roundTrip / 2
+        guard delay <= 0 else {
+            let slot: Int
+            if let free = freeNotices.popLast() { noticeList[free] = (t, host, piece); slot = free } else { noticeList.append((t, host, piece)); slot = noticeList.count - 1 }
+            notices.push(now + delay, slot)
+            return
+        }
+        tell(t, host, piece)
+    }
+
+    /// The feed: `host`'s children hear of its new piece.
+    func tell(_ t: Int, _ host: Int, _ piece: Int) {
         for c in children[t][host] where done[t][c] < 0 {
             selectors[t][c].parentHas(names[host], piece: piece)
             markDirty(t, c)
@@ -407,7 +446,8 @@ final class Engine {
                     open[t][c][p, default: 0] += 1
                     active[t][c] += 1
                     transfers.append(SwarmSimulation.Transfer(child: Int32(c), parent: Int32(p), task: Int32(t), piece: Int32(piece),
-                                                              remaining: pieceBytes(piece), cross: dc[p] != dc[c] ? Int32(dc[p]) : -1))
+                                                              remaining: pieceBytes(piece), cross: dc[p] != dc[c] ? Int32(dc[p]) : -1,
+                                                              startsAt: now + shape.roundTrip))
                     changed = true
                     progress = true
                 }
@@ -439,6 +479,8 @@ final class Engine {
     }
 
     var nextReport = 0.0
+    /// The earliest first byte still on its way when rates were last computed.
+    var pendingStart = Double.infinity
 
     func run() -> SwarmSimulation.Result {
         for h in 0..<n {
@@ -464,9 +506,22 @@ final class Engine {
             for h in 1..<n where !departed[h] && hostDone[h] < 0 && leaveAt[h] <= now {
                 depart(h); remainingHosts -= 1
             }
+            // Feed events due.
+            while let (at, slot) = notices.peek, at <= now + 1e-12 {
+                _ = notices.pop()
+                let x = noticeList[slot]
+                freeNotices.append(slot)
+                tell(x.t, x.host, x.piece)
+            }
             refill()
-            // Rates (only when the set of transfers changed: every step at scale).
-            if changed { FairShare.allocate(&transfers, up: up, down: down, cross: cross); changed = false }
+            // Rates (only when the set of transfers changed, or a first byte arrived: every step at scale).
+            var nextStart = Double.infinity
+            for x in transfers where x.startsAt > now + 1e-12 { nextStart = min(nextStart, x.startsAt) }
+            if changed || nextStart != pendingStart {
+                FairShare.allocate(&transfers, up: upPayload, down: downPayload, cross: crossPayload, now: now + 1e-12)
+                changed = false
+                pendingStart = nextStart
+            }
             // How far to step: the next piece to finish or the next origin piece, at least a tick,
             // at most to the next periodic event.
             var dt = Double.infinity
@@ -479,6 +534,9 @@ final class Engine {
                     dt = min(dt, (Double(next) * Double(pieceLength) + pieceBytes(next) - originDone[t]) / rate)
                 }
             }
+            // A first byte or a feed event due: the step ends there, but not before a tick (so at
+            // scale a round trip is rounded up to the tick: pass a smaller --tick to resolve it).
+            dt = min(dt, nextStart - now, (notices.peek?.0 ?? .infinity) - now)
             dt = max(dt, tick)
             while let (at, key) = announceQueue.peek, at != announceAt[key / n][key % n] { _ = announceQueue.pop() }
             let nextAnnounce = announceQueue.peek?.0 ?? .infinity
@@ -487,13 +545,14 @@ final class Engine {
                 dt = min(dt, soonest - now)
             }
             dt = max(dt, 1e-9)
-            // The seed reads the origin in order.
+            // The seed reads the origin in order (its pieces land at the step's end, below).
+            var fromOrigin: [(t: Int, piece: Int)] = []
             for t in fetching {
                 originDone[t] += originRate / Double(fetching.count) * dt
-                while have[t][0].count < pieceCount {
-                    let next = have[t][0].count
-                    guard originDone[t] + 0.5 >= Double(next) * Double(pieceLength) + pieceBytes(next) else { break }
-                    landed(t, 0, next)
+                var next = have[t][0].count
+                while next < pieceCount, originDone[t] + 0.5 >= Double(next) * Double(pieceLength) + pieceBytes(next) {
+                    fromOrigin.append((t, next))
+                    next += 1
                 }
             }
             // Move bytes; finish pieces.
@@ -509,6 +568,7 @@ final class Engine {
                 if transfers[k].remaining <= 0.5 { finished.append((k, min(at, now + dt))) }
             }
             now += dt
+            for (t, piece) in fromOrigin { landed(t, 0, piece) }
             var cancel: [(task: Int, child: Int, parent: Int, piece: Int)] = []
             var completions: [(t: Int, c: Int, at: Double)] = []
             for (k, at) in finished {

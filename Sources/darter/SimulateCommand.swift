@@ -23,6 +23,8 @@ enum SimulateCommand {
             .init(name: "dcs", defaultValue: "1", help: "1, or 2 data centres (peers alternate; the seed in dc0)"),
             .init(name: "inter-dc", defaultValue: "0.1", help: "the link between DCs, each way, as a fraction of one DC's total link capacity"),
             .init(name: "no-idc", defaultValue: "", help: "register hosts without their idc label (locality off)", kind: .toggle),
+            .init(name: "rtt", defaultValue: "1ms", help: "round trip: a request's first byte comes this long after it, a new piece reaches the children's feeds half of it later (ms or s: 25ms; the netns testbed under load: 25ms)"),
+            .init(name: "wire-efficiency", defaultValue: "", help: "payload bytes per byte on a link (default: 0.936, Ethernet MTU 1500 with TCP timestamps and ACKs; 1: none lost)"),
             .init(name: "tick", defaultValue: "", help: "smallest step of virtual time, seconds (default: half a piece's time at the link rate)"),
             .init(name: "seed", defaultValue: "1", help: "random seed (the run is deterministic for a seed)"),
             .init(name: "scheduler-cost", defaultValue: "", help: "instead: time the real Scheduler's register, announce and report at this many hosts x 10 tasks, and its memory"),
@@ -50,6 +52,11 @@ enum SimulateCommand {
         shape.dataCentres = try args.int("dcs")
         shape.interDCFraction = try fraction(args, "inter-dc")
         shape.localityLabels = !args.isSet("no-idc")
+        shape.roundTrip = try seconds(args, "rtt")
+        if args.string("wire-efficiency") != "" {
+            shape.wireEfficiency = try fraction(args, "wire-efficiency")
+            guard shape.wireEfficiency > 0 else { throw UsageError("simulate: --wire-efficiency must be above 0") }
+        }
         if args.string("tick") != "" { shape.tick = try fraction(args, "tick", max: 1e9) }
         shape.seed = UInt64(try args.int("seed"))
         guard shape.peers > 0 else { throw UsageError("simulate: --peers must be at least 1") }
@@ -64,7 +71,7 @@ enum SimulateCommand {
             let v = Int((x * 100).rounded())
             return "\(v / 100).\(v % 100 < 10 ? "0" : "")\(v % 100)"
         }
-        print("peers \(shape.peers) link \(args.string("link"))bit/s size \(args.string("size")) x \(shape.objects) pieces \(shape.effectivePieceLength >> 10) KiB slow \(shape.slowFraction) churn \(shape.churnFraction) dcs \(shape.dataCentres)\(shape.dataCentres > 1 ? " inter-dc \(shape.interDCFraction)" : "")")
+        print("peers \(shape.peers) link \(args.string("link"))bit/s (payload \(f(shape.wireEfficiency))) rtt \(f(shape.roundTrip * 1000)) ms size \(args.string("size")) x \(shape.objects) pieces \(shape.effectivePieceLength >> 10) KiB slow \(shape.slowFraction) churn \(shape.churnFraction) dcs \(shape.dataCentres)\(shape.dataCentres > 1 ? " inter-dc \(shape.interDCFraction)" : "")")
         print("T_min \(f(r.swarmIdealSeconds)) s; completion ÷ own T_min: p50 \(f(r.p50VsIdeal)) p99 \(f(r.p99VsIdeal)) max \(f(r.maxVsIdeal)); absolute p50 \(f(SwarmSimulation.Result.percentile(r.sortedCompletions, 0.5))) s p99 \(f(SwarmSimulation.Result.percentile(r.sortedCompletions, 0.99))) s")
         let fast = r.completionSeconds.indices.filter { !r.slow[$0] }.compactMap { i in r.completionSeconds[i].map { $0 / r.idealSeconds[i] } }
         let slowR = r.completionSeconds.indices.filter { r.slow[$0] }.compactMap { i in r.completionSeconds[i].map { $0 / r.idealSeconds[i] } }
@@ -85,6 +92,14 @@ enum SimulateCommand {
         if let last = s.last, let unit = units[last], let v = Double(s.dropLast()), v > 0 { return v * unit }
         guard let v = Double(s), v > 0 else { throw UsageError("simulate: --\(name) must be bits per second (200m, 10g), got '\(s)'") }
         return v
+    }
+
+    /// `25ms`, `0.025s` or `0.025` (seconds).
+    static func seconds(_ args: Arguments, _ name: String) throws -> Double {
+        let s = args.string(name).lowercased()
+        let (number, scale) = s.hasSuffix("ms") ? (s.dropLast(2), 1e-3) : s.hasSuffix("s") ? (s.dropLast(), 1.0) : (Substring(s), 1.0)
+        guard let v = Double(number), v >= 0, v <= 10 / scale else { throw UsageError("simulate: --\(name) must be a duration up to 10 s (25ms, 0.025s), got '\(s)'") }
+        return v * scale
     }
 
     static func fraction(_ args: Arguments, _ name: String, max: Double = 1) throws -> Double {

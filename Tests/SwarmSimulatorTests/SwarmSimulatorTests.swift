@@ -48,6 +48,43 @@ struct SwarmSimulatorTests {
         #expect(r.uploadBytes[0] < 2 * (256 << 20))
     }
 
+    @Test("a transfer whose first byte is still on its way takes no share of the links")
+    func waitingTransfersTakeNoShare() {
+        var t = [SwarmSimulation.Transfer(child: 1, parent: 0, task: 0, piece: 0, remaining: 1, startsAt: 0),
+                 SwarmSimulation.Transfer(child: 2, parent: 0, task: 0, piece: 1, remaining: 1, startsAt: 0.5)]
+        FairShare.allocate(&t, up: [10, 10, 10], down: [10, 10, 10], cross: [], now: 0.1)
+        #expect(t.map(\.rate) == [10, 0])
+        FairShare.allocate(&t, up: [10, 10, 10], down: [10, 10, 10], cross: [], now: 0.5)
+        #expect(t.map(\.rate) == [5, 5])
+    }
+
+    @Test("the wire: one peer taking 4 pieces from the seed one at a time pays a round trip per piece, and each piece at the link's payload rate")
+    func roundTripAndWireEfficiency() {
+        var shape = SwarmSimulation.Shape()
+        shape.peers = 1
+        shape.objectBytes = 4 << 20
+        shape.pieceLength = 1 << 20
+        shape.tick = 0.0005
+        shape.swarm.requestsPerSeed = 1
+        func completion(roundTrip: Double, efficiency: Double) -> Double {
+            shape.roundTrip = roundTrip
+            shape.wireEfficiency = efficiency
+            let r = SwarmSimulation.run(shape)
+            #expect(r.unfinished == 0)
+            return r.completionSeconds[0] ?? .infinity
+        }
+        let piece = Double(1 << 20) / shape.linkBytesPerSecond
+        let bare = completion(roundTrip: 0, efficiency: 1)
+        let slowWire = completion(roundTrip: 0, efficiency: 0.5)
+        let far = completion(roundTrip: 0.05, efficiency: 1)
+        // Bare: four pieces back to back, after the seed's first piece from the origin (4x the link).
+        #expect(bare >= 4 * piece && bare < 4 * piece + piece / 4 + 0.002)
+        // Half the payload per byte: each piece takes twice as long.
+        #expect(abs((slowWire - bare) - 4 * piece) < 0.003)
+        // 50 ms round trips: four requests' and the feed's half (the seed's first piece).
+        #expect(abs((far - bare) - (4 * 0.05 + 0.025)) < 0.003)
+    }
+
     @Test("deterministic: the same seed gives the same run")
     func deterministic() {
         var shape = SwarmSimulation.Shape()
