@@ -64,7 +64,7 @@ let package = Package(
         // A peer's download policy (pure): which piece to ask which parent for.
         .target(name: "PeerPolicy", dependencies: ["DarterCore", "PieceProtocol"], swiftSettings: strict),
         // A swarm in virtual time driving the real Scheduler and PieceSelector (tests, tools).
-        .target(name: "SwarmSimulator", dependencies: ["DarterCore", "PeerPolicy", "PieceProtocol", "Scheduler", "SchedulerProtocol", "SwarmDownload"], swiftSettings: strict),
+        .target(name: "SwarmSimulator", dependencies: ["DarterCore", "PeerPolicy", "PieceProtocol", "Scheduler", "SchedulerProtocol", "SwarmDownload", "BenchReport"], swiftSettings: strict),
         // A peer's download of one task through the swarm: parents from the scheduler, pieces from
         // several at once, checked and landed through the piece assembler; the origin when none can.
         .target(name: "SwarmDownload", dependencies: ["DarterCore", "DarterIO", "HTTPClient", "HTTPCore", "PeerPolicy", "PieceProtocol",

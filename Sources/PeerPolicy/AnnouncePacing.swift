@@ -5,22 +5,40 @@
 /// few parents (the first only the seed); at 10 Gbit/s a 1 GiB object takes 0.86 s, less than
 /// one regular period, so waiting for it left them with those few for the whole download
 /// (docs/SCALE.md). A swarm that is formed costs the scheduler no more announces than before.
+///
+/// Also again each time the download has gained `progressStep` of its pieces since the last
+/// announce: the parents named when a batch of peers started (the early ones, named by all who
+/// came after) are the wrong ones a few seconds of a slow link later, and a fraction of a
+/// second of a fast one; a step of the download is the same share of it at any speed, and
+/// costs at most 1/`progressStep` announces per download (simulated, 300 peers × 10 Gbit/s ×
+/// 1 GiB: p99 1.90 × T_min with time alone; 1.46 announcing every 100 ms).
 public struct AnnouncePacing: Sendable, Equatable {
     public let quickest: Duration
     public let slowest: Duration
+    public let progressStep: Double
     public private(set) var interval: Duration
     private var parents = 0
+    private var holdingAtLast = 0
 
-    public init(quickest: Duration, slowest: Duration) {
+    public init(quickest: Duration, slowest: Duration, progressStep: Double = 0) {
         self.quickest = min(quickest, slowest)
         self.slowest = slowest
+        self.progressStep = progressStep
         interval = self.quickest
     }
 
-    /// After an announce that brought `count` parents: how long until the next.
-    public mutating func next(parents count: Int) -> Duration {
+    /// After an announce that brought `count` parents, made holding `pieces`: how long until the
+    /// next (unless progress makes it due sooner).
+    public mutating func next(parents count: Int, holding pieces: Int = 0) -> Duration {
         interval = count > parents ? quickest : min(slowest, interval * 2)
         parents = count
+        holdingAtLast = pieces
         return interval
+    }
+
+    /// Whether the download, now holding `pieces` of `total`, has gained `progressStep` of them
+    /// since the last announce (never once it holds them all: it reports that instead).
+    public func dueByProgress(holding pieces: Int, of total: Int) -> Bool {
+        progressStep > 0 && pieces < total && Double(pieces - holdingAtLast) >= progressStep * Double(total)
     }
 }

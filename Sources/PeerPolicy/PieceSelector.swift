@@ -45,15 +45,16 @@ public struct PieceSelector: Sendable {
     private var dealt = false
 
     // Rarest first without a scan of every piece (the simulator asks this millions of times):
-    // bitsets over *rank positions* — pieces sorted by (tieRank, index) — so the lowest set bit
-    // of (pieces at availability a) ∧ (neither held nor in flight) ∧ (the parent holds) ∧ (owned,
-    // at a scarce parent), for the smallest a that has one, is exactly the piece the linear
-    // search over (availability, tieRank, index) picks.
+    // bitsets over *rank positions* — pieces sorted by (tieRank, index) — so walking the set
+    // bits of (neither held nor in flight) ∧ (the parent holds) ∧ (owned, at a scarce parent)
+    // in order and keeping the first of the lowest availability is exactly the piece the linear
+    // search over (availability, tieRank, index) picks; a piece only one parent holds ends the
+    // walk. (Bitsets per availability level, searched level by level, cost levels × words a
+    // pick: with 1,000 hosts, levels reach the hundreds and the search was a quarter of the
+    // simulator's time.)
     private let rankOf: [Int]
     private let pieceAt: [Int]
     private let words: Int
-    /// Per availability level, the pieces at it.
-    private var level: [[UInt64]]
     /// Pieces neither held nor in flight.
     private var openBits: [UInt64]
     private var ownedBits: [UInt64]
@@ -87,7 +88,6 @@ public struct PieceSelector: Sendable {
             all[pos >> 6] |= 1 << UInt64(pos & 63)
             if !have.contains(i) { openBits[pos >> 6] |= 1 << UInt64(pos & 63) }
         }
-        level = [all]
         self.openBits = openBits
         ownedBits = all
     }
@@ -96,11 +96,7 @@ public struct PieceSelector: Sendable {
     private static func clear(_ bits: inout [UInt64], _ pos: Int) { bits[pos >> 6] &= ~(1 << UInt64(pos & 63)) }
 
     private mutating func changeAvailability(_ i: Int, by delta: Int) {
-        let pos = rankOf[i], from = availability[i], to = from + delta
-        availability[i] = to
-        while level.count <= to { level.append(Array(repeating: 0, count: words)) }
-        Self.clear(&level[from], pos)
-        Self.set(&level[to], pos)
+        availability[i] += delta
     }
 
     private mutating func rebuildOwnedBits() {
@@ -200,14 +196,20 @@ public struct PieceSelector: Sendable {
             }
         }
         // 2. Rarest first among pieces nobody is fetching (what `worthIt` admits, by the
-        // rank-space bitsets: the lowest availability level, then the lowest rank).
+        // rank-space bitsets: the lowest availability, then the lowest rank).
         var best: Int?
         if let bits = holderBits[parent] {
-            search: for a in 1..<max(1, onlyUnheld ? min(2, level.count) : level.count) {
-                let lv = level[a]
-                for w in 0..<words {
-                    let x = lv[w] & openBits[w] & bits[w] & (onlyOwned ? ownedBits[w] : ~0)
-                    if x != 0 { best = pieceAt[w << 6 | x.trailingZeroBitCount]; break search }
+            var rarest = Int.max
+            search: for w in 0..<words {
+                var x = openBits[w] & bits[w] & (onlyOwned ? ownedBits[w] : ~0)
+                while x != 0 {
+                    let piece = pieceAt[w << 6 | x.trailingZeroBitCount]
+                    x &= x - 1
+                    let a = availability[piece]
+                    guard a < rarest, !onlyUnheld || a == 1 else { continue }
+                    rarest = a
+                    best = piece
+                    if a <= 1 { break search }
                 }
             }
         }

@@ -29,6 +29,10 @@ public struct SwarmConfiguration: Sendable {
     /// after `reannounceQuickly`, doubling from there (`AnnouncePacing`).
     public var reannounce: Duration = .seconds(2)
     public var reannounceQuickly: Duration = .milliseconds(250)
+    /// And after every this share of the pieces gained since the last announce
+    /// (`AnnouncePacing.progressStep`), checked every `progressCheck`.
+    public var reannounceEveryShare = 1.0 / 8
+    public var progressCheck: Duration = .milliseconds(20)
     /// How often progress goes to the scheduler (batched, never per piece).
     public var reportEvery: Duration = .seconds(1)
     /// How long a parent may hold a piece request for a piece it announced but has not got whole.
@@ -532,11 +536,12 @@ public actor SwarmDownload {
     /// seed share among the owners, within a fraction of a second), or at the next wake after a
     /// parent was dropped.
     func chores(parents first: Int) async {
-        var pacing = AnnouncePacing(quickest: configuration.reannounceQuickly, slowest: configuration.reannounce)
-        var untilAnnounce = pacing.next(parents: first)
+        var pacing = AnnouncePacing(quickest: configuration.reannounceQuickly, slowest: configuration.reannounce,
+                                    progressStep: configuration.reannounceEveryShare)
+        var untilAnnounce = pacing.next(parents: first, holding: selector.have.count)
         var untilReport = configuration.reportEvery
         while outcome == nil {
-            let step = min(untilAnnounce, untilReport)
+            let step = min(untilAnnounce, untilReport, configuration.progressCheck)
             try? await Task.sleep(for: step)
             guard outcome == nil else { return }
             untilAnnounce -= step
@@ -545,7 +550,7 @@ public actor SwarmDownload {
                 untilReport = configuration.reportEvery
                 await sendReport(state: .downloading)
             }
-            if announceSoon || untilAnnounce <= .zero {
+            if announceSoon || untilAnnounce <= .zero || pacing.dueByProgress(holding: selector.have.count, of: selector.pieceCount) {
                 announceSoon = false
                 var a = announce
                 a.pieces = selector.have
@@ -556,7 +561,7 @@ public actor SwarmDownload {
                     offered = reply.parents.count
                     if links.isEmpty && reply.backToSource { goToOrigin(reply.reason ?? "the scheduler says so") }
                 }
-                untilAnnounce = pacing.next(parents: offered)
+                untilAnnounce = pacing.next(parents: offered, holding: a.pieces.count)
             }
         }
     }

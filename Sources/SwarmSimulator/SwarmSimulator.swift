@@ -335,7 +335,8 @@ final class Engine {
         dirty = Array(repeating: Array(repeating: false, count: n), count: tasksCount)
         freed = Array(repeating: Array(repeating: [], count: n), count: tasksCount)
         rotation = Array(repeating: Array(repeating: 0, count: n), count: tasksCount)
-        pacing = Array(repeating: Array(repeating: AnnouncePacing(quickest: shape.swarm.reannounceQuickly, slowest: shape.swarm.reannounce),
+        pacing = Array(repeating: Array(repeating: AnnouncePacing(quickest: shape.swarm.reannounceQuickly, slowest: shape.swarm.reannounce,
+                                                                       progressStep: shape.swarm.reannounceEveryShare),
                                         count: n), count: tasksCount)
         announceAt = Array(repeating: Array(repeating: .infinity, count: n), count: tasksCount)
         hostDone = Array(repeating: -1, count: n)
@@ -375,7 +376,7 @@ final class Engine {
         if out.trigger != nil { seedFetching[t] = true }
         if let share = out.reply.seedShare { selectors[t][child].setShare(index: share.index, count: share.count) }
         addParents(t, child, out.reply.parents.map(\.id))
-        scheduleAnnounce(t, child, at: now + Engine.seconds(pacing[t][child].next(parents: out.reply.parents.count)))
+        scheduleAnnounce(t, child, at: now + Engine.seconds(pacing[t][child].next(parents: out.reply.parents.count, holding: have[t][child].count)))
     }
 
     func scheduleAnnounce(_ t: Int, _ c: Int, at time: Double) {
@@ -479,6 +480,7 @@ final class Engine {
     }
 
     var nextReport = 0.0
+    lazy var progressDelay = Engine.seconds(shape.swarm.progressCheck) / 2
     /// The earliest first byte still on its way when rates were last computed.
     var pendingStart = Double.infinity
 
@@ -584,6 +586,11 @@ final class Engine {
                 }
                 landed(t, c, piece)
                 if have[t][c].count == pieceCount { completions.append((t, c, at)) }
+                // The real peer checks its progress every `progressCheck`: on average half of it later.
+                else if pacing[t][c].dueByProgress(holding: have[t][c].count, of: pieceCount) {
+                    let at = now + progressDelay
+                    if announceAt[t][c] > at { scheduleAnnounce(t, c, at: at) }
+                }
             }
             if !finished.isEmpty {
                 var gone = Set(finished.map(\.k))

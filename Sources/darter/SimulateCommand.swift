@@ -3,6 +3,7 @@ import Glibc
 #endif
 import DarterCore
 import SwarmSimulator
+import DarterIO
 
 /// `darter simulate`: a swarm in virtual time, driving the real Scheduler and PieceSelector with
 /// the real peer's knobs (SwarmConfiguration) over hosts whose links are numbers (issue 14,
@@ -25,9 +26,20 @@ enum SimulateCommand {
             .init(name: "no-idc", defaultValue: "", help: "register hosts without their idc label (locality off)", kind: .toggle),
             .init(name: "rtt", defaultValue: "1ms", help: "round trip: a request's first byte comes this long after it, a new piece reaches the children's feeds half of it later (ms or s: 25ms; the netns testbed under load: 25ms)"),
             .init(name: "wire-efficiency", defaultValue: "", help: "payload bytes per byte on a link (default: 0.936, Ethernet MTU 1500 with TCP timestamps and ACKs; 1: none lost)"),
+            .init(name: "requests-per-parent", defaultValue: "", help: "what-if: the peer's piece requests open per peer parent (default: the peer's, 3)"),
+            .init(name: "requests-per-seed", defaultValue: "", help: "what-if: requests open per seed (default: the peer's, 1)"),
+            .init(name: "in-flight", defaultValue: "", help: "what-if: piece requests open per download over all parents (default: the peer's, 12)"),
+            .init(name: "max-parents", defaultValue: "", help: "what-if: parents the scheduler names per announce (default: its own, 16)"),
+            .init(name: "seed-share-owners", defaultValue: "", help: "what-if: peers the scheduler deals the seed's pieces over (default: its own, 16)"),
+            .init(name: "reannounce-ms", defaultValue: "", help: "what-if: the peer's regular announce period, ms (default: the peer's, 2000)"),
+            .init(name: "reannounce-quickly-ms", defaultValue: "", help: "what-if: the peer's announce period while the swarm forms, ms (default: the peer's, 250)"),
+            .init(name: "reannounce-every-nth", defaultValue: "", help: "what-if: the peer announces again after every 1/N of the pieces (default: the peer's, 8)"),
+            .init(name: "children-per-parent", defaultValue: "", help: "what-if: children at which the scheduler counts a parent fully loaded (default: its own, 8)"),
             .init(name: "tick", defaultValue: "", help: "smallest step of virtual time, seconds (default: half a piece's time at the link rate)"),
             .init(name: "seed", defaultValue: "1", help: "random seed (the run is deterministic for a seed)"),
             .init(name: "scheduler-cost", defaultValue: "", help: "instead: time the real Scheduler's register, announce and report at this many hosts x 10 tasks, and its memory"),
+            .init(name: "sweep", defaultValue: "", help: "instead of --peers: run at each of these peer counts (16,100,1000,10000), one after another"),
+            .init(name: "svg", defaultValue: "", help: "write scale-vs-n.svg and scale-cdf.svg for the runs into this directory (with Kraken's published figures)"),
             .init(name: "cdf", defaultValue: "", help: "also print completion ÷ T_min at every 5th percentile", kind: .toggle),
         ], arguments: argv)
         if args.wantsHelp { print(args.usage); return }
@@ -57,10 +69,52 @@ enum SimulateCommand {
             shape.wireEfficiency = try fraction(args, "wire-efficiency")
             guard shape.wireEfficiency > 0 else { throw UsageError("simulate: --wire-efficiency must be above 0") }
         }
+        func knob(_ name: String, _ set: (Int) -> Void) throws {
+            guard args.string(name) != "" else { return }
+            let v = try args.int(name)
+            guard v >= 1 else { throw UsageError("simulate: --\(name) must be at least 1, got \(v)") }
+            set(v)
+        }
+        try knob("requests-per-parent") { shape.swarm.requestsPerParent = $0 }
+        try knob("requests-per-seed") { shape.swarm.requestsPerSeed = $0 }
+        try knob("in-flight") { shape.swarm.maxRequestsInFlight = $0 }
+        try knob("max-parents") { shape.scheduler.maxParents = $0 }
+        try knob("seed-share-owners") { shape.scheduler.seedShareOwners = $0 }
+        try knob("reannounce-ms") { shape.swarm.reannounce = .milliseconds($0) }
+        try knob("reannounce-quickly-ms") { shape.swarm.reannounceQuickly = .milliseconds($0) }
+        try knob("children-per-parent") { shape.scheduler.childrenPerParent = $0 }
+        try knob("reannounce-every-nth") { shape.swarm.reannounceEveryShare = 1 / Double($0) }
         if args.string("tick") != "" { shape.tick = try fraction(args, "tick", max: 1e9) }
         shape.seed = UInt64(try args.int("seed"))
         guard shape.peers > 0 else { throw UsageError("simulate: --peers must be at least 1") }
+        var counts = [shape.peers]
+        if args.string("sweep") != "" {
+            let parsed = args.string("sweep").split(separator: ",").map { Int($0.filter { $0 != " " }) }
+            guard !parsed.isEmpty, parsed.allSatisfy({ ($0 ?? 0) >= 1 }) else { throw UsageError("simulate: --sweep must be peer counts, comma-separated (16,100,1000), got '\(args.string("sweep"))'") }
+            counts = parsed.map { $0! }
+        }
+        var runs: [(peers: Int, result: SwarmSimulation.Result)] = []
+        for peers in counts {
+            shape.peers = peers
+            runs.append((peers, report(shape, args)))
+        }
+        let dir = args.string("svg")
+        if dir != "" {
+            let what = "\(args.string("link"))bit/s, \(args.string("size"))\(shape.objects > 1 ? " x \(shape.objects)" : "")"
+            do {
+                try SystemCalls.makeDirectories(dir)
+                for (name, text) in ScalePlots.svgs(runs, shape: what) {
+                    try SystemCalls.writeFileAtomically(dir + "/" + name, Array(text.utf8), mode: 0o644)
+                }
+            } catch {
+                throw UsageError("simulate: cannot write to --svg \(dir): \(error)")
+            }
+            print("wrote \(dir)/scale-vs-n.svg, \(dir)/scale-cdf.svg")
+        }
+    }
 
+    /// One run at `shape`, its lines printed.
+    static func report(_ shape: SwarmSimulation.Shape, _ args: Arguments) -> SwarmSimulation.Result {
         let clock = ContinuousClock()
         let start = clock.now
         let r = SwarmSimulation.run(shape)
@@ -84,6 +138,7 @@ enum SimulateCommand {
             let ratios = r.ratios
             print("cdf " + stride(from: 0.05, through: 1.0001, by: 0.05).map { "\(Int(($0 * 100).rounded())):\(f(SwarmSimulation.Result.percentile(ratios, $0)))" }.joined(separator: " "))
         }
+        return r
     }
 
     static func bits(_ args: Arguments, _ name: String) throws -> Double {
