@@ -125,6 +125,19 @@ struct AnnouncePacingTests {
         #expect(p.next(parents: 12) == .seconds(2))
         #expect(p.next(parents: 14) == .milliseconds(250))
     }
+
+    @Test("again after every step of the download's progress since the last announce; never once it holds every piece, nor without a step")
+    func progress() {
+        var p = AnnouncePacing(quickest: .milliseconds(250), slowest: .seconds(2), progressStep: 1.0 / 8)
+        _ = p.next(parents: 16, holding: 10)
+        #expect(!p.dueByProgress(holding: 41, of: 256))
+        #expect(p.dueByProgress(holding: 42, of: 256), "32 pieces (1/8 of 256) since the announce at 10")
+        _ = p.next(parents: 16, holding: 42)
+        #expect(!p.dueByProgress(holding: 73, of: 256) && p.dueByProgress(holding: 74, of: 256))
+        #expect(!p.dueByProgress(holding: 256, of: 256), "complete: the report says so, no announce")
+        let timeOnly = AnnouncePacing(quickest: .milliseconds(250), slowest: .seconds(2))
+        #expect(!timeOnly.dueByProgress(holding: 255, of: 256))
+    }
 }
 
 @Suite("Piece selection: a last-resort parent (the origin, to a seed taking a task over)")

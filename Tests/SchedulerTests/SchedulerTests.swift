@@ -265,6 +265,25 @@ struct SchedulerPolicyTests {
         #expect(ids2.first == "rich")
     }
 
+    @Test("only an IDC's first peers (its gateways) take parents from other IDCs; the rest take from their own IDC and seeds; a gateway done makes room")
+    func crossIDCGateways() throws {
+        var config = Scheduler.Config()
+        config.crossIDCGateways = 1
+        var s = Scheduler(config: config)
+        _ = s.register(peer("far", idc: "dc0", tasks: [held(0..<32)]), now: 0)
+        _ = s.register(peer("near", idc: "dc1", tasks: [held(0..<8)]), now: 0)
+        _ = s.register(peer("unlabelled", tasks: [held(0..<8)]), now: 0)
+        _ = s.register(peer("g", idc: "dc1"), now: 0)
+        _ = s.register(peer("other", idc: "dc1"), now: 0)
+        let first = try s.announce(Announce(host: "g", task: task), now: 1).reply.parents.map(\.id)
+        #expect(Set(first) == ["far", "near", "unlabelled"], "the IDC's first peer is its gateway")
+        let second = try s.announce(Announce(host: "other", task: task), now: 2).reply.parents.map(\.id)
+        #expect(Set(second) == ["g", "near", "unlabelled"], "not a gateway: nothing from dc0")
+        try s.report(ProgressReport(host: "g", task: task, pieces: PieceSet(0..<64), state: .complete), now: 3)
+        let third = try s.announce(Announce(host: "other", task: task), now: 4).reply.parents.map(\.id)
+        #expect(third.contains("far"), "the gateway completed: the next peer of dc1 takes its place")
+    }
+
     @Test("past a quarter of what the child lacks, load decides: two rich parents, the less loaded first")
     func coverageSaturates() throws {
         var config = Scheduler.Config()

@@ -85,6 +85,21 @@ struct SwarmSimulatorTests {
         #expect(abs((far - bare) - (4 * 0.05 + 0.025)) < 0.003)
     }
 
+    @Test("a sweep's plots: completion ÷ T_min against N with Kraken's published figures, and a CDF line per N")
+    func plots() {
+        var shape = SwarmSimulation.Shape()
+        shape.objectBytes = 16 << 20
+        let runs = [2, 4].map { peers -> (peers: Int, result: SwarmSimulation.Result) in
+            shape.peers = peers
+            return (peers, SwarmSimulation.run(shape))
+        }
+        let files = ScalePlots.svgs(runs, shape: "200mbit/s, 16m")
+        #expect(files.map(\.name) == ["scale-vs-n.svg", "scale-cdf.svg"])
+        #expect(files.allSatisfy { $0.text.contains("<svg") && $0.text.contains("</svg>") })
+        #expect(files[0].text.contains("Darter p99") && files[0].text.contains("Kraken, production"))
+        #expect(files[1].text.contains("2 peers") && files[1].text.contains("4 peers"))
+    }
+
     @Test("deterministic: the same seed gives the same run")
     func deterministic() {
         var shape = SwarmSimulation.Shape()
