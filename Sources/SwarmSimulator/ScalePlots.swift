@@ -26,7 +26,8 @@ public enum ScalePlots {
                                       segments: [[(band.hosts.lowerBound, band.ratios.lowerBound), (band.hosts.upperBound, band.ratios.lowerBound)],
                                                  [(band.hosts.lowerBound, band.ratios.upperBound), (band.hosts.upperBound, band.ratios.upperBound)]],
                                       color: 4, dashed: true, markers: false))
-        vsN.xTicks = sorted.map { Double($0.peers) }
+        // The runs' sizes, and Kraken's, so its figures are inside the plot.
+        vsN.xTicks = Array(Set(sorted.map { Double($0.peers) } + [band.hosts.lowerBound, krakenProduction[0].hosts, band.hosts.upperBound])).sorted()
         vsN.yFromZero = false
         var cdf = SVGPlot(title: "Completion ÷ T_min, CDF over the peers (simulated, \(shape))", xLabel: "completion ÷ T_min", yLabel: "fraction of peers done")
         cdf.lines = sorted.enumerated().map { k, run in
