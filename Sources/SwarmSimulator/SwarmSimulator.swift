@@ -596,8 +596,12 @@ final class Engine {
                 var gone = Set(finished.map(\.k))
                 // Endgame duplicates of pieces that just landed.
                 if !cancel.isEmpty {
+                    // One pass over the transfers with a set of what to cancel (a scan of the
+                    // cancellations per transfer was quadratic in an endgame at 10,000 hosts).
+                    func key(_ t: Int, _ c: Int, _ p: Int, _ piece: Int) -> Int { ((t * n + c) * n + p) * pieceCount + piece }
+                    let doomed = Set(cancel.map { key($0.task, $0.child, $0.parent, $0.piece) })
                     for (k, x) in transfers.enumerated() where !gone.contains(k) {
-                        guard cancel.contains(where: { $0.task == Int(x.task) && $0.child == Int(x.child) && $0.parent == Int(x.parent) && $0.piece == Int(x.piece) }) else { continue }
+                        guard doomed.contains(key(Int(x.task), Int(x.child), Int(x.parent), Int(x.piece))) else { continue }
                         wasted += pieceBytes(Int(x.piece)) - x.remaining
                         active[Int(x.task)][Int(x.child)] -= 1
                         open[Int(x.task)][Int(x.child)][Int(x.parent), default: 1] -= 1
@@ -607,10 +611,15 @@ final class Engine {
                 transfers = transfers.enumerated().filter { !gone.contains($0.offset) }.map(\.element)
                 changed = true
             }
+            if !completions.isEmpty {
+                // One pass for every download that completed in this step (one per download was
+                // O(transfers) each: O(N × T) over a run).
+                let finishedDownloads = Set(completions.map { $0.t * n + $0.c })
+                cancelTransfers(where: { finishedDownloads.contains(Int($0.task) * n + Int($0.child)) })
+            }
             for (t, c, at) in completions {
                 done[t][c] = at
                 try? scheduler.report(ProgressReport(host: names[c], task: taskIDs[t], pieces: have[t][c], state: .complete), now: ms)
-                cancelTransfers(where: { $0.task == t && $0.child == c })
                 for p in parents[t][c] { children[t][p].removeAll { $0 == c } }
                 parents[t][c] = []
                 if (0..<tasksCount).allSatisfy({ done[$0][c] >= 0 }) {
