@@ -30,7 +30,8 @@ public struct SwarmConfiguration: Sendable {
     public var reannounce: Duration = .seconds(2)
     public var reannounceQuickly: Duration = .milliseconds(250)
     /// And after every this share of the pieces gained since the last announce
-    /// (`AnnouncePacing.progressStep`), checked every `progressCheck`.
+    /// (`AnnouncePacing.progressStep`), checked at most every `progressCheck`
+    /// (`AnnouncePacing.untilProgressCheck`).
     public var reannounceEveryShare = 1.0 / 8
     public var progressCheck: Duration = .milliseconds(20)
     /// How often progress goes to the scheduler (batched, never per piece).
@@ -540,8 +541,12 @@ public actor SwarmDownload {
                                     progressStep: configuration.reannounceEveryShare)
         var untilAnnounce = pacing.next(parents: first, holding: selector.have.count)
         var untilReport = configuration.reportEvery
+        let clock = ContinuousClock()
+        var announced = clock.now
         while outcome == nil {
-            let step = min(untilAnnounce, untilReport, configuration.progressCheck)
+            let check = pacing.untilProgressCheck(holding: selector.have.count, of: selector.pieceCount,
+                                                  sinceAnnounce: clock.now - announced, minimum: configuration.progressCheck)
+            let step = min(untilAnnounce, untilReport, check)
             try? await Task.sleep(for: step)
             guard outcome == nil else { return }
             untilAnnounce -= step
@@ -562,6 +567,7 @@ public actor SwarmDownload {
                     if links.isEmpty && reply.backToSource { goToOrigin(reply.reason ?? "the scheduler says so") }
                 }
                 untilAnnounce = pacing.next(parents: offered, holding: a.pieces.count)
+                announced = clock.now
             }
         }
     }

@@ -138,6 +138,20 @@ struct AnnouncePacingTests {
         let timeOnly = AnnouncePacing(quickest: .milliseconds(250), slowest: .seconds(2))
         #expect(!timeOnly.dueByProgress(holding: 255, of: 256))
     }
+
+    @Test("progress is checked again after half the time the rest of the step takes at the rate so far, never sooner than the minimum")
+    func progressCheckDelay() {
+        var p = AnnouncePacing(quickest: .milliseconds(250), slowest: .seconds(2), progressStep: 1.0 / 8)
+        _ = p.next(parents: 16, holding: 0)
+        let min = Duration.milliseconds(20)
+        // 8 of 32 pieces in 1 s: 24 more take 3 s; half of that.
+        #expect(p.untilProgressCheck(holding: 8, of: 256, sinceAnnounce: .seconds(1), minimum: min) == .milliseconds(1500))
+        #expect(p.untilProgressCheck(holding: 31, of: 256, sinceAnnounce: .seconds(1), minimum: min) == min, "almost there: the minimum")
+        #expect(p.untilProgressCheck(holding: 0, of: 256, sinceAnnounce: .milliseconds(300), minimum: min) == .milliseconds(300), "no piece yet: as long again")
+        #expect(p.untilProgressCheck(holding: 40, of: 256, sinceAnnounce: .seconds(1), minimum: min) == min, "due already")
+        let timeOnly = AnnouncePacing(quickest: .milliseconds(250), slowest: .seconds(2))
+        #expect(timeOnly.untilProgressCheck(holding: 8, of: 256, sinceAnnounce: .seconds(1), minimum: min) == .seconds(2))
+    }
 }
 
 @Suite("Piece selection: a last-resort parent (the origin, to a seed taking a task over)")
