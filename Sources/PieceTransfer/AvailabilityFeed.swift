@@ -102,7 +102,12 @@ public final class AvailabilityFeed: StreamBodySource {
                     line += AvailabilityEvent.complete.line
                 } else if s.ended == nil && !isFetching() {
                     s.finished = true
-                    line += AvailabilityEvent.failed("no fetch of this task is running here").line
+                    // A fetch that just ended holds every piece (in memory) before the store has
+                    // committed them and calls the task complete: that is complete, not a failure
+                    // (the child dropped this parent and went to the origin: a containerd pull
+                    // saw a config blob leave the registry twice, 1 run in about 10).
+                    let whole = meta.contentLength.map { meta.pieces.count >= PieceMath.pieceCount(contentLength: $0, pieceLength: meta.pieceLength) } ?? false
+                    line += (whole ? AvailabilityEvent.complete : AvailabilityEvent.failed("no fetch of this task is running here")).line
                 }
                 return .send(line)
             }

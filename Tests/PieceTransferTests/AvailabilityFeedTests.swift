@@ -62,6 +62,10 @@ struct AvailabilityFeedTests {
         let events = try decode(await next(idle))
         #expect(events.count == 2 && events.first == .snapshot(meta([0])))
         if case .failed = events.last {} else { Issue.record("expected failed, got \(events)") }
+        // A fetch that ended with every piece held, not yet committed (the store not yet
+        // calling it complete): complete, not failed.
+        let justEnded = AvailabilityFeed(id, arrivals: PieceArrivals(), snapshot: { self.meta(Array(0..<10)) }, isFetching: { false })
+        #expect(try decode(await next(justEnded)) == [.snapshot(meta(Array(0..<10))), .complete])
     }
 
     @Test("heartbeats keep a quiet feed alive; cancel delivers the pending call (nil) and stops listening")
