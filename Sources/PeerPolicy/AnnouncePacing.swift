@@ -40,7 +40,7 @@ public struct AnnouncePacing: Sendable, Equatable {
     /// takes at the rate since the last announce, at least `minimum` (without a piece yet: as
     /// long as it has been, doubling), so a slow download is not woken 50 times a second to
     /// look (the netns cluster, 48 downloads at 50 Mbit/s: 36.4 s/GiB polling every 20 ms,
-    /// 34.4 with this; 31.5-31.7 before progress announces, not explained: docs/SCALE.md).
+    /// 34.4 with this).
     public func untilProgressCheck(holding pieces: Int, of total: Int, sinceAnnounce elapsed: Duration, minimum: Duration) -> Duration {
         guard progressStep > 0, pieces < total else { return slowest }
         let gained = pieces - holdingAtLast

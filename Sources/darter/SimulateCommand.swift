@@ -34,6 +34,7 @@ enum SimulateCommand {
             .init(name: "reannounce-ms", defaultValue: "", help: "what-if: the peer's regular announce period, ms (default: the peer's, 2000)"),
             .init(name: "reannounce-quickly-ms", defaultValue: "", help: "what-if: the peer's announce period while the swarm forms, ms (default: the peer's, 250)"),
             .init(name: "reannounce-every-nth", defaultValue: "", help: "what-if: the peer announces again after every 1/N of the pieces (default: the peer's, 8)"),
+            .init(name: "window", defaultValue: "", help: "what-if: the peer's streaming window, pieces (default: the peer's, 32)"),
             .init(name: "cross-idc-gateways", defaultValue: "", help: "what-if: peers per IDC that may take parents in other IDCs (default: the scheduler's, 16)"),
             .init(name: "children-per-parent", defaultValue: "", help: "what-if: children at which the scheduler counts a parent fully loaded (default: its own, 8)"),
             .init(name: "tick", defaultValue: "", help: "smallest step of virtual time, seconds (default: half a piece's time at the link rate)"),
@@ -85,6 +86,7 @@ enum SimulateCommand {
         try knob("reannounce-quickly-ms") { shape.swarm.reannounceQuickly = .milliseconds($0) }
         try knob("children-per-parent") { shape.scheduler.childrenPerParent = $0 }
         try knob("cross-idc-gateways") { shape.scheduler.crossIDCGateways = $0 }
+        try knob("window") { shape.swarm.window = $0 }
         try knob("reannounce-every-nth") { shape.swarm.reannounceEveryShare = 1 / Double($0) }
         if args.string("tick") != "" { shape.tick = try fraction(args, "tick", max: 1e9) }
         shape.seed = UInt64(try args.int("seed"))
