@@ -31,7 +31,9 @@ public struct SwarmConfiguration: Sendable {
     public var reannounceQuickly: Duration = .milliseconds(250)
     /// And after every this share of the pieces gained since the last announce
     /// (`AnnouncePacing.progressStep`), checked at most every `progressCheck`
-    /// (`AnnouncePacing.untilProgressCheck`).
+    /// (`AnnouncePacing.untilProgressCheck`). Simulated, 10 Gbit/s × 1 GiB, p99 ÷ T_min: 1,000
+    /// peers 2.39 with none, 1.44 with 1/8, 1.33 with 1/16; 10,000 peers 1.65 with 1/8, 1.37 with
+    /// 1/16 (1.7× the announces; 1/16 not yet measured on the netns swarm).
     public var reannounceEveryShare = 1.0 / 8
     public var progressCheck: Duration = .milliseconds(20)
     /// How often progress goes to the scheduler (batched, never per piece).

@@ -237,10 +237,10 @@ final class Engine {
     let dc: [Int]
     var cross: [Double] = []
     var crossPayload: [Double] = []
-    /// Feed events on their way: a piece that landed at a host reaches its children at `at`.
-    var notices = MinHeap()
-    var noticeList: [(t: Int, host: Int, piece: Int)] = []
-    var freeNotices: [Int] = []
+    /// Feed events on their way, oldest first: a piece that landed at a host reaches its children
+    /// at `at`. One delay for all (half a round trip), so they come due in the order they went in.
+    var notices: [(at: Double, t: Int, host: Int, piece: Int)] = []
+    var noticesDue = 0
     let slow: [Bool]
     var departed: [Bool]
     var leaveAt: [Double]
@@ -387,12 +387,7 @@ final class Engine {
     func landed(_ t: Int, _ host: Int, _ piece: Int) {
         have[t][host].insert(piece)
         let delay = shape.roundTrip / 2
-        guard delay <= 0 else {
-            let slot: Int
-            if let free = freeNotices.popLast() { noticeList[free] = (t, host, piece); slot = free } else { noticeList.append((t, host, piece)); slot = noticeList.count - 1 }
-            notices.push(now + delay, slot)
-            return
-        }
+        guard delay <= 0 else { notices.append((now + delay, t, host, piece)); return }
         tell(t, host, piece)
     }
 
@@ -480,7 +475,8 @@ final class Engine {
     }
 
     var nextReport = 0.0
-    lazy var progressDelay = Engine.seconds(shape.swarm.progressCheck) / 2
+    /// The real peer checks its progress every `progressCheck` at most: half of it on average.
+    var progressDelay: Double { Engine.seconds(shape.swarm.progressCheck) / 2 }
     /// The earliest first byte still on its way when rates were last computed.
     var pendingStart = Double.infinity
 
@@ -509,11 +505,14 @@ final class Engine {
                 depart(h); remainingHosts -= 1
             }
             // Feed events due.
-            while let (at, slot) = notices.peek, at <= now + 1e-12 {
-                _ = notices.pop()
-                let x = noticeList[slot]
-                freeNotices.append(slot)
+            while noticesDue < notices.count, notices[noticesDue].at <= now + 1e-12 {
+                let x = notices[noticesDue]
+                noticesDue += 1
                 tell(x.t, x.host, x.piece)
+            }
+            if noticesDue > 4096 && noticesDue * 2 > notices.count {
+                notices.removeFirst(noticesDue)
+                noticesDue = 0
             }
             refill()
             // Rates (only when the set of transfers changed, or a first byte arrived: every step at scale).
@@ -538,7 +537,7 @@ final class Engine {
             }
             // A first byte or a feed event due: the step ends there, but not before a tick (so at
             // scale a round trip is rounded up to the tick: pass a smaller --tick to resolve it).
-            dt = min(dt, nextStart - now, (notices.peek?.0 ?? .infinity) - now)
+            dt = min(dt, nextStart - now, (noticesDue < notices.count ? notices[noticesDue].at : .infinity) - now)
             dt = max(dt, tick)
             while let (at, key) = announceQueue.peek, at != announceAt[key / n][key % n] { _ = announceQueue.pop() }
             let nextAnnounce = announceQueue.peek?.0 ?? .infinity
@@ -586,7 +585,6 @@ final class Engine {
                 }
                 landed(t, c, piece)
                 if have[t][c].count == pieceCount { completions.append((t, c, at)) }
-                // The real peer checks its progress every `progressCheck`: on average half of it later.
                 else if pacing[t][c].dueByProgress(holding: have[t][c].count, of: pieceCount) {
                     let at = now + progressDelay
                     if announceAt[t][c] > at { scheduleAnnounce(t, c, at: at) }
