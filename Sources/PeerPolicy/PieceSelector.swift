@@ -19,6 +19,10 @@ import PieceProtocol
 /// and the seed's link, sending them twice or more, sets the swarm's pace (simulated, 8 peers:
 /// 1.88× the ideal time with the seed sending 1.9 copies).
 ///
+/// A *remote* parent (a peer in another IDC, across the link between data centres) is asked,
+/// the same way, only for the pieces the scheduler dealt this host among its IDC's gateways
+/// (`setRemoteShare`): each piece crosses about once and the IDC passes it on inside.
+///
 /// A *last-resort* parent (the origin, to a seed taking a task over from a dead one) is asked
 /// only for pieces no other parent holds, so what the swarm still holds never leaves the origin
 /// again.
@@ -43,6 +47,11 @@ public struct PieceSelector: Sendable {
     /// the scheduler dealt a share).
     private var owned: [Bool]
     private var dealt = false
+    private var remote: Set<String> = []
+    /// Per piece (rank space): whether this host may ask remote parents for it; all until the
+    /// scheduler deals a remote share.
+    private var remoteOwnedBits: [UInt64]
+    private var remoteOwned: [Bool]
 
     // Rarest first without a scan of every piece (the simulator asks this millions of times):
     // bitsets over *rank positions* — pieces sorted by (tieRank, index) — so walking the set
@@ -90,6 +99,8 @@ public struct PieceSelector: Sendable {
         }
         self.openBits = openBits
         ownedBits = all
+        remoteOwnedBits = all
+        remoteOwned = Array(repeating: true, count: pieceCount)
     }
 
     private static func set(_ bits: inout [UInt64], _ pos: Int) { bits[pos >> 6] |= 1 << UInt64(pos & 63) }
@@ -115,8 +126,10 @@ public struct PieceSelector: Sendable {
 
     /// A parent's snapshot or new pieces (its availability feed): added to what it holds. A
     /// `scarce` parent (a seed, the origin) is asked only for pieces this host owns; a
-    /// `lastResort` one only for pieces no other parent holds.
-    public mutating func parentHas(_ parent: String, _ pieces: PieceSet, scarce isScarce: Bool = false, lastResort isLastResort: Bool = false) {
+    /// `lastResort` one only for pieces no other parent holds; a `remote` one (another IDC) only
+    /// for this host's remote share.
+    public mutating func parentHas(_ parent: String, _ pieces: PieceSet, scarce isScarce: Bool = false, lastResort isLastResort: Bool = false,
+                                   remote isRemote: Bool = false) {
         let isNew = holders[parent] == nil
         var known = holders[parent] ?? PieceSet()
         var bits = holderBits[parent] ?? Array(repeating: 0, count: words)
@@ -129,7 +142,10 @@ public struct PieceSelector: Sendable {
         if isNew {
             if isScarce { scarce.insert(parent) }
             else if isLastResort { lastResort.insert(parent) }
-            else { recomputeOwnership() }
+            else {
+                if isRemote { remote.insert(parent) }
+                recomputeOwnership()
+            }
         }
     }
 
@@ -157,6 +173,19 @@ public struct PieceSelector: Sendable {
         rebuildOwnedBits()
     }
 
+    /// The scheduler's deal among the gateways of this host's IDC: this host may ask parents in
+    /// other IDCs for the pieces with `piece % count == index` only, for none when `index` is
+    /// nil (it is no gateway: what crosses comes through the gateways).
+    public mutating func setRemoteShare(index: Int?, count: Int) {
+        guard count > 0 else { return }
+        if let index, index < 0 || index >= count { return }
+        remoteOwnedBits = Array(repeating: 0, count: words)
+        for i in 0..<pieceCount {
+            remoteOwned[i] = index.map { i % count == $0 } ?? false
+            if remoteOwned[i] { Self.set(&remoteOwnedBits, rankOf[i]) }
+        }
+    }
+
     private mutating func recomputeOwnership() {
         guard !dealt else { return }
         let group = (holders.keys.filter { !scarce.contains($0) } + [me]).sorted()
@@ -173,6 +202,7 @@ public struct PieceSelector: Sendable {
         for i in known.indexes { changeAvailability(i, by: -1) }
         holderBits[parent] = nil
         for (piece, parents) in inFlight where parents.contains(parent) { drop(piece, parent) }
+        remote.remove(parent)
         if scarce.remove(parent) == nil && lastResort.remove(parent) == nil { recomputeOwnership() }
     }
 
@@ -185,10 +215,12 @@ public struct PieceSelector: Sendable {
     public mutating func next(for parent: String) -> Int? {
         guard let known = holders[parent] else { return nil }
         let onlyOwned = scarce.contains(parent)
+        let onlyRemoteShare = remote.contains(parent)
         // At a last-resort parent, only pieces nobody else holds (availability 1: itself).
         let onlyUnheld = lastResort.contains(parent)
         func wanted(_ i: Int) -> Bool { !have.contains(i) && known.contains(i) && (!onlyUnheld || availability[i] == 1) }
-        func worthIt(_ i: Int) -> Bool { wanted(i) && inFlight[i] == nil && (!onlyOwned || owned[i]) }
+        func mine(_ i: Int) -> Bool { (!onlyOwned || owned[i]) && (!onlyRemoteShare || remoteOwned[i]) }
+        func worthIt(_ i: Int) -> Bool { wanted(i) && inFlight[i] == nil && mine(i) }
         // 1. The streaming window, in order.
         if readerPosition < pieceCount {
             for i in readerPosition..<min(pieceCount, readerPosition + window) where worthIt(i) {
@@ -201,7 +233,7 @@ public struct PieceSelector: Sendable {
         if let bits = holderBits[parent] {
             var rarest = Int.max
             search: for w in 0..<words {
-                var x = openBits[w] & bits[w] & (onlyOwned ? ownedBits[w] : ~0)
+                var x = openBits[w] & bits[w] & (onlyOwned ? ownedBits[w] : ~0) & (onlyRemoteShare ? remoteOwnedBits[w] : ~0)
                 while x != 0 {
                     let piece = pieceAt[w << 6 | x.trailingZeroBitCount]
                     x &= x - 1
@@ -222,6 +254,15 @@ public struct PieceSelector: Sendable {
         assert(linear == best, "rank-space rarest-first \(String(describing: best)) differs from the scan's \(String(describing: linear))")
         #endif
         if let best { return start(best, parent) }
+        // A remote parent, to a host with nothing at all in flight: a piece no parent in its own
+        // IDC holds (its gateway may be gone, or the deal not yet heard), so nobody starves.
+        if onlyRemoteShare && !onlyOwned && inFlight.isEmpty {
+            for i in 0..<pieceCount where wanted(i) && holders.allSatisfy({ $0.key == parent || remote.contains($0.key) || scarce.contains($0.key) || !$0.value.contains(i) }) {
+                if let b = best, tieRank[i] >= tieRank[b] { continue }
+                best = i
+            }
+            if let best { return start(best, parent) }
+        }
         // A scarce parent, to a host with nothing at all in flight: a piece no other parent holds
         // (its owner may be gone, or not among this host's parents), so nobody starves; but not
         // where the scheduler dealt the shares and a peer parent is there to pass them on: at the
@@ -239,7 +280,7 @@ public struct PieceSelector: Sendable {
         // never at a last-resort parent (a piece in flight from a holder is held by it).
         guard !onlyUnheld, remaining <= endgamePieces, (0..<pieceCount).allSatisfy({ have.contains($0) || inFlight[$0] != nil }) else { return nil }
         var dup: (key: (Int, Int, Int), piece: Int)?
-        for (i, parents) in inFlight where wanted(i) && parents.count < maxDuplicates && !parents.contains(parent) && (!onlyOwned || owned[i]) {
+        for (i, parents) in inFlight where wanted(i) && parents.count < maxDuplicates && !parents.contains(parent) && mine(i) {
             let key = (i < readerPosition + window ? 0 : 1, parents.count, i)
             if dup == nil || key < dup!.key { dup = (key, i) }
         }

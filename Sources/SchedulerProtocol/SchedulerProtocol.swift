@@ -200,18 +200,24 @@ public struct ParentCandidate: Sendable, Equatable {
     public var role: HostRole
     public var pieces: PieceSet
     public var complete: Bool
+    /// A peer in another IDC than the child's (both labelled): asked only for the child's
+    /// `AnnounceReply.remoteShare`.
+    public var remote: Bool
 
-    public init(id: String, address: String, role: HostRole, pieces: PieceSet, complete: Bool) {
+    public init(id: String, address: String, role: HostRole, pieces: PieceSet, complete: Bool, remote: Bool = false) {
         self.id = id
         self.address = address
         self.role = role
         self.pieces = pieces
         self.complete = complete
+        self.remote = remote
     }
 
     public var json: JSONValue {
-        ["id": .string(id), "address": .string(address), "role": .string(role.rawValue),
-         "pieces": .string(pieces.description), "complete": .bool(complete)]
+        var o: [String: JSONValue] = ["id": .string(id), "address": .string(address), "role": .string(role.rawValue),
+                                      "pieces": .string(pieces.description), "complete": .bool(complete)]
+        if remote { o["remote"] = .bool(true) }
+        return .object(o)
     }
 
     public init(json: JSONValue) throws(ProtocolError) {
@@ -221,6 +227,7 @@ public struct ParentCandidate: Sendable, Equatable {
         role = try f.role("role")
         pieces = try f.pieces("pieces", contentLength: nil, pieceLength: nil)
         complete = try f.bool("complete", default: false)
+        remote = try f.bool("remote", default: false)
     }
 }
 
@@ -245,20 +252,24 @@ public struct AnnounceReply: Sendable, Equatable {
     public var reason: String?
     public var retryMilliseconds: Int?
     public var seedShare: SeedShare?
+    /// Which pieces the host asks `remote` parents for (the same deal, among its IDC's gateways).
+    public var remoteShare: SeedShare?
 
     public init(parents: [ParentCandidate] = [], backToSource: Bool = false, reason: String? = nil, retryMilliseconds: Int? = nil,
-                seedShare: SeedShare? = nil) {
+                seedShare: SeedShare? = nil, remoteShare: SeedShare? = nil) {
         self.parents = parents
         self.backToSource = backToSource
         self.reason = reason
         self.retryMilliseconds = retryMilliseconds
         self.seedShare = seedShare
+        self.remoteShare = remoteShare
     }
 
     public var json: JSONValue {
-        ["parents": .array(parents.map(\.json)), "backToSource": .bool(backToSource), "reason": JSONValue(reason),
-         "retryMilliseconds": retryMilliseconds.map { JSONValue($0) } ?? .null,
-         "seedShare": seedShare.map { ["index": $0.index.map { JSONValue($0) } ?? .null, "count": JSONValue($0.count)] } ?? .null]
+        func share(_ s: SeedShare?) -> JSONValue { s.map { ["index": $0.index.map { JSONValue($0) } ?? .null, "count": JSONValue($0.count)] } ?? .null }
+        return ["parents": .array(parents.map(\.json)), "backToSource": .bool(backToSource), "reason": JSONValue(reason),
+                "retryMilliseconds": retryMilliseconds.map { JSONValue($0) } ?? .null,
+                "seedShare": share(seedShare), "remoteShare": share(remoteShare)]
     }
 
     public init(json: JSONValue) throws(ProtocolError) {
@@ -268,13 +279,16 @@ public struct AnnounceReply: Sendable, Equatable {
         backToSource = try f.bool("backToSource", default: false)
         reason = try f.optionalString("reason", limit: 1024)
         retryMilliseconds = try f.optionalInteger("retryMilliseconds", min: 0).map { Int($0) }
-        if let share = f.present("seedShare") {
-            var g = Fields(share, "announce reply: seedShare")
+        func share(_ name: String) throws(ProtocolError) -> SeedShare? {
+            guard let share = f.present(name) else { return nil }
+            var g = Fields(share, "announce reply: \(name)")
             let count = Int(try g.integer("count", min: 1))
             let index = try g.optionalInteger("index", min: 0).map { Int($0) }
-            if let index, index >= count { throw ProtocolError("announce reply: seedShare: index \(index) is not below count \(count)") }
-            seedShare = SeedShare(index: index, count: count)
+            if let index, index >= count { throw ProtocolError("announce reply: \(name): index \(index) is not below count \(count)") }
+            return SeedShare(index: index, count: count)
         }
+        seedShare = try share("seedShare")
+        remoteShare = try share("remoteShare")
     }
 
     public init(parsing bytes: [UInt8]) throws(ProtocolError) { try self.init(json: parseObject(bytes, "announce reply")) }

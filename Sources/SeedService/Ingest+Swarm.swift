@@ -34,9 +34,8 @@ extension Ingestor {
         let held = store.info(id, pieces: true).map { PieceSet(bitmap: $0.committed) } ?? PieceSet()
         let announce = Announce(host: swarm.hostID, task: id, url: url, headers: source.headers.map { .init(name: $0.0, value: $0.1) },
                                 digest: source.expectedDigest, pieces: held, registry: registry?.base)
-        let parents: [ParentCandidate]
         let meta: TaskMetadata
-        let share: SeedShare?
+        let located: AnnounceReply
         switch await swarm.locate(announce) {
         case .backToSource(let why):
             guard swarm.configuration.backToSource else {
@@ -44,8 +43,8 @@ extension Ingestor {
             }
             Log.info("swarm: \(source.describe): \(why); from the origin")
             return false
-        case .parents(let m, let p, let s):
-            (meta, parents, share) = (m, p, s)
+        case .parents(let m, let reply):
+            (meta, located) = (m, reply)
         }
         guard let length = meta.contentLength else { return false }
         if let expected = source.expectedDigest, let known = meta.digest, known != expected {
@@ -83,7 +82,7 @@ extension Ingestor {
                                          }
                                      },
                                      configuration: swarm.configuration, log: { Log.info($0) })
-        let outcome = await download.run(parents: parents, seedShare: share)
+        let outcome = await download.run(parents: located.parents, seedShare: located.seedShare, remoteShare: located.remoteShare)
         do {
             guard case .complete(let bySource) = outcome else {
                 if case .failed(let why) = outcome { throw IngestError.failed(why) }

@@ -186,10 +186,11 @@ public actor SwarmDownload {
     }
 
     /// Downloads every missing piece from `parents` (and those later announces bring).
-    public func run(parents: [ParentCandidate], seedShare: SeedShare?) async -> SwarmOutcome {
+    public func run(parents: [ParentCandidate], seedShare: SeedShare?, remoteShare: SeedShare? = nil) async -> SwarmOutcome {
         if selector.isComplete { return .complete(bySource: [:]) }
         if configuration.tracePieces { log("swarm-trace: task \(id): began at monotonic \(SystemCalls.monotonicMilliseconds()) ms") }
         if let seedShare { selector.setShare(index: seedShare.index, count: seedShare.count) }
+        if let remoteShare { selector.setRemoteShare(index: remoteShare.index, count: remoteShare.count) }
         adopt(parents)
         if configuration.originForUnheldPieces {
             // The origin only once the parents' feeds told what they hold: the scheduler's view
@@ -227,7 +228,7 @@ public actor SwarmDownload {
             links[c.id] = ParentLink(candidate: c, url: url)
             // A seed feeds the whole swarm through one link: only the pieces this host owns come from it.
             let all = c.complete ? PieceSet(0..<(meta.pieceCount ?? 0)) : c.pieces
-            selector.parentHas(c.id, all, scarce: c.role == .seed)
+            selector.parentHas(c.id, all, scarce: c.role == .seed, remote: c.remote)
             subscribe(c.id, url)
             for _ in 0..<(c.role == .seed ? configuration.requestsPerSeed : configuration.requestsPerParent) { startWorker(c.id) }
         }
@@ -566,6 +567,7 @@ public actor SwarmDownload {
                 var offered = 0
                 if let reply = try? await scheduler.announce(a), outcome == nil {
                     if let share = reply.seedShare { selector.setShare(index: share.index, count: share.count) }
+                    if let share = reply.remoteShare { selector.setRemoteShare(index: share.index, count: share.count) }
                     adopt(reply.parents)
                     offered = reply.parents.count
                     if links.isEmpty && reply.backToSource { goToOrigin(reply.reason ?? "the scheduler says so") }

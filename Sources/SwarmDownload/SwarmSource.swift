@@ -37,7 +37,8 @@ public final class SwarmSource: Sendable {
     public var hostID: String { scheduler.configuration.identity.id }
 
     public enum Located: Sendable {
-        case parents(TaskMetadata, [ParentCandidate], SeedShare?)
+        /// The metadata, and the announce's answer (its parents and the shares dealt to this host).
+        case parents(TaskMetadata, AnnounceReply)
         /// Go to the origin: why.
         case backToSource(String)
     }
@@ -54,7 +55,7 @@ public final class SwarmSource: Sendable {
             if var meta = await metadata(from: p, announce), meta.id == announce.task, meta.contentLength != nil {
                 // Piece digests count only from a seed, which read the origin; a peer could lie.
                 if p.role != .seed { meta.pieceDigests = [:] }
-                return .parents(meta, reply.parents, reply.seedShare)
+                return .parents(meta, reply)
             }
         }
         return .backToSource("no parent of \(reply.parents.count) answered with the task's metadata")

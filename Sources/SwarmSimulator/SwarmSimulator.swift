@@ -360,11 +360,12 @@ final class Engine {
     /// The real peer's `adopt`: parents an announce names are added to those it has (none is
     /// dropped for not being named again; a parent goes only when it fails), and only those the
     /// latest announce named (and the seed) are asked for pieces.
-    func addParents(_ t: Int, _ child: Int, _ ids: [String]) {
-        let listed = ids.compactMap { index[$0] }
+    func addParents(_ t: Int, _ child: Int, _ candidates: [ParentCandidate]) {
+        let listed = candidates.compactMap { index[$0.id] }
         if !listed.isEmpty { named[t][child] = Set(listed) }
-        for p in ids.compactMap({ index[$0] }) where !departed[p] && p != child && !parents[t][child].contains(p) {
-            selectors[t][child].parentHas(names[p], have[t][p], scarce: p == 0)
+        for c in candidates {
+            guard let p = index[c.id], !departed[p], p != child, !parents[t][child].contains(p) else { continue }
+            selectors[t][child].parentHas(names[p], have[t][p], scarce: p == 0, remote: c.remote)
             children[t][p].append(child)
             parents[t][child].append(p)
         }
@@ -375,7 +376,8 @@ final class Engine {
         guard let out = try? scheduler.announce(Announce(host: names[child], task: taskIDs[t], url: urls[t], pieces: have[t][child]), now: ms) else { return }
         if out.trigger != nil { seedFetching[t] = true }
         if let share = out.reply.seedShare { selectors[t][child].setShare(index: share.index, count: share.count) }
-        addParents(t, child, out.reply.parents.map(\.id))
+        if let share = out.reply.remoteShare { selectors[t][child].setRemoteShare(index: share.index, count: share.count) }
+        addParents(t, child, out.reply.parents)
         scheduleAnnounce(t, child, at: now + Engine.seconds(pacing[t][child].next(parents: out.reply.parents.count, holding: have[t][child].count)))
     }
 

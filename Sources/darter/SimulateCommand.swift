@@ -11,6 +11,10 @@ import DarterIO
 /// per-host upload balance.
 enum SimulateCommand {
     static func run(_ argv: [String]) async throws {
+        // The defaults the what-if flags name are the real code's, read from it.
+        let real = SwarmSimulation.Shape()
+        let (peer, scheduler) = (real.swarm, real.scheduler)
+        func ms(_ d: Duration) -> Int64 { d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000 }
         let args = try Arguments(command: "simulate", flags: [
             .init(name: "peers", defaultValue: "8", help: "peers downloading (besides the seed, host 0, next to the origin)"),
             .init(name: "link", defaultValue: "200m", help: "every host's link, bits per second each way (decimal: 200m, 1g, 10g)"),
@@ -26,17 +30,18 @@ enum SimulateCommand {
             .init(name: "no-idc", defaultValue: "", help: "register hosts without their idc label (locality off)", kind: .toggle),
             .init(name: "rtt", defaultValue: "1ms", help: "round trip: a request's first byte comes this long after it, a new piece reaches the children's feeds half of it later (ms or s: 25ms; the netns testbed under load: 25ms)"),
             .init(name: "wire-efficiency", defaultValue: "", help: "payload bytes per byte on a link (default: 0.936, Ethernet MTU 1500 with TCP timestamps and ACKs; 1: none lost)"),
-            .init(name: "requests-per-parent", defaultValue: "", help: "what-if: the peer's piece requests open per peer parent (default: the peer's, 3)"),
-            .init(name: "requests-per-seed", defaultValue: "", help: "what-if: requests open per seed (default: the peer's, 1)"),
-            .init(name: "in-flight", defaultValue: "", help: "what-if: piece requests open per download over all parents (default: the peer's, 12)"),
-            .init(name: "max-parents", defaultValue: "", help: "what-if: parents the scheduler names per announce (default: its own, 16)"),
-            .init(name: "seed-share-owners", defaultValue: "", help: "what-if: peers the scheduler deals the seed's pieces over (default: its own, 16)"),
-            .init(name: "reannounce-ms", defaultValue: "", help: "what-if: the peer's regular announce period, ms (default: the peer's, 2000)"),
-            .init(name: "reannounce-quickly-ms", defaultValue: "", help: "what-if: the peer's announce period while the swarm forms, ms (default: the peer's, 250)"),
-            .init(name: "reannounce-every-nth", defaultValue: "", help: "what-if: the peer announces again after every 1/N of the pieces (default: the peer's, 8)"),
-            .init(name: "window", defaultValue: "", help: "what-if: the peer's streaming window, pieces (default: the peer's, 32)"),
-            .init(name: "cross-idc-gateways", defaultValue: "", help: "what-if: peers per IDC that may take parents in other IDCs (default: the scheduler's, 16)"),
-            .init(name: "children-per-parent", defaultValue: "", help: "what-if: children at which the scheduler counts a parent fully loaded (default: its own, 8)"),
+            .init(name: "requests-per-parent", defaultValue: "", help: "what-if: the peer's piece requests open per peer parent (default: the peer's, \(peer.requestsPerParent))"),
+            .init(name: "requests-per-seed", defaultValue: "", help: "what-if: requests open per seed (default: the peer's, \(peer.requestsPerSeed))"),
+            .init(name: "in-flight", defaultValue: "", help: "what-if: piece requests open per download over all parents (default: the peer's, \(peer.maxRequestsInFlight))"),
+            .init(name: "max-parents", defaultValue: "", help: "what-if: parents the scheduler names per announce (default: its own, \(scheduler.maxParents))"),
+            .init(name: "seed-share-owners", defaultValue: "", help: "what-if: peers the scheduler deals the seed's pieces over (default: its own, \(scheduler.seedShareOwners))"),
+            .init(name: "reannounce-ms", defaultValue: "", help: "what-if: the peer's regular announce period, ms (default: the peer's, \(ms(peer.reannounce)))"),
+            .init(name: "reannounce-quickly-ms", defaultValue: "", help: "what-if: the peer's announce period while the swarm forms, ms (default: the peer's, \(ms(peer.reannounceQuickly)))"),
+            .init(name: "reannounce-every-nth", defaultValue: "", help: "what-if: the peer announces again after every 1/N of the pieces (default: the peer's, \(Int((1 / peer.reannounceEveryShare).rounded())))"),
+            .init(name: "window", defaultValue: "", help: "what-if: the peer's streaming window, pieces (default: the peer's, \(peer.window))"),
+            .init(name: "cross-idc-gateways", defaultValue: "", help: "what-if: peers per IDC that may take parents in other IDCs (default: the scheduler's, \(scheduler.crossIDCGateways))"),
+            .init(name: "remote-parents", defaultValue: "", help: "what-if: parents from other IDCs the scheduler names a gateway per announce (default: its own, \(scheduler.remoteParents))"),
+            .init(name: "children-per-parent", defaultValue: "", help: "what-if: children at which the scheduler counts a parent fully loaded (default: its own, \(scheduler.childrenPerParent))"),
             .init(name: "tick", defaultValue: "", help: "smallest step of virtual time, seconds (default: half a piece's time at the link rate)"),
             .init(name: "seed", defaultValue: "1", help: "random seed (the run is deterministic for a seed)"),
             .init(name: "scheduler-cost", defaultValue: "", help: "instead: time the real Scheduler's register, announce and report at this many hosts x 10 tasks, and its memory"),
@@ -86,6 +91,7 @@ enum SimulateCommand {
         try knob("reannounce-quickly-ms") { shape.swarm.reannounceQuickly = .milliseconds($0) }
         try knob("children-per-parent") { shape.scheduler.childrenPerParent = $0 }
         try knob("cross-idc-gateways") { shape.scheduler.crossIDCGateways = $0 }
+        try knob("remote-parents") { shape.scheduler.remoteParents = $0 }
         try knob("window") { shape.swarm.window = $0 }
         try knob("reannounce-every-nth") { shape.swarm.reannounceEveryShare = 1 / Double($0) }
         if args.string("tick") != "" { shape.tick = try fraction(args, "tick", max: 1e9) }

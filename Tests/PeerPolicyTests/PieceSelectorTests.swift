@@ -109,6 +109,24 @@ struct PieceSelectorTests {
         s.failed(3, from: "a")
         #expect(s.next(for: "seed") != nil, "no peer parent: nobody starves")
     }
+
+    @Test("a remote parent (another IDC) is asked only for this host's remote share; with nothing in flight, for a piece no parent of its own IDC holds")
+    func remoteShare() {
+        var s = PieceSelector(pieceCount: 8, window: 0, me: "g", seed: 1)
+        s.parentHas("far", PieceSet(0..<8), remote: true)
+        s.parentHas("near", PieceSet([2, 4]))
+        s.setRemoteShare(index: 0, count: 4)  // pieces 0 and 4
+        var asked: [Int] = []
+        while let p = s.next(for: "far") { asked.append(p) }
+        #expect(asked.sorted() == [0, 4], "its share only, even what a neighbour holds")
+        #expect(s.next(for: "near") == 2)
+        #expect(s.next(for: "far") == nil, "requests in flight: nothing beyond its share")
+        s.received(0, from: "far")
+        s.received(4, from: "far")
+        s.received(2, from: "near")
+        let idle = s.next(for: "far")
+        #expect(idle.map { [1, 3, 5, 6, 7].contains($0) } == true, "nothing in flight: a piece its own IDC lacks, so it never starves")
+    }
 }
 
 @Suite("Announce pacing")

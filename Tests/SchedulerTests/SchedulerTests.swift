@@ -59,6 +59,9 @@ struct SchedulerProtocolTests {
         let ar = AnnounceReply(parents: [ParentCandidate(id: "seed-1", address: "10.77.0.1:65001", role: .seed, pieces: PieceSet(0..<3), complete: true)],
                                backToSource: false, reason: nil, retryMilliseconds: 250)
         #expect(try AnnounceReply(parsing: ar.json.serializedBytes) == ar)
+        let across = AnnounceReply(parents: [ParentCandidate(id: "node-9", address: "10.77.0.9:65001", role: .peer, pieces: PieceSet([1]), complete: false, remote: true)],
+                                   seedShare: SeedShare(index: nil, count: 4), remoteShare: SeedShare(index: 2, count: 16))
+        #expect(try AnnounceReply(parsing: across.json.serializedBytes) == across)
         let p = ProgressReport(host: "node-1", task: task, pieces: PieceSet([4, 5]), state: .complete,
                                costs: [PieceCost(parent: "seed-1", pieces: 2, bytes: 8 << 20, milliseconds: 340)],
                                failures: [ParentFailure(parent: "node-2", kind: .badPiece)])
@@ -84,6 +87,8 @@ struct SchedulerProtocolTests {
         #expect(message(#"{"host":"a","task":"\#(task)","state":"gone"}"#, prog).hasPrefix("progress: state 'gone' is not one of"))
         #expect(message(#"{"host":"a","task":"nope"}"#, prog) == "progress: task is not a task id")
         #expect(message(#"{"host":"a","task":"\#(task)","pieces":"3-1"}"#, prog).hasPrefix("progress: pieces: piece set:"))
+        let reply: ([UInt8]) throws(ProtocolError) -> Void = { b throws(ProtocolError) in _ = try AnnounceReply(parsing: b) }
+        #expect(message(#"{"parents":[],"remoteShare":{"index":16,"count":16}}"#, reply) == "announce reply: remoteShare: index 16 is not below count 16")
     }
 }
 
@@ -275,13 +280,49 @@ struct SchedulerPolicyTests {
         _ = s.register(peer("unlabelled", tasks: [held(0..<8)]), now: 0)
         _ = s.register(peer("g", idc: "dc1"), now: 0)
         _ = s.register(peer("other", idc: "dc1"), now: 0)
-        let first = try s.announce(Announce(host: "g", task: task), now: 1).reply.parents.map(\.id)
+        let firstReply = try s.announce(Announce(host: "g", task: task), now: 1).reply
+        let first = firstReply.parents.map(\.id)
         #expect(Set(first) == ["far", "near", "unlabelled"], "the IDC's first peer is its gateway")
-        let second = try s.announce(Announce(host: "other", task: task), now: 2).reply.parents.map(\.id)
+        #expect(firstReply.parents.filter(\.remote).map(\.id) == ["far"], "only the peer of another IDC is remote (an unlabelled one is not)")
+        #expect(firstReply.remoteShare == SeedShare(index: 0, count: 1), "the IDC's one gateway takes every piece across")
+        let secondReply = try s.announce(Announce(host: "other", task: task), now: 2).reply
+        let second = secondReply.parents.map(\.id)
         #expect(Set(second) == ["g", "near", "unlabelled"], "not a gateway: nothing from dc0")
+        #expect(secondReply.remoteShare == SeedShare(index: nil, count: 1), "not a gateway: no piece across")
         try s.report(ProgressReport(host: "g", task: task, pieces: PieceSet(0..<64), state: .complete), now: 3)
         let third = try s.announce(Announce(host: "other", task: task), now: 4).reply.parents.map(\.id)
         #expect(third.contains("far"), "the gateway completed: the next peer of dc1 takes its place")
+    }
+
+    @Test("an IDC's gateways split what crosses: each its share of the pieces, a few remote parents named beside its own IDC's, always some")
+    func remoteShares() throws {
+        var config = Scheduler.Config()
+        config.maxParents = 4
+        config.remoteParents = 2
+        var s = Scheduler(config: config)
+        for i in 0..<4 { _ = s.register(peer("far\(i)", idc: "dc0", tasks: [held(0..<8)]), now: 0) }
+        // Richer, so scored above the remote ones: still two remote parents are named.
+        for i in 0..<4 { _ = s.register(peer("near\(i)", idc: "dc1", tasks: [held(8..<40)]), now: 0) }
+        _ = s.register(peer("g0", idc: "dc1"), now: 0)
+        _ = s.register(peer("g1", idc: "dc1"), now: 0)
+        let a = try s.announce(Announce(host: "g0", task: task), now: 1).reply
+        #expect(a.parents.count == 4 && a.parents.filter(\.remote).count == 2)
+        #expect(a.parents.filter(\.remote).allSatisfy { $0.id.hasPrefix("far") } && a.parents.filter { !$0.remote }.allSatisfy { $0.id.hasPrefix("near") })
+        #expect(a.remoteShare == SeedShare(index: 0, count: 1))
+        // The holders of dc1 are no gateways: only peers downloading are.
+        #expect(try s.announce(Announce(host: "g1", task: task), now: 1).reply.remoteShare == SeedShare(index: 1, count: 2))
+        #expect(try s.announce(Announce(host: "g0", task: task), now: 2).reply.remoteShare == SeedShare(index: 0, count: 2))
+    }
+
+    @Test("with IDC labels, the seed's pieces are dealt only to peers of the seed's IDC; the others own none")
+    func seedSharesStayInTheSeedsIDC() throws {
+        var s = Scheduler()
+        _ = s.register(HostRegistration(id: "seed-a", address: "seed-a:65001", role: .seed, uploadRate: 25_000_000, idc: "dc0"), now: 0)
+        _ = s.register(peer("p0", idc: "dc0"), now: 0)
+        _ = s.register(peer("p1", idc: "dc1"), now: 0)
+        _ = s.register(peer("p2", idc: "dc0"), now: 0)
+        let shares = try ["p0", "p1", "p2"].map { try s.announce(Announce(host: $0, task: task, url: url), now: 1).reply.seedShare }
+        #expect(shares == [SeedShare(index: 0, count: 1), SeedShare(index: nil, count: 1), SeedShare(index: 1, count: 2)])
     }
 
     @Test("past a quarter of what the child lacks, load decides: two rich parents, the less loaded first")
