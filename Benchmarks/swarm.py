@@ -20,7 +20,10 @@ nginx's access log by that URL):
 
 Environment: PEERS (8), RATE (200, Mbit/s), SIZE (256m), SKIP (comma list of darter,direct,bt),
 FAULTS (1; 0 skips the fault runs), FAULT_HOST (the peer host to kill; default: the busiest
-parent), DARTER_PEER_ARGS (extra `darter peer` flags), SWARM_PREFIX (dsw, the namespaces'
+parent), IDCS (1; 2: the darter run labels host 0 and the even peers dc0, the odd ones dc1, and
+runs again without labels beside it, counting the copies of the object that crossed between the
+two from the peers' logs; the links between them are not shaped apart), DARTER_PEER_ARGS (extra
+`darter peer` flags), SWARM_PREFIX (dsw, the namespaces'
 prefix), DARTER_BENCH_DIR (.build/bench), DARTER_BIN (.build/release/darter). Needs root
 (namespaces). Prints per-host times, a table, and BENCH lines (ratio > 1 = Darter better).
 
@@ -41,6 +44,7 @@ SKIP = set(filter(None, os.environ.get("SKIP", "").split(",")))
 FAULTS = os.environ.get("FAULTS", "1") not in ("0", "", "no", "false")
 FAULT_HOST = int(os.environ["FAULT_HOST"]) if os.environ.get("FAULT_HOST") else None
 PEER_ARGS = os.environ.get("DARTER_PEER_ARGS", "").split()
+IDCS = int(os.environ.get("IDCS", "1"))
 PREFIX = os.environ.get("SWARM_PREFIX", "dsw")
 BRIDGE_NS = f"{PREFIX}-br"
 ORIGIN_PORT, SEED_PORT, SCHED_PORT, PEER_PORT = 8080, 65001, 65002, 65001
@@ -258,8 +262,10 @@ class Darter:
     """The scheduler and seed on host 0 and `darter peer` on hosts 1..PEERS, on fresh data
     directories under `data` (logs there too), registered and ready."""
 
-    def __init__(self, data, detach=False):
+    def __init__(self, data, detach=False, labels=False):
         self.data = data
+        def idc(i):
+            return ["--idc", f"dc{i % 2}"] if labels else []
         shutil.rmtree(data, ignore_errors=True)
         os.makedirs(data)
         self.sched_url = f"http://{addr(0)}:{SCHED_PORT}"
@@ -267,12 +273,12 @@ class Darter:
         self.sched = Proc(0, self.sched_cmd, f"{data}/scheduler.log", detach)
         self.sched.wait_log("listening on")
         self.seed = Proc(0, [DARTER, "seed", "--listen", f"{addr(0)}:{SEED_PORT}", "--data-dir", f"{data}/seed", "--scheduler", self.sched_url,
-                             "--host-id", "seed-0", "--upload-rate", str(RATE * 125_000)], f"{data}/seed.log", detach)
+                             "--host-id", "seed-0", "--upload-rate", str(RATE * 125_000)] + idc(0), f"{data}/seed.log", detach)
         self.seed.wait_log("listening on")
         self.peers = {}
         for i in range(1, PEERS + 1):
             self.peers[i] = Proc(i, [DARTER, "peer", "--listen", f"{addr(i)}:{PEER_PORT}", "--data-dir", f"{data}/peer{i}", "--scheduler",
-                                     self.sched_url, "--host-id", f"peer-{i}", "--upload-rate", str(RATE * 125_000)] + PEER_ARGS,
+                                     self.sched_url, "--host-id", f"peer-{i}", "--upload-rate", str(RATE * 125_000)] + idc(i) + PEER_ARGS,
                                  f"{data}/peer{i}.log", detach)
         for p in self.peers.values():
             p.wait_log("listening on")
@@ -327,6 +333,30 @@ def origin_pieces(data):
     return out
 
 
+def cross_idc_copies(data):
+    """Copies of the object that crossed between dc0 (host 0, even peers) and dc1 (odd peers):
+    pieces each peer's log says came from a parent of the other one, over the pieces a peer holds."""
+    crossed, pieces = 0, 0
+    for name in sorted(os.listdir(data)):
+        if not (name.startswith("peer") and name.endswith(".log")):
+            continue
+        me = int(name[4:-4]) % 2
+        for line in open(os.path.join(data, name), errors="replace"):
+            if ": complete, " not in line or " pieces from parents (" not in line:
+                continue
+            total = int(line.split(": complete, ", 1)[1].split(" ", 1)[0])
+            origin = line.rsplit(" from the origin", 1)[0].rsplit(" ", 1)[-1]
+            pieces = max(pieces, total + (int(origin) if origin.isdigit() else 0))
+            for part in line.split(" pieces from parents (", 1)[1].split(")", 1)[0].split(", "):
+                if " " not in part:
+                    continue
+                parent, n = part.rsplit(" ", 1)
+                host = 0 if parent.startswith("seed-") else int(parent.rsplit("-", 1)[1])
+                if host % 2 != me:
+                    crossed += int(n)
+    return crossed / pieces if pieces else 0.0
+
+
 def kill_parent(d, url, info):
     def fire(start):
         counts = d.children(url)
@@ -364,12 +394,13 @@ def restart_scheduler(d, info):
     return fire
 
 
-def darter_run(name, url, digest, ideal, log, fault=None, timeout=None):
-    """One darter run on fresh daemons; `fault`: (delay s, fn(daemons, url, info) -> fire(start)).
-    Returns a result dict (times, bad, origin, rss, excluded, note, data)."""
+def darter_run(name, url, digest, ideal, log, fault=None, timeout=None, labels=False):
+    """One darter run on fresh daemons; `fault`: (delay s, fn(daemons, url, info) -> fire(start));
+    `labels`: IDC labels (see IDCS). Returns a result dict (times, bad, origin, rss, excluded,
+    note, data, crossed)."""
     data = os.path.join(BENCH, name)
     open(log, "w").close()
-    d = Darter(data)
+    d = Darter(data, labels=labels)
     # The bytes are checked by --digest (darter get exits 5 on a mismatch) as they stream to
     # /dev/null: the peer's store holds the one copy on disk, as BitTorrent's download does.
     cmds = [(i, ["sh", "-c", f"exec {DARTER} get '{url}' -O - --daemon http://{addr(i)}:{PEER_PORT} --digest {digest} --no-fallback -q > /dev/null"])
@@ -379,6 +410,14 @@ def darter_run(name, url, digest, ideal, log, fault=None, timeout=None):
                                    fault=(fault[0], fault[1](d, url, info)) if fault else None)
     rss = max(hwm_mib(p.pid_in_ns()) for p in d.peers.values())
     counters = d.counters()
+    # A peer logs where its pieces came from once the task is stored complete, which can be
+    # just after its reader got the last byte: wait for that line before stopping it.
+    for i, p in d.peers.items():
+        if i not in info.get("excluded", set()) and codes.get(i) == 0:
+            try:
+                p.wait_log(": complete, ", timeout=10)
+            except SystemExit as e:
+                print(f"  {name}: {e}")
     d.stop()
     excluded = info.get("excluded", set())
     bad = {h: (codes[h], errors[h].strip()) for h in codes if codes[h] != 0 and h not in excluded}
@@ -395,8 +434,11 @@ def darter_run(name, url, digest, ideal, log, fault=None, timeout=None):
     from_origin = origin_pieces(data)
     if from_origin:
         print(f"  {name}: pieces peers took from the origin: {from_origin}")
+    crossed = cross_idc_copies(data)
+    if IDCS == 2:
+        print(f"  {name}: copies of the object that crossed between dc0 and dc1: {crossed:.2f}")
     return {"times": times, "bad": bad, "origin": origin_bytes(log, url.split(f":{ORIGIN_PORT}", 1)[1]) / SIZE, "rss": rss,
-            "excluded": excluded, "note": note, "data": data}
+            "excluded": excluded, "note": note, "data": data, "crossed": crossed}
 
 
 # MARK: - Direct and BitTorrent
@@ -547,7 +589,9 @@ def bench():
     results = {}
     try:
         if "darter" not in SKIP:
-            results["darter"] = darter_run("darter", url, digest, ideal, log)
+            results["darter"] = darter_run("darter", url, digest, ideal, log, labels=IDCS == 2)
+            if IDCS == 2:
+                results["no-labels"] = darter_run("no-labels", url + "?run=no-labels", digest, ideal, log)
             clean = [t for t in results["darter"]["times"].values() if t != float("inf")]
             if FAULTS and clean:
                 at = FAULT_AT * statistics.median(clean)
@@ -592,6 +636,10 @@ def bench():
             print(f"BENCH swarm.origin_bytes darter={d['origin']:.3f} anchor={direct['origin']:.3f} ratio={direct['origin'] / d['origin']:.2f} unit=x")
             print(f"BENCH swarm.vs_direct darter={d['p99']:.2f} anchor={direct['p99']:.2f} ratio={direct['p99'] / d['p99']:.2f} unit=x")
         print(f"BENCH swarm.peer_rss_mib darter={d['rss']:.0f} anchor=- ratio=- unit=MiB")
+        n = summary.get("no-labels")
+        if n:
+            print(f"BENCH swarm.cross_idc_copies darter={d['crossed']:.2f} anchor={n['crossed']:.2f} "
+                  f"ratio={n['crossed'] / max(d['crossed'], 0.01):.2f} unit=copies (anchor: the same swarm without IDC labels)")
         for name, metric in (("parent-kill", "parent_kill_slowdown"), ("sched-restart", "scheduler_restart_slowdown")):
             f = summary.get(name)
             if f:
