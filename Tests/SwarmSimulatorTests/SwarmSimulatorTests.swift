@@ -37,6 +37,23 @@ struct SwarmSimulatorTests {
         #expect(r.uploadBytes[0] < 3 * (256 << 20))
     }
 
+    @Test("two data centres: with IDC labels the object crosses between them about once (the gateways split it); without, many times")
+    func twoDataCentres() {
+        var shape = SwarmSimulation.Shape()
+        shape.peers = 24
+        shape.objectBytes = 32 << 20
+        shape.linkBytesPerSecond = 125_000_000
+        shape.dataCentres = 2
+        let labelled = SwarmSimulation.run(shape)
+        shape.localityLabels = false
+        let unlabelled = SwarmSimulation.run(shape)
+        let copies = (Double(labelled.crossDCBytes) / Double(32 << 20), Double(unlabelled.crossDCBytes) / Double(32 << 20))
+        print("simulated two DCs, 24 peers: copies across \(copies.0) labelled, \(copies.1) not; p99 \(labelled.p99VsIdeal) / \(unlabelled.p99VsIdeal) × ideal")
+        #expect(labelled.unfinished == 0 && labelled.originBytes == 32 << 20)
+        #expect(copies.0 <= 2, "about one copy crosses (1.6 with 32 pieces over 12 gateways a DC)")
+        #expect(copies.1 >= 4 * copies.0)
+    }
+
     @Test("16 peers × 100 Mbit/s × 256 MiB: the same")
     func sixteenPeers() {
         var shape = SwarmSimulation.Shape()
