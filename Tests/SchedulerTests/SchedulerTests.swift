@@ -325,6 +325,25 @@ struct SchedulerPolicyTests {
         #expect(shares == [SeedShare(index: 0, count: 1), SeedShare(index: nil, count: 1), SeedShare(index: 1, count: 2)])
     }
 
+    @Test("a peer named by maxChildren children of a task is named to no more of them (its own keep it); a seed has no such limit; other tasks count apart")
+    func fullParents() throws {
+        var config = Scheduler.Config()
+        config.maxChildren = 2
+        config.maxParents = 2
+        var s = Scheduler(config: config)
+        _ = s.register(seed("seed-a", tasks: [held(0..<64, complete: true)]), now: 0)
+        _ = s.register(peer("rich", tasks: [held(0..<16)]), now: 0)
+        for c in ["c1", "c2", "c3"] { _ = s.register(peer(c), now: 0) }
+        let picked = try ["c1", "c2", "c3"].map { try s.announce(Announce(host: $0, task: task), now: 1).reply.parents.map(\.id) }
+        #expect(picked[0].contains("rich") && picked[1].contains("rich"))
+        #expect(!picked[2].contains("rich"), "full: two children already")
+        #expect(picked.allSatisfy { $0.contains("seed-a") }, "a seed is never full")
+        #expect(try s.announce(Announce(host: "c1", task: task), now: 2).reply.parents.contains { $0.id == "rich" }, "a child keeps its own parent")
+        let other = try TaskID.forURL("http://origin.test/other.bin")
+        _ = s.register(peer("rich", tasks: [held(0..<16), HeldTask(task: other, contentLength: 64 << 22, pieceLength: 4 << 20, pieces: PieceSet(0..<16), complete: false)]), now: 3)
+        #expect(try s.announce(Announce(host: "c3", task: other), now: 3).reply.parents.contains { $0.id == "rich" }, "another task counts its own children")
+    }
+
     @Test("past a quarter of what the child lacks, load decides: two rich parents, the less loaded first")
     func coverageSaturates() throws {
         var config = Scheduler.Config()
