@@ -344,6 +344,19 @@ struct SchedulerPolicyTests {
         #expect(try s.announce(Announce(host: "c3", task: other), now: 3).reply.parents.contains { $0.id == "rich" }, "another task counts its own children")
     }
 
+    @Test("the limit is in proportion to a peer's upload: a tenth of the fastest one's, a tenth of the children")
+    func fullSlowParents() throws {
+        var config = Scheduler.Config()
+        config.maxChildren = 10
+        config.maxParents = 2
+        var s = Scheduler(config: config)
+        _ = s.register(peer("fast", upload: 100_000_000, tasks: [held(0..<16)]), now: 0)
+        _ = s.register(peer("slow", upload: 10_000_000, tasks: [held(16..<32)]), now: 0)
+        for c in ["c1", "c2", "c3"] { _ = s.register(peer(c), now: 0) }
+        let picked = try ["c1", "c2", "c3"].map { try s.announce(Announce(host: $0, task: task), now: 1).reply.parents.map(\.id) }
+        #expect(picked.filter { $0.contains("slow") }.count == 1 && picked.allSatisfy { $0.contains("fast") })
+    }
+
     @Test("past a quarter of what the child lacks, load decides: two rich parents, the less loaded first")
     func coverageSaturates() throws {
         var config = Scheduler.Config()
