@@ -226,7 +226,7 @@ public struct Scheduler: Sendable {
     /// crosses about once and the IDC passes it on inside; none for a peer that is no gateway.
     /// Without the deal every gateway fetched across whatever was rarest in its view, the same
     /// pieces as the others (simulated, 1,000 peers × 10 Gbit/s in two DCs: 10.3 copies crossed;
-    /// with it 1.27, p99 1.70 → 1.43 × T_min).
+    /// with it 1.28, p99 1.70 → 1.40 × T_min).
     func remoteShare(for host: String, in task: SwarmTask) -> SeedShare? {
         guard let h = hosts[host], h.registration.role == .peer, let idc = h.registration.idc,
               let list = task.gateways[idc], !list.isEmpty else { return nil }
