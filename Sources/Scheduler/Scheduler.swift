@@ -41,10 +41,10 @@ public struct Scheduler: Sendable {
         public var seedShareOwners: Int = 16
         /// Peers per IDC (the first of it to announce a task, while they download) that may have
         /// parents in other IDCs; the IDC's other peers take only from hosts of their own IDC,
-        /// hosts without a label, and seeds. So the object crosses between data centres about
-        /// this many times rather than once per child. Simulated, 1,000 × 10 Gbit/s × 1 GiB in two
-        /// DCs (p99 ÷ T_min, copies across): locality score alone 3.12, 159; gateways 8: 4.58, 7.7;
-        /// 16: 1.70, 10.3; 32: 3.77, 14.7 (100 peers, 16: 1.48, 6.6). Not monotonic: docs/SCALE.md.
+        /// hosts without a label, and seeds; the gateways split what crosses (`remoteShare`), so
+        /// each piece crosses about once. Simulated, 1,000 × 10 Gbit/s × 1 GiB in two DCs (p99 ÷
+        /// T_min, copies across): locality score alone 3.12, 159; gateways 8: 1.75, 1.25; 16:
+        /// 1.40, 1.28; 32: 1.41, 1.38 (before the split, 16: 1.70, 10.3). docs/SCALE.md.
         public var crossIDCGateways: Int = 16
         /// Parents from other IDCs named to a gateway per announce, at most (of `maxParents`).
         public var remoteParents: Int = 4
