@@ -327,7 +327,10 @@ enum PieceDigestsJSON {
     static func decode(_ v: JSONValue, limit: Int, field: String) throws(ProtocolError) -> [Int: SHA256Digest] {
         guard let o = v.object else { throw ProtocolError("\(field) must be an object of piece index to SHA-256 hex") }
         var out: [Int: SHA256Digest] = [:]
-        for (key, value) in o {
+        // In key order, so a message with several bad entries is refused naming the same one
+        // however it arrived (a dictionary's order is its history's: the fuzzer found whole and
+        // split feeds naming different pieces).
+        for (key, value) in o.sorted(by: { $0.key < $1.key }) {
             guard key.utf8.count <= 7, key.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let i = Int(key), i < limit else {
                 throw ProtocolError("\(field): '\(key.prefix(20))' is not a piece index below \(limit)")
             }

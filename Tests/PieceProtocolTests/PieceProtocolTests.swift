@@ -104,6 +104,13 @@ struct PieceProtocolTests {
             var d = AvailabilityDecoder()
             #expect { try d.feed(Array(line.utf8) + [10]) } throws: { ($0 as? ProtocolError)?.description.contains(why) == true }
         }
+        // Several bad digests: the error names the first in key order, however the line was built.
+        for order in [#"{"2":"x","1":"y"}"#, #"{"1":"y","2":"x"}"#] {
+            var d = AvailabilityDecoder()
+            #expect { try d.feed(Array(#"{"have":"1-2","sha256":\#(order)}"#.utf8) + [10]) } throws: {
+                ($0 as? ProtocolError)?.description.contains("piece 1's digest") == true
+            }
+        }
         // Metadata: an index past the task's pieces.
         var o = m.json.object!
         o["pieceSHA256"] = ["10": .string(hex)]
