@@ -35,7 +35,7 @@ public enum ScalePlots {
             // At most ~500 points a line (10,000 peers would be 10,000), the last one always.
             let step = max(1, ratios.count / 500)
             let points = ratios.indices.filter { $0 % step == step - 1 || $0 == ratios.count - 1 }.map { (ratios[$0], Double($0 + 1) / Double(ratios.count)) }
-            return SVGPlot.Line(name: "\(run.peers) peers", segments: [points], color: k == sorted.count - 1 ? 2 : k, markers: ratios.count <= 100)
+            return SVGPlot.Line(name: "\(run.peers) peers", segments: [points], color: k == sorted.count - 1 ? 2 : k < 2 ? k : k + 1, markers: ratios.count <= 100)
         }
         cdf.xFromZero = false
         return [("scale-vs-n.svg", vsN.render()), ("scale-cdf.svg", cdf.render())]

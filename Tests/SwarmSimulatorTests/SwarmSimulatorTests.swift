@@ -106,7 +106,7 @@ struct SwarmSimulatorTests {
     func plots() {
         var shape = SwarmSimulation.Shape()
         shape.objectBytes = 16 << 20
-        let runs = [2, 4].map { peers -> (peers: Int, result: SwarmSimulation.Result) in
+        let runs = [2, 3, 4, 5].map { peers -> (peers: Int, result: SwarmSimulation.Result) in
             shape.peers = peers
             return (peers, SwarmSimulation.run(shape))
         }
@@ -114,7 +114,12 @@ struct SwarmSimulatorTests {
         #expect(files.map(\.name) == ["scale-vs-n.svg", "scale-cdf.svg"])
         #expect(files.allSatisfy { $0.text.contains("<svg") && $0.text.contains("</svg>") })
         #expect(files[0].text.contains("Darter p99") && files[0].text.contains("Kraken, production"))
-        #expect(files[1].text.contains("2 peers") && files[1].text.contains("4 peers"))
+        #expect(files[1].text.contains("2 peers") && files[1].text.contains("5 peers"))
+        // One colour a line: the legend's swatches in the CDF differ (the third and the last
+        // were both red once).
+        let swatches = files[1].text.split(separator: "\n").filter { $0.hasPrefix("<line") && $0.contains("stroke-width=\"2.5\"") }
+            .compactMap { $0.split(separator: "stroke=\"").dropFirst().first?.prefix(7) }
+        #expect(swatches.count == 4 && Set(swatches).count == 4, "\(swatches)")
     }
 
     @Test("deterministic: the same seed gives the same run")
