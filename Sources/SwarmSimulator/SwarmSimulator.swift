@@ -277,6 +277,22 @@ final class Engine {
     /// `DARTER_SIM_TRACE=SECONDS`: a summary line every SECONDS of virtual time (1 when not a number).
     let traceEvery: Double? = getenv("DARTER_SIM_TRACE").map { Double(String(cString: $0)) ?? 1 }
     var nextTrace = 0.0
+    /// `DARTER_SIM_STUCK=SECONDS`: at that virtual time, a line per download of the first object
+    /// not done (what it misses, which named parents hold its first missing pieces, what it has
+    /// in flight at what rate): how the gateway and the small-object problems were found.
+    var stuckAt: Double? = getenv("DARTER_SIM_STUCK").map { Double(String(cString: $0)) ?? 1 }
+
+    func printStuck() {
+        for c in 1..<n where done[0][c] < 0 && !departed[c] {
+            let missing = (0..<pieceCount).filter { !have[0][c].contains($0) }
+            let holders = missing.prefix(3).map { i in
+                "\(i): " + named[0][c].sorted().filter { have[0][$0].contains(i) }.map { "\($0)" + (slow[$0] ? "s" : "") + "/dc\(dc[$0])" }.joined(separator: ",")
+            }
+            let flying = transfers.filter { Int($0.child) == c && Int($0.task) == 0 }.map { "\($0.piece)@\($0.parent) \(Int($0.rate / 1e6)) MB/s" }
+            print("stuck t=\(now) host \(c)\(slow[c] ? " (slow)" : "") dc\(dc[c]): missing \(missing.count), parents \(parents[0][c].count), named \(named[0][c].count); "
+                  + "named holders of the first missing \(holders); in flight \(flying); next announce at \(announceAt[0][c])")
+        }
+    }
 
     init(_ shape: SwarmSimulation.Shape) {
         self.shape = shape
@@ -626,6 +642,10 @@ final class Engine {
                     hostDone[c] = (0..<tasksCount).map { done[$0][c] }.max()!
                     remainingHosts -= 1
                 }
+            }
+            if let at = stuckAt, now >= at {
+                stuckAt = nil
+                printStuck()
             }
             if let every = traceEvery, now + 1e-9 >= nextTrace {
                 nextTrace += every
