@@ -51,7 +51,6 @@ public struct PieceSelector: Sendable {
     /// Per piece (rank space): whether this host may ask remote parents for it; all until the
     /// scheduler deals a remote share.
     private var remoteOwnedBits: [UInt64]
-    private var remoteOwned: [Bool]
 
     // Rarest first without a scan of every piece (the simulator asks this millions of times):
     // bitsets over *rank positions* — pieces sorted by (tieRank, index) — so walking the set
@@ -100,11 +99,11 @@ public struct PieceSelector: Sendable {
         self.openBits = openBits
         ownedBits = all
         remoteOwnedBits = all
-        remoteOwned = Array(repeating: true, count: pieceCount)
     }
 
     private static func set(_ bits: inout [UInt64], _ pos: Int) { bits[pos >> 6] |= 1 << UInt64(pos & 63) }
     private static func clear(_ bits: inout [UInt64], _ pos: Int) { bits[pos >> 6] &= ~(1 << UInt64(pos & 63)) }
+    private static func test(_ bits: [UInt64], _ pos: Int) -> Bool { bits[pos >> 6] & (1 << UInt64(pos & 63)) != 0 }
 
     private mutating func changeAvailability(_ i: Int, by delta: Int) {
         availability[i] += delta
@@ -180,10 +179,8 @@ public struct PieceSelector: Sendable {
         guard count > 0 else { return }
         if let index, index < 0 || index >= count { return }
         remoteOwnedBits = Array(repeating: 0, count: words)
-        for i in 0..<pieceCount {
-            remoteOwned[i] = index.map { i % count == $0 } ?? false
-            if remoteOwned[i] { Self.set(&remoteOwnedBits, rankOf[i]) }
-        }
+        guard let index else { return }
+        for i in stride(from: index, to: pieceCount, by: count) { Self.set(&remoteOwnedBits, rankOf[i]) }
     }
 
     private mutating func recomputeOwnership() {
@@ -219,7 +216,7 @@ public struct PieceSelector: Sendable {
         // At a last-resort parent, only pieces nobody else holds (availability 1: itself).
         let onlyUnheld = lastResort.contains(parent)
         func wanted(_ i: Int) -> Bool { !have.contains(i) && known.contains(i) && (!onlyUnheld || availability[i] == 1) }
-        func mine(_ i: Int) -> Bool { (!onlyOwned || owned[i]) && (!onlyRemoteShare || remoteOwned[i]) }
+        func mine(_ i: Int) -> Bool { (!onlyOwned || owned[i]) && (!onlyRemoteShare || Self.test(remoteOwnedBits, rankOf[i])) }
         func worthIt(_ i: Int) -> Bool { wanted(i) && inFlight[i] == nil && mine(i) }
         // 1. The streaming window, in order.
         if readerPosition < pieceCount {
