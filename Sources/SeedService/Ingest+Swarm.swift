@@ -82,7 +82,7 @@ extension Ingestor {
                                          }
                                      },
                                      configuration: swarm.configuration, log: { Log.info($0) })
-        let outcome = await download.run(parents: located.parents, seedShare: located.seedShare, remoteShare: located.remoteShare)
+        let outcome = await download.run(located)
         do {
             guard case .complete(let bySource) = outcome else {
                 if case .failed(let why) = outcome { throw IngestError.failed(why) }

@@ -83,6 +83,15 @@ public struct SwarmConfiguration: Sendable {
 
 /// Fetches piece `index` (`length` bytes at `offset`) from the origin into the buffer; nil on
 /// success, else why not. The peer's origin backends behind one call.
+extension PieceSelector {
+    /// The pieces an announce's answer dealt this host at seeds and at parents in other IDCs
+    /// (the peer's download and the simulator take them alike).
+    public mutating func takeShares(_ reply: AnnounceReply) {
+        if let share = reply.seedShare { setShare(index: share.index, count: share.count) }
+        if let share = reply.remoteShare { setRemoteShare(index: share.index, count: share.count) }
+    }
+}
+
 public typealias OriginPieceFetch = @Sendable (_ index: Int, _ offset: Int64, _ buffer: SharedIOBuffer, _ length: Int) async -> String?
 
 /// What a swarm download came to.
@@ -185,12 +194,13 @@ public actor SwarmDownload {
                                  seed: RendezvousHash.fnv1a(announce.host + meta.id.description))
     }
 
-    /// Downloads every missing piece from `parents` (and those later announces bring).
-    public func run(parents: [ParentCandidate], seedShare: SeedShare?, remoteShare: SeedShare? = nil) async -> SwarmOutcome {
+    /// Downloads every missing piece from the parents an announce named (and those later
+    /// announces bring), with the shares it dealt.
+    public func run(_ located: AnnounceReply) async -> SwarmOutcome {
         if selector.isComplete { return .complete(bySource: [:]) }
         if configuration.tracePieces { log("swarm-trace: task \(id): began at monotonic \(SystemCalls.monotonicMilliseconds()) ms") }
-        if let seedShare { selector.setShare(index: seedShare.index, count: seedShare.count) }
-        if let remoteShare { selector.setRemoteShare(index: remoteShare.index, count: remoteShare.count) }
+        let parents = located.parents
+        selector.takeShares(located)
         adopt(parents)
         if configuration.originForUnheldPieces {
             // The origin only once the parents' feeds told what they hold: the scheduler's view
@@ -566,8 +576,7 @@ public actor SwarmDownload {
                 a.pieces = selector.have
                 var offered = 0
                 if let reply = try? await scheduler.announce(a), outcome == nil {
-                    if let share = reply.seedShare { selector.setShare(index: share.index, count: share.count) }
-                    if let share = reply.remoteShare { selector.setRemoteShare(index: share.index, count: share.count) }
+                    selector.takeShares(reply)
                     adopt(reply.parents)
                     offered = reply.parents.count
                     if links.isEmpty && reply.backToSource { goToOrigin(reply.reason ?? "the scheduler says so") }

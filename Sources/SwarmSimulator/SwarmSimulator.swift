@@ -365,9 +365,6 @@ final class Engine {
     func pieceBytes(_ i: Int) -> Double {
         Double(min(Int64(pieceLength), shape.objectBytes - Int64(i) * Int64(pieceLength)))
     }
-    static func seconds(_ d: Duration) -> Double {
-        Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
-    }
 
     func markDirty(_ t: Int, _ c: Int) {
         if !dirty[t][c] { dirty[t][c] = true; dirtyList.append((t, c)) }
@@ -391,10 +388,9 @@ final class Engine {
     func announce(_ t: Int, _ child: Int) {
         guard let out = try? scheduler.announce(Announce(host: names[child], task: taskIDs[t], url: urls[t], pieces: have[t][child]), now: ms) else { return }
         if out.trigger != nil { seedFetching[t] = true }
-        if let share = out.reply.seedShare { selectors[t][child].setShare(index: share.index, count: share.count) }
-        if let share = out.reply.remoteShare { selectors[t][child].setRemoteShare(index: share.index, count: share.count) }
+        selectors[t][child].takeShares(out.reply)
         addParents(t, child, out.reply.parents)
-        scheduleAnnounce(t, child, at: now + Engine.seconds(pacing[t][child].next(parents: out.reply.parents.count, holding: have[t][child].count)))
+        scheduleAnnounce(t, child, at: now + pacing[t][child].next(parents: out.reply.parents.count, holding: have[t][child].count).seconds)
     }
 
     func scheduleAnnounce(_ t: Int, _ c: Int, at time: Double) {
@@ -494,7 +490,7 @@ final class Engine {
 
     var nextReport = 0.0
     /// The real peer checks its progress every `progressCheck` at most: half of it on average.
-    var progressDelay: Double { Engine.seconds(shape.swarm.progressCheck) / 2 }
+    var progressDelay: Double { shape.swarm.progressCheck.seconds / 2 }
     /// The earliest first byte still on its way when rates were last computed.
     var pendingStart = Double.infinity
 
@@ -510,7 +506,7 @@ final class Engine {
         let ideal = (0..<n).map { h in
             total * max(swarmBound, 1 / down[h], dc[h] != 0 && !cross.isEmpty ? 1 / cross[0] : 0)
         }
-        let reportEvery = Engine.seconds(shape.swarm.reportEvery)
+        let reportEvery = shape.swarm.reportEvery.seconds
         let tick = shape.tick ?? Double(pieceLength) / shape.linkBytesPerSecond / 2
         nextReport = reportEvery
         for t in 0..<tasksCount { for c in 1..<n { announce(t, c) } }
