@@ -320,40 +320,45 @@ class Darter:
             p.stop()
 
 
-def origin_pieces(data):
-    """Per peer: the pieces its log says came from the origin (`..., M from the origin`)."""
-    out = {}
+def completions(data):
+    """Per peer log under `data`: (its name, {parent: pieces}, pieces from the origin), from
+    its `swarm: URL: complete, N pieces from parents (peer-2 40, seed-0 3), M from the origin`
+    lines, one per task."""
     for name in sorted(os.listdir(data)):
-        if name.startswith("peer") and name.endswith(".log"):
-            for line in open(os.path.join(data, name), errors="replace"):
-                if ": complete, " in line and " from the origin" in line:
-                    n = line.rsplit(" from the origin", 1)[0].rsplit(" ", 1)[-1]
-                    if n.isdigit() and int(n):
-                        out[name[:-4]] = out.get(name[:-4], 0) + int(n)
+        if not (name.startswith("peer") and name.endswith(".log")):
+            continue
+        for line in open(os.path.join(data, name), errors="replace"):
+            if ": complete, " not in line or " pieces from parents (" not in line:
+                continue
+            parents = {}
+            for part in line.split(" pieces from parents (", 1)[1].split(")", 1)[0].split(", "):
+                if " " in part:
+                    parent, n = part.rsplit(" ", 1)
+                    parents[parent] = int(n)
+            origin = line.rsplit(" from the origin", 1)[0].rsplit(" ", 1)[-1]
+            yield name[:-4], parents, int(origin) if origin.isdigit() else 0
+
+
+def origin_pieces(data):
+    """Per peer: the pieces its log says came from the origin."""
+    out = {}
+    for peer, _, origin in completions(data):
+        if origin:
+            out[peer] = out.get(peer, 0) + origin
     return out
 
 
 def cross_idc_copies(data):
     """Copies of the object that crossed between dc0 (host 0, even peers) and dc1 (odd peers):
-    pieces each peer's log says came from a parent of the other one, over the pieces a peer holds."""
+    pieces each peer took from a parent of the other one, over the pieces a peer holds."""
     crossed, pieces = 0, 0
-    for name in sorted(os.listdir(data)):
-        if not (name.startswith("peer") and name.endswith(".log")):
-            continue
-        me = int(name[4:-4]) % 2
-        for line in open(os.path.join(data, name), errors="replace"):
-            if ": complete, " not in line or " pieces from parents (" not in line:
-                continue
-            total = int(line.split(": complete, ", 1)[1].split(" ", 1)[0])
-            origin = line.rsplit(" from the origin", 1)[0].rsplit(" ", 1)[-1]
-            pieces = max(pieces, total + (int(origin) if origin.isdigit() else 0))
-            for part in line.split(" pieces from parents (", 1)[1].split(")", 1)[0].split(", "):
-                if " " not in part:
-                    continue
-                parent, n = part.rsplit(" ", 1)
-                host = 0 if parent.startswith("seed-") else int(parent.rsplit("-", 1)[1])
-                if host % 2 != me:
-                    crossed += int(n)
+    for peer, parents, origin in completions(data):
+        pieces = max(pieces, sum(parents.values()) + origin)
+        me = int(peer[len("peer"):].lstrip("-"))
+        for parent, n in parents.items():
+            host = 0 if parent.startswith("seed-") else int(parent.rsplit("-", 1)[1])
+            if host % 2 != me % 2:
+                crossed += n
     return crossed / pieces if pieces else 0.0
 
 

@@ -106,7 +106,7 @@ public final class AvailabilityFeed: StreamBodySource {
                     // committed them and calls the task complete: that is complete, not a failure
                     // (the child dropped this parent and went to the origin: a containerd pull
                     // saw a config blob leave the registry twice, 1 run in about 10).
-                    let whole = meta.contentLength.map { meta.pieces.count >= PieceMath.pieceCount(contentLength: $0, pieceLength: meta.pieceLength) } ?? false
+                    let whole = meta.pieceCount.map { meta.pieces.count >= $0 } ?? false
                     line += (whole ? AvailabilityEvent.complete : AvailabilityEvent.failed("no fetch of this task is running here")).line
                 }
                 return .send(line)

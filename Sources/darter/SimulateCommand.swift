@@ -14,7 +14,7 @@ enum SimulateCommand {
         // The defaults the what-if flags name are the real code's, read from it.
         let real = SwarmSimulation.Shape()
         let (peer, scheduler) = (real.swarm, real.scheduler)
-        func ms(_ d: Duration) -> Int64 { d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000 }
+        func ms(_ d: Duration) -> Int { Int((d.seconds * 1000).rounded()) }
         let args = try Arguments(command: "simulate", flags: [
             .init(name: "peers", defaultValue: "8", help: "peers downloading (besides the seed, host 0, next to the origin)"),
             .init(name: "link", defaultValue: "200m", help: "every host's link, bits per second each way (decimal: 200m, 1g, 10g)"),
