@@ -333,7 +333,8 @@ public struct Scheduler: Sendable {
             if child.registration.role == .seed && m.state != .complete && m.pieces.isEmpty { continue }
             if let median, measured.count >= 3, let t = host.throughput, t < median * config.slowParentFraction { continue }
             let isSeed = host.registration.role == .seed
-            if !crossIDC, !isSeed, let theirs = host.registration.idc, theirs != child.registration.idc { continue }
+            let remote = !isSeed && Self.isOtherIDC(child.registration, host.registration)
+            if remote && !crossIDC { continue }
             // Saturates at a quarter of what the child lacks: past that a parent has enough to
             // keep its slot busy, and load should decide (proportional coverage sent most children
             // to the few richest peers: simulated, 100 × 10 Gbit/s, 86 children on one parent
@@ -358,7 +359,7 @@ public struct Scheduler: Sendable {
             scored.append((score, RendezvousHash.weight(RendezvousHash.fnv1a(childID), RendezvousHash.fnv1a(id)),
                            ParentCandidate(id: id, address: host.registration.address, role: host.registration.role,
                                            pieces: m.pieces, complete: m.state == .complete,
-                                           remote: !isSeed && Self.isOtherIDC(child.registration, host.registration))))
+                                           remote: remote)))
         }
         // Ties (a fresh swarm: everyone equal) broken by a hash of (child, parent), so children
         // spread over parents instead of all picking the same first one.
@@ -369,15 +370,15 @@ public struct Scheduler: Sendable {
         // Nor too few: its remote share comes only from them, so the best `remoteParents` of
         // them are always named (ranked by score alone, none were once the IDC had pieces of its own).
         let remoteSlots = min(scored.lazy.filter(\.candidate.remote).count, max(0, min(config.remoteParents, config.maxParents)))
-        var (local, remote) = (0, 0)
+        var (localNamed, remoteNamed) = (0, 0)
         return scored.filter { s in  // in score order
             if s.candidate.remote {
-                guard remote < remoteSlots else { return false }
-                remote += 1
+                guard remoteNamed < remoteSlots else { return false }
+                remoteNamed += 1
                 return true
             }
-            guard local < config.maxParents - remoteSlots else { return false }
-            local += 1
+            guard localNamed < config.maxParents - remoteSlots else { return false }
+            localNamed += 1
             return true
         }.map(\.candidate)
     }
