@@ -23,8 +23,11 @@ import SwarmDownload
 /// filling with a heap (O(T log T) for T transfers). The wire: a link carries payload at
 /// `wireEfficiency` of its rate (headers and ACKs take the rest); a request's first byte comes one
 /// `roundTrip` after it is sent, and a piece that lands is known to the parent's children half a
-/// round trip later (the feed). Not modelled: TCP's own dynamics (slow start, losses, the unfair
-/// share of a flow crossing two full links) and the hosts' CPU.
+/// round trip later (the feed). Opt-in, for setting the simulator beside the netns testbed
+/// (`tools/bench swarm calibrate` measures each): TCP's unequal shares of a full link
+/// (`flowSpread`), a reader streaming each object in order at a finite rate (`readerBytesPerSecond`),
+/// and the peers starting late (`startSeconds`). Not modelled: the rest of TCP's dynamics (slow
+/// start, losses, timeouts), and the hosts' CPU and disks.
 /// Pure and deterministic for a given `seed`.
 public struct SwarmSimulation: Sendable {
     public struct Shape: Sendable {
@@ -67,6 +70,25 @@ public struct SwarmSimulation: Sendable {
         public var tick: Double? = nil
         public var seed: UInt64 = 1
         public var scheduler = Scheduler.Config()
+        /// A reader on every peer streams each object in order at this rate, bytes per second, as
+        /// `darter get -O -` does through its daemon, and a peer is done when its readers are
+        /// (the benchmark times the get); nil: done when it holds every piece. On the netns
+        /// testbed the reader is slow (8 gets at once re-reading a complete task from their
+        /// daemons, all on 2 cores: 103-125 MB/s each; one alone: 740 MB/s), so a piece that
+        /// lands last far back in the stream leaves the rest to be read after it.
+        public var readerBytesPerSecond: Double? = nil
+        /// TCP flows sharing a full link do not get equal shares: each transfer's weight in the
+        /// fair shares is e^(flowSpread·z), z standard normal, drawn when it starts (0: max-min
+        /// fair, every transfer alike). `tools/bench swarm calibrate` picks the value whose
+        /// piece requests' p90 matches the netns swarm's (0.55-0.65 at 8 × 200 Mbit/s).
+        public var flowSpread = 0.0
+        /// When the peers' downloads begin (their first announce), seconds after the clock's 0:
+        /// in the benchmark, starting `darter get` and its request reaching the daemon (measured
+        /// 0.09-0.15 s there). Completion times count from 0.
+        public var startSeconds = 0.0
+        /// Record when each peer came to hold each count of the first object's pieces
+        /// (`Result.holdingSeconds`): the timeline to set beside a real run's trace.
+        public var recordTimeline = false
         public init() {}
 
         public var effectivePieceLength: Int { pieceLength ?? PieceMath.defaultPieceLength(contentLength: objectBytes) }
@@ -96,6 +118,12 @@ public struct SwarmSimulation: Sendable {
         public var virtualSeconds: Double
         public var steps: Int
         public var schedulerCounters: Scheduler.Counters
+        /// With `Shape.recordTimeline`: each piece request's seconds from being sent to its piece
+        /// landing (the first copy; those cancelled or failed are left out), in order.
+        public var requestSeconds: [Double] = []
+        /// With `Shape.recordTimeline`: per peer, `holdingSeconds[p][k]` is when it came to hold
+        /// k + 1 pieces of the first object (empty otherwise).
+        public var holdingSeconds: [[Double]] = []
 
         /// Completion ÷ the host's own bound, for peers that stayed.
         public var ratios: [Double] {
@@ -128,6 +156,9 @@ public struct SwarmSimulation: Sendable {
         var child: Int32, parent: Int32, task: Int32, piece: Int32
         var remaining: Double
         var rate = 0.0
+        /// Its share of a full link relative to the others' (1: max-min fair; TCP flows through
+        /// one bottleneck get unequal shares: `Shape.flowSpread`).
+        var weight = 1.0
         var cross: Int32 = -1
         /// When its first byte arrives (one round trip after the request).
         var startsAt = 0.0
@@ -151,11 +182,14 @@ enum FairShare {
         let resources = 2 * n + cross.count
         var left = up + down + cross
         var count = Array(repeating: 0, count: resources)
+        var weight = Array(repeating: 0.0, count: resources)
         for k in transfers.indices where transfers[k].startsAt > now { transfers[k].rate = 0 }
         for t in transfers where t.startsAt <= now {
             count[Int(t.parent)] += 1
             count[n + Int(t.child)] += 1
-            if t.cross >= 0 { count[2 * n + Int(t.cross)] += 1 }
+            weight[Int(t.parent)] += t.weight
+            weight[n + Int(t.child)] += t.weight
+            if t.cross >= 0 { count[2 * n + Int(t.cross)] += 1; weight[2 * n + Int(t.cross)] += t.weight }
         }
         // CSR lists of the transfers on each resource.
         var start = Array(repeating: 0, count: resources + 1)
@@ -169,21 +203,24 @@ enum FairShare {
         }
         var frozen = Array(repeating: false, count: transfers.count)
         var heap = MinHeap()
-        for r in 0..<resources where count[r] > 0 { heap.push(left[r] / Double(count[r]), r) }
-        while let (share, r) = heap.pop() {
+        // Shares per unit of weight.
+        func share(_ r: Int) -> Double { max(0, left[r]) / max(weight[r], 1e-12) }
+        for r in 0..<resources where count[r] > 0 { heap.push(share(r), r) }
+        while let (key, r) = heap.pop() {
             guard count[r] > 0 else { continue }
-            let current = max(0, left[r]) / Double(count[r])
-            if current > share * (1 + 1e-12) + 1e-9 { heap.push(current, r); continue }
+            let current = share(r)
+            if current > key * (1 + 1e-12) + 1e-9 { heap.push(current, r); continue }
             for m in start[r]..<start[r + 1] {
                 let k = members[m]
                 guard !frozen[k] else { continue }
                 frozen[k] = true
-                transfers[k].rate = current
                 let t = transfers[k]
+                transfers[k].rate = current * t.weight
                 for other in [Int(t.parent), n + Int(t.child), t.cross >= 0 ? 2 * n + Int(t.cross) : -1] where other >= 0 {
-                    left[other] -= current
+                    left[other] -= current * t.weight
                     count[other] -= 1
-                    if other != r, count[other] > 0 { heap.push(max(0, left[other]) / Double(count[other]), other) }
+                    weight[other] = count[other] == 0 ? 0 : weight[other] - t.weight
+                    if other != r, count[other] > 0 { heap.push(share(other), other) }
                 }
             }
         }
@@ -265,9 +302,18 @@ final class Engine {
     var announceAt: [[Double]]
     var announceQueue = MinHeap()
     var hostDone: [Double]
+    /// Per download, the bytes its reader has read (with `readerBytesPerSecond`), what it could
+    /// read in the step under way (held in order when it began: pieces land at a step's end),
+    /// and when it read the last.
+    var readBytes: [[Double]]
+    var readable: [[Double]]
+    var readDone: [[Double]]
     var uploaded: [Double]
     var wasted = 0.0, crossBytes = 0.0
     var transfers: [SwarmSimulation.Transfer] = []
+    var holding: [[Double]] = []
+    var requestTimes: [Double] = []
+    var flowRNG: SplitMix64
     var originDone: [Double]
     var seedFetching: [Bool]
     var now = 0.0
@@ -356,8 +402,13 @@ final class Engine {
                                         count: n), count: tasksCount)
         announceAt = Array(repeating: Array(repeating: .infinity, count: n), count: tasksCount)
         hostDone = Array(repeating: -1, count: n)
+        readBytes = Array(repeating: Array(repeating: 0, count: n), count: tasksCount)
+        readable = readBytes
+        readDone = Array(repeating: Array(repeating: -1, count: n), count: tasksCount)
         uploaded = Array(repeating: 0, count: n)
         originDone = Array(repeating: 0, count: tasksCount)
+        if shape.recordTimeline { holding = Array(repeating: [], count: n) }
+        flowRNG = SplitMix64(seed: shape.seed &* 104_729 &+ 3)
         seedFetching = Array(repeating: false, count: tasksCount)
     }
 
@@ -398,8 +449,9 @@ final class Engine {
         announceQueue.push(time, t * n + c)
     }
 
-    func landed(_ t: Int, _ host: Int, _ piece: Int) {
+    func landed(_ t: Int, _ host: Int, _ piece: Int, at: Double? = nil) {
         have[t][host].insert(piece)
+        if t == 0, host > 0, !holding.isEmpty { holding[host].append(at ?? now) }
         let delay = shape.roundTrip / 2
         guard delay <= 0 else { notices.append((now + delay, t, host, piece)); return }
         tell(t, host, piece)
@@ -456,13 +508,20 @@ final class Engine {
                     open[t][c][p, default: 0] += 1
                     active[t][c] += 1
                     transfers.append(SwarmSimulation.Transfer(child: Int32(c), parent: Int32(p), task: Int32(t), piece: Int32(piece),
-                                                              remaining: pieceBytes(piece), cross: dc[p] != dc[c] ? Int32(dc[p]) : -1,
-                                                              startsAt: now + shape.roundTrip))
+                                                              remaining: pieceBytes(piece), weight: flowWeight(),
+                                                              cross: dc[p] != dc[c] ? Int32(dc[p]) : -1, startsAt: now + shape.roundTrip))
                     changed = true
                     progress = true
                 }
             }
         }
+    }
+
+    /// e^(flowSpread·z) by Box-Muller from the run's own generator (1 when the spread is 0).
+    func flowWeight() -> Double {
+        guard shape.flowSpread > 0 else { return 1 }
+        let u1 = (Double(flowRNG.next() >> 11) + 0.5) / Double(1 << 53), u2 = Double(flowRNG.next() >> 11) / Double(1 << 53)
+        return exp(shape.flowSpread * (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2))
     }
 
     func depart(_ h: Int) {
@@ -494,7 +553,30 @@ final class Engine {
     /// The earliest first byte still on its way when rates were last computed.
     var pendingStart = Double.infinity
 
+    /// Moves each reader, at its rate, over what was held in order when the step that just ended
+    /// (`dt` long) began; what landed in it is readable from the next.
+    func read(_ dt: Double, rate: Double) -> [Int] {
+        var hostsDone: [Int] = []
+        let size = Double(shape.objectBytes)
+        for c in 1..<n where hostDone[c] < 0 && !departed[c] {
+            for t in 0..<tasksCount where readDone[t][c] < 0 {
+                let before = readBytes[t][c]
+                readBytes[t][c] = min(readable[t][c], before + rate * dt)
+                if readBytes[t][c] >= size {
+                    readDone[t][c] = now - dt + (size - before) / rate
+                }
+                readable[t][c] = min(size, Double(selectors[t][c].readerPosition) * Double(pieceLength))
+            }
+            if (0..<tasksCount).allSatisfy({ readDone[$0][c] >= 0 }) {
+                hostDone[c] = (0..<tasksCount).map { readDone[$0][c] }.max()!
+                hostsDone.append(c)
+            }
+        }
+        return hostsDone
+    }
+
     func run() -> SwarmSimulation.Result {
+        now = shape.startSeconds
         for h in 0..<n {
             _ = scheduler.register(HostRegistration(id: names[h], address: "\(names[h]):65001", role: h == 0 ? .seed : .peer,
                                                     uploadRate: Int64(up[h]), idc: shape.dataCentres >= 2 && shape.localityLabels ? "dc\(dc[h])" : nil), now: 0)
@@ -508,7 +590,8 @@ final class Engine {
         }
         let reportEvery = shape.swarm.reportEvery.seconds
         let tick = shape.tick ?? Double(pieceLength) / shape.linkBytesPerSecond / 2
-        nextReport = reportEvery
+        nextReport = now + reportEvery
+        nextTrace = now
         for t in 0..<tasksCount { for c in 1..<n { announce(t, c) } }
         let limit = (ideal.max() ?? 1) * 50
         var remainingHosts = n - 1
@@ -594,10 +677,11 @@ final class Engine {
                 freed[t][c].append(p)
                 markDirty(t, c)
                 guard !have[t][c].contains(piece) else { continue }
+                if !holding.isEmpty { requestTimes.append(at - (x.startsAt - shape.roundTrip)) }
                 for other in selectors[t][c].received(piece, from: names[p]) {
                     if let o = index[other] { cancel.append((t, c, o, piece)) }
                 }
-                landed(t, c, piece)
+                landed(t, c, piece, at: at)
                 if have[t][c].count == pieceCount { completions.append((t, c, at)) }
                 else if pacing[t][c].dueByProgress(holding: have[t][c].count, of: pieceCount) {
                     let at = now + progressDelay
@@ -634,11 +718,12 @@ final class Engine {
                 try? scheduler.report(ProgressReport(host: names[c], task: taskIDs[t], pieces: have[t][c], state: .complete), now: ms)
                 for p in parents[t][c] { children[t][p].removeAll { $0 == c } }
                 parents[t][c] = []
-                if (0..<tasksCount).allSatisfy({ done[$0][c] >= 0 }) {
+                if shape.readerBytesPerSecond == nil, (0..<tasksCount).allSatisfy({ done[$0][c] >= 0 }) {
                     hostDone[c] = (0..<tasksCount).map { done[$0][c] }.max()!
                     remainingHosts -= 1
                 }
             }
+            if let rate = shape.readerBytesPerSecond { remainingHosts -= read(dt, rate: rate).count }
             if let at = stuckAt, now >= at {
                 stuckAt = nil
                 printStuck()
@@ -683,6 +768,7 @@ final class Engine {
             totalBytes: Int64(total), originBytes: Int64(originDone.map { min($0, Double(shape.objectBytes)) }.reduce(0, +)),
             uploadBytes: uploaded.map { Int64($0) }, wastedBytes: Int64(wasted), crossDCBytes: Int64(crossBytes),
             slow: Array(slow.dropFirst()), departed: Array(departed.dropFirst()), unfinished: unfinished,
-            virtualSeconds: now, steps: steps, schedulerCounters: scheduler.counters)
+            virtualSeconds: now, steps: steps, schedulerCounters: scheduler.counters,
+            requestSeconds: requestTimes, holdingSeconds: holding.isEmpty ? [] : Array(holding.dropFirst()))
     }
 }

@@ -29,6 +29,9 @@ enum SimulateCommand {
             .init(name: "inter-dc", defaultValue: "0.1", help: "the link between DCs, each way, as a fraction of one DC's total link capacity"),
             .init(name: "no-idc", defaultValue: "", help: "register hosts without their idc label (locality off)", kind: .toggle),
             .init(name: "rtt", defaultValue: "1ms", help: "round trip: a request's first byte comes this long after it, a new piece reaches the children's feeds half of it later (ms or s: 25ms; the netns testbed under load: 25ms)"),
+            .init(name: "reader", defaultValue: "", help: "each peer's reader (darter get -O -) streams the object in order at this rate, bits per second, and the peer is done when it is (default: done when it holds every piece)"),
+            .init(name: "flow-spread", defaultValue: "0", help: "unequal TCP shares: each transfer's weight in the fair shares is e^(S·z), z standard normal (0: max-min fair)"),
+            .init(name: "start", defaultValue: "0", help: "seconds from the clock's start to the peers' first announce (starting darter get; completions still count from 0)"),
             .init(name: "wire-efficiency", defaultValue: "", help: "payload bytes per byte on a link (default: 0.936, Ethernet MTU 1500 with TCP timestamps and ACKs; 1: none lost)"),
             .init(name: "requests-per-parent", defaultValue: "", help: "what-if: the peer's piece requests open per peer parent (default: the peer's, \(peer.requestsPerParent))"),
             .init(name: "requests-per-seed", defaultValue: "", help: "what-if: requests open per seed (default: the peer's, \(peer.requestsPerSeed))"),
@@ -48,6 +51,7 @@ enum SimulateCommand {
             .init(name: "sweep", defaultValue: "", help: "instead of --peers: run at each of these peer counts (16,100,1000,10000), one after another"),
             .init(name: "svg", defaultValue: "", help: "write scale-vs-n.svg and scale-cdf.svg for the runs into this directory (with Kraken's published figures)"),
             .init(name: "cdf", defaultValue: "", help: "also print completion ÷ T_min at every 5th percentile", kind: .toggle),
+            .init(name: "timeline", defaultValue: "", help: "also print, per peer, the seconds at which it held 1 piece, 1/16, 1/8, 1/4, 1/2, 3/4, 7/8, 15/16 and all of them (the first object), and the piece requests' seconds from sent to landed", kind: .toggle),
         ], arguments: argv)
         if args.wantsHelp { print(args.usage); return }
         if args.string("scheduler-cost") != "" {
@@ -71,7 +75,11 @@ enum SimulateCommand {
         shape.dataCentres = try args.int("dcs")
         shape.interDCFraction = try fraction(args, "inter-dc")
         shape.localityLabels = !args.isSet("no-idc")
+        shape.recordTimeline = args.isSet("timeline")
         shape.roundTrip = try seconds(args, "rtt")
+        if args.string("reader") != "" { shape.readerBytesPerSecond = try bits(args, "reader") / 8 }
+        shape.startSeconds = try seconds(args, "start")
+        shape.flowSpread = try fraction(args, "flow-spread", max: 4)
         if args.string("wire-efficiency") != "" {
             shape.wireEfficiency = try fraction(args, "wire-efficiency")
             guard shape.wireEfficiency > 0 else { throw UsageError("simulate: --wire-efficiency must be above 0") }
@@ -130,11 +138,7 @@ enum SimulateCommand {
         let r = SwarmSimulation.run(shape)
         let wall = clock.now - start
         let u = r.peerUploadSpread
-        func f(_ x: Double) -> String {
-            guard x.isFinite else { return "-" }
-            let v = Int((x * 100).rounded())
-            return "\(v / 100).\(v % 100 < 10 ? "0" : "")\(v % 100)"
-        }
+        let f = twoDecimals
         print("peers \(shape.peers) link \(args.string("link"))bit/s (payload \(f(shape.wireEfficiency))) rtt \(f(shape.roundTrip * 1000)) ms size \(args.string("size")) x \(shape.objects) pieces \(shape.effectivePieceLength >> 10) KiB slow \(shape.slowFraction) churn \(shape.churnFraction) dcs \(shape.dataCentres)\(shape.dataCentres > 1 ? " inter-dc \(shape.interDCFraction)" : "")")
         print("T_min \(f(r.swarmIdealSeconds)) s; completion ÷ own T_min: p50 \(f(r.p50VsIdeal)) p99 \(f(r.p99VsIdeal)) max \(f(r.maxVsIdeal)); absolute p50 \(f(SwarmSimulation.Result.percentile(r.sortedCompletions, 0.5))) s p99 \(f(SwarmSimulation.Result.percentile(r.sortedCompletions, 0.99))) s")
         let fast = r.completionSeconds.indices.filter { !r.slow[$0] }.compactMap { i in r.completionSeconds[i].map { $0 / r.idealSeconds[i] } }
@@ -148,7 +152,33 @@ enum SimulateCommand {
             let ratios = r.ratios
             print("cdf " + stride(from: 0.05, through: 1.0001, by: 0.05).map { "\(Int(($0 * 100).rounded())):\(f(SwarmSimulation.Result.percentile(ratios, $0)))" }.joined(separator: " "))
         }
+        if !r.holdingSeconds.isEmpty {
+            printTimeline(r.holdingSeconds)
+            let took = r.requestSeconds.sorted()
+            if !took.isEmpty {
+                func at(_ p: Double) -> String { f(SwarmSimulation.Result.percentile(took, p)) }
+                print("piece requests: \(took.count), sent to landed seconds p50 \(at(0.5)) p90 \(at(0.9)) p99 \(at(0.99)) max \(f(took.last!))")
+            }
+        }
         return r
+    }
+
+    static func twoDecimals(_ x: Double) -> String {
+        guard x.isFinite else { return "-" }
+        let v = Int((x * 100).rounded())
+        return "\(v / 100).\(v % 100 < 10 ? "0" : "")\(v % 100)"
+    }
+
+    /// The fractions of the pieces `--timeline` prints the time of, per peer.
+    static let timelineShares: [Double] = [0, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0 / 2, 3.0 / 4, 7.0 / 8, 15.0 / 16, 1]
+
+    static func printTimeline(_ holding: [[Double]]) {
+        let f = twoDecimals
+        let pieces = holding.map(\.count).max() ?? 0
+        let marks = timelineShares.map { share in max(1, Int((share * Double(pieces)).rounded())) }
+        for (i, times) in holding.enumerated() {
+            print("timeline peer-\(i + 1) " + marks.map { "\($0):\($0 <= times.count ? f(times[$0 - 1]) : "-")" }.joined(separator: " "))
+        }
     }
 
     static func bits(_ args: Arguments, _ name: String) throws -> Double {

@@ -65,6 +65,36 @@ struct SwarmSimulatorTests {
         #expect(r.uploadBytes[0] < 2 * (256 << 20))
     }
 
+    @Test("weighted shares: a full link is split in proportion to the transfers' weights, and what one cannot use goes to the others")
+    func weightedShares() {
+        var t = [SwarmSimulation.Transfer(child: 1, parent: 0, task: 0, piece: 0, remaining: 1, weight: 1),
+                 SwarmSimulation.Transfer(child: 2, parent: 0, task: 0, piece: 1, remaining: 1, weight: 3)]
+        FairShare.allocate(&t, up: [8, 8, 8], down: [8, 8, 8], cross: [])
+        #expect(t.map(\.rate) == [2, 6])
+        // Child 2's download is 4: the heavy transfer is capped there, the light one takes the rest.
+        FairShare.allocate(&t, up: [8, 8, 8], down: [8, 8, 4], cross: [])
+        #expect(t.map(\.rate) == [4, 4])
+    }
+
+    @Test("a flow spread: piece requests take unequal times (TCP's shares), the swarm finishes later than with fair shares; deterministic")
+    func flowSpread() {
+        var shape = SwarmSimulation.Shape()
+        shape.objectBytes = 32 << 20
+        shape.recordTimeline = true
+        shape.roundTrip = 0.02
+        let fair = SwarmSimulation.run(shape)
+        shape.flowSpread = 0.6
+        let spread = SwarmSimulation.run(shape), again = SwarmSimulation.run(shape)
+        func ratio(_ r: SwarmSimulation.Result) -> Double {
+            let t = r.requestSeconds
+            return SwarmSimulation.Result.percentile(t, 0.9) / SwarmSimulation.Result.percentile(t, 0.5)
+        }
+        #expect(fair.requestSeconds.count >= 8 * 32 && spread.unfinished == 0 && spread.originBytes == 32 << 20)
+        #expect(ratio(fair) < 1.25 && ratio(spread) > 1.4, "\(ratio(fair)) \(ratio(spread))")
+        #expect(spread.p99VsIdeal > fair.p99VsIdeal)
+        #expect(spread.completionSeconds == again.completionSeconds)
+    }
+
     @Test("a transfer whose first byte is still on its way takes no share of the links")
     func waitingTransfersTakeNoShare() {
         var t = [SwarmSimulation.Transfer(child: 1, parent: 0, task: 0, piece: 0, remaining: 1, startsAt: 0),
@@ -100,6 +130,37 @@ struct SwarmSimulatorTests {
         #expect(abs((slowWire - bare) - 4 * piece) < 0.003)
         // 50 ms round trips: four requests' and the feed's half (the seed's first piece).
         #expect(abs((far - bare) - (4 * 0.05 + 0.025)) < 0.003)
+    }
+
+    @Test("the get's side: a later start shifts completion by as much; a reader slower than the link sets it; the timeline records each piece held")
+    func startReaderAndTimeline() {
+        var shape = SwarmSimulation.Shape()
+        shape.peers = 1
+        shape.objectBytes = 4 << 20
+        shape.pieceLength = 1 << 20
+        shape.tick = 0.0005
+        shape.roundTrip = 0
+        shape.wireEfficiency = 1
+        shape.recordTimeline = true
+        let piece = Double(1 << 20) / shape.linkBytesPerSecond
+        let bare = SwarmSimulation.run(shape)
+        let done = bare.completionSeconds[0]!
+        #expect(bare.holdingSeconds.count == 1 && bare.holdingSeconds[0].count == 4)
+        #expect(bare.holdingSeconds[0] == bare.holdingSeconds[0].sorted() && abs(bare.holdingSeconds[0][3] - done) < 1e-9)
+        var later = shape
+        later.startSeconds = 0.5
+        #expect(abs(SwarmSimulation.run(later).completionSeconds[0]! - (done + 0.5)) < 0.002)
+        // A reader at 10x the link keeps up: done once it read the last piece, a tenth of a
+        // piece's time after it landed.
+        var fast = shape
+        fast.readerBytesPerSecond = 10 * shape.linkBytesPerSecond
+        #expect(abs(SwarmSimulation.run(fast).completionSeconds[0]! - (done + piece / 10)) < 0.002)
+        // At a quarter of the link it reads from the first piece on and takes 4x the transfer.
+        var slow = shape
+        slow.readerBytesPerSecond = shape.linkBytesPerSecond / 4
+        let first = bare.holdingSeconds[0][0]
+        #expect(abs(SwarmSimulation.run(slow).completionSeconds[0]! - (first + 16 * piece)) < 0.002)
+        #expect(SwarmSimulation.run(SwarmSimulation.Shape()).holdingSeconds.isEmpty, "recorded only when asked")
     }
 
     @Test("a sweep's plots: completion ÷ T_min against N with Kraken's published figures, and a CDF line per N")
