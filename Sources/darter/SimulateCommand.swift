@@ -44,6 +44,7 @@ enum SimulateCommand {
             .init(name: "window", defaultValue: "", help: "what-if: the peer's streaming window, pieces (default: the peer's, \(peer.window))"),
             .init(name: "cross-idc-gateways", defaultValue: "", help: "what-if: peers per IDC that may take parents in other IDCs (default: the scheduler's, \(scheduler.crossIDCGateways))"),
             .init(name: "remote-parents", defaultValue: "", help: "what-if: parents from other IDCs the scheduler names a gateway per announce (default: its own, \(scheduler.remoteParents))"),
+            .init(name: "max-children", defaultValue: "", help: "what-if: children in one task at which the scheduler names a peer to no more, in proportion to its upload (default: its own, \(scheduler.maxChildren))"),
             .init(name: "children-per-parent", defaultValue: "", help: "what-if: children at which the scheduler counts a parent fully loaded (default: its own, \(scheduler.childrenPerParent))"),
             .init(name: "tick", defaultValue: "", help: "smallest step of virtual time, seconds (default: half a piece's time at the link rate)"),
             .init(name: "seed", defaultValue: "1", help: "random seed (the run is deterministic for a seed)"),
@@ -98,6 +99,7 @@ enum SimulateCommand {
         try knob("reannounce-ms") { shape.swarm.reannounce = .milliseconds($0) }
         try knob("reannounce-quickly-ms") { shape.swarm.reannounceQuickly = .milliseconds($0) }
         try knob("children-per-parent") { shape.scheduler.childrenPerParent = $0 }
+        try knob("max-children") { shape.scheduler.maxChildren = $0 }
         try knob("cross-idc-gateways") { shape.scheduler.crossIDCGateways = $0 }
         try knob("remote-parents") { shape.scheduler.remoteParents = $0 }
         try knob("window") { shape.swarm.window = $0 }

@@ -344,7 +344,7 @@ struct SchedulerPolicyTests {
         #expect(try s.announce(Announce(host: "c3", task: other), now: 3).reply.parents.contains { $0.id == "rich" }, "another task counts its own children")
     }
 
-    @Test("the limit is in proportion to a peer's upload: a tenth of the fastest one's, a tenth of the children")
+    @Test("the limit is in proportion to a peer's upload against the mean of the peers scored: a tenth of the mean's, a tenth of the children")
     func fullSlowParents() throws {
         var config = Scheduler.Config()
         config.maxChildren = 10
@@ -352,9 +352,23 @@ struct SchedulerPolicyTests {
         var s = Scheduler(config: config)
         _ = s.register(peer("fast", upload: 100_000_000, tasks: [held(0..<16)]), now: 0)
         _ = s.register(peer("slow", upload: 10_000_000, tasks: [held(16..<32)]), now: 0)
-        for c in ["c1", "c2", "c3"] { _ = s.register(peer(c), now: 0) }
+        // c1 scores fast and slow (mean 55 MB/s: slow may have 2); c2 and c3 also the children
+        // before them, at 100 MB/s (mean 70 and 77.5: 1), so slow is full after c1.
+        for c in ["c1", "c2", "c3"] { _ = s.register(peer(c, upload: 100_000_000), now: 0) }
         let picked = try ["c1", "c2", "c3"].map { try s.announce(Announce(host: $0, task: task), now: 1).reply.parents.map(\.id) }
         #expect(picked.filter { $0.contains("slow") }.count == 1 && picked.allSatisfy { $0.contains("fast") })
+    }
+
+    @Test("the children limits add up to maxChildren a peer: 10 % of the peers at a tenth of the link leave the others 18 (of 16), themselves 2; an unknown upload counts as the mean")
+    func childrenLimits() {
+        let mean = 0.9 * 25e6 + 0.1 * 2.5e6
+        #expect(Scheduler.childrenLimit(16, upload: 25_000_000, meanUpload: 25e6) == 16)
+        #expect(Scheduler.childrenLimit(16, upload: 25_000_000, meanUpload: mean) == 18)
+        #expect(Scheduler.childrenLimit(16, upload: 2_500_000, meanUpload: mean) == 2)
+        let places: Int = 900 * 18 + 100 * 2
+        #expect(places >= 1000 * 16, "places for every child's 16")
+        #expect(Scheduler.childrenLimit(16, upload: 0, meanUpload: mean) == 16)
+        #expect(Scheduler.childrenLimit(16, upload: 1, meanUpload: mean) == 1, "never none")
     }
 
     @Test("past a quarter of what the child lacks, load decides: two rich parents, the less loaded first")
