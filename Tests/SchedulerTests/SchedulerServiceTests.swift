@@ -33,9 +33,14 @@ final class VirtualClock: Sendable {
 final class RestartingScheduler: HTTPHandler {
     let service: SchedulerService
     let up = Atomic<Bool>(false)
+    /// Requests answered 503 so far.
+    let refused = Atomic<Int>(0)
     init(_ service: SchedulerService) { self.service = service }
     func handle(_ request: HTTPRequestHead, body: [UInt8], respond: @escaping @Sendable (Response) -> Void) {
-        guard up.load(ordering: .relaxed) else { return respond(.text(503, "restarting\n")) }
+        guard up.load(ordering: .relaxed) else {
+            refused.add(1, ordering: .relaxed)
+            return respond(.text(503, "restarting\n"))
+        }
         service.handle(request, body: body, respond: respond)
     }
 }
@@ -210,9 +215,12 @@ struct SchedulerClientTests {
         server.start()
         let c = makeClient(f, schedulers: [HTTPClientURL(host: "127.0.0.1", port: server.port)])
         c.start()
-        // Two refused attempts (at 0 and 250 ms); the next comes 500 ms later, so the client
-        // registers about 350 ms after the gate opens, not at the next 5 s keep-alive.
-        try await Task.sleep(for: .milliseconds(400))
+        // Two refused attempts (at 0 and 250 ms); the next comes 500 ms after the second, so the
+        // client registers within about half a second of the gate opening, not at the next 5 s
+        // keep-alive. The gate opens on the second refusal, not after a fixed sleep: under a
+        // loaded test run a sleep overshot into the client's longer retries (2.7 s once).
+        let waiting = ContinuousClock.now
+        while gate.refused.load(ordering: .relaxed) < 2 && ContinuousClock.now - waiting < .seconds(10) { try await Task.sleep(for: .milliseconds(5)) }
         #expect(!c.isRegistered)
         gate.up.store(true, ordering: .relaxed)
         let listening = ContinuousClock.now
