@@ -429,7 +429,7 @@ def darter_run(name, url, digest, ideal, log, fault=None, timeout=None, labels=F
     """One darter run on fresh daemons; `fault`: (delay s, fn(daemons, url, info) -> fire(start));
     `labels`: IDC labels (see IDCS); `before_stop`: fn(cmds) run once every get ended, the
     daemons still up, its value the result's "extra". Returns a result dict (times, bad, origin,
-    rss, excluded, note, data, crossed, extra)."""
+    rss, excluded, note, data, crossed, extra, start: run_all's start for the gets)."""
     data = os.path.join(BENCH, name)
     open(log, "w").close()
     d = Darter(data, labels=labels)
@@ -440,6 +440,7 @@ def darter_run(name, url, digest, ideal, log, fault=None, timeout=None, labels=F
     info = {}
     times, codes, errors = run_all(cmds, timeout=timeout or ideal * 30 + 60,
                                    fault=(fault[0], fault[1](d, url, info)) if fault else None)
+    start = COMMON_START  # the gets' common start, the clock of the peers' trace lines
     rss = max(hwm_mib(p.pid_in_ns()) for p in d.peers.values())
     counters = d.counters()
     # A peer logs where its pieces came from once the task is stored complete, which can be
@@ -471,7 +472,7 @@ def darter_run(name, url, digest, ideal, log, fault=None, timeout=None, labels=F
     if IDCS == 2:
         print(f"  {name}: copies of the object that crossed between dc0 and dc1: {crossed:.2f}")
     return {"times": times, "bad": bad, "origin": origin_bytes(log, url.split(f":{ORIGIN_PORT}", 1)[1]) / SIZE, "rss": rss,
-            "excluded": excluded, "note": note, "data": data, "crossed": crossed, "extra": extra}
+            "excluded": excluded, "note": note, "data": data, "crossed": crossed, "extra": extra, "start": start}
 
 
 # MARK: - Direct and BitTorrent
@@ -825,10 +826,7 @@ def fitted_spread(m):
 def reader_rate(cmds):
     """Bytes/s a darter get reads a complete task from its own daemon, all peers' gets at once
     (the testbed's cores are shared: what the gets read at when the swarm ends together)."""
-    global COMMON_START
-    swarm_start = COMMON_START  # the swarm run's, for its traces
     times, codes, errors = run_all(cmds, timeout=SIZE / 1e6 + 60)
-    COMMON_START = swarm_start
     bad = {h: errors[h].strip() for h in codes if codes[h] != 0}
     if bad:
         raise SystemExit(f"calibrate: re-reading the complete task failed: {bad}")
@@ -864,7 +862,6 @@ def calibrate(shapes, rounds):
             before = cpu_times()
             try:
                 r = darter_run("darter", url, digest, ideal, log, fault=(2.0, probe), before_stop=reader_rate)
-                start = COMMON_START
                 # Each byte of the object a peer received crossed two shaped links (its parent's
                 # upload, its own download): what the links carried beside it is the wire's cost.
                 sent, dropped = qdisc_totals(PEERS + 1)
@@ -878,7 +875,7 @@ def calibrate(shapes, rounds):
             t = [r["times"][i] for i in range(1, PEERS + 1)]
             if r["bad"]:
                 raise SystemExit(f"calibrate: {shape} round {rnd + 1} failed: {r['bad']}")
-            tr = traced(r["data"], start)
+            tr = traced(r["data"], r["start"])
             if len(tr) != PEERS:
                 raise SystemExit(f"calibrate: {shape} round {rnd + 1}: {len(tr)} of {PEERS} peers' traces read")
             held = [h for _, h, _ in tr.values()]

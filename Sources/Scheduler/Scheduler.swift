@@ -322,9 +322,14 @@ public struct Scheduler: Sendable {
         let wanted = max(1, pieceCount - me.pieces.count)
         let measured = candidates.compactMap { hosts[$0]?.throughput }.sorted()
         let median = measured.isEmpty ? nil : measured[measured.count / 2]
-        let fastestUpload = candidates.compactMap { hosts[$0]?.registration.uploadRate }.max() ?? 0
-        let peerUploads = candidates.compactMap { hosts[$0]?.registration }.filter { $0.role != .seed && $0.uploadRate > 0 }.map(\.uploadRate)
-        let meanUpload = peerUploads.isEmpty ? 0 : Double(peerUploads.reduce(0, +)) / Double(peerUploads.count)
+        // The fastest upload (the score's capacity term) and the peers' mean (the children limit), in one pass.
+        var fastestUpload: Int64 = 0, peerUploadSum: Int64 = 0, peersWithUpload = 0
+        for id in candidates {
+            guard let r = hosts[id]?.registration else { continue }
+            fastestUpload = max(fastestUpload, r.uploadRate)
+            if r.role != .seed && r.uploadRate > 0 { peerUploadSum += r.uploadRate; peersWithUpload += 1 }
+        }
+        let meanUpload = peersWithUpload == 0 ? 0 : Double(peerUploadSum) / Double(peersWithUpload)
         var scored: [(score: Double, tie: UInt64, candidate: ParentCandidate)] = []
         // A member still downloading with nothing yet is a candidate too: its pieces will come,
         // and the child hears of them on its feed (a fresh swarm is a mesh from the start).

@@ -451,7 +451,7 @@ final class Engine {
 
     func landed(_ t: Int, _ host: Int, _ piece: Int, at: Double? = nil) {
         have[t][host].insert(piece)
-        if t == 0, host > 0, !holding.isEmpty { holding[host].append(at ?? now) }
+        if t == 0, host > 0, shape.recordTimeline { holding[host].append(at ?? now) }
         let delay = shape.roundTrip / 2
         guard delay <= 0 else { notices.append((now + delay, t, host, piece)); return }
         tell(t, host, piece)
@@ -677,7 +677,7 @@ final class Engine {
                 freed[t][c].append(p)
                 markDirty(t, c)
                 guard !have[t][c].contains(piece) else { continue }
-                if !holding.isEmpty { requestTimes.append(at - (x.startsAt - shape.roundTrip)) }
+                if shape.recordTimeline { requestTimes.append(at - (x.startsAt - shape.roundTrip)) }
                 for other in selectors[t][c].received(piece, from: names[p]) {
                     if let o = index[other] { cancel.append((t, c, o, piece)) }
                 }
@@ -769,6 +769,6 @@ final class Engine {
             uploadBytes: uploaded.map { Int64($0) }, wastedBytes: Int64(wasted), crossDCBytes: Int64(crossBytes),
             slow: Array(slow.dropFirst()), departed: Array(departed.dropFirst()), unfinished: unfinished,
             virtualSeconds: now, steps: steps, schedulerCounters: scheduler.counters,
-            requestSeconds: requestTimes, holdingSeconds: holding.isEmpty ? [] : Array(holding.dropFirst()))
+            requestSeconds: requestTimes, holdingSeconds: shape.recordTimeline ? Array(holding.dropFirst()) : [])
     }
 }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import BenchReport
 import DarterCore
 import SwarmSimulator
 import DarterIO
@@ -165,11 +166,8 @@ enum SimulateCommand {
         return r
     }
 
-    static func twoDecimals(_ x: Double) -> String {
-        guard x.isFinite else { return "-" }
-        let v = Int((x * 100).rounded())
-        return "\(v / 100).\(v % 100 < 10 ? "0" : "")\(v % 100)"
-    }
+    /// Two decimals (BenchReport's `fixed`), "-" for a figure that is not one.
+    static func twoDecimals(_ x: Double) -> String { x.isFinite ? fixed(x, 2) : "-" }
 
     /// The fractions of the pieces `--timeline` prints the time of, per peer.
     static let timelineShares: [Double] = [0, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0 / 2, 3.0 / 4, 7.0 / 8, 15.0 / 16, 1]

@@ -3,6 +3,17 @@ import Testing
 
 @Suite("Swarm simulation (the real Scheduler and PieceSelector in virtual time)")
 struct SwarmSimulatorTests {
+    /// One peer taking a 4 MiB object in 1 MiB pieces from the seed, in fine steps: small enough
+    /// to reason about each piece.
+    func onePeerFourPieces() -> SwarmSimulation.Shape {
+        var shape = SwarmSimulation.Shape()
+        shape.peers = 1
+        shape.objectBytes = 4 << 20
+        shape.pieceLength = 1 << 20
+        shape.tick = 0.0005
+        return shape
+    }
+
     @Test("max-min fair rates: a parent's upload is split among its transfers, a child's download caps its own")
     func fairShares() {
         // Parent 0 serves children 1 and 2; child 1 also downloads from parent 3.
@@ -107,11 +118,7 @@ struct SwarmSimulatorTests {
 
     @Test("the wire: one peer taking 4 pieces from the seed one at a time pays a round trip per piece, and each piece at the link's payload rate")
     func roundTripAndWireEfficiency() {
-        var shape = SwarmSimulation.Shape()
-        shape.peers = 1
-        shape.objectBytes = 4 << 20
-        shape.pieceLength = 1 << 20
-        shape.tick = 0.0005
+        var shape = onePeerFourPieces()
         shape.swarm.requestsPerSeed = 1
         func completion(roundTrip: Double, efficiency: Double) -> Double {
             shape.roundTrip = roundTrip
@@ -134,11 +141,7 @@ struct SwarmSimulatorTests {
 
     @Test("the get's side: a later start shifts completion by as much; a reader slower than the link sets it; the timeline records each piece held")
     func startReaderAndTimeline() {
-        var shape = SwarmSimulation.Shape()
-        shape.peers = 1
-        shape.objectBytes = 4 << 20
-        shape.pieceLength = 1 << 20
-        shape.tick = 0.0005
+        var shape = onePeerFourPieces()
         shape.roundTrip = 0
         shape.wireEfficiency = 1
         shape.recordTimeline = true
@@ -160,7 +163,10 @@ struct SwarmSimulatorTests {
         slow.readerBytesPerSecond = shape.linkBytesPerSecond / 4
         let first = bare.holdingSeconds[0][0]
         #expect(abs(SwarmSimulation.run(slow).completionSeconds[0]! - (first + 16 * piece)) < 0.002)
-        #expect(SwarmSimulation.run(SwarmSimulation.Shape()).holdingSeconds.isEmpty, "recorded only when asked")
+        var unrecorded = shape
+        unrecorded.recordTimeline = false
+        let quiet = SwarmSimulation.run(unrecorded)
+        #expect(quiet.holdingSeconds.isEmpty && quiet.requestSeconds.isEmpty, "recorded only when asked")
     }
 
     @Test("a sweep's plots: completion ÷ T_min against N with Kraken's published figures, and a CDF line per N")
